@@ -1,0 +1,180 @@
+"""The ``clinical-mlops`` command: what a user would otherwise do by hand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from clinical_mlops.settings import PROJECT_ROOT, default_paths, switch_off_telemetry
+
+switch_off_telemetry()
+
+UI_HINT = (
+    "Dagster UI: make ui  → http://127.0.0.1:3000 (assets, lineage, checks)\n"
+    "MLflow UI: started by make ui → http://127.0.0.1:5000 (runs, registered models)"
+)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _prepare_extracts(source: Path | None, seed: int, n_encounters: int, n_extracts: int, landing_dir: Path) -> list[Path]:
+    from clinical_mlops import uci
+
+    if source is None:
+        from clinical_mlops import synthetic
+
+        _say(f"Generating {n_encounters:,} synthetic encounters (seed {seed}) …")
+        encounters = synthetic.generate_encounters(synthetic.SyntheticConfig(n_encounters=n_encounters, seed=seed))
+        prefix = f"synthetic_s{seed}_n{n_encounters}"
+    else:
+        _say(f"Reading the UCI extract from {source} …")
+        encounters = uci.load_uci_encounters(source)
+        prefix = "uci"
+    landing_dir.mkdir(parents=True, exist_ok=True)
+    return uci.write_sequential_extracts(encounters, landing_dir, n_extracts, prefix=prefix)
+
+
+def _cohort_summary(metadata: dict[str, dict]) -> dict[str, dict]:
+    summary: dict[str, dict] = {}
+    for key, values in metadata.items():
+        cohort, _, asset = key.partition("/")
+        if asset in ("baseline_model", "candidate_model"):
+            summary.setdefault(cohort, {})[asset] = {
+                k: values[k] for k in ("registered_model", "model_version", "mlflow_run_id", "test_auroc",
+                                       "operating_threshold", "train_rows", "test_rows") if k in values
+            }
+        elif asset == "model_evaluation":
+            summary.setdefault(cohort, {})["evaluation"] = {
+                k: v for k, v in values.items() if isinstance(v, (int, float, str)) and not k.endswith(("_plots", "_by_group"))
+            }
+    return summary
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from clinical_mlops import runs
+
+    started = time.perf_counter()
+    paths = default_paths()
+    source = args.source.resolve() if args.source else None
+    extracts = _prepare_extracts(source, args.seed, args.encounters, args.extracts, paths.landing_dir)
+    instance = runs.project_instance()
+    defs = runs.load_definitions()
+    summary: dict = {"source": str(source) if source else "synthetic", "seed": args.seed, "extracts": []}
+    failures: list[str] = []
+    for i, path in enumerate(extracts, 1):
+        _say(f"[{i}/{len(extracts) + 1}] Landing and validating {path.name}")
+        outcome = runs.run_ingestion(defs, instance, path.name)
+        raw = outcome.metadata.get("raw_encounters", {})
+        valid = outcome.metadata.get("validated_encounters", {})
+        summary["extracts"].append({
+            "extract_id": path.name, "status": raw.get("status"), "rows_landed": raw.get("rows_landed"),
+            "rows_valid": valid.get("rows_valid"), "rows_quarantined": valid.get("rows_quarantined"),
+            "run_id": outcome.run_id, "failed_checks": outcome.failed_checks,
+        })
+        if not outcome.success or outcome.failed_checks:
+            failures.append(f"{path.name}: {outcome.error or ', '.join(outcome.failed_checks)}")
+    _say(f"[{len(extracts) + 1}/{len(extracts) + 1}] Features, split, models and evaluation for every cohort")
+    training = runs.run_training(defs, instance)
+    summary["training_run_id"] = training.run_id
+    summary["cohorts"] = _cohort_summary(training.metadata)
+    if not training.success:
+        failures.append(f"training: {training.error}")
+    summary["failures"] = failures
+    summary["wall_seconds"] = round(time.perf_counter() - started, 1)
+    summary["warehouse"] = str(paths.warehouse)
+    summary["mlflow_tracking_uri"] = paths.mlflow_tracking_uri
+    _print_summary(summary)
+    if args.summary_json:
+        args.summary_json.parent.mkdir(parents=True, exist_ok=True)
+        args.summary_json.write_text(json.dumps(summary, indent=2, default=str))
+    return 1 if failures else 0
+
+
+def _print_summary(summary: dict) -> None:
+    landed = sum(e["rows_landed"] or 0 for e in summary["extracts"])
+    quarantined = sum(e["rows_quarantined"] or 0 for e in summary["extracts"])
+    print(f"\nclinical_mlops demo — {summary['source']} — {summary['wall_seconds']} s")
+    print(f"  extracts: {len(summary['extracts'])}; rows landed {landed:,}; quarantined {quarantined:,}")
+    for cohort, parts in summary.get("cohorts", {}).items():
+        evaluation = parts.get("evaluation", {})
+        print(f"  {cohort}:")
+        for role in ("baseline", "candidate"):
+            model = parts.get(f"{role}_model", {})
+            if not model:
+                continue
+            print(
+                f"    {role:9s} {model['registered_model']} v{model['model_version']} (run {model['mlflow_run_id'][:8]})"
+                f"  AUROC {evaluation.get(f'{role}_auroc', float('nan'))} [{evaluation.get(f'{role}_auroc_ci', '')}]"
+                f"  AUPRC {evaluation.get(f'{role}_auprc', float('nan'))}  Brier {evaluation.get(f'{role}_brier', float('nan'))}"
+            )
+    for failure in summary.get("failures", []):
+        print(f"  FAILED: {failure}")
+    print(f"  warehouse: {summary['warehouse']}\n  MLflow: {summary['mlflow_tracking_uri']}")
+    print("  " + UI_HINT.replace("\n", "\n  "))
+
+
+def cmd_land(args: argparse.Namespace) -> int:
+    from clinical_mlops import landing, runs
+
+    paths = default_paths()
+    source: Path = args.path.resolve()
+    if not source.is_file():
+        _say(f"error: {source} is not a file")
+        return 2
+    target = paths.landing_dir / source.name
+    paths.landing_dir.mkdir(parents=True, exist_ok=True)
+    if target.exists() and landing.file_sha256(target) != landing.file_sha256(source):
+        _say(f"error: a different file named {source.name} is already in the landing zone; rename the new extract")
+        return 2
+    if not target.exists():
+        shutil.copyfile(source, target)
+    instance = runs.project_instance()
+    outcome = runs.run_ingestion(runs.load_definitions(), instance, target.name)
+    raw = outcome.metadata.get("raw_encounters", {})
+    valid = outcome.metadata.get("validated_encounters", {})
+    print(json.dumps({
+        "extract_id": target.name, "status": raw.get("status"), "sha256": raw.get("sha256"),
+        "rows_landed": raw.get("rows_landed"), "rows_valid": valid.get("rows_valid"),
+        "rows_quarantined": valid.get("rows_quarantined"), "failed_checks": outcome.failed_checks,
+        "run_id": outcome.run_id,
+    }, indent=2))
+    if not outcome.success:
+        _say(f"error: {outcome.error}")
+        return 1
+    if outcome.failed_checks:
+        _say(f"error: gate failed: {', '.join(outcome.failed_checks)}")
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clinical-mlops", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the whole graph on synthetic data or the UCI extract")
+    demo.add_argument("--source", type=Path, help="the UCI zip or diabetic_data.csv (default: synthetic data)")
+    demo.add_argument("--seed", type=int, default=42, help="synthetic data seed")
+    demo.add_argument("--encounters", type=int, default=30_000, help="synthetic encounters to generate")
+    demo.add_argument("--extracts", type=int, default=4, help="monthly extracts to cut the source into")
+    demo.add_argument("--summary-json", type=Path, help="write the summary figures as JSON here")
+    demo.set_defaults(func=cmd_demo)
+
+    land = sub.add_parser("land", help="land one extract file and validate it")
+    land.add_argument("path", type=Path)
+    land.set_defaults(func=cmd_land)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Dagster wiring only: when and with what each domain function runs."""

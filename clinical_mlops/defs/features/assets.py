@@ -1,0 +1,65 @@
+"""Features: one ``encounter_features`` table per cohort, built in DuckDB and Pandera-validated."""
+
+
+import dagster as dg
+import pandera.pandas as pa
+
+from clinical_mlops import features
+from clinical_mlops.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.defs.resources import WAREHOUSE_POOL, WarehouseResource
+
+
+def build_encounter_features(spec: CohortSpec) -> dg.AssetsDefinition:
+    key = dg.AssetKey([spec.name, "encounter_features"])
+
+    @dg.asset(
+        key=key,
+        deps=["validated_encounters"],
+        group_name="features",
+        kinds={"duckdb", "sql", "pandera"},
+        code_version=features.feature_sql_version(spec),
+        pool=WAREHOUSE_POOL,
+        description=f"{spec.title}: engineered features, cohort exclusions applied, label `{spec.target_column}`.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                "feature_schema_valid", asset=key, blocking=True,
+                description="Every row satisfies the cohort's Pandera feature schema (types, ranges, no gaps).",
+            )
+        ],
+        metadata={"cohort": spec.name, "target_definition": spec.target_definition},
+    )
+    def encounter_features(warehouse: WarehouseResource) -> dg.MaterializeResult:
+        with warehouse.connect() as con:
+            build = features.build_features(con, spec)
+            frame = features.load_features(con, spec)
+        failures: dict[str, int] = {}
+        try:
+            features.feature_schema(spec).validate(frame, lazy=True)
+        except pa.errors.SchemaErrors as errors:
+            counted = errors.failure_cases.groupby(["column", "check"]).size()
+            failures = {f"{column}:{check}": int(n) for (column, check), n in counted.items()}
+        return dg.MaterializeResult(
+            metadata={
+                "rows_in": build.rows_in,
+                "rows_out": build.rows_out,
+                "rows_excluded": dg.MetadataValue.json(build.rows_excluded),
+                "label_prevalence": round(build.prevalence, 5),
+                "n_features": len(spec.features),
+                "table": spec.features_table,
+                "dagster/row_count": build.rows_out,
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="feature_schema_valid",
+                    passed=not failures,
+                    metadata={"failures": dg.MetadataValue.json(failures), "rows_checked": len(frame)},
+                )
+            ],
+        )
+
+    return encounter_features
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=[build_encounter_features(spec) for spec in load_all_cohorts()])

@@ -1,0 +1,139 @@
+"""Training: patient-grouped split, a logistic-regression baseline and a gradient-boosted candidate."""
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from clinical_mlops import features, modelling, training
+from clinical_mlops import tracking as tracking_lib
+from clinical_mlops.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.defs.resources import WAREHOUSE_POOL, TrackingResource, WarehouseResource
+
+
+class BaselineModelConfig(dg.Config):
+    C: float = 0.5
+    max_iter: int = 500
+    seed: int = 7
+
+
+class CandidateModelConfig(dg.Config):
+    max_iter: int = 300
+    learning_rate: float = 0.05
+    max_leaf_nodes: int = 31
+    min_samples_leaf: int = 40
+    l2_regularization: float = 1.0
+    seed: int = 7
+
+
+def build_training_split(spec: CohortSpec) -> dg.AssetsDefinition:
+    key = dg.AssetKey([spec.name, "training_split"])
+
+    @dg.asset(
+        key=key,
+        deps=[dg.AssetKey([spec.name, "encounter_features"])],
+        group_name="training",
+        kinds={"duckdb"},
+        code_version="1",
+        pool=WAREHOUSE_POOL,
+        description="Deterministic patient-grouped train/test split (seeded hash of the pseudonymised patient key).",
+        check_specs=[
+            dg.AssetCheckSpec("no_patient_overlap", asset=key, blocking=True,
+                              description="No patient appears in both train and test.")
+        ],
+    )
+    def training_split(warehouse: WarehouseResource) -> dg.MaterializeResult:
+        with warehouse.connect() as con:
+            summary = features.assign_split(con, spec)
+        return dg.MaterializeResult(
+            metadata={
+                "train_rows": summary.train_rows,
+                "test_rows": summary.test_rows,
+                "train_patients": summary.train_patients,
+                "test_patients": summary.test_patients,
+                "train_ids_sha256": summary.train_ids_sha256,
+                "test_ids_sha256": summary.test_ids_sha256,
+                "test_prevalence": round(summary.test_prevalence, 5),
+                "seed": spec.split_seed,
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="no_patient_overlap",
+                    passed=summary.patient_overlap == 0 and summary.test_rows > 0 and summary.train_rows > 0,
+                    metadata={"patients_in_both": summary.patient_overlap},
+                )
+            ],
+        )
+
+    return training_split
+
+
+def _model_result(outcome: training.TrainingOutcome, tracking_resource: TrackingResource) -> dg.MaterializeResult:
+    model = outcome.model
+    return dg.MaterializeResult(
+        metadata={
+            "registered_model": model.name,
+            "model_version": model.version,
+            "mlflow_run_id": model.run_id,
+            "mlflow_run": dg.MetadataValue.url(tracking_lib.run_url(tracking_resource.ui_url, model.experiment_id, model.run_id)),
+            "mlflow_model_version": dg.MetadataValue.url(
+                tracking_lib.model_version_url(tracking_resource.ui_url, model.name, model.version)
+            ),
+            "algorithm": outcome.algorithm,
+            "train_rows": outcome.train_rows,
+            "test_rows": outcome.test_rows,
+            "test_auroc": round(outcome.test_auroc, 4),
+            "test_auprc": round(outcome.test_auprc, 4),
+            "test_brier": round(outcome.test_brier, 4),
+            "operating_threshold": round(outcome.operating_threshold, 5),
+            "git_commit": outcome.provenance["git_commit"],
+            "git_dirty": outcome.provenance["git_dirty"],
+            "lock_sha256": outcome.provenance["lock_sha256"],
+            "input_extracts": dg.MetadataValue.json(outcome.input_extracts),
+        },
+        tags={"mlflow_run_id": model.run_id},
+    )
+
+
+def build_model_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
+    split_key = dg.AssetKey([spec.name, "training_split"])
+    common = dict(deps=[split_key], group_name="training", kinds={"scikit-learn", "mlflow"}, pool=WAREHOUSE_POOL)
+
+    @dg.asset(key=[spec.name, "baseline_model"], code_version="1", description=(
+        "Logistic-regression baseline (scaled numerics, one-hot categoricals), tracked and registered in MLflow."
+    ), **common)
+    def baseline_model(
+        config: BaselineModelConfig, warehouse: WarehouseResource, tracking: TrackingResource
+    ) -> dg.MaterializeResult:
+        params = modelling.LogisticRegressionParams(C=config.C, max_iter=config.max_iter, seed=config.seed)
+        with warehouse.connect() as con:
+            outcome = training.train_and_register(
+                con, spec, role="baseline", pipeline=modelling.build_logistic_regression(spec, params),
+                params=params.as_dict(), tracking_uri=tracking.tracking_uri, artifact_root=Path(tracking.artifact_root),
+            )
+        return _model_result(outcome, tracking)
+
+    @dg.asset(key=[spec.name, "candidate_model"], code_version="1", description=(
+        "Histogram gradient boosting with native categorical splits, tracked and registered in MLflow."
+    ), **common)
+    def candidate_model(
+        config: CandidateModelConfig, warehouse: WarehouseResource, tracking: TrackingResource
+    ) -> dg.MaterializeResult:
+        params = modelling.GradientBoostingParams(**config.model_dump())
+        with warehouse.connect() as con:
+            outcome = training.train_and_register(
+                con, spec, role="candidate", pipeline=modelling.build_gradient_boosting(spec, params),
+                params=params.as_dict(), tracking_uri=tracking.tracking_uri, artifact_root=Path(tracking.artifact_root),
+            )
+        return _model_result(outcome, tracking)
+
+    return [baseline_model, candidate_model]
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    assets: list[dg.AssetsDefinition] = []
+    for spec in load_all_cohorts():
+        assets.append(build_training_split(spec))
+        assets.extend(build_model_assets(spec))
+    return dg.Definitions(assets=assets)

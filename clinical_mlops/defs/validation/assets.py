@@ -1,0 +1,85 @@
+"""Validation: Pandera on each landed extract; failing rows quarantined with reasons."""
+
+
+import dagster as dg
+
+from clinical_mlops import validation
+from clinical_mlops.defs.partitions import extract_partitions
+from clinical_mlops.defs.resources import WAREHOUSE_POOL, PseudonymisationResource, WarehouseResource
+from clinical_mlops.deid import key_fingerprint
+
+
+class ValidationConfig(dg.Config):
+    max_quarantine_fraction: float = 0.05
+    """Above this share of quarantined rows the extract is flagged (WARN) for the data owner."""
+
+
+@dg.asset(
+    partitions_def=extract_partitions,
+    deps=["raw_encounters"],
+    group_name="validation",
+    kinds={"duckdb", "pandera"},
+    code_version="1",
+    pool=WAREHOUSE_POOL,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "landed_rows_reconcile",
+            asset="validated_encounters",
+            blocking=True,
+            description="valid + quarantined = landed: no row is dropped silently.",
+        ),
+        dg.AssetCheckSpec(
+            "quarantine_rate_within_limit",
+            asset="validated_encounters",
+            description="The share of quarantined rows stays under the configured limit.",
+        ),
+    ],
+)
+def validated_encounters(
+    context: dg.AssetExecutionContext,
+    config: ValidationConfig,
+    warehouse: WarehouseResource,
+    pseudonymisation: PseudonymisationResource,
+) -> dg.MaterializeResult:
+    """Typed, pseudonymised encounters in ``staging.encounters``; failures in ``staging.quarantine``."""
+    key, is_default_key = pseudonymisation.key()
+    if is_default_key:
+        context.log.warning("Using the documented development pseudonymisation key; set "
+                            f"{pseudonymisation.key_env_var} in production.")
+    with warehouse.connect() as con:
+        outcome = validation.validate_extract(con, context.partition_key, pseudonym_key=key)
+    quarantine_fraction = outcome.rows_quarantined / outcome.rows_landed
+    failures = {reason: dg.MetadataValue.int(n) for reason, n in outcome.failures.items()}
+    return dg.MaterializeResult(
+        metadata={
+            "rows_landed": outcome.rows_landed,
+            "rows_valid": outcome.rows_valid,
+            "rows_quarantined": outcome.rows_quarantined,
+            "quarantine_fraction": round(quarantine_fraction, 5),
+            "failed_checks": dg.MetadataValue.json(outcome.failures),
+            "pseudonym_key_fingerprint": key_fingerprint(key),
+            "dagster/row_count": outcome.rows_valid,
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="landed_rows_reconcile",
+                passed=outcome.reconciles,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={
+                    "rows_landed": outcome.rows_landed,
+                    "rows_valid": outcome.rows_valid,
+                    "rows_quarantined": outcome.rows_quarantined,
+                },
+            ),
+            dg.AssetCheckResult(
+                check_name="quarantine_rate_within_limit",
+                passed=quarantine_fraction <= config.max_quarantine_fraction,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "quarantine_fraction": round(quarantine_fraction, 5),
+                    "limit": config.max_quarantine_fraction,
+                    **failures,
+                },
+            ),
+        ],
+    )

@@ -1,0 +1,85 @@
+"""Launch the graph from Python: what ``clinical-mlops demo`` and ``land`` do, in Dagster runs.
+
+Runs go to the project's Dagster instance (``DAGSTER_HOME``, by default the project root with
+its ``dagster.yaml``), so everything the command line does is visible in the UI afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from clinical_mlops.settings import PROJECT_ROOT, switch_off_telemetry
+
+QUIET_RUN_CONFIG = {"loggers": {"progress": {}}}
+
+
+def project_instance() -> dg.DagsterInstance:
+    """The persistent Dagster instance configured by the top-level ``dagster.yaml``."""
+    switch_off_telemetry()
+    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT))
+    if Path(os.environ["DAGSTER_HOME"]).resolve() == PROJECT_ROOT:
+        os.chdir(PROJECT_ROOT)  # dagster.yaml's storage paths are relative to the project root
+    return dg.DagsterInstance.get()
+
+
+def load_definitions() -> dg.Definitions:
+    from clinical_mlops.definitions import defs
+
+    return defs()
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    success: bool
+    failed_checks: list[str] = field(default_factory=list)
+    error: str | None = None
+    metadata: dict[str, dict] = field(default_factory=dict)
+
+
+def _outcome(result: dg.ExecuteInProcessResult) -> RunOutcome:
+    failed = [
+        f"{e.asset_key.to_user_string()}:{e.check_name}" for e in result.get_asset_check_evaluations() if not e.passed
+    ]
+    metadata = {
+        event.asset_key.to_user_string(): {k: v.value for k, v in event.materialization.metadata.items()}
+        for event in result.get_asset_materialization_events()
+    }
+    error = None
+    if not result.success:
+        failures = result.get_step_failure_events()
+        info = failures[0].step_failure_data.error if failures else None
+        error = info.message.strip() if info else "the run failed"
+    return RunOutcome(run_id=result.run_id, success=result.success, failed_checks=failed, error=error, metadata=metadata)
+
+
+def register_extracts(instance: dg.DagsterInstance, extract_ids: list[str]) -> None:
+    """Add extract partitions (idempotent)."""
+    from clinical_mlops.defs.partitions import extract_partitions
+
+    known = set(instance.get_dynamic_partitions(extract_partitions.name))
+    new = [e for e in extract_ids if e not in known]
+    if new:
+        instance.add_dynamic_partitions(extract_partitions.name, new)
+
+
+def run_ingestion(defs: dg.Definitions, instance: dg.DagsterInstance, extract_id: str) -> RunOutcome:
+    """Land and validate one extract (one run of ``ingestion_job``)."""
+    register_extracts(instance, [extract_id])
+    job = defs.resolve_job_def("ingestion_job")
+    result = job.execute_in_process(
+        instance=instance, partition_key=extract_id, run_config=QUIET_RUN_CONFIG, raise_on_error=False
+    )
+    return _outcome(result)
+
+
+def run_training(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None) -> RunOutcome:
+    """Features, split, models and evaluation for every cohort (one run of ``training_job``)."""
+    job = defs.resolve_job_def("training_job")
+    config = {**QUIET_RUN_CONFIG, **(run_config or {})}
+    result = job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)
+    return _outcome(result)

@@ -1,0 +1,141 @@
+"""The DuckDB warehouse: schemas, connections and the tables every stage shares.
+
+Layout (see ARCHITECTURE.md): ``raw`` extracts as landed, ``staging`` validated rows and the
+quarantine, ``features`` one table per cohort, ``ml`` splits, predictions and evaluation,
+``monitoring`` time series, ``audit`` the ledger mirror. DuckDB allows one writing process;
+Dagster serialises writers through the ``duckdb_warehouse`` pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+
+from clinical_mlops import diabetes130
+
+SCHEMAS: tuple[str, ...] = ("raw", "staging", "features", "ml", "monitoring", "audit")
+
+_RAW_COLUMNS_SQL = ",\n    ".join(f'"{c}" VARCHAR' for c in diabetes130.COLUMNS)
+
+DDL: tuple[str, ...] = (
+    *(f"CREATE SCHEMA IF NOT EXISTS {schema}" for schema in SCHEMAS),
+    """CREATE TABLE IF NOT EXISTS raw.extracts (
+    extract_id VARCHAR PRIMARY KEY,
+    file_name VARCHAR NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    size_bytes BIGINT NOT NULL,
+    rows_landed BIGINT NOT NULL,
+    status VARCHAR NOT NULL,           -- landed | rejected
+    rejection_reason VARCHAR,
+    landed_at TIMESTAMP NOT NULL
+)""",
+    f"""CREATE TABLE IF NOT EXISTS raw.encounters (
+    _extract_id VARCHAR NOT NULL,
+    _row_number BIGINT NOT NULL,
+    {_RAW_COLUMNS_SQL}
+)""",
+    """CREATE TABLE IF NOT EXISTS staging.quarantine (
+    extract_id VARCHAR NOT NULL,
+    row_number BIGINT NOT NULL,
+    reasons VARCHAR NOT NULL,           -- "column:check" pairs separated by "; ", never values
+    quarantined_at TIMESTAMP NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS ml.splits (
+    cohort VARCHAR NOT NULL,
+    encounter_id BIGINT NOT NULL,
+    patient_key VARCHAR NOT NULL,
+    split VARCHAR NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS ml.predictions (
+    cohort VARCHAR NOT NULL,
+    model_name VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,
+    mlflow_run_id VARCHAR NOT NULL,
+    split VARCHAR NOT NULL,
+    encounter_id BIGINT NOT NULL,
+    label INTEGER NOT NULL,
+    score DOUBLE NOT NULL,
+    predicted_at TIMESTAMP NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS ml.evaluation_metrics (
+    evaluated_at TIMESTAMP NOT NULL,
+    cohort VARCHAR NOT NULL,
+    model_name VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,
+    attribute VARCHAR NOT NULL,
+    "group" VARCHAR NOT NULL,
+    n BIGINT NOT NULL,
+    n_positive BIGINT NOT NULL,
+    metric VARCHAR NOT NULL,
+    estimate DOUBLE,
+    lower DOUBLE,
+    upper DOUBLE
+)""",
+)
+
+
+def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, creating the file, the schemas and the shared tables if needed."""
+    path = Path(path)
+    if read_only:
+        return duckdb.connect(str(path), read_only=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path))
+    for statement in (*DDL, MODEL_VERSIONS_DDL):
+        con.execute(statement)
+    return con
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All-or-nothing: commit when the block succeeds, roll back when it raises."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):
+    """The single value a query returns."""
+    row = con.execute(sql, params or []).fetchone()
+    return None if row is None else row[0]
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, qualified_name: str) -> bool:
+    schema, table = qualified_name.split(".")
+    return bool(
+        scalar(
+            con,
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            [schema, table],
+        )
+    )
+
+
+MODEL_VERSIONS_DDL = """CREATE TABLE IF NOT EXISTS ml.model_versions (
+    registered_at TIMESTAMP NOT NULL,
+    cohort VARCHAR NOT NULL,
+    role VARCHAR NOT NULL,                -- baseline | candidate
+    model_name VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,
+    mlflow_run_id VARCHAR NOT NULL,
+    algorithm VARCHAR NOT NULL,
+    params_json VARCHAR NOT NULL,
+    operating_threshold DOUBLE NOT NULL,
+    train_rows BIGINT NOT NULL,
+    test_rows BIGINT NOT NULL,
+    input_extracts_json VARCHAR NOT NULL, -- [{extract_id, sha256}], the data versions trained on
+    train_ids_sha256 VARCHAR NOT NULL,
+    test_ids_sha256 VARCHAR NOT NULL,
+    cohort_spec_sha256 VARCHAR NOT NULL,
+    git_commit VARCHAR NOT NULL,
+    git_dirty BOOLEAN NOT NULL,
+    lock_sha256 VARCHAR NOT NULL,
+    PRIMARY KEY (model_name, model_version)
+)"""
