@@ -72,8 +72,8 @@ ECE_BINS = 10
 """Equal-width bins on [0, 1] used by the expected calibration error."""
 
 _BLOCK_BYTES = 48 * 1024 * 1024
-"""Upper bound on one block of bootstrap weights (replicates x rows); intermediates are a few
-times this."""
+"""Upper bound on one block of bootstrap weights (replicates x rows). Peak memory is about
+twice this (weights plus a scratch buffer of the same size) plus small per-positive arrays."""
 
 OVERALL_ATTRIBUTE = "overall"
 OVERALL_GROUP = "all"
@@ -156,7 +156,7 @@ class _Prepared:
     group_before: np.ndarray  # column just before each positive's tie group (-1 at the top)
     pos_last: np.ndarray  # index (into pos) of the last positive in the same tie group
     pos_before: np.ndarray  # index (into pos) of the last positive above the tie group (-1: none)
-    ties: bool  # whether any positive shares its score with another row
+    ties: bool  # whether any two rows share a score
 
     @property
     def size(self) -> int:
@@ -215,11 +215,12 @@ def _gather_before(cum: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def _weighted_metrics(w: np.ndarray, prep: _Prepared, *, overwrite: bool = False) -> np.ndarray:
+def _weighted_metrics(w: np.ndarray, prep: _Prepared, *, cum_out: np.ndarray | None = None
+                      ) -> np.ndarray:
     """Metrics for each row of weights ``w`` (replicates x subset rows, descending-score order).
 
     Returns a float64 array (replicates x len(METRICS)), NaN where a metric is undefined.
-    With ``overwrite`` the weights are replaced by their running sums (saves a copy).
+    ``cum_out`` (same shape as ``w``, may be ``w`` itself) receives the running sums of ``w``.
     """
     sums = (w @ prep.features.astype(w.dtype, copy=False)).astype(np.float64)
     total, pos, ssum, sq, flagged, tp = (sums[:, k] for k in range(6))
@@ -236,31 +237,39 @@ def _weighted_metrics(w: np.ndarray, prep: _Prepared, *, overwrite: bool = False
         return out
 
     # Ranking metrics. Walking down the scores, a tie group is one threshold. Everything is
-    # read off two cumulative sums: of all weight (one pass over the rows) and of positive
-    # weight (over the positives only).
-    w_pos = np.take(w, prep.pos, axis=1).astype(np.float64)
-    cum_all = np.cumsum(w, axis=1, out=w if overwrite else None)
+    # read off two running sums: of all weight (one pass over the rows) and of positive weight
+    # (over the positives only). With count weights in float32 these partial sums are exact
+    # integers (below 2**24); only the final sums over positives are accumulated in float64.
+    w_pos = np.take(w, prep.pos, axis=1)
+    cum_all = np.cumsum(w, axis=1, out=cum_out)
     cum_pos = np.cumsum(w_pos, axis=1)
-    p_tot = cum_pos[:, -1]
+    p_tot = cum_pos[:, -1].astype(np.float64)
     n_tot = cum_all[:, -1].astype(np.float64) - p_tot
-    all_end = np.take(cum_all, prep.group_end, axis=1).astype(np.float64)  # weight at or above the group
+    all_end = np.take(cum_all, prep.group_end, axis=1)  # weight scored at or above the group
     pos_end = np.take(cum_pos, prep.pos_last, axis=1)
-    neg_end = all_end - pos_end  # negatives scored at or above the positive's score
     # AUROC: each positive gets the negatives strictly below it plus half of the tied ones
-    credit = n_tot[:, None] - neg_end
+    neg_end = all_end - pos_end  # negatives scored at or above the positive's score
+    credit = (cum_all[:, -1:] - cum_pos[:, -1:]) - neg_end
     if prep.ties:
-        all_before = _gather_before(cum_all, prep.group_before).astype(np.float64)
-        neg_tied = neg_end - (all_before - _gather_before(cum_pos, prep.pos_before))
-        credit += 0.5 * neg_tied
-    out[:, 0] = _safe_div(np.einsum("ij,ij->i", w_pos, credit), p_tot * n_tot)
+        neg_before = _gather_before(cum_all, prep.group_before)
+        neg_before -= _gather_before(cum_pos, prep.pos_before)
+        neg_end -= neg_before  # now: negatives tied with the positive
+        neg_end *= 0.5
+        credit += neg_end
+    del neg_end
+    credit *= w_pos
+    out[:, 0] = _safe_div(credit.sum(axis=1, dtype=np.float64), p_tot * n_tot)
+    del credit
     # average precision (sklearn): sum over thresholds of recall increment x precision
     precision_at = np.divide(pos_end, all_end, out=np.zeros_like(pos_end), where=all_end > 0)
-    out[:, 1] = _safe_div(np.einsum("ij,ij->i", w_pos, precision_at), p_tot)
+    precision_at *= w_pos
+    out[:, 1] = _safe_div(precision_at.sum(axis=1, dtype=np.float64), p_tot)
     return out
 
 
 def _point_estimates(prep: _Prepared) -> np.ndarray:
-    return _weighted_metrics(np.ones((1, prep.size), dtype=np.float64), prep, overwrite=True)[0]
+    ones = np.ones((1, prep.size), dtype=np.float64)
+    return _weighted_metrics(ones, prep, cum_out=ones)[0]
 
 
 def _block_size(n: int, n_boot: int, itemsize: int) -> int:
@@ -276,9 +285,12 @@ def _bootstrap_replicates(n: int, preps: Sequence[_Prepared | None], *, n_boot: 
     """
     rng = np.random.default_rng(seed)
     dtype = np.dtype(weights_dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"weights_dtype must be float32 or float64, got {dtype}")
     results = [None if p is None else np.empty((n_boot, len(METRICS))) for p in preps]
     block = _block_size(n, n_boot, dtype.itemsize)
     weights = np.empty((block, n), dtype=dtype)
+    scratch = np.empty(block * n, dtype=dtype)  # gathered subset weights / running sums
     done = 0
     while done < n_boot:
         b = min(block, n_boot - done)
@@ -288,11 +300,12 @@ def _bootstrap_replicates(n: int, preps: Sequence[_Prepared | None], *, n_boot: 
         for prep, res in zip(preps, results):
             if prep is None or res is None:
                 continue
+            work = scratch[:b * prep.size].reshape(b, prep.size)
             if prep.positions is None:
-                res[done:done + b] = _weighted_metrics(w, prep)
+                res[done:done + b] = _weighted_metrics(w, prep, cum_out=work)
             else:
-                w_sub = np.take(w, prep.positions, axis=1)
-                res[done:done + b] = _weighted_metrics(w_sub, prep, overwrite=True)
+                np.take(w, prep.positions, axis=1, out=work)
+                res[done:done + b] = _weighted_metrics(work, prep, cum_out=work)
         done += b
     return results
 
@@ -350,22 +363,37 @@ def bootstrap_metrics(
     }
 
 
-def _group_labels(values: np.ndarray | pd.Series, n: int, attribute: str) -> tuple[np.ndarray, list[str]]:
-    """Group codes (positional) and their labels; missing values form a ``missing`` group."""
-    series = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values))
-    if series.shape[0] != n:
+def _group_labels(values: np.ndarray | pd.Series, n: int, attribute: str
+                  ) -> tuple[np.ndarray, list[str]]:
+    """Group codes (by position) and their labels; missing values form a ``missing`` group.
+
+    Categorical values keep their category order, other values are sorted.
+    """
+    if isinstance(values, pd.Series):
+        series = values
+    elif isinstance(values, (pd.Categorical, pd.Index)):
+        series = pd.Series(values)
+    else:
+        series = pd.Series(np.asarray(values))
+    if series.ndim != 1 or series.shape[0] != n:
         raise ValueError(f"groups[{attribute!r}] has length {series.shape[0]}, expected {n}")
     series = series.reset_index(drop=True)
     if isinstance(series.dtype, pd.CategoricalDtype):
         codes = series.cat.codes.to_numpy().astype(np.int64)
         labels = [str(c) for c in series.cat.categories]
-        if (codes < 0).any():
-            codes = np.where(codes < 0, len(labels), codes)
+    else:
+        try:
+            raw_codes, uniques = pd.factorize(series, sort=True)
+        except TypeError:  # unorderable mix of types: order by their text
+            raw_codes, uniques = pd.factorize(series.map(str).where(series.notna()), sort=True)
+        codes = np.asarray(raw_codes, dtype=np.int64)
+        labels = [str(u) for u in uniques]
+    missing = codes < 0
+    if missing.any():
+        if MISSING_GROUP not in labels:
             labels.append(MISSING_GROUP)
-        return codes, labels
-    as_str = series.astype(object).where(series.notna(), MISSING_GROUP).astype(str)
-    codes, uniques = pd.factorize(as_str, sort=True)
-    return codes.astype(np.int64), [str(u) for u in uniques]
+        codes = np.where(missing, labels.index(MISSING_GROUP), codes)
+    return codes, labels
 
 
 def metrics_by_group(
@@ -385,10 +413,12 @@ def metrics_by_group(
     Columns: attribute, group, n, n_positive, metric, estimate, lower, upper. The overall rows
     have attribute ``"overall"`` and group ``"all"`` and equal ``bootstrap_metrics`` for the
     same seed. Groups are matched to rows by position; missing group values form a
-    ``"missing"`` group; groups with no rows are left out. Groups smaller than
-    ``min_group_size`` get point estimates but NaN intervals.
+    ``"missing"`` group; groups with no rows are left out. Groups (and the overall set) smaller
+    than ``min_group_size`` get point estimates but NaN intervals.
     """
     _check_boot_args(n_boot, confidence)
+    if OVERALL_ATTRIBUTE in groups:
+        raise ValueError(f"{OVERALL_ATTRIBUTE!r} is reserved for the whole-cohort rows")
     y, s = _inputs(y_true, y_score)
     n = y.shape[0]
     order = np.argsort(-s, kind="stable")
@@ -443,8 +473,8 @@ def operating_threshold(
     """Score threshold (``score >= threshold`` is flagged) chosen by ``strategy``.
 
     * ``"fixed"``: ``value`` is the threshold.
-    * ``"top_fraction"``: flag the top ``value`` fraction (``round(value * n)`` highest scores;
-      ties at the cut are all flagged). ``y_true`` is not used.
+    * ``"top_fraction"``: flag the top ``value`` fraction (the ``round(value * n)`` highest
+      scores; rows tied with the last one flagged are flagged too). ``y_true`` is not used.
     * ``"youden"``: the ROC threshold maximising TPR - FPR (needs both classes).
     """
     if strategy == "fixed":
@@ -455,7 +485,7 @@ def operating_threshold(
     if strategy == "top_fraction":
         if not 0.0 <= value <= 1.0:
             raise ValueError("top_fraction value must be in [0, 1]")
-        k = int(round(value * s.shape[0]))
+        k = int(math.floor(value * s.shape[0] + 0.5))
         if k == 0:
             return float(np.nextafter(s.max(), np.inf))
         return float(np.partition(s, s.shape[0] - k)[s.shape[0] - k])

@@ -79,10 +79,10 @@ def build_features(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> FeatureB
 def feature_schema(spec: CohortSpec) -> pa.DataFrameSchema:
     """Pandera schema of a cohort's feature table: no missing values, ranges, a 0/1 label."""
     columns: dict[str, pa.Column] = {
-        "encounter_id": pa.Column(int, unique=True),
+        "encounter_id": pa.Column(int, unique=True, coerce=True),
         "patient_key": pa.Column(str, pa.Check.str_matches(r"^[0-9a-f]{16}$", name="pseudonymised")),
         "extract_id": pa.Column(str),
-        "label": pa.Column(int, pa.Check.isin([0, 1], name="binary_label")),
+        "label": pa.Column(int, pa.Check.isin([0, 1], name="binary_label"), coerce=True),
     }
     for attribute in spec.sensitive_attributes:
         columns[attribute] = pa.Column(str)

@@ -181,7 +181,7 @@ _GLUCOSE_TESTED_BY_TYPE = np.array([0.016, 0.012, 0.001, 0.0, 0.58, 0.28, 0.0, 0
 
 # Discharge dispositions: id -> (count, age tilt, length-of-stay tilt, effect on <30 logit).
 _DISCHARGE = {
-    1: (60234, 0.0, 0.0, 0.0), 3: (13954, 1.05, 0.45, 0.4), 6: (12902, 0.45, 0.4, 0.25),
+    1: (60234, 0.0, 0.0, 0.0), 3: (10500, 1.05, 0.6, 0.4), 6: (12000, 0.45, 0.5, 0.25),
     18: (3691, 0.1, 0.2, 0.25), 2: (2128, 0.0, -0.25, 0.6), 22: (1993, 0.35, 0.35, 1.2),
     5: (1184, 0.1, 0.3, 0.9), 25: (989, 0.0, 0.0, 0.0), 4: (815, 0.8, 0.4, 0.3),
     7: (623, -0.9, -0.3, 0.45), 23: (412, 0.0, 0.2, -0.25), 28: (139, -0.3, 0.1, 0.55),
@@ -198,11 +198,11 @@ _DIAGNOSES_WEIGHTS = np.array(
 )  # number_diagnoses 1..16
 # Gaussian-copula correlation of latent time, labs, procedures, medications, diagnoses.
 _LATENT_CORR = np.array([
-    [1.00, 0.36, 0.20, 0.49, 0.25],
-    [0.36, 1.00, 0.02, 0.26, 0.18],
-    [0.20, 0.02, 1.00, 0.37, 0.07],
-    [0.49, 0.26, 0.37, 1.00, 0.30],
-    [0.25, 0.18, 0.07, 0.30, 1.00],
+    [1.00, 0.46, 0.25, 0.60, 0.30],
+    [0.46, 1.00, 0.02, 0.30, 0.18],
+    [0.25, 0.02, 1.00, 0.37, 0.07],
+    [0.60, 0.30, 0.37, 1.00, 0.30],
+    [0.30, 0.18, 0.07, 0.30, 1.00],
 ])
 
 # Primary-diagnosis groups (Strack et al. 2014).
@@ -227,16 +227,24 @@ _A1C_READMIT = np.array([0.0, -0.15, -0.1, -0.1])  # None, Norm, >7, >8
 
 # Readmission model (logits) and follow-up: P(patient's next encounter is in the extract).
 _LT30_INTERCEPT = -2.75
-_GT30_INTERCEPT = -0.55
-_FRAILTY_LT30 = 0.35
+_GT30_INTERCEPT = -0.7
+_FRAILTY_LT30 = 0.2
 _FRAILTY_GT30 = 0.4
+# <30 logit per log1p(prior inpatient / emergency / outpatient visits), per hospital day,
+# per medication and per diagnosis (capped at 9).
+_COEF_INPATIENT = 0.8
+_COEF_EMERGENCY = 0.5
+_COEF_OUTPATIENT = 0.25
+_COEF_TIME = 0.035
+_COEF_MEDICATIONS = 0.012
+_COEF_DIAGNOSES = 0.05
 _NEXT_ENCOUNTER = np.array([0.009, 0.61, 0.71])  # after NO, >30, <30
 
 # Utilisation in the year before admission (log-rate intercepts of Poisson-lognormal counts).
-_INPATIENT_MU = -2.2
-_EMERGENCY_MU = -2.6
-_OUTPATIENT_MU = -2.45
-_DEATH_INTERCEPT = -4.55
+_INPATIENT_MU = -2.4
+_EMERGENCY_MU = -2.9
+_OUTPATIENT_MU = -2.7
+_DEATH_INTERCEPT = -4.28
 
 _MEDS_OTHER = tuple(m for m in d130.MEDICATIONS if m != "insulin")
 _MED_COUNTS = {  # No, Steady, Up, Down
@@ -276,7 +284,7 @@ _SPECIALTY_COUNTS = {
     "Ophthalmology": 38, "InfectiousDiseases": 37, "SurgicalSpecialty": 33,
 }
 _SPECIALTY_MISSING = 49949 / 101766
-# Specialties favoured by a primary-diagnosis group (weight x3).
+# Specialties favoured by a primary-diagnosis group (weight x1.8).
 _SPECIALTY_BY_GROUP = {
     0: ("Cardiology", "Surgery-Cardiovascular/Thoracic", "Surgery-Vascular", "Surgery-Cardiovascular"),
     1: ("Pulmonology", "Surgery-Thoracic"),
@@ -419,7 +427,7 @@ def _specialty_cdf() -> tuple[np.ndarray, np.ndarray]:
     for g in range(len(_GROUPS)):
         w = base.copy()
         for n in _SPECIALTY_BY_GROUP[g]:
-            w[names.index(n)] *= 3.0
+            w[names.index(n)] *= 1.8
         w *= (1.0 - _SPECIALTY_MISSING) / w.sum()
         rows.append(np.concatenate([[_SPECIALTY_MISSING], w]))
     return values, _cdf(np.array(rows))
@@ -476,18 +484,18 @@ def _admit(rng: np.random.Generator, pat: dict[str, np.ndarray], idx: np.ndarray
     labs = np.where(rng.random(m) < 0.03, 1.0, labs).astype(np.int64)
     procedures = _from_latent(lat[:, 2] + _GROUP_PROCEDURES[group], _PROCEDURE_CDF)
     meds_latent = lat[:, 3] + _GROUP_MEDICATIONS[group] + 0.5 * shift
-    medications = np.clip(np.rint(np.exp(2.69 + 0.47 * meds_latent)), 1, 81).astype(np.int64)
+    medications = np.clip(np.rint(np.exp(2.66 + 0.47 * meds_latent)), 1, 81).astype(np.int64)
     diag_latent = (lat[:, 4] + 0.3 * frailty + 0.25 * age_z) / np.sqrt(1.0 + 0.09 + 0.0625)
     diagnoses = 1 + _from_latent(diag_latent, _DIAGNOSES_CDF)
 
     # Visits in the year before: a hidden-propensity Poisson part plus earlier encounters here.
     noise = rng.standard_normal((3, m))
-    inpatient = rng.poisson(np.exp(_INPATIENT_MU + 1.0 * frailty + 0.5 * noise[0] + 0.9 * shift))
+    inpatient = rng.poisson(np.exp(_INPATIENT_MU + 1.25 * frailty + 0.5 * noise[0] + 0.9 * shift))
     inpatient = np.minimum(inpatient + recent, d130.COUNT_COLUMNS["number_inpatient"][1])
-    emergency = rng.poisson(np.exp(_EMERGENCY_MU + 0.55 * frailty + 0.9 * pat["emergency"][idx]
+    emergency = rng.poisson(np.exp(_EMERGENCY_MU + 0.55 * frailty + 1.2 * pat["emergency"][idx]
                                    + 0.4 * noise[1] + 0.5 * shift))
     emergency = np.minimum(emergency, d130.COUNT_COLUMNS["number_emergency"][1])
-    outpatient = rng.poisson(np.exp(_OUTPATIENT_MU + 0.3 * frailty + 1.3 * pat["outpatient"][idx]
+    outpatient = rng.poisson(np.exp(_OUTPATIENT_MU + 0.3 * frailty + 1.6 * pat["outpatient"][idx]
                                     + 0.4 * noise[2]))
     outpatient = np.minimum(outpatient, d130.COUNT_COLUMNS["number_outpatient"][1])
 
@@ -500,7 +508,7 @@ def _admit(rng: np.random.Generator, pat: dict[str, np.ndarray], idx: np.ndarray
     # Laboratory tests and insulin, driven by the diabetes propensity.
     a1c_tested = rng.random(m) < expit(-1.75 + 1.0 * diab - 0.35 * age_z + 0.35 * dm + 1.4 * shift)
     a1c_level = 0.9 * dm - 0.35 * age_z + 0.5 * diab + 0.8 * rng.standard_normal(m)
-    a1c = np.where(a1c_tested, 1 + (a1c_level > -0.2).astype(np.int64) + (a1c_level > 0.35), 0)
+    a1c = np.where(a1c_tested, 1 + (a1c_level > -0.2).astype(np.int64) + (a1c_level > 0.5), 0)
     glu_tested = rng.random(m) < _GLUCOSE_TESTED_BY_TYPE[adm_type]
     glu_level = 0.7 * dm + 0.3 * diab + rng.standard_normal(m)
     glucose = np.where(glu_tested, 1 + (glu_level > 0.0).astype(np.int64) + (glu_level > 0.75), 0)
@@ -510,9 +518,10 @@ def _admit(rng: np.random.Generator, pat: dict[str, np.ndarray], idx: np.ndarray
     insulin = np.where(on_insulin, np.where(dose_change, np.where(up, 2, 3), 1), 0)
 
     # Readmission outcome.
-    score = (0.6 * np.log1p(inpatient) + 0.45 * np.log1p(emergency)
-             + 0.2 * np.minimum(np.log1p(outpatient), 1.2) + _DISCHARGE_READMIT[discharge]
-             + 0.05 * (time - 4.4) + 0.012 * (medications - 16) + 0.07 * (np.minimum(diagnoses, 9) - 7.4)
+    score = (_COEF_INPATIENT * np.log1p(inpatient) + _COEF_EMERGENCY * np.log1p(emergency)
+             + _COEF_OUTPATIENT * np.minimum(np.log1p(outpatient), 1.2) + _DISCHARGE_READMIT[discharge]
+             + _COEF_TIME * (time - 4.4) + _COEF_MEDICATIONS * (medications - 16)
+             + _COEF_DIAGNOSES * (np.minimum(diagnoses, 9) - 7.4)
              + _AGE_READMIT[band] + _GROUP_READMIT[group] + _INSULIN_READMIT[insulin] + _A1C_READMIT[a1c])
     u = rng.random((3, m))
     lt30 = u[0] < expit(_LT30_INTERCEPT + score + _FRAILTY_LT30 * frailty)

@@ -8,7 +8,7 @@ icd AS (
     SELECT
         encounter_id,
         -- ICD-9 chapter groups used in Strack et al. (2014)
-        list_transform([diag_1, diag_2, diag_3], code -> CASE
+        list_transform([diag_1, diag_2, diag_3], lambda code: CASE
             WHEN code IS NULL THEN 'missing'
             WHEN code LIKE 'V%' OR code LIKE 'E%' THEN 'external_or_supplementary'
             WHEN code LIKE '250%' THEN 'diabetes'

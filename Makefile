@@ -1,0 +1,32 @@
+# clinical_mlops — every target installs the locked environment first, so each works on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+export DAGSTER_HOME := $(CURDIR)
+export DAGSTER_DISABLE_TELEMETRY := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+export UV_NO_PROGRESS := 1
+
+.PHONY: setup demo test ui bench clean
+
+setup:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==0.13.9"
+	$(UV) sync --frozen --all-groups
+
+demo: setup  ## land synthetic extracts, validate, build features, train, register, evaluate
+	$(UV) run --frozen clinical-mlops demo $(DEMO_ARGS)
+
+test: setup  ## the whole suite (real-data tests skip when ../shared/data is absent)
+	$(UV) run --frozen pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+ui: setup  ## Dagster UI on 127.0.0.1:3000 and MLflow UI on 127.0.0.1:5000 (Ctrl-C stops both)
+	@mkdir -p data/mlflow/artifacts
+	@trap 'kill 0' INT TERM EXIT; \
+	$(UV) run --frozen mlflow ui --host 127.0.0.1 --port 5000 \
+	  --backend-store-uri sqlite:///data/mlflow/mlflow.db --default-artifact-root data/mlflow/artifacts & \
+	$(UV) run --frozen dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml; \
+	wait
+
+clean:  ## remove all run state (warehouse, MLflow store, Dagster storage, landing zone)
+	rm -rf data/warehouse.duckdb data/warehouse.duckdb.wal data/mlflow data/dagster data/landing data/reports

@@ -1,0 +1,77 @@
+"""Shared fixtures: a temporary warehouse, landing zone and MLflow store per test."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from clinical_mlops.settings import switch_off_telemetry
+
+switch_off_telemetry()
+os.environ.setdefault("CLINICAL_MLOPS_PSEUDONYM_KEY", "test-key-not-secret")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "diabetes130"
+UCI_ZIP = SHARED_DATA / "dataset_diabetes.zip"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def landing(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "mlflow" / "artifacts"
+
+    def resources(self) -> dict:
+        from clinical_mlops.defs import resources as r
+
+        return {
+            "warehouse": r.WarehouseResource(path=str(self.warehouse)),
+            "landing_zone": r.LandingZoneResource(directory=str(self.landing)),
+            "tracking": r.TrackingResource(tracking_uri=self.tracking_uri, artifact_root=str(self.artifacts)),
+            "pseudonymisation": r.PseudonymisationResource(),
+            "reports": r.ReportsResource(directory=str(self.root / "reports")),
+        }
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    ws = Workspace(tmp_path)
+    ws.landing.mkdir()
+    return ws
+
+
+@pytest.fixture(scope="session")
+def small_encounters():
+    """3,000 synthetic encounters, generated once per session (all columns as text)."""
+    from clinical_mlops import synthetic
+
+    return synthetic.generate_encounters(synthetic.SyntheticConfig(n_encounters=3_000, seed=7))
+
+
+@pytest.fixture
+def extract_file(workspace: Workspace, small_encounters) -> Path:
+    """One valid extract in the landing zone."""
+    path = workspace.landing / "extract_001.csv"
+    small_encounters.to_csv(path, index=False, lineterminator="\n")
+    return path
+
+
+def requires_real_data() -> None:
+    if not UCI_ZIP.exists():
+        pytest.skip("the UCI extract is not at ../shared/data/diabetes130 (skipped on a user's clone)")
