@@ -213,7 +213,7 @@ _GROUP_TIME = np.array([-0.05, -0.05, 0.0, -0.02, 0.07, -0.15, -0.05, 0.3, 0.12]
 _GROUP_LABS = np.array([0.03, 0.05, 0.07, 0.1, -0.12, -0.5, 0.12, -0.12, -0.03])
 _GROUP_PROCEDURES = np.array([0.35, -0.4, 0.05, -0.25, 0.15, 0.2, -0.2, 0.4, -0.3])
 _GROUP_MEDICATIONS = np.array([0.1, 0.02, -0.12, -0.2, 0.15, 0.42, -0.1, 0.15, -0.22])
-_GROUP_READMIT = np.array([0.0, -0.17, -0.05, 0.18, 0.1, -0.2, -0.05, -0.12, 0.0])
+_GROUP_READMIT = np.array([0.0, -0.25, -0.08, 0.27, 0.15, -0.3, -0.08, -0.18, 0.0])
 # Primary-diagnosis group tilt by age (<40, 40-69, 70+) in log-weight units.
 _GROUP_AGE_TILT = np.array([
     [-1.2, 0.0, 0.2, 1.1, 0.3, -0.3, 0.0, -0.5, 0.4],
@@ -226,19 +226,20 @@ _INSULIN_READMIT = np.array([-0.08, 0.0, 0.12, 0.2])  # No, Steady, Up, Down
 _A1C_READMIT = np.array([0.0, -0.15, -0.1, -0.1])  # None, Norm, >7, >8
 
 # Readmission model (logits) and follow-up: P(patient's next encounter is in the extract).
-_LT30_INTERCEPT = -2.75
+_LT30_INTERCEPT = -2.9
 _GT30_INTERCEPT = -0.7
 _FRAILTY_LT30 = 0.2
 _FRAILTY_GT30 = 0.4
 # <30 logit per log1p(prior inpatient / emergency / outpatient visits), per hospital day,
 # per medication and per diagnosis (capped at 9).
-_COEF_INPATIENT = 0.8
-_COEF_EMERGENCY = 0.5
-_COEF_OUTPATIENT = 0.25
-_COEF_TIME = 0.035
+_COEF_INPATIENT = 1.0
+_COEF_EMERGENCY = 0.6
+_COEF_OUTPATIENT = 0.3
+_COEF_TIME = 0.045
 _COEF_MEDICATIONS = 0.012
-_COEF_DIAGNOSES = 0.05
-_NEXT_ENCOUNTER = np.array([0.009, 0.61, 0.71])  # after NO, >30, <30
+_COEF_DIAGNOSES = 0.06
+_NEXT_ENCOUNTER_LOGIT = np.array([-4.7, 0.3, 0.75])  # after NO, >30, <30
+_FRAILTY_NEXT = 0.6
 
 # Utilisation in the year before admission (log-rate intercepts of Poisson-lognormal counts).
 _INPATIENT_MU = -2.4
@@ -527,7 +528,7 @@ def _admit(rng: np.random.Generator, pat: dict[str, np.ndarray], idx: np.ndarray
     lt30 = u[0] < expit(_LT30_INTERCEPT + score + _FRAILTY_LT30 * frailty)
     gt30 = u[1] < expit(_GT30_INTERCEPT + 0.7 * score + _FRAILTY_GT30 * frailty)
     readmitted = np.where(death, 0, np.where(lt30, 2, np.where(gt30, 1, 0)))
-    follow = ~death & (u[2] < _NEXT_ENCOUNTER[readmitted])
+    follow = ~death & (u[2] < expit(_NEXT_ENCOUNTER_LOGIT[readmitted] + _FRAILTY_NEXT * frailty))
     gap = np.where(readmitted == 2, rng.uniform(1.0, 30.0, m),
                    np.where(readmitted == 1, 30.0 + rng.exponential(200.0, m), 60.0 + rng.exponential(400.0, m)))
 

@@ -41,7 +41,13 @@ def _in_vocabulary(column: str) -> pa.Check:
     allowed = list(diabetes130.CATEGORICAL_VOCABULARIES[column])
     if column in diabetes130.NULLABLE_COLUMNS:
         allowed.append(diabetes130.MISSING)
-    return pa.Check.isin(allowed, name="in_vocabulary")
+    allowed_set = frozenset(allowed)
+    return pa.Check(lambda values: values.isin(allowed_set), name="in_vocabulary")
+
+
+def _matches(pattern: str, name: str) -> pa.Check:
+    """Whole-value regular-expression match, reported under a short check name."""
+    return pa.Check(lambda values: values.str.fullmatch(pattern, na=False), name=name)
 
 
 def _integer_in_range(low: int, high: int) -> pa.Check:
@@ -56,15 +62,15 @@ def raw_encounter_schema() -> pa.DataFrameSchema:
     """The declared Diabetes 130 format, every value still text as landed."""
     columns: dict[str, pa.Column] = {
         diabetes130.ENCOUNTER_ID: pa.Column(
-            str, [pa.Check.str_matches(r"^\d{1,18}$", name="positive_integer")], unique=True
+            str, [_matches(r"\d{1,18}", "positive_integer")], unique=True
         ),
-        diabetes130.PATIENT_ID: pa.Column(str, [pa.Check.str_matches(r"^\d{1,18}$", name="positive_integer")]),
+        diabetes130.PATIENT_ID: pa.Column(str, [_matches(r"\d{1,18}", "positive_integer")]),
         **{c: pa.Column(str, [_in_vocabulary(c)]) for c in diabetes130.CATEGORICAL_VOCABULARIES},
         **{c: pa.Column(str, [_integer_in_range(lo, hi)]) for c, (lo, hi) in diabetes130.COUNT_COLUMNS.items()},
         **{
             f"diag_{i}": pa.Column(
                 str,
-                [pa.Check.str_matches(f"{diabetes130.ICD9_PATTERN}|^\\?$", name="icd9_code")],
+                [_matches(f"{diabetes130.ICD9_PATTERN}|\\?", "icd9_code")],
             )
             for i in (1, 2, 3)
         },

@@ -60,7 +60,7 @@ def reference(y: np.ndarray, s: np.ndarray, threshold: float,
     """sklearn / plain-numpy reference values."""
     w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)
     pred = (s >= threshold).astype(int)
-    bins = np.clip(np.digitize(s, np.linspace(0, 1, 11)[1:-1]), 0, 9)
+    bins = np.minimum(np.floor(s * 10).astype(int), 9)  # [k/10, (k+1)/10), 1.0 in the last
     ece = sum(abs(np.sum(w[bins == b] * (s[bins == b] - y[bins == b]))) for b in range(10)) / w.sum()
     return {
         "auroc": roc_auc_score(y, s, sample_weight=weights),
@@ -394,6 +394,13 @@ def test_calibration_table() -> None:
     assert table.loc[9, "observed_rate"] == pytest.approx(0.5)
     assert table.loc[5, "observed_rate"] == pytest.approx(0.5)
     assert np.isnan(table.loc[2, "mean_score"])
+
+
+def test_calibration_bins_have_exact_edges() -> None:
+    s = np.array([0.0, 0.1, 0.3, 0.6, 0.7, 0.99, 1.0])
+    table = calibration_table(np.zeros(len(s)), s)
+    assert table.loc[table["n"] > 0, "bin"].tolist() == [0, 1, 3, 6, 7, 9]
+    assert table.loc[9, "n"] == 2
 
 
 # ---------------------------------------------------------------------------------------------
