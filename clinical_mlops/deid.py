@@ -40,6 +40,7 @@ __all__ = [
     "DEVELOPMENT_KEY",
     "IDENTIFIER_KINDS",
     "MIN_IDENTIFIER_LENGTH",
+    "NAME_STOPWORDS_PATTERN",
     "PSEUDONYM_KEY_ENV",
     "VALUE_PATTERNS",
     "IdentifierFinding",
@@ -219,6 +220,21 @@ _MONTH = r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?"
 _MM = r"(0?[1-9]|1[0-2])"
 _DD = r"(0?[1-9]|[12][0-9]|3[01])"
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_WORD = r"([A-Z]')?[A-Z][a-z]+(['-]?[A-Z][a-z]+)*"  # Smith, O'Neil, McDonald, Lopez-Garcia
+
+_NAME_STOPWORDS = (
+    "Not", "No", "None", "Null", "Unknown", "Invalid", "Available", "Applicable", "Mapped",
+    "Missing", "Other", "Normal", "Emergency", "Urgent", "Elective", "Trauma", "Center",
+    "Centre", "Room", "Referral", "Physician", "Clinic", "Hospital", "Hospice", "Transfer",
+    "Delivery", "Premature", "Sick", "Baby", "Birth", "Extramural", "Newborn", "Home",
+    "Health", "Care", "Unit", "Department", "Service", "Services", "Facility", "Medicine",
+    "Medical", "Surgery", "General", "Internal", "Family", "Practice", "Agency", "Nursing",
+    "Court", "Law", "Enforcement", "Discharged", "Expired", "Left", "Inpatient",
+    "Outpatient", "Patient", "Test", "Sample", "Total", "Average",
+)
+NAME_STOPWORDS_PATTERN = r"\b(" + "|".join(_NAME_STOPWORDS) + r")\b"
+"""Capitalised words of clinical/administrative phrases ("Trauma Center", "Not Available",
+"Physician Referral"): a two-word value containing one is not reported as a name."""
 
 VALUE_PATTERNS: dict[str, str] = {
     # RE2 syntax, as used by DuckDB's regexp_matches (partial match unless anchored).
@@ -241,10 +257,11 @@ VALUE_PATTERNS: dict[str, str] = {
         r"(?i)\b[0-9]{1,6}\s+([A-Z][a-z]+\s+){1,3}(Street|St|Avenue|Ave|Road|Rd|Boulevard"
         r"|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Terrace|Way|Highway|Hwy)\b\.?"
     ),
-    # "Firstname Lastname", "Firstname M. Lastname", "Lastname, Firstname" as a whole value.
+    # "Firstname Lastname", "Firstname M. Lastname", "Anna Maria Lopez-Garcia",
+    # "Lastname, Firstname" as a whole value (see also _NAME_STOPWORDS).
     "name": (
-        r"^\s*[A-Z][a-z]+('[A-Z][a-z]+)?(\s+[A-Z]\.?)?\s+[A-Z][a-z]+('[A-Z][a-z]+)?(-[A-Z][a-z]+)?\s*$"
-        r"|^\s*[A-Z][a-z]+(-[A-Z][a-z]+)?,\s*[A-Z][a-z]+(\s+[A-Z]\.?)?\s*$"
+        rf"^\s*{_WORD}(\s+[A-Z]\.?)?(\s+{_WORD}){{1,2}}\s*$"
+        rf"|^\s*{_WORD},\s*{_WORD}(\s+[A-Z]\.?)?\s*$"
     ),
 }
 """Value patterns per identifier kind (RE2, as DuckDB evaluates them)."""
@@ -351,7 +368,10 @@ def scan_table_values(
     for kind, pattern in VALUE_PATTERNS.items():
         condition = f"regexp_matches(d.val, {_quote_str(pattern)})"
         if kind == "name":
-            condition += " AND k.col IS NULL"
+            condition += (
+                f" AND NOT regexp_matches(d.val, {_quote_str(NAME_STOPWORDS_PATTERN)})"
+                " AND k.col IS NULL"
+            )
         aggregates.append(f"coalesce(sum(d.n) FILTER (WHERE {condition}), 0)")
     sql = (
         f"WITH d AS ({' UNION ALL '.join(branches)}), k AS ({known_sql}) "

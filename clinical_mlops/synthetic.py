@@ -226,13 +226,13 @@ _INSULIN_READMIT = np.array([-0.1, 0.0, 0.15, 0.25])  # No, Steady, Up, Down
 _A1C_READMIT = np.array([0.0, -0.19, -0.12, -0.12])  # None, Norm, >7, >8
 
 # Readmission model (logits) and follow-up: P(patient's next encounter is in the extract).
-_LT30_INTERCEPT = -2.72
+_LT30_INTERCEPT = -2.69
 _GT30_INTERCEPT = -0.75
-_FRAILTY_LT30 = 0.15
+_FRAILTY_LT30 = 0.1
 _FRAILTY_GT30 = 0.4
 # <30 logit per log1p(prior inpatient / emergency / outpatient visits), per hospital day,
 # per medication and per diagnosis (capped at 9).
-_COEF_INPATIENT = 0.75
+_COEF_INPATIENT = 0.8
 _COEF_EMERGENCY = 0.55
 _COEF_OUTPATIENT = 0.3
 _COEF_TIME = 0.07
