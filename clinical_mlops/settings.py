@@ -19,6 +19,9 @@ TELEMETRY_OFF: dict[str, str] = {
     "DO_NOT_TRACK": "true",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "GIT_PYTHON_REFRESH": "quiet",
+    # MLflow would otherwise shell out to uv to export requirements on every log_model;
+    # we pass pinned requirements ourselves.
+    "MLFLOW_UV_AUTO_DETECT": "false",
 }
 
 

@@ -238,13 +238,13 @@ _COEF_OUTPATIENT = 0.3
 _COEF_TIME = 0.07
 _COEF_MEDICATIONS = 0.013
 _COEF_DIAGNOSES = 0.07
-_NEXT_ENCOUNTER_LOGIT = np.array([-4.9, 0.05, 0.5])  # after NO, >30, <30
+_NEXT_ENCOUNTER_LOGIT = np.array([-4.8, 0.15, 0.6])  # after NO, >30, <30
 _FRAILTY_NEXT = 0.6
 
 # Utilisation in the year before admission (log-rate intercepts of Poisson-lognormal counts).
 _INPATIENT_MU = -2.6
-_EMERGENCY_MU = -2.75
-_OUTPATIENT_MU = -2.6
+_EMERGENCY_MU = -3.35
+_OUTPATIENT_MU = -2.75
 _DEATH_INTERCEPT = -4.28
 
 _MEDS_OTHER = tuple(m for m in d130.MEDICATIONS if m != "insulin")
@@ -436,6 +436,7 @@ def _specialty_cdf() -> tuple[np.ndarray, np.ndarray]:
 
 _SPECIALTY_VALUES, _SPECIALTY_CDF = _specialty_cdf()
 _INT_STR = np.array([str(i) for i in range(256)], dtype=object)
+_CSV_CHUNK_ROWS = 100_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,7 +457,7 @@ def _new_patients(rng: np.random.Generator, n: int, shift: float) -> dict[str, n
         "t0": rng.random(n) * _DAYS,
         "frailty": hidden[0],
         "emergency": hidden[1],
-        "outpatient": hidden[2],
+        "outpatient": 0.4 * hidden[1] + np.sqrt(0.84) * hidden[2],
         "diabetes": hidden[3],
     }
 
@@ -491,13 +492,13 @@ def _admit(rng: np.random.Generator, pat: dict[str, np.ndarray], idx: np.ndarray
 
     # Visits in the year before: a hidden-propensity Poisson part plus earlier encounters here.
     noise = rng.standard_normal((3, m))
-    inpatient = rng.poisson(np.exp(_INPATIENT_MU + 1.25 * frailty + 0.5 * noise[0] + 0.9 * shift))
+    inpatient = rng.poisson(np.minimum(np.exp(_INPATIENT_MU + 1.25 * frailty + 0.5 * noise[0] + 0.9 * shift), 8.0))
     inpatient = np.minimum(inpatient + recent, d130.COUNT_COLUMNS["number_inpatient"][1])
-    emergency = rng.poisson(np.exp(_EMERGENCY_MU + 0.55 * frailty + 1.2 * pat["emergency"][idx]
-                                   + 0.4 * noise[1] + 0.5 * shift))
+    emergency = rng.poisson(np.minimum(np.exp(_EMERGENCY_MU + 0.8 * frailty + 1.4 * pat["emergency"][idx]
+                                              + 0.45 * noise[1] + 0.5 * shift), 30.0))
     emergency = np.minimum(emergency, d130.COUNT_COLUMNS["number_emergency"][1])
-    outpatient = rng.poisson(np.exp(_OUTPATIENT_MU + 0.3 * frailty + 1.6 * pat["outpatient"][idx]
-                                    + 0.4 * noise[2]))
+    outpatient = rng.poisson(np.minimum(np.exp(_OUTPATIENT_MU + 0.45 * frailty + 1.65 * pat["outpatient"][idx]
+                                               + 0.4 * noise[2]), 30.0))
     outpatient = np.minimum(outpatient, d130.COUNT_COLUMNS["number_outpatient"][1])
 
     # Discharge: death/hospice (no later encounter, outcome NO) or a disposition by age and stay.
@@ -701,9 +702,18 @@ def generate_encounters(config: SyntheticConfig) -> pd.DataFrame:
 
 
 def write_synthetic_csv(config: SyntheticConfig, path: Path) -> Path:
-    """Write :func:`generate_encounters` output as CSV ("\\n" line ends, no index); returns ``path``."""
+    """Write :func:`generate_encounters` output as CSV ("\\n" line ends, no index); returns ``path``.
+
+    No generated value contains a comma, quote or newline, so rows are joined directly (the
+    bytes equal ``DataFrame.to_csv(index=False, lineterminator="\\n")``, several times faster).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = generate_encounters(config)
-    frame.to_csv(path, index=False, lineterminator="\n")
+    columns = [frame[c].to_numpy() for c in frame.columns]
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        handle.write(",".join(frame.columns) + "\n")
+        for start in range(0, len(frame), _CSV_CHUNK_ROWS):
+            chunk = [col[start:start + _CSV_CHUNK_ROWS] for col in columns]
+            handle.write("".join([",".join(row) + "\n" for row in zip(*chunk)]))
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,10 +50,25 @@ class Workspace:
         }
 
 
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An initialised, empty MLflow SQLite store, created once (its migrations take seconds)."""
+    from mlflow.tracking import MlflowClient
+
+    from clinical_mlops import tracking
+
+    root = tmp_path_factory.mktemp("mlflow_template")
+    tracking.configure(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts")
+    MlflowClient().search_experiments()
+    return root / "mlflow.db"
+
+
 @pytest.fixture
-def workspace(tmp_path: Path) -> Workspace:
+def workspace(tmp_path: Path, mlflow_template: Path) -> Workspace:
     ws = Workspace(tmp_path)
     ws.landing.mkdir()
+    (tmp_path / "mlflow").mkdir()
+    shutil.copyfile(mlflow_template, tmp_path / "mlflow" / "mlflow.db")
     return ws
 
 
