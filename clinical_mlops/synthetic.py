@@ -64,7 +64,9 @@ class SubgroupBias:
     def __post_init__(self) -> None:
         allowed = {"race": (*d130.RACES, d130.MISSING), "gender": d130.GENDERS, "age": d130.AGE_BANDS}
         if self.attribute not in allowed:
-            raise ValueError(f"SubgroupBias.attribute must be one of {sorted(allowed)}, got {self.attribute!r}")
+            raise ValueError(
+                f"SubgroupBias.attribute must be one of {sorted(allowed)}, got {self.attribute!r}"
+            )
         if self.group not in allowed[self.attribute]:
             raise ValueError(f"{self.group!r} is not a value of {self.attribute!r}")
         for name in ("label_flip_rate", "measurement_missing_rate"):
@@ -439,6 +441,18 @@ _INT_STR = np.array([str(i) for i in range(256)], dtype=object)
 _CSV_CHUNK_ROWS = 100_000
 
 
+def _check_csv_safe() -> None:
+    """Every generated text value must be writable without CSV quoting (see write_synthetic_csv)."""
+    texts = [*_ICD_CODES, *_SPECIALTY_VALUES, *_PAYER_VALUES, *_RACE_VALUES, *d130.COLUMNS]
+    texts += [v for vocabulary in d130.CATEGORICAL_VOCABULARIES.values() for v in vocabulary]
+    unsafe = [t for t in texts if any(ch in t for ch in ',"\r\n')]
+    if unsafe:
+        raise AssertionError(f"values need CSV quoting: {unsafe}")
+
+
+_check_csv_safe()
+
+
 # ---------------------------------------------------------------------------------------------
 # Simulation
 # ---------------------------------------------------------------------------------------------
@@ -492,7 +506,8 @@ def _admit(rng: np.random.Generator, pat: dict[str, np.ndarray], idx: np.ndarray
 
     # Visits in the year before: a hidden-propensity Poisson part plus earlier encounters here.
     noise = rng.standard_normal((3, m))
-    inpatient = rng.poisson(np.minimum(np.exp(_INPATIENT_MU + 1.25 * frailty + 0.5 * noise[0] + 0.9 * shift), 8.0))
+    inpatient_rate = np.exp(_INPATIENT_MU + 1.25 * frailty + 0.5 * noise[0] + 0.9 * shift)
+    inpatient = rng.poisson(np.minimum(inpatient_rate, 8.0))
     inpatient = np.minimum(inpatient + recent, d130.COUNT_COLUMNS["number_inpatient"][1])
     emergency = rng.poisson(np.minimum(np.exp(_EMERGENCY_MU + 0.8 * frailty + 1.4 * pat["emergency"][idx]
                                               + 0.45 * noise[1] + 0.5 * shift), 30.0))
@@ -530,8 +545,11 @@ def _admit(rng: np.random.Generator, pat: dict[str, np.ndarray], idx: np.ndarray
     gt30 = u[1] < expit(_GT30_INTERCEPT + 0.7 * score + _FRAILTY_GT30 * frailty)
     readmitted = np.where(death, 0, np.where(lt30, 2, np.where(gt30, 1, 0)))
     follow = ~death & (u[2] < expit(_NEXT_ENCOUNTER_LOGIT[readmitted] + _FRAILTY_NEXT * frailty))
-    gap = np.where(readmitted == 2, rng.uniform(1.0, 30.0, m),
-                   np.where(readmitted == 1, 30.0 + rng.exponential(200.0, m), 60.0 + rng.exponential(400.0, m)))
+    gap = np.where(  # days from discharge to the next admission
+        readmitted == 2,
+        rng.uniform(1.0, 30.0, m),
+        np.where(readmitted == 1, 30.0 + rng.exponential(200.0, m), 60.0 + rng.exponential(400.0, m)),
+    )
 
     return {
         "patient": idx, "t": t, "band": band, "admission_type_id": adm_type + 1,
@@ -545,7 +563,9 @@ def _admit(rng: np.random.Generator, pat: dict[str, np.ndarray], idx: np.ndarray
     }
 
 
-def _simulate(rng: np.random.Generator, n_patients: int, shift: float) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _simulate(
+    rng: np.random.Generator, n_patients: int, shift: float
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Simulate every encounter of ``n_patients`` new patients; rows grouped by visit number."""
     pat = _new_patients(rng, n_patients, shift)
     idx = np.arange(n_patients)
