@@ -31,11 +31,11 @@ def _prepare_extracts(source: Path | None, seed: int, n_encounters: int, n_extra
 
         _say(f"Generating {n_encounters:,} synthetic encounters (seed {seed}) …")
         encounters = synthetic.generate_encounters(synthetic.SyntheticConfig(n_encounters=n_encounters, seed=seed))
-        prefix = f"synthetic_s{seed}_n{n_encounters}"
+        prefix = f"synthetic_s{seed}_n{n_encounters}_of{n_extracts}"
     else:
         _say(f"Reading the UCI extract from {source} …")
         encounters = uci.load_uci_encounters(source)
-        prefix = "uci"
+        prefix = f"uci_of{n_extracts}"
     landing_dir.mkdir(parents=True, exist_ok=True)
     return uci.write_sequential_extracts(encounters, landing_dir, n_extracts, prefix=prefix)
 

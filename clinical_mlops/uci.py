@@ -245,9 +245,8 @@ def write_sequential_extracts(
     into ``n_extracts`` contiguous chunks whose sizes differ by at most one (the first
     ``len % n`` chunks get the extra row).  Chunk ``i`` goes to
     ``out_dir / f"{prefix}_{i:03d}.csv"`` with a header, ``\\n`` line endings, no index,
-    written atomically (temp file + rename); the bytes depend only on the input.  Stale
-    files from an earlier run with the same prefix and a higher index are removed, so the
-    directory always holds exactly this series.  Returns the paths in order.
+    written atomically (temp file + rename); the bytes depend only on the input.  Files
+    already in ``out_dir`` are never deleted (they may have been landed).  Returns the paths in order.
     """
     if isinstance(n_extracts, bool) or not isinstance(n_extracts, (int, np.integer)):
         raise TypeError(f"n_extracts must be an int, got {n_extracts!r}")
@@ -288,9 +287,4 @@ def write_sequential_extracts(
         paths.append(path)
         start = stop
 
-    stale = re.compile(rf"{re.escape(prefix)}_(\d{{3}})\.csv")
-    for existing in out_dir.iterdir():
-        match = stale.fullmatch(existing.name)
-        if match and int(match.group(1)) >= n_extracts and existing.is_file():
-            existing.unlink()
     return paths

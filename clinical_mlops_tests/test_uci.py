@@ -181,11 +181,11 @@ def test_write_sequential_extracts_small(tmp_path):
     again = uci.write_sequential_extracts(frame.sample(frac=1, random_state=3), tmp_path / "b", 3)
     assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]
 
-    # A rerun with fewer extracts leaves exactly the new series; other files are untouched.
+    # A rerun with fewer extracts never deletes files already in the landing zone.
     (tmp_path / "a" / "keep.txt").write_text("x")
     fewer = uci.write_sequential_extracts(frame, tmp_path / "a", 2, prefix="extract")
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
-        "extract_000.csv", "extract_001.csv", "keep.txt"
+        "extract_000.csv", "extract_001.csv", "extract_002.csv", "keep.txt"
     ]
     assert sum(len(pd.read_csv(p)) for p in fewer) == 10
 
