@@ -7,9 +7,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+# pytest runs two workers on two cores: one OpenMP thread each, or HistGradientBoosting
+# oversubscribes the cores and slows down by an order of magnitude. Set before numpy loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from clinical_mlops.settings import switch_off_telemetry
+import pytest  # noqa: E402
+
+from clinical_mlops.settings import switch_off_telemetry  # noqa: E402
 
 switch_off_telemetry()
 os.environ.setdefault("CLINICAL_MLOPS_PSEUDONYM_KEY", "test-key-not-secret")
