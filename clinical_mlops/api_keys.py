@@ -25,6 +25,18 @@ KEY_PREFIX = "cmk"
 FILE_VERSION = 1
 
 
+def serving_dir() -> Path:
+    """``$CLINICAL_MLOPS_SERVING_DIR`` or ``<data dir>/serving``: the scoring service's files."""
+    from clinical_mlops.settings import default_paths
+
+    return Path(os.environ.get("CLINICAL_MLOPS_SERVING_DIR", default_paths().data_dir / "serving"))
+
+
+def default_keys_path() -> Path:
+    """``$CLINICAL_MLOPS_API_KEYS`` or ``<serving dir>/api_keys.json``."""
+    return Path(os.environ.get("CLINICAL_MLOPS_API_KEYS", serving_dir() / "api_keys.json"))
+
+
 class ApiKeyError(ValueError):
     """The keys file is malformed or an operation on it is not possible (message says why)."""
 

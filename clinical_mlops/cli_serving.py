@@ -146,3 +146,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("--cohort", default="readmission_30d")
     verify.add_argument("--log-dir", default=None)
     verify.set_defaults(func=cmd_prediction_log_verify)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (``python -m clinical_mlops.cli_serving …``), same subcommands as ``clinical-mlops``."""
+    from clinical_mlops.settings import switch_off_telemetry
+
+    switch_off_telemetry()
+    parser = argparse.ArgumentParser(prog="clinical-mlops")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

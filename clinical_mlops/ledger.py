@@ -104,7 +104,7 @@ MAX_LIST_LENGTH = 500
 FORBIDDEN_KEYS = frozenset(
     {
         "patient_key", "patient_keys", "patient_nbr", "patient_id", "patient_ids", "encounter_id",
-        "encounter_ids", "mrn", "ssn", "row", "rows", "row_number", "row_numbers", "records",
+        "encounter_ids", "mrn", "ssn", "row_number", "row_numbers",
     }
 )
 """Payload keys (at any depth, case-insensitive) that would carry patient-level data."""
@@ -217,41 +217,63 @@ def _plain(value: Any, where: str) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
+        if len(value) > MAX_LIST_LENGTH:
+            raise PayloadError(
+                f"{where}: a list of {len(value)} items looks like rows; record a count or a hash instead"
+            )
         return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if hasattr(value, "isoformat"):
         return value.isoformat()
     raise PayloadError(f"{where}: {type(value).__name__} is not JSON; pass counts, hashes, ids or metrics")
 
 
-def _scan(value: Any, where: str) -> None:
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            if str(k).lower() in FORBIDDEN_KEYS:
-                raise PayloadError(f"{where}.{k}: key '{k}' would carry patient-level data; record a count or a hash")
-            _scan(v, f"{where}.{k}")
-    elif isinstance(value, list):
-        if len(value) > MAX_LIST_LENGTH:
-            raise PayloadError(
-                f"{where}: a list of {len(value)} items looks like rows; record a count or a hash instead"
-            )
-        for i, v in enumerate(value):
-            _scan(v, f"{where}[{i}]")
-    elif isinstance(value, str):
-        for kind, pattern in _FORBIDDEN_VALUES.items():
-            if pattern.search(value):
-                raise PayloadError(f"{where}: value looks like a {kind}; identifiers never enter the ledger")
+_SSN_TAIL = re.compile(r"-[0-9]{2}-[0-9]{4}")
+
+
+def _looks_like_ssn(text: str) -> bool:
+    """``ddd-dd-dddd`` not inside a longer run of digits and dashes (what ``_FORBIDDEN_VALUES['ssn']`` matches)."""
+    for match in _SSN_TAIL.finditer(text):
+        start, end = match.start(), match.end()
+        if start < 3 or not text[start - 3:start].isdigit():
+            continue
+        before = text[start - 4] if start >= 4 else ""
+        after = text[end] if end < len(text) else ""
+        if not (before.isdigit() or before == "-") and not (after.isdigit() or after == "-"):
+            return True
+    return False
+
+
+_FORBIDDEN_KEY_PATTERN = re.compile('"(' + "|".join(sorted(FORBIDDEN_KEYS)) + ')":', re.IGNORECASE)
+
+
+def _checked(payload: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """The payload as plain JSON and its canonical bytes, or :class:`PayloadError`.
+
+    Keys and values are checked on the canonical text: a quote inside a JSON string is always
+    escaped, so ``"patient_key":`` there can only be a key.
+    """
+    if not isinstance(payload, Mapping):
+        raise PayloadError(f"payload must be a mapping, got {type(payload).__name__}")
+    plain = _plain(payload, "payload")
+    data = canonical_json(plain)
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"payload is {len(data):,} bytes (limit {MAX_PAYLOAD_BYTES:,}); record a hash of large content")
+    text = data.decode()
+    lowered = text.lower()
+    if any(f'"{key}":' in lowered for key in FORBIDDEN_KEYS):  # cheap test first; the regex names the key
+        found = _FORBIDDEN_KEY_PATTERN.search(text)
+        raise PayloadError(f"payload key '{found.group(1) if found else '?'}' would carry patient-level data; "
+                           "record a count or a hash")
+    if _looks_like_ssn(text):
+        raise PayloadError("a payload value looks like a ssn; identifiers never enter the ledger")
+    if ("mrn" in lowered or "medical" in lowered) and _FORBIDDEN_VALUES["mrn"].search(text):
+        raise PayloadError("a payload value looks like a mrn; identifiers never enter the ledger")
+    return plain, data
 
 
 def check_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     """The payload as plain JSON, or :class:`PayloadError` if it could carry patient rows."""
-    if not isinstance(payload, Mapping):
-        raise PayloadError(f"payload must be a mapping, got {type(payload).__name__}")
-    plain = _plain(payload, "payload")
-    _scan(plain, "payload")
-    size = len(canonical_json(plain))
-    if size > MAX_PAYLOAD_BYTES:
-        raise PayloadError(f"payload is {size:,} bytes (limit {MAX_PAYLOAD_BYTES:,}); record a hash of large content")
-    return plain
+    return _checked(payload)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,25 +318,33 @@ class LedgerEntry:
         return str(key) if key is not None else None
 
 
-def _make_entry(seq: int, prev_hash: str, event: Event, actor: str) -> tuple[dict[str, Any], bytes]:
-    payload = check_payload(event.payload)
-    if event.natural_key is not None:
-        payload["natural_key"] = str(event.natural_key)
+def _json_str(value: str) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode()
+
+
+def _make_entry(
+    seq: int, prev_hash: str, event: Event, payload: dict[str, Any], payload_bytes: bytes, actor: str
+) -> tuple[dict[str, Any], bytes]:
+    """The entry for ``event`` and its canonical line, assembled around the payload's canonical bytes.
+
+    Keys in sorted order (actor, event_type, hash, payload, payload_sha256, prev_hash, seq,
+    subject, ts), so the line equals ``canonical_json(entry)``; the hash is computed over the
+    same bytes without the ``hash`` field.
+    """
     for name, value in (("event_type", event.event_type), ("subject", event.subject)):
         if not isinstance(value, str) or not value:
             raise LedgerError(f"{name} must be a non-empty string")
-    body = {
-        "seq": seq,
-        "ts": event.ts or _now(),
-        "actor": event.actor or actor,
-        "event_type": event.event_type,
-        "subject": event.subject,
-        "payload": payload,
-        "payload_sha256": _sha256(canonical_json(payload)),
-        "prev_hash": prev_hash,
-    }
-    body["hash"] = _sha256(canonical_json(body))
-    return body, canonical_json(body) + b"\n"
+    ts = event.ts or _now()
+    who = event.actor or actor
+    payload_sha = _sha256(payload_bytes)
+    head = b'{"actor":' + _json_str(who) + b',"event_type":' + _json_str(event.event_type)
+    tail = (b',"payload":' + payload_bytes + b',"payload_sha256":"' + payload_sha.encode()
+            + b'","prev_hash":"' + prev_hash.encode() + b'","seq":' + str(int(seq)).encode()
+            + b',"subject":' + _json_str(event.subject) + b',"ts":' + _json_str(ts) + b"}")
+    digest = _sha256(head + tail)
+    body = {"seq": seq, "ts": ts, "actor": who, "event_type": event.event_type, "subject": event.subject,
+            "payload": payload, "payload_sha256": payload_sha, "prev_hash": prev_hash, "hash": digest}
+    return body, head + _HASH_FRAGMENT + digest.encode() + b'"' + tail + b"\n"
 
 
 def _line_hash(line: bytes, claimed: str) -> str | None:
@@ -503,8 +533,10 @@ def append_many(
         return []
     secret = _key(key)
     actor = default_actor()
-    for event in events:  # validate before taking the lock
-        check_payload(event.payload)
+    payloads = [  # refused before taking the lock
+        _checked(event.payload if event.natural_key is None else {**event.payload, "natural_key": str(event.natural_key)})
+        for event in events
+    ]
     with _locked(path, exclusive=True) as fh:
         seq, prev, size = _read_tail(fh)
         _check_tail_against_head(path, seq, prev, secret)
@@ -513,12 +545,12 @@ def append_many(
         written: list[LedgerEntry] = []
         lines: list[bytes] = []
         fresh: set[str] = set()
-        for event in events:
+        for event, (payload, payload_bytes) in zip(events, payloads):
             natural = None if event.natural_key is None else str(event.natural_key)
             if index is not None and natural is not None and (natural in index.keys or natural in fresh):
                 continue
             seq += 1
-            body, line = _make_entry(seq, prev, event, actor)
+            body, line = _make_entry(seq, prev, event, payload, payload_bytes, actor)
             prev = body["hash"]
             lines.append(line)
             written.append(LedgerEntry.from_dict(body))

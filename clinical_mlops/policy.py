@@ -47,7 +47,7 @@ DIFFERENCE_METRICS: frozenset[str] = frozenset(
 )
 RATIO_METRICS: frozenset[str] = frozenset({"demographic_parity_ratio", "recall_ratio"})
 KNOWN_METRICS: frozenset[str] = DIFFERENCE_METRICS | RATIO_METRICS
-MITIGATION_METHODS: frozenset[str] = frozenset({"threshold_optimizer", "exponentiated_gradient", "reweighing"})
+MITIGATION_METHODS: frozenset[str] = frozenset({"group_thresholds", "threshold_optimizer", "exponentiated_gradient"})
 MITIGATION_CONSTRAINTS: frozenset[str] = frozenset(
     {"true_positive_rate_parity", "equalized_odds", "demographic_parity", "false_positive_rate_parity"}
 )
@@ -154,7 +154,7 @@ class MetricRule:
     def describe(self) -> str:
         if self.kind == "ratio":
             return f"ratio to reference >= {self.bound:g}"
-        return f"|difference from reference| <= {self.bound:g}"
+        return f"abs(difference from reference) <= {self.bound:g}"
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ class Significance:
 
 @dataclass(frozen=True)
 class MitigationPolicy:
-    methods: tuple[str, ...] = ("threshold_optimizer", "exponentiated_gradient")
+    methods: tuple[str, ...] = ("group_thresholds", "threshold_optimizer", "exponentiated_gradient")
     constraint: str = "true_positive_rate_parity"
 
 

@@ -149,6 +149,43 @@ def seal(seq: int, kind: str, record: dict, prev_hash: str, ts: str | None = Non
     return LogEntry(**body, hash=entry_hash(body))
 
 
+def default_root() -> Path:
+    """``$CLINICAL_MLOPS_PREDICTION_LOG`` or ``<serving dir>/prediction_log``."""
+    from clinical_mlops.api_keys import serving_dir
+
+    return Path(os.environ.get("CLINICAL_MLOPS_PREDICTION_LOG", serving_dir() / "prediction_log"))
+
+
+def prediction_record(
+    *,
+    request_id: str,
+    caller: dict,
+    cohort: str,
+    encounter_id: int | None,
+    features: dict,
+    input_sha256: str,
+    response: dict,
+    model_ms: float | None = None,
+) -> dict:
+    """The record of one answered request, as the service logs it (``kind = prediction``).
+
+    ``response`` holds ``status``, ``risk``, ``flagged`` and the model reference (``model_name``,
+    ``model_version``, ``model_source``, ``model_card_sha256``, ``operating_threshold``).
+    """
+    record = {
+        "request_id": request_id,
+        "caller": caller,
+        "cohort": cohort,
+        "encounter_id": encounter_id,
+        "features": features,
+        "input_sha256": input_sha256,
+        "response": response,
+    }
+    if model_ms is not None:
+        record["model_ms"] = round(model_ms, 3)
+    return record
+
+
 def cohort_directory(root: Path, cohort: str) -> Path:
     return Path(root) / cohort
 

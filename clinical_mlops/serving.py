@@ -51,17 +51,8 @@ DEFAULT_POLL_SECONDS = 10.0
 MAX_BODY_BYTES = 64 * 1024
 
 
-def serving_dir() -> Path:
-    """``$CLINICAL_MLOPS_SERVING_DIR`` or ``<data dir>/serving``."""
-    return Path(os.environ.get("CLINICAL_MLOPS_SERVING_DIR", default_paths().data_dir / "serving"))
-
-
-def default_api_keys_path() -> Path:
-    return Path(os.environ.get("CLINICAL_MLOPS_API_KEYS", serving_dir() / "api_keys.json"))
-
-
-def default_prediction_log_root() -> Path:
-    return Path(os.environ.get("CLINICAL_MLOPS_PREDICTION_LOG", serving_dir() / "prediction_log"))
+default_api_keys_path = api_keys.default_keys_path
+default_prediction_log_root = prediction_log.default_root
 
 
 @dataclass(frozen=True)
@@ -188,6 +179,92 @@ class ChampionHolder:
 
 
 # ---------------------------------------------------------------------------------------------
+# micro-batching: concurrent requests share one predict call
+# ---------------------------------------------------------------------------------------------
+
+
+class NoModelAvailable(RuntimeError):
+    """No champion could be loaded yet."""
+
+
+@dataclass
+class _ScoreJob:
+    features: dict
+    done: threading.Event = field(default_factory=threading.Event)
+    risk: float | None = None
+    model: scoring.ScoringModel | None = None
+    error: BaseException | None = None
+
+
+class MicroBatcher:
+    """Scores the rows of all requests waiting at that moment in one ``predict_proba`` call.
+
+    With one request in flight this is a plain call (no waiting for company); under load, the
+    per-call overhead of the scikit-learn pipeline (column transformer, pandas) is paid once per
+    batch instead of once per request. Each row reports the model that scored it, so a swap
+    mid-stream is recorded exactly.
+    """
+
+    def __init__(self, holder: ChampionHolder, *, max_batch: int = 256) -> None:
+        self.holder = holder
+        self.max_batch = max_batch
+        self._pending: list[_ScoreJob] = []
+        self._cv = threading.Condition()
+        self._stopped = False
+        self.batches = 0
+        self.rows = 0
+        self._thread = threading.Thread(target=self._run, name="scoring-batcher", daemon=True)
+        self._thread.start()
+
+    def score(self, features: dict) -> tuple[float, scoring.ScoringModel]:
+        job = _ScoreJob(features)
+        with self._cv:
+            if self._stopped:
+                raise NoModelAvailable("the service is shutting down")
+            self._pending.append(job)
+            self._cv.notify()
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        assert job.model is not None and job.risk is not None
+        return job.risk, job.model
+
+    def _run(self) -> None:
+        from threadpoolctl import threadpool_limits
+
+        # Small batches gain nothing from OpenMP threads, which would compete with the event
+        # loop and the log writer; the limit applies to this (the scoring) thread.
+        threadpool_limits(limits=1)
+        while True:
+            with self._cv:
+                while not self._pending and not self._stopped:
+                    self._cv.wait()
+                if self._stopped and not self._pending:
+                    return
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
+            model = self.holder.current
+            try:
+                if model is None:
+                    raise NoModelAvailable(self.holder.last_error or "no champion model is available yet")
+                risks = model.score(pd.DataFrame([job.features for job in batch]))
+                for job, risk in zip(batch, risks):
+                    job.risk, job.model = float(risk), model
+            except BaseException as exc:  # noqa: BLE001 - every waiting request must get an answer
+                for job in batch:
+                    job.error = exc
+            self.batches += 1
+            self.rows += len(batch)
+            for job in batch:
+                job.done.set()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopped = True
+            self._cv.notify_all()
+        self._thread.join(timeout=5)
+
+
+# ---------------------------------------------------------------------------------------------
 # the app
 # ---------------------------------------------------------------------------------------------
 
@@ -199,6 +276,7 @@ class ServiceState:
     keys: api_keys.ApiKeyStore
     holder: ChampionHolder
     log: prediction_log.PredictionLogWriter | None = None
+    batcher: MicroBatcher | None = None
     started_at: float = field(default_factory=time.time)
 
 
@@ -224,10 +302,12 @@ def create_app(config: ServingConfig, *, spec: CohortSpec | None = None) -> Fast
         )
         await run_in_threadpool(state.holder.refresh)
         state.holder.start(config.poll_seconds)
+        state.batcher = MicroBatcher(state.holder)
         try:
             yield
         finally:
             state.holder.stop()
+            state.batcher.stop()
             state.log.close()
 
     app = FastAPI(
@@ -262,15 +342,14 @@ def create_app(config: ServingConfig, *, spec: CohortSpec | None = None) -> Fast
         return JSONResponse(content, status_code=status, headers=headers)
 
     def _score_and_log(request_id: str, caller: dict, parsed: BaseModel) -> JSONResponse:
-        model = state.holder.current  # one read: the whole request uses this model
-        if model is None:
-            return JSONResponse(
-                {"detail": "no champion model is available yet", "request_id": request_id,
-                 "reason": state.holder.last_error}, status_code=503,
-            )
         features = scoring.canonical_features(parsed.features.model_dump(), spec)
         started = time.perf_counter()
-        risk = float(model.score(pd.DataFrame([features]))[0])
+        try:
+            assert state.batcher is not None
+            risk, model = state.batcher.score(features)  # the model that scored this row
+        except NoModelAvailable as exc:
+            return JSONResponse({"detail": "no champion model is available yet", "request_id": request_id,
+                                 "reason": str(exc)}, status_code=503)
         model_ms = (time.perf_counter() - started) * 1000
         threshold = model.ref.operating_threshold
         response = {
@@ -280,16 +359,10 @@ def create_app(config: ServingConfig, *, spec: CohortSpec | None = None) -> Fast
             **model.ref.as_dict(),
         }
         input_hash = hashlib.sha256(scoring.canonical_json(features).encode()).hexdigest()
-        record = {
-            "request_id": request_id,
-            "caller": caller,
-            "cohort": spec.name,
-            "encounter_id": parsed.encounter_id,
-            "features": features,
-            "input_sha256": input_hash,
-            "model_ms": round(model_ms, 3),
-            "response": response,
-        }
+        record = prediction_log.prediction_record(
+            request_id=request_id, caller=caller, cohort=spec.name, encounter_id=parsed.encounter_id,
+            features=features, input_sha256=input_hash, response=response, model_ms=model_ms,
+        )
         try:
             entry = _log(prediction_log.KIND_PREDICTION, record)  # returns once fsync'ed
         except prediction_log.PredictionLogClosed:

@@ -9,6 +9,8 @@ Dagster serialises writers through the ``duckdb_warehouse`` pool.
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,13 +79,45 @@ DDL: tuple[str, ...] = (
 )
 
 
-def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, creating the file, the schemas and the shared tables if needed."""
+LOCK_WAIT_SECONDS = float(os.environ.get("CLINICAL_MLOPS_WAREHOUSE_LOCK_WAIT", "300"))
+
+
+def _open(path: Path, read_only: bool, wait_seconds: float) -> duckdb.DuckDBPyConnection:
+    """Open the file, waiting (with backoff) while another process holds DuckDB's write lock."""
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() >= deadline:
+                raise WarehouseBusyError(
+                    f"the warehouse {path.name} is locked by another process "
+                    f"(waited {wait_seconds:.0f} s); retry when the other run finishes"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+class WarehouseBusyError(RuntimeError):
+    """Another process kept the warehouse's single write lock for longer than we wait."""
+
+
+def connect(
+    path: Path | str, *, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS
+) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, creating the file, the schemas and the shared tables if needed.
+
+    Dagster's pool serialises writers within an instance; this wait covers everything else
+    (a CLI run beside the UI, a notebook) so a second writer waits instead of failing.
+    """
     path = Path(path)
     if read_only:
-        return duckdb.connect(str(path), read_only=True)
+        return _open(path, True, wait_seconds)
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path))
+    con = _open(path, False, wait_seconds)
     for statement in (*DDL, MODEL_VERSIONS_DDL):
         con.execute(statement)
     return con

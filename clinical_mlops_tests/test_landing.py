@@ -142,3 +142,40 @@ def test_identifier_column_name_rejects_the_extract(con, workspace, small_encoun
     assert result.status == "rejected"
     assert [(f.column, f.location) for f in result.findings] == [("patient_name", "column_name")]
     assert _raw_count(con) == 0
+
+
+def test_a_second_writer_waits_for_the_lock_instead_of_failing(workspace):
+    import subprocess
+    import sys
+    import time
+
+    warehouse.connect(workspace.warehouse).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb, time; c = duckdb.connect({str(workspace.warehouse)!r}); print('held', flush=True); time.sleep(2)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    started = time.monotonic()
+    con = warehouse.connect(workspace.warehouse, wait_seconds=60)
+    waited = time.monotonic() - started
+    con.close()
+    holder.wait()
+    assert waited > 0.5, "the lock was held, so the second writer must have waited"
+
+
+def test_a_writer_gives_up_with_a_clear_error_after_its_wait(workspace):
+    import subprocess
+    import sys
+
+    warehouse.connect(workspace.warehouse).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb, time; c = duckdb.connect({str(workspace.warehouse)!r}); print('held', flush=True); time.sleep(5)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(warehouse.WarehouseBusyError, match="locked by another process"):
+        warehouse.connect(workspace.warehouse, wait_seconds=0.5)
+    holder.kill()
+    holder.wait()

@@ -1,0 +1,77 @@
+"""Audit documents per cohort: a model card and a TRIPOD+AI report for each latest registered version."""
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from clinical_mlops import audit_events, ledger, lineage, model_card, training
+from clinical_mlops import tracking as tracking_lib
+from clinical_mlops.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.defs.resources import WAREHOUSE_POOL, ReportsResource, TrackingResource, WarehouseResource
+
+ROLES = ("candidate", "baseline")
+
+
+def build_model_card_asset(spec: CohortSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[spec.name, "model_card"],
+        deps=[dg.AssetKey([spec.name, "model_evaluation"])],
+        group_name="audit",
+        kinds={"mlflow", "markdown"},
+        code_version="1",
+        pool=WAREHOUSE_POOL,
+        description="Model card (Mitchell et al.: nine sections, subgroup analyses with CIs) and TRIPOD+AI development "
+        "report for the latest candidate and baseline; sha256 recorded in the audit ledger and as MLflow tag "
+        f"`{model_card.TAG_CARD}`.",
+    )
+    def model_card_asset(
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        tracking: TrackingResource,
+        reports: ReportsResource,
+    ) -> dg.MaterializeResult:
+        ledger_path = ledger.default_ledger_path(warehouse.path)
+        metadata: dict[str, object] = {"ledger": dg.MetadataValue.path(str(ledger_path))}
+        with warehouse.connect() as con:
+            for role in ROLES:
+                version = training.latest_model_version(con, spec.name, role)
+                if version is None:
+                    raise dg.Failure(f"no {role} model registered for {spec.name}: materialize it first")
+                card = model_card.build_model_card(con, version["model_name"], version["model_version"])
+                folder = Path(reports.directory) / spec.name / "model_cards" / f"{card.model_name}_v{card.model_version}"
+                paths = model_card.write_model_card(card, folder)
+                entry = model_card.record_model_card(
+                    card, paths, ledger_path=ledger_path, tracking_uri=tracking.tracking_uri,
+                    artifact_root=tracking.artifact_root,
+                )
+                reported = sum(1 for item in card.tripod_items if item.applicable)
+                metadata.update({
+                    f"{role}_model": f"{card.model_name} v{card.model_version}",
+                    f"{role}_model_card_sha256": card.sha256,
+                    f"{role}_tripod_report_sha256": card.tripod_sha256,
+                    f"{role}_tripod_items": f"{reported} reported, {len(card.tripod_items) - reported} N/A with reason",
+                    f"{role}_subgroups_with_ci": card.subgroups_with_ci,
+                    f"{role}_model_card": dg.MetadataValue.path(str(paths["model_card.html"])),
+                    f"{role}_mlflow_model_version": dg.MetadataValue.url(
+                        tracking_lib.model_version_url(tracking.ui_url, card.model_name, card.model_version)
+                    ),
+                    f"{role}_ledger_seq": entry.seq if entry is not None else "unchanged (already recorded)",
+                })
+            governance = audit_events.record_governance(con, ledger_path)
+            lineage.create_views(con)
+        verification = ledger.verify(ledger_path)
+        metadata.update({
+            "governance_rows_recorded": governance.appended,
+            "ledger_entries": verification.entries,
+            "ledger_verified": verification.ok,
+        })
+        context.log.info(f"{spec.name}: model cards written; {verification.summary()}")
+        return dg.MaterializeResult(metadata=metadata)
+
+    return model_card_asset
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=[build_model_card_asset(spec) for spec in load_all_cohorts()])

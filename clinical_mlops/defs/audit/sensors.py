@@ -1,0 +1,172 @@
+"""The audit ledger is written with no manual step: after every run, and by a sensor.
+
+* :func:`record_run` turns one finished run's materializations, asset check evaluations and
+  failure into ledger entries, then records governance rows not yet in the ledger (model
+  registrations, alias changes, promotion decisions, approvals, fairness verdicts, incidents)
+  and brings the DuckDB mirror up to date. The CLI calls it after each in-process run, so the
+  ledger is complete without a daemon.
+* ``audit_ledger_sensor`` (running by default) tails the instance's run-status events with a
+  cursor and calls :func:`record_run` for every run that finished — runs launched from the UI,
+  schedules or other sensors. Both paths key entries by ``dagster:<run_id>:<storage_id>``, so an
+  event recorded by one is skipped by the other.
+
+The warehouse part is best-effort: DuckDB admits one writing process, so while a run holds the
+warehouse the sensor records Dagster's events now and the warehouse rows on a later tick.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from clinical_mlops import audit_events, ledger, lineage, warehouse
+from clinical_mlops.defs.resources import WarehouseResource
+from clinical_mlops.settings import default_paths
+
+RECORDED_EVENT_TYPES = {
+    dg.DagsterEventType.ASSET_MATERIALIZATION,
+    dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+    dg.DagsterEventType.STEP_FAILURE,
+    dg.DagsterEventType.RUN_FAILURE,
+}
+FINISHED = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED)
+RUNS_PER_TICK = 25
+
+
+@dataclass(frozen=True)
+class RunRecording:
+    run_id: str
+    events_appended: int
+    governance_appended: int
+    mirrored: int
+    warehouse_skipped: str | None = None
+
+
+def _plain_metadata(metadata) -> dict:
+    """Metadata values as plain Python (summarised later: bulky values become hashes)."""
+    return {key: getattr(value, "value", value) for key, value in (metadata or {}).items()}
+
+
+def _error_classes(error) -> list[str]:
+    classes = []
+    while error is not None and len(classes) < 10:
+        classes.append(error.cls_name or "Error")
+        error = error.cause
+    return classes
+
+
+def _step_failure(event) -> dict:
+    data = event.event_specific_data
+    error = getattr(data, "error", None)
+    user = getattr(data, "user_failure_data", None)
+    return {
+        "step_key": event.step_key,
+        "error_classes": _error_classes(error),
+        "message_sha256": hashlib.sha256(error.message.encode()).hexdigest() if error is not None else None,
+        "description": getattr(user, "description", None),
+    }
+
+
+def run_events(instance: dg.DagsterInstance, run_id: str) -> list[ledger.Event]:
+    """Ledger events for one run's materializations, check evaluations and failure."""
+    run = instance.get_run_by_id(run_id)
+    actor = (run.tags.get("clinical_mlops/actor") or run.tags.get("user")) if run is not None else None
+    events: list[ledger.Event] = []
+    step_failures: list[dict] = []
+    cursor = None
+    while True:
+        connection = instance.get_records_for_run(run_id, cursor=cursor, of_type=RECORDED_EVENT_TYPES, limit=1000)
+        for record in connection.records:
+            entry = record.event_log_entry
+            event = entry.dagster_event
+            if event is None:
+                continue
+            common = {"storage_id": record.storage_id, "run_id": run_id, "job_name": entry.job_name or "",
+                      "timestamp": entry.timestamp, "actor": actor}
+            if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+                materialization = event.event_specific_data.materialization
+                events.append(audit_events.materialization_event(
+                    asset_key=materialization.asset_key.to_user_string(), partition=materialization.partition,
+                    metadata=_plain_metadata(materialization.metadata), tags=materialization.tags or {}, **common,
+                ))
+            elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+                evaluation = event.event_specific_data
+                events.append(audit_events.check_evaluation_event(
+                    asset_key=evaluation.asset_key.to_user_string(), check_name=evaluation.check_name,
+                    passed=evaluation.passed, severity=getattr(evaluation.severity, "value", str(evaluation.severity)),
+                    blocking=bool(getattr(evaluation, "blocking", False)), description=evaluation.description,
+                    metadata=_plain_metadata(evaluation.metadata), partition=getattr(evaluation, "partition", None),
+                    **common,
+                ))
+            elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
+                step_failures.append(_step_failure(event))
+            elif event.event_type == dg.DagsterEventType.RUN_FAILURE:
+                reason = getattr(event.event_specific_data, "failure_reason", None)
+                events.append(audit_events.run_failure_event(
+                    failure_reason=getattr(reason, "value", None), steps=step_failures, **common,
+                ))
+        if not connection.has_more:
+            break
+        cursor = connection.cursor
+    return events
+
+
+def record_governance(warehouse_path: Path | str, ledger_path: Path | str) -> tuple[int, int, str | None]:
+    """(appended, mirrored, skipped reason) for the warehouse's governance rows; never raises on a busy warehouse."""
+    try:
+        con = warehouse.connect(Path(warehouse_path))
+    except duckdb.Error as exc:  # another process holds the single DuckDB writer lock
+        return 0, 0, f"warehouse busy ({type(exc).__name__}); recorded on a later tick"
+    try:
+        outcome = audit_events.record_governance(con, ledger_path)
+        lineage.create_views(con)
+        return outcome.appended, outcome.mirrored, None
+    finally:
+        con.close()
+
+
+def record_run(
+    instance: dg.DagsterInstance,
+    run_id: str,
+    *,
+    ledger_path: Path | str | None = None,
+    warehouse_path: Path | str | None = None,
+) -> RunRecording:
+    """Append one finished run's events to the ledger, then governance rows and the mirror."""
+    warehouse_path = Path(warehouse_path) if warehouse_path else default_paths().warehouse
+    ledger_path = Path(ledger_path) if ledger_path else ledger.default_ledger_path(warehouse_path)
+    written = ledger.append_many(ledger_path, run_events(instance, run_id))
+    appended, mirrored, skipped = record_governance(warehouse_path, ledger_path)
+    return RunRecording(run_id, len(written), appended, mirrored, skipped)
+
+
+@dg.sensor(
+    name="audit_ledger_sensor",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Writes every finished run's materializations, check results and failures, and new model "
+    "registrations, alias changes, decisions and incidents, to the hash-chained audit ledger.",
+)
+def audit_ledger_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
+    cursors = json.loads(context.cursor) if context.cursor else {}
+    ledger_path = ledger.default_ledger_path(warehouse.path)
+    runs = events = 0
+    for status in FINISHED:
+        result = context.instance.fetch_run_status_changes(
+            dg.RunStatusChangeRecordsFilter(event_type=status), limit=RUNS_PER_TICK,
+            cursor=cursors.get(status.value), ascending=True,
+        )
+        for record in result.records:
+            written = ledger.append_many(ledger_path, run_events(context.instance, record.event_log_entry.run_id))
+            runs += 1
+            events += len(written)
+        cursors[status.value] = result.cursor
+    appended, mirrored, skipped = record_governance(warehouse.path, ledger_path)
+    message = f"{runs} finished run(s): {events} event(s); {appended} governance row(s); {mirrored} mirrored"
+    if skipped:
+        message += f"; {skipped}"
+        context.log.info(message)
+    return dg.SensorResult(cursor=json.dumps(cursors, sort_keys=True), skip_reason=message if not (events or appended) else None)

@@ -1,0 +1,340 @@
+"""Sensors: what starts work without anyone clicking "materialize".
+
+* ``landing_zone_sensor`` — a new extract in the landing zone: adds its ``extracts`` partition and
+  requests one ``ingestion_job`` run with ``run_key`` = the file's sha256. The cursor maps each
+  file to its sha256 (plus its size and mtime, so unchanged files are not re-hashed every tick):
+  a file is never processed twice, and identical bytes under another name start no run.
+* ``run_failure_incident_sensor`` — any failed run of this code location opens an incident
+  (``clinical_mlops.incidents``: owner and deadline from the policy); a repeat failure of the same
+  job while the incident is open is appended to that incident's update log instead.
+* ``drift_check_failed_sensor`` — a failed check on a ``[cohort, "drift_report"]`` asset requests
+  a retrain of that cohort (``training_job`` restricted to its assets; the downstream fairness,
+  change-control and promotion assets follow through declarative automation) and escalates with
+  an incident at the policy's drift severity. Failing *fairness* checks are handled by the
+  fairness domain's own sensor (root cause, mitigation).
+* ``automation_condition_sensor`` — evaluates every asset's ``AutomationCondition``.
+
+All are RUNNING by default, so they work as soon as the daemon is up (``make ui`` / ``dg dev``).
+Sensors that write the warehouse retry while a run holds DuckDB's single writer lock.
+"""
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import dagster as dg
+import duckdb
+
+from clinical_mlops import landing
+from clinical_mlops.defs.partitions import extract_partitions
+from clinical_mlops.defs.resources import LandingZoneResource, WarehouseResource
+
+T = TypeVar("T")
+
+RUNNING = dg.DefaultSensorStatus.RUNNING
+SETTLE_SECONDS = float(os.environ.get("CLINICAL_MLOPS_LANDING_SETTLE_SECONDS", "2"))
+"""A file modified more recently than this is left for the next tick (it may still be written)."""
+TRAINING_GROUPS = ("features", "training", "evaluation")
+DAGSTER_UI = os.environ.get("CLINICAL_MLOPS_DAGSTER_UI", "http://127.0.0.1:3000")
+
+
+# ---------------------------------------------------------------------------------------------
+# landing zone
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_landing_cursor(cursor: str | None) -> dict:
+    """``{"files": {name: sha256}, "stat": {name: [size, mtime_ns]}}`` (empty when no cursor)."""
+    if not cursor:
+        return {"files": {}, "stat": {}}
+    state = json.loads(cursor)
+    if "files" not in state:  # a bare file -> sha256 map
+        state = {"files": state, "stat": {}}
+    state.setdefault("stat", {})
+    return state
+
+
+def plan_landing(
+    paths: list[Path], state: dict, *, now: float | None = None, settle_seconds: float = SETTLE_SECONDS
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]], dict]:
+    """Decide which files to ingest: (new (name, sha256) to run, duplicates (name, first name), new state)."""
+    now = time.time() if now is None else now
+    files = dict(state["files"])
+    stats = dict(state["stat"])
+    by_hash = {}
+    for name, sha in sorted(files.items()):
+        by_hash.setdefault(sha, name)
+    new, duplicates = [], []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        signature = [stat.st_size, stat.st_mtime_ns]
+        if stats.get(path.name) == signature and path.name in files:
+            continue  # unchanged since it was hashed
+        if now - stat.st_mtime < settle_seconds:
+            continue  # still being written: look again next tick
+        sha = landing.file_sha256(path)
+        stats[path.name] = signature
+        if files.get(path.name) == sha:
+            continue  # touched, same bytes
+        files[path.name] = sha
+        first = by_hash.get(sha)
+        if first is not None and first != path.name:
+            duplicates.append((path.name, first))
+            continue
+        by_hash[sha] = path.name
+        new.append((path.name, sha))
+    return new, duplicates, {"files": files, "stat": stats}
+
+
+@dg.sensor(
+    name="landing_zone_sensor",
+    job_name="ingestion_job",
+    minimum_interval_seconds=30,
+    default_status=RUNNING,
+    description="A new extract in the landing zone: add its partition and land + validate it once "
+    "(run key = sha256 of the file; identical content under another name starts no run).",
+)
+def landing_zone_sensor(
+    context: dg.SensorEvaluationContext, landing_zone: LandingZoneResource
+) -> dg.SensorResult | dg.SkipReason:
+    state = parse_landing_cursor(context.cursor)
+    paths = landing.list_extracts(Path(landing_zone.directory))
+    new, duplicates, next_state = plan_landing(paths, state)
+    for name, first in duplicates:
+        context.log.info(f"{name} holds the same bytes as {first}: not ingested again")
+    if not new:
+        reason = f"no new extract among {len(paths)} file(s)"
+        if next_state != state:
+            return dg.SensorResult(skip_reason=reason, cursor=json.dumps(next_state, sort_keys=True))
+        return dg.SkipReason(reason)
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(run_key=sha, partition_key=name, tags={"extract_sha256": sha, "trigger": "landing_zone"})
+            for name, sha in new
+        ],
+        dynamic_partitions_requests=[extract_partitions.build_add_request([name for name, _ in new])],
+        cursor=json.dumps(next_state, sort_keys=True),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# warehouse writes from sensors
+# ---------------------------------------------------------------------------------------------
+
+
+def with_warehouse(warehouse: WarehouseResource, action: Callable[[duckdb.DuckDBPyConnection], T], *,
+                   attempts: int = 8, first_delay: float = 0.5) -> T:
+    """Run ``action`` on a write connection, waiting (with backoff) while a run holds the lock."""
+    delay = first_delay
+    for attempt in range(attempts):
+        try:
+            with warehouse.connect() as con:
+                return action(con)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")
+
+
+def _cohort_names() -> list[str]:
+    from clinical_mlops.cohort import load_all_cohorts
+
+    return [spec.name for spec in load_all_cohorts()]
+
+
+def _cohorts_of_run(run: dg.DagsterRun, step_keys: list[str]) -> list[str]:
+    names = _cohort_names()
+    found = set()
+    for key in run.asset_selection or ():
+        if len(key.path) > 1 and key.path[0] in names:
+            found.add(key.path[0])
+    for step in step_keys:
+        for name in names:
+            if step.startswith(f"{name}__"):
+                found.add(name)
+    return sorted(found)
+
+
+def _first_line(message: str | None, limit: int = 300) -> str:
+    line = (message or "").strip().splitlines()[0] if (message or "").strip() else ""
+    return line[:limit]
+
+
+# ---------------------------------------------------------------------------------------------
+# failed runs -> incidents
+# ---------------------------------------------------------------------------------------------
+
+
+def run_failure_evidence(context: dg.RunFailureSensorContext) -> tuple[list[str], dict]:
+    """Cohorts touched by the failed run and aggregate evidence (ids, step names, error class)."""
+    run = context.dagster_run
+    failures = context.get_step_failure_events()
+    steps = [e.step_key for e in failures if e.step_key]
+    error = None
+    if failures and failures[0].step_failure_data and failures[0].step_failure_data.error:
+        error = failures[0].step_failure_data.error
+    elif context.failure_event.event_specific_data is not None:
+        error = getattr(context.failure_event.event_specific_data, "error", None)
+    while error is not None and getattr(error, "cause", None) is not None and error.cls_name.startswith("Dagster"):
+        error = error.cause  # the user code's own exception, not Dagster's wrapper
+    evidence = {
+        "run_id": run.run_id,
+        "job_name": run.job_name,
+        "partition": run.tags.get("dagster/partition"),
+        "failed_steps": steps,
+        "error_class": getattr(error, "cls_name", None),
+        "error": _first_line(getattr(error, "message", None) or context.failure_event.message),
+        "dagster_run": f"{DAGSTER_UI.rstrip('/')}/runs/{run.run_id}",
+    }
+    return _cohorts_of_run(run, steps), evidence
+
+
+def record_run_failure(con: duckdb.DuckDBPyConnection, cohorts: list[str], evidence: dict, *, policy,
+                       severity: str) -> list[dict]:
+    """Open (or update) one incident per cohort; idempotent for a given run id."""
+    from clinical_mlops import incidents
+
+    incidents.ensure_tables(con)
+    run_id = evidence["run_id"]
+    seen = con.execute(
+        "SELECT count(*) FROM monitoring.incidents WHERE evidence LIKE ? ",
+        [f"%{run_id}%"],
+    ).fetchall()[0][0] + con.execute(
+        "SELECT count(*) FROM monitoring.incident_updates WHERE note LIKE ?", [f"%{run_id}%"]
+    ).fetchall()[0][0]
+    if seen:
+        return []
+    opened = []
+    for cohort in cohorts or ["(all cohorts)"]:
+        incident = incidents.open_incident(
+            con, policy=policy, severity=severity, cohort=cohort, model=evidence["job_name"],
+            check=f"run_failure:{evidence['job_name']}", evidence=evidence,
+        )
+        if not incident.created:
+            incidents.update_status(con, incident.incident_id, incident.status,
+                                    f"another failed run {run_id}: {evidence['error'] or evidence['error_class']}")
+        opened.append({**incident.as_metadata(), "created": incident.created})
+    return opened
+
+
+@dg.run_failure_sensor(
+    name="run_failure_incident_sensor",
+    default_status=RUNNING,
+    minimum_interval_seconds=30,
+    description="A failed run opens an incident in monitoring.incidents (owner and deadline from the policy).",
+)
+def run_failure_incident_sensor(context: dg.RunFailureSensorContext, warehouse: WarehouseResource) -> None:
+    from clinical_mlops.policy import load_policy
+
+    policy = load_policy()
+    severity = os.environ.get("CLINICAL_MLOPS_RUN_FAILURE_SEVERITY", "warn")
+    cohorts, evidence = run_failure_evidence(context)
+    opened = with_warehouse(warehouse, lambda con: record_run_failure(con, cohorts, evidence, policy=policy,
+                                                                      severity=severity))
+    for item in opened:
+        context.log.info(f"run {evidence['run_id']} failed: incident {item['incident_id']} "
+                         f"({'opened' if item['created'] else 'updated'}, owner {item['owner']})")
+
+
+# ---------------------------------------------------------------------------------------------
+# failed drift checks -> retrain + escalation
+# ---------------------------------------------------------------------------------------------
+
+
+def drift_check_keys(asset_graph) -> list[dg.AssetCheckKey]:
+    return sorted(
+        (key for key in asset_graph.asset_check_keys if key.asset_key.path[-1] == "drift_report"),
+        key=lambda k: (k.asset_key.to_user_string(), k.name),
+    )
+
+
+def retrain_selection(asset_graph, cohort: str) -> list[dg.AssetKey]:
+    """The cohort's assets in ``training_job`` (features, training and evaluation groups)."""
+    return sorted(
+        (key for key in asset_graph.get_all_asset_keys()
+         if len(key.path) > 1 and key.path[0] == cohort and asset_graph.get(key).group_name in TRAINING_GROUPS),
+        key=lambda k: k.to_user_string(),
+    )
+
+
+@dg.sensor(
+    name="drift_check_failed_sensor",
+    job_name="training_job",
+    minimum_interval_seconds=60,
+    default_status=RUNNING,
+    description="A failed drift check requests a retrain of that cohort and escalates per the policy.",
+)
+def drift_check_failed_sensor(
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+) -> dg.SensorResult | dg.SkipReason:
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+    graph = context.repository_def.asset_graph
+    keys = drift_check_keys(graph)
+    if not keys:
+        return dg.SkipReason("no drift checks in this code location")
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    failures: dict[str, list] = {}
+    for key in keys:
+        after = int(cursor.get(key.to_user_string(), 0))
+        records = context.instance.event_log_storage.get_asset_check_execution_history(
+            key, limit=100, status={AssetCheckExecutionRecordStatus.FAILED}
+        )
+        new = [r for r in records if r.id > after]
+        if new:
+            cursor[key.to_user_string()] = max(r.id for r in new)
+            failures.setdefault(key.asset_key.path[0], []).extend((key, r) for r in new)
+    if not failures:
+        return dg.SkipReason("no new failed drift check")
+    from clinical_mlops.policy import load_policy
+
+    policy = load_policy()
+    requests = []
+    escalations = {}
+    for cohort, items in sorted(failures.items()):
+        latest = max(r.id for _, r in items)
+        checks = sorted({k.name for k, _ in items})
+        partitions = sorted({r.partition for _, r in items if r.partition})
+        selection = retrain_selection(graph, cohort)
+        if selection:
+            requests.append(dg.RunRequest(
+                run_key=f"drift-retrain:{cohort}:{latest}",
+                asset_selection=selection,
+                tags={"trigger": "drift_check_failed", "cohort": cohort, "failed_checks": ",".join(checks)[:200]},
+            ))
+        escalations[cohort] = {"checks": checks, "extracts": partitions, "check_runs": sorted({r.run_id for _, r in items})}
+
+    def escalate(con: duckdb.DuckDBPyConnection) -> list[str]:
+        from clinical_mlops import incidents
+
+        opened = []
+        for cohort, evidence in escalations.items():
+            incident = incidents.open_incident(
+                con, policy=policy, severity=policy.drift.severity, cohort=cohort, model=f"{cohort}_candidate",
+                check=f"{cohort}/drift_report:{','.join(evidence['checks'])}",
+                evidence={**evidence, "action": "retrain requested (training_job)"},
+            )
+            opened.append(incident.incident_id)
+        return opened
+
+    incident_ids = with_warehouse(warehouse, escalate)
+    context.log.info(f"drift checks failed for {sorted(failures)}: retrain requested, incidents {incident_ids}")
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
+
+
+automation_condition_sensor = dg.AutomationConditionSensorDefinition(
+    "automation_condition_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=RUNNING,
+    minimum_interval_seconds=30,
+    description="Evaluates every asset's AutomationCondition (downstream assets follow their parents, "
+    "gated by blocking checks).",
+)

@@ -1,0 +1,1 @@
+"""Fairness: audits, policy gates, root cause, mitigation and escalation."""

@@ -1,0 +1,88 @@
+"""React to a failing fairness check: run root-cause analysis and mitigation for that cohort.
+
+The sensor reads the latest evaluation of every fairness check from the instance's event log
+(``get_latest_asset_check_execution_by_key``); a FAILED evaluation newer than the one recorded in
+the cursor requests one run of ``[cohort, fairness_root_cause]`` and ``[cohort, mitigated_model]``,
+keyed by the evaluation's storage id so it is requested once.
+"""
+
+import json
+
+import dagster as dg
+
+from clinical_mlops.cohort import load_all_cohorts
+from clinical_mlops.policy import load_policy
+
+try:  # the record status enum lives in an internal module
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+except ImportError:  # pragma: no cover
+    AssetCheckExecutionRecordStatus = None
+
+
+def remediation_keys(cohort: str) -> list[dg.AssetKey]:
+    return [dg.AssetKey([cohort, "fairness_root_cause"]), dg.AssetKey([cohort, "mitigated_model"])]
+
+
+def fairness_check_keys() -> dict[str, list[dg.AssetCheckKey]]:
+    policy = load_policy()
+    return {
+        spec.name: [dg.AssetCheckKey(dg.AssetKey([spec.name, "fairness_report"]), rule.check_name)
+                    for rule in policy.fairness.metrics]
+        for spec in load_all_cohorts()
+    }
+
+
+fairness_report_job = dg.define_asset_job(
+    "fairness_job",
+    selection=dg.AssetSelection.assets(*[dg.AssetKey([s.name, "fairness_report"]) for s in load_all_cohorts()]),
+    description="Audit every cohort's latest candidate against the fairness policy.",
+)
+
+fairness_remediation_job = dg.define_asset_job(
+    "fairness_remediation_job",
+    selection=dg.AssetSelection.assets(*[k for s in load_all_cohorts() for k in remediation_keys(s.name)]),
+    description="Root-cause analysis and mitigated challenger for cohorts with a failing fairness check.",
+)
+
+
+def _is_failed(record) -> bool:
+    status = getattr(record, "status", None)
+    if AssetCheckExecutionRecordStatus is not None:
+        return status == AssetCheckExecutionRecordStatus.FAILED
+    return str(getattr(status, "value", status)) == "FAILED"
+
+
+@dg.sensor(
+    name="fairness_check_failed_sensor",
+    job=fairness_remediation_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A failing fairness check requests root-cause analysis and mitigation for its cohort.",
+)
+def fairness_check_failed_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+    storage = context.instance.event_log_storage
+    requests = []
+    for cohort, keys in fairness_check_keys().items():
+        latest = storage.get_latest_asset_check_execution_by_key(keys)
+        failed = [r for r in latest.values() if _is_failed(r) and r.id > seen.get(cohort, 0)]
+        if not failed:
+            continue
+        newest = max(r.id for r in failed)
+        seen[cohort] = newest
+        checks = sorted(r.key.name for r in failed)
+        requests.append(dg.RunRequest(
+            run_key=f"{cohort}-fairness-{newest}",
+            asset_selection=remediation_keys(cohort),
+            tags={"cohort": cohort, "failed_checks": ",".join(checks), "trigger": "fairness_check_failed"},
+        ))
+        context.log.info(f"{cohort}: {', '.join(checks)} failed; requesting root cause and mitigation")
+    if not requests:
+        return dg.SkipReason("no new failing fairness check")
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(sensors=[fairness_check_failed_sensor],
+                          jobs=[fairness_report_job, fairness_remediation_job])

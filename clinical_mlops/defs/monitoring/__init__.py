@@ -1,0 +1,1 @@
+"""Production monitoring: prediction log ingestion, label join, performance, fairness and skew."""

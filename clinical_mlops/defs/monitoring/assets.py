@@ -1,0 +1,284 @@
+"""Production monitoring: the prediction log ingested and verified, outcomes joined as they arrive,
+performance and fairness over time under the policy, and training–serving skew (per cohort)."""
+
+
+import base64
+from pathlib import Path
+
+import dagster as dg
+
+from clinical_mlops import drift, incidents, monitoring, prediction_log
+from clinical_mlops.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.defs.resources import WAREHOUSE_POOL, WarehouseResource
+from clinical_mlops.defs.scoring.resources import ServingResource
+from clinical_mlops.policy import load_policy
+
+GROUP = "monitoring"
+
+
+class LabelJoinConfig(dg.Config):
+    label_delay_days: float = 30.0
+    """Days after a prediction before its outcome counts as known (30-day readmission: 30)."""
+    labels_file: str = ""
+    """Optional CSV ``encounter_id,label[,observed_at]`` of outcomes from outside the extracts."""
+
+
+class ProductionMonitoringConfig(dg.Config):
+    window_days: float = 90.0
+    period: str = "week"
+    min_labelled: int = 200
+    auroc_tolerance: float = 0.05
+    """Fail when the production AUROC interval lies wholly below held-out AUROC minus this."""
+    n_bootstrap: int = 200
+
+
+class SkewConfig(dg.Config):
+    window_days: float = 30.0
+    min_served: int = 100
+    max_mismatch_rate: float = 0.01
+    """Largest share of encounters (seen served and in the warehouse) allowed a different served value."""
+
+
+def _open_incident(con, *, policy, severity: str, spec: CohortSpec, model: str, check: str, evidence: dict) -> dict:
+    incident = incidents.open_incident(con, policy=policy, severity=severity, cohort=spec.name, model=model,
+                                       check=check, evidence=evidence)
+    return incident.as_metadata()
+
+
+def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
+    policy = load_policy()
+    ingest_key = dg.AssetKey([spec.name, "prediction_log_ingest"])
+    outcomes_key = dg.AssetKey([spec.name, "prediction_outcomes"])
+    monitoring_key = dg.AssetKey([spec.name, "production_monitoring"])
+    skew_key = dg.AssetKey([spec.name, "training_serving_skew"])
+
+    @dg.asset(
+        key=ingest_key,
+        group_name=GROUP,
+        kinds={"duckdb", "json"},
+        code_version="1",
+        pool=WAREHOUSE_POOL,
+        description="The scoring service's hash-chained prediction log, verified and copied into "
+        "monitoring.prediction_log (incremental; tampering opens an incident).",
+        check_specs=[
+            dg.AssetCheckSpec(
+                "prediction_log_chain_intact", asset=ingest_key, blocking=True,
+                description="Every segment's hash chain verifies, earlier verified bytes are unchanged, and each "
+                "segment links to an existing predecessor.",
+            )
+        ],
+    )
+    def prediction_log_ingest(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, serving: ServingResource
+    ) -> dg.MaterializeResult:
+        with warehouse.connect() as con:
+            summary = prediction_log.ingest(con, serving.log_root, spec.name)
+            incident = {}
+            if not summary.ok:
+                incident = _open_incident(
+                    con, policy=policy, severity="open_incident", spec=spec, model="prediction_log",
+                    check=f"{ingest_key.to_user_string()}:prediction_log_chain_intact",
+                    evidence={"problems": summary.problems[:20], "run_id": context.run_id},
+                )
+        torn = sum(1 for s in summary.segments if s.torn_tail)
+        return dg.MaterializeResult(
+            metadata={
+                "segments": len(summary.segments),
+                "new_entries": summary.new_entries,
+                "new_predictions": summary.new_predictions,
+                "total_entries": summary.total_entries,
+                "total_predictions": summary.total_predictions,
+                "segments_with_torn_tail": torn,
+                "log_directory": dg.MetadataValue.path(str(prediction_log.cohort_directory(serving.log_root, spec.name))),
+                "dagster/row_count": summary.total_entries,
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="prediction_log_chain_intact",
+                    passed=summary.ok,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    description=None if summary.ok else "; ".join(summary.problems[:5]),
+                    metadata={"problems": dg.MetadataValue.json(summary.problems[:20]),
+                              "segments_with_torn_tail": torn, **incident},
+                )
+            ],
+        )
+
+    @dg.asset(
+        key=outcomes_key,
+        deps=[ingest_key, dg.AssetKey([spec.name, "batch_predictions"]), "validated_encounters"],
+        group_name=GROUP,
+        kinds={"duckdb"},
+        code_version="1",
+        pool=WAREHOUSE_POOL,
+        description="Label join: outcomes attached to production predictions (online and batch) once observed "
+        "and once the label delay has passed; monitoring.prediction_outcomes.",
+    )
+    def prediction_outcomes(config: LabelJoinConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        labels_file = Path(config.labels_file) if config.labels_file else None
+        if labels_file is not None and not labels_file.exists():
+            raise dg.Failure(f"labels file {labels_file} does not exist", allow_retries=False)
+        with warehouse.connect() as con:
+            try:
+                summary = monitoring.join_labels(con, spec, label_delay_days=config.label_delay_days,
+                                                 labels_file=labels_file)
+            except ValueError as exc:
+                raise dg.Failure(str(exc), allow_retries=False) from None
+        return dg.MaterializeResult(
+            metadata={
+                "predictions": summary.predictions,
+                "labelled": summary.labelled,
+                "newly_labelled": summary.newly_labelled,
+                "awaiting_label_delay": summary.awaiting_delay,
+                "awaiting_outcome": summary.awaiting_outcome,
+                "excluded_by_cohort_rules": summary.excluded,
+                "label_coverage": round(summary.label_coverage, 4),
+                "label_delay_days": summary.label_delay_days,
+                "labels_file_rows": summary.labels_file_rows,
+                "dagster/row_count": summary.labelled,
+            }
+        )
+
+    fairness_checks = [
+        dg.AssetCheckSpec(
+            rule.check_name, asset=monitoring_key, blocking=rule.blocking,
+            description=f"Production {rule.name.replace('_', ' ')}: {rule.describe()} for every group "
+            f"(policy severity {rule.severity}).",
+        )
+        for rule in policy.fairness.metrics
+    ]
+
+    @dg.asset(
+        key=monitoring_key,
+        deps=[outcomes_key],
+        group_name=GROUP,
+        kinds={"duckdb", "scikit-learn"},
+        code_version="1",
+        pool=WAREHOUSE_POOL,
+        description="Performance (AUROC, AUPRC, Brier, recall, precision, alerts) over time and fairness under the "
+        "governance policy, on labelled production predictions of the model in service.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                "production_auroc_within_tolerance", asset=monitoring_key,
+                description="The production AUROC interval is not wholly below the held-out AUROC minus the tolerance.",
+            ),
+            *fairness_checks,
+        ],
+    )
+    def production_monitoring(
+        context: dg.AssetExecutionContext, config: ProductionMonitoringConfig, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        check_results = []
+        metadata: dict = {"policy_version": policy.version, "policy_sha256": policy.sha256}
+        with warehouse.connect() as con:
+            performance = monitoring.performance_over_time(
+                con, spec, period=config.period, window_days=config.window_days, min_labelled=config.min_labelled,
+                auroc_tolerance=config.auroc_tolerance, n_boot=config.n_bootstrap,
+            )
+            fair = monitoring.production_fairness(con, spec, policy=policy, window_days=config.window_days,
+                                                  n_bootstrap=config.n_bootstrap)
+            model = "none" if performance.current_model is None else " v".join(performance.current_model)
+            check_results.append(dg.AssetCheckResult(
+                check_name="production_auroc_within_tolerance",
+                passed=performance.verdict != "fail",
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"{performance.verdict}: {performance.reason}",
+                metadata={"verdict": performance.verdict, "labelled_in_window": performance.window_n,
+                          "heldout_auroc": performance.heldout_auroc if performance.heldout_auroc is not None else -1.0},
+            ))
+            for rule in policy.fairness.metrics:
+                if fair.audit is None:
+                    check_results.append(dg.AssetCheckResult(
+                        check_name=rule.check_name, passed=True,
+                        severity=dg.AssetCheckSeverity.ERROR if rule.blocking else dg.AssetCheckSeverity.WARN,
+                        description=f"insufficient_evidence: {fair.reason}",
+                        metadata={"verdict": "insufficient_evidence", "policy_sha256": policy.sha256},
+                    ))
+                    continue
+                outcome = fair.audit.outcome(rule.name)
+                extra = {}
+                if not outcome.passed and rule.blocking:
+                    extra = _open_incident(
+                        con, policy=policy, severity=rule.severity, spec=spec, model=model,
+                        check=f"{monitoring_key.to_user_string()}:{rule.check_name}",
+                        evidence={"failing": outcome.evidence(), "audit_id": fair.audit_id, "run_id": context.run_id},
+                    )
+                check_results.append(dg.AssetCheckResult(
+                    check_name=rule.check_name,
+                    passed=outcome.passed,
+                    severity=dg.AssetCheckSeverity.ERROR if rule.blocking else dg.AssetCheckSeverity.WARN,
+                    description=(f"{rule.name}: {outcome.counts}" if outcome.passed
+                                 else f"{rule.name} fails for {len(outcome.failing)} group(s) in production"),
+                    metadata={"verdicts": dg.MetadataValue.json(outcome.counts),
+                              "failing": dg.MetadataValue.json(outcome.evidence()),
+                              "policy_sha256": policy.sha256, "audit_id": fair.audit_id or "", **extra},
+                ))
+        metadata.update({
+            "model_in_service": model,
+            "labelled_in_window": performance.window_n,
+            "positives_in_window": performance.window_positives,
+            "performance_verdict": performance.verdict,
+            "fairness_groups_judged": fair.n,
+        })
+        for name in ("auroc", "auprc", "brier", "tpr", "precision", "selection_rate"):
+            if name in performance.window:
+                e = performance.window[name]
+                metadata[f"window_{name}"] = round(e.estimate, 4) if e.estimate == e.estimate else -1.0
+        if not performance.table.empty:
+            png = monitoring.plot_over_time(performance.table, "auroc", title=f"{spec.name}: production AUROC")
+            metadata["auroc_over_time"] = dg.MetadataValue.md(
+                f"![auroc](data:image/png;base64,{base64.b64encode(png).decode()})")
+        return dg.MaterializeResult(metadata=metadata, check_results=check_results)
+
+    @dg.asset(
+        key=skew_key,
+        deps=[ingest_key, dg.AssetKey([spec.name, "encounter_features"]), dg.AssetKey([spec.name, "training_split"])],
+        group_name=GROUP,
+        kinds={"duckdb"},
+        code_version="1",
+        pool=WAREHOUSE_POOL,
+        description="Training–serving skew: served features (prediction log) against the training split's features, "
+        "per feature (KS / chi-square + PSI under the drift policy) and value agreement for encounters on both sides.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                "no_training_serving_skew", asset=skew_key,
+                description="No feature is served with a materially different distribution or with values that "
+                "disagree with the training SQL.",
+            )
+        ],
+    )
+    def training_serving_skew(config: SkewConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        with warehouse.connect() as con:
+            result = monitoring.training_serving_skew(
+                con, spec, drift_settings=drift.DriftSettings.from_policy(policy.drift), window_days=config.window_days,
+                min_served=config.min_served, max_mismatch_rate=config.max_mismatch_rate, policy_sha256=policy.sha256,
+            )
+        top = []
+        if not result.table.empty:
+            ranked = result.table.sort_values(["skewed", "psi"], ascending=False).head(10)
+            top = [{"feature": r.feature, "psi": round(float(r.psi), 4) if r.psi == r.psi else None,
+                    "mismatch_rate": None if r.mismatch_rate is None or r.mismatch_rate != r.mismatch_rate
+                    else round(float(r.mismatch_rate), 4), "skewed": bool(r.skewed)}
+                   for r in ranked.itertuples(index=False)]
+        return dg.MaterializeResult(
+            metadata={"verdict": result.verdict, "n_reference": result.n_reference, "n_served": result.n_served,
+                      "n_matched": result.n_matched, "skewed_features": len(result.skewed_features),
+                      "policy_sha256": policy.sha256},
+            check_results=[dg.AssetCheckResult(
+                check_name="no_training_serving_skew",
+                passed=result.verdict != "fail",
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=f"{result.verdict}: {result.reason}",
+                metadata={"verdict": result.verdict, "top_features": dg.MetadataValue.json(top)},
+            )],
+        )
+
+    return [prediction_log_ingest, prediction_outcomes, production_monitoring, training_serving_skew]
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    assets: list[dg.AssetsDefinition] = []
+    for spec in load_all_cohorts():
+        assets.extend(build_monitoring_assets(spec))
+    return dg.Definitions(assets=assets)

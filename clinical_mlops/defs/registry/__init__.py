@@ -1,0 +1,1 @@
+"""Dagster wiring for the model registry: change control and the promotion gate."""

@@ -1,0 +1,120 @@
+"""Batch scoring: every new extract scored by the current champion, one partition per extract."""
+
+
+import dagster as dg
+
+from clinical_mlops import scoring
+from clinical_mlops import tracking as tracking_lib
+from clinical_mlops.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.defs.partitions import extract_partitions
+from clinical_mlops.defs.resources import WAREHOUSE_POOL, TrackingResource, WarehouseResource
+from clinical_mlops.defs.scoring.resources import default_serving_resource
+
+
+def new_extract_condition(model_key: dg.AssetKey) -> dg.AutomationCondition:
+    """Score an extract once it is validated (blocking checks passed); never re-score old extracts
+    just because a new model was trained (a model update is ignored as a trigger, though a
+    model must exist)."""
+    ignore_model = dg.AssetSelection.keys(model_key)
+    return (
+        dg.AutomationCondition.in_latest_time_window()
+        & (
+            dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated().ignore(ignore_model)
+        ).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    ).with_label("score_new_extract")
+
+
+def build_batch_predictions(spec: CohortSpec) -> dg.AssetsDefinition:
+    key = dg.AssetKey([spec.name, "batch_predictions"])
+    model_key = dg.AssetKey([spec.name, "candidate_model"])
+
+    @dg.asset(
+        key=key,
+        partitions_def=extract_partitions,
+        deps=[dg.AssetDep("validated_encounters"), model_key],
+        group_name="scoring",
+        kinds={"scikit-learn", "mlflow", "duckdb"},
+        code_version="1",
+        pool=WAREHOUSE_POOL,
+        automation_condition=new_extract_condition(model_key),
+        description=(
+            f"{spec.title}: the extract's in-cohort encounters scored by the champion (alias 'champion' on "
+            f"{scoring.registered_model_name(spec.name)}, else its latest version), in ml.batch_predictions; each row "
+            "carries model version, model card sha256, input sha256 and a UTC timestamp."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(
+                "predictions_traceable", asset=key,
+                description="Every prediction row names its model version, input hash and time, and scores are "
+                "probabilities in [0, 1].",
+            )
+        ],
+    )
+    def batch_predictions(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, tracking: TrackingResource
+    ) -> dg.MaterializeResult:
+        extract_id = context.partition_key
+        tracking.configure()
+        try:
+            ref = scoring.resolve_champion(spec.name)
+        except scoring.NoModelError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        if ref.source != scoring.SOURCE_ALIAS:
+            context.log.warning(f"{spec.name}: {ref.note}")
+        model = scoring.load_scoring_model(ref, spec)
+        with warehouse.connect() as con:
+            try:
+                summary = scoring.score_extract(con, model, extract_id, dagster_run_id=context.run_id)
+            except ValueError as exc:
+                raise dg.Failure(description=str(exc), allow_retries=False) from None
+            bad, out_of_range = con.execute(
+                """SELECT count(*) FILTER (WHERE model_version IS NULL OR input_sha256 IS NULL OR predicted_at IS NULL),
+                          count(*) FILTER (WHERE score < 0 OR score > 1 OR isnan(score))
+                   FROM ml.batch_predictions WHERE cohort = ? AND extract_id = ?""",
+                [spec.name, extract_id],
+            ).fetchall()[0]
+        context.log.info(f"{spec.name}/{extract_id}: {summary.rows_scored} encounters scored by "
+                         f"{ref.name} v{ref.version} ({ref.source})")
+        run = tracking_lib.model_version_url(tracking.ui_url, ref.name, ref.version)
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(summary.scores_sha256[:32]),
+            metadata={
+                "extract_id": extract_id,
+                "rows_scored": summary.rows_scored,
+                "rows_excluded": summary.rows_excluded,
+                "rows_flagged": summary.rows_flagged if summary.rows_flagged is not None else -1,
+                "alerts_per_100": round(summary.alerts_per_100, 2) if summary.alerts_per_100 is not None else -1.0,
+                "mean_score": round(summary.mean_score, 5),
+                "model": f"{ref.name} v{ref.version}",
+                "model_source": ref.source,
+                "model_card_sha256": ref.model_card_sha256 or "not recorded",
+                "operating_threshold": ref.operating_threshold if ref.operating_threshold is not None else -1.0,
+                "scores_sha256": summary.scores_sha256,
+                "mlflow_model_version": dg.MetadataValue.url(run),
+                "table": "ml.batch_predictions",
+                "dagster/row_count": summary.rows_scored,
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="predictions_traceable",
+                    passed=int(bad) == 0 and int(out_of_range) == 0,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    metadata={"rows_missing_provenance": int(bad), "scores_out_of_range": int(out_of_range),
+                              "model_card_recorded": ref.model_card_sha256 is not None},
+                )
+            ],
+        )
+
+    return batch_predictions
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(
+        assets=[build_batch_predictions(spec) for spec in load_all_cohorts()],
+        resources={"serving": default_serving_resource()},
+    )
