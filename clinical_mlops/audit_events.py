@@ -38,6 +38,7 @@ __all__ = [
     "materialization_event",
     "record_governance",
     "run_failure_event",
+    "safe_event",
     "summarise_metadata",
 ]
 
@@ -90,6 +91,30 @@ def summarise_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
             except ledger.PayloadError:
                 summary[key] = _hash_of(repr(value))
     return summary
+
+
+def safe_event(event: ledger.Event) -> ledger.Event:
+    """``event`` itself, or — if its payload would be refused — an entry saying so, with the payload's hash.
+
+    A record that cannot be written as is must still leave a trace: the refusal is the entry.
+    """
+    try:
+        ledger.check_payload(event.payload)
+        return event
+    except ledger.PayloadError as exc:
+        try:
+            digest = hashlib.sha256(ledger.canonical_json(ledger._plain(event.payload, "payload"))).hexdigest()
+        except (ledger.PayloadError, TypeError, ValueError):
+            digest = hashlib.sha256(repr(event.payload).encode()).hexdigest()
+        kept = {k: event.payload[k] for k in ("run_id", "job_name", "source_table") if k in event.payload}
+        return ledger.Event(
+            event_type=event.event_type,
+            subject=event.subject,
+            actor=event.actor,
+            natural_key=event.natural_key,
+            ts=event.ts,
+            payload={**kept, "payload_refused": str(exc), "payload_sha256_refused": digest},
+        )
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -291,14 +316,18 @@ def governance_events(con: duckdb.DuckDBPyConnection, actor: str | None = None) 
         if spec.table == "ml.model_versions":
             rows.sort(key=lambda r: (r["registered_at"], r["model_name"], int(r["model_version"])))
         for row in rows:
-            payload = _row_payload(row)
+            try:
+                payload = _row_payload(row)
+            except ledger.PayloadError as exc:
+                payload = {"payload_refused": str(exc),
+                           "payload_sha256_refused": hashlib.sha256(repr(sorted(row.items())).encode()).hexdigest()}
             if spec.table == "ml.model_versions":
                 natural = f"model_version:{row['model_name']}:{row['model_version']}"
             else:
                 natural = f"{spec.table}:{hashlib.sha256(ledger.canonical_json(payload)).hexdigest()}"
             row_actor = next((str(row[c]) for c in ("actor", "decided_by", "approved_by", "changed_by", "signer")
                               if row.get(c)), None)
-            events.append(
+            events.append(safe_event(
                 ledger.Event(
                     event_type=spec.event_type,
                     subject=_subject(spec.table, row),
@@ -306,7 +335,7 @@ def governance_events(con: duckdb.DuckDBPyConnection, actor: str | None = None) 
                     actor=row_actor or actor or "clinical_mlops",
                     natural_key=natural,
                 )
-            )
+            ))
     return events
 
 

@@ -47,19 +47,28 @@ from scipy import stats
 from clinical_mlops.warehouse import transaction
 
 __all__ = [
+    "STAGE_TABLE",
     "DriftResult",
     "DriftSettings",
     "FeatureDrift",
+    "Reference",
+    "ReportFile",
     "adjust_p_values",
     "chi_square_from_counts",
     "compare",
+    "current_population",
     "ensure_tables",
     "ks_from_counts",
     "latest_runs",
+    "model_record",
+    "numeric_psi",
     "psi_from_counts",
     "score_drift",
+    "select_reference",
     "stage_populations",
     "store",
+    "top_drifted",
+    "with_prediction",
 ]
 
 STAGE_TABLE = "drift_population"

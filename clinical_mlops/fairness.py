@@ -379,6 +379,12 @@ def _verdict(rule: MetricRule, metric: str, est: float, lo: float, hi: float, n:
         if hi <= b:
             return "pass", f"interval [{lo:.3f}, {hi:.3f}] lies within [0, {b:g}]"
         return "insufficient_evidence", f"interval [{lo:.3f}, {hi:.3f}] straddles the bound {b:g}"
+    if rule.direction == "lower":  # only a group worse than the reference breaches
+        if hi < -b:
+            return "fail", f"interval [{lo:.3f}, {hi:.3f}] lies entirely below -{b:g}"
+        if lo >= -b:
+            return "pass", f"interval [{lo:.3f}, {hi:.3f}] lies above -{b:g}"
+        return "insufficient_evidence", f"interval [{lo:.3f}, {hi:.3f}] straddles the bound -{b:g}"
     if lo > b or hi < -b:
         return "fail", f"interval [{lo:.3f}, {hi:.3f}] lies entirely outside ±{b:g}"
     if lo >= -b and hi <= b:

@@ -774,8 +774,10 @@ def verify(
             prev_prev, prev = prev, this
 
     if head is None:
-        return fail(None if count == 0 else count, "the head checkpoint is missing (truncation and forged appends "
-                    "cannot be ruled out)", count, None)
+        if count == 0:
+            return VerificationResult(True, 0, None, None, 0, GENESIS_HASH, con is not None, fingerprint)
+        return fail(count, "the head checkpoint is missing (truncation and forged appends cannot be ruled out)",
+                    count, None)
     head_problem = _head_problem(head, secret)
     if head_problem:
         return fail(head["seq"] if head["seq"] > 0 else None, head_problem, count, head)

@@ -133,6 +133,9 @@ class MetricRule:
     severity: str
     max_difference: float | None = None
     min_ratio: float | None = None
+    direction: str = "both"
+    """``both``: a gap either way breaches; ``lower``: only a group doing worse than the
+    reference breaches (e.g. lower recall is harm, higher recall is not)."""
 
     @property
     def kind(self) -> str:
@@ -390,8 +393,10 @@ def _parse_metric(r: _Reader, name: str, raw: Any) -> MetricRule:
         return MetricRule(name=name, severity=severity, min_ratio=r.number(rule, "min_ratio", where, low=0, high=1, low_open=True))
     if "min_ratio" in rule:
         raise r.fail(where, "is a difference metric: give max_difference, not min_ratio")
+    direction = r.choice(rule, "direction", where, ("both", "lower")) if "direction" in rule else "both"
     return MetricRule(
-        name=name, severity=severity, max_difference=r.number(rule, "max_difference", where, low=0, high=1, low_open=True)
+        name=name, severity=severity, direction=direction,
+        max_difference=r.number(rule, "max_difference", where, low=0, high=1, low_open=True),
     )
 
 

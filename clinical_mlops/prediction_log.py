@@ -711,3 +711,19 @@ def _link_problems(con: duckdb.DuckDBPyConnection, cohort: str) -> list[str]:
         elif found[0][0] != head_hash:
             problems.append(f"{segment}: entry {head_seq} of {previous} differs from the one it linked to")
     return problems
+
+
+def heads_digest(con: duckdb.DuckDBPyConnection, cohort: str) -> str:
+    """sha256 over every segment's verified head (``segment:seq:hash`` lines, in order).
+
+    Recorded in the ingestion asset's metadata, and so in the audit ledger: a later rewrite of
+    an ingested log, even a consistently re-hashed one, no longer matches an entry there.
+    """
+    ensure_tables(con)
+    digest = hashlib.sha256()
+    for segment, seq, head in con.execute(
+        "SELECT segment, head_seq, head_hash FROM monitoring.prediction_log_segments WHERE cohort = ? ORDER BY segment",
+        [cohort],
+    ).fetchall():
+        digest.update(f"{segment}:{seq}:{head}\n".encode())
+    return digest.hexdigest()

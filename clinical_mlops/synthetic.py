@@ -54,12 +54,17 @@ class SubgroupBias:
     ``label_flip_rate``: each ``<30`` outcome in the group is recorded as ``NO`` with this
     probability (under-recorded readmissions). ``measurement_missing_rate``: each measured
     ``A1Cresult`` / ``max_glu_serum`` in the group is recorded as ``None`` with this probability.
+    ``utilisation_undercount_rate``: with this probability an encounter in the group has its
+    prior visits (inpatient, emergency, outpatient) recorded as 0 — care received elsewhere,
+    invisible to this hospital. The outcome is unchanged, so a model that relies on prior
+    visits under-detects readmissions in the group: a real recall gap.
     """
 
     attribute: str = "race"
     group: str = "AfricanAmerican"
     label_flip_rate: float = 0.0
     measurement_missing_rate: float = 0.0
+    utilisation_undercount_rate: float = 0.0
 
     def __post_init__(self) -> None:
         allowed = {"race": (*d130.RACES, d130.MISSING), "gender": d130.GENDERS, "age": d130.AGE_BANDS}
@@ -69,7 +74,7 @@ class SubgroupBias:
             )
         if self.group not in allowed[self.attribute]:
             raise ValueError(f"{self.group!r} is not a value of {self.attribute!r}")
-        for name in ("label_flip_rate", "measurement_missing_rate"):
+        for name in ("label_flip_rate", "measurement_missing_rate", "utilisation_undercount_rate"):
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"SubgroupBias.{name} must be in [0, 1], got {value}")
@@ -681,11 +686,16 @@ def generate_encounters(config: SyntheticConfig) -> pd.DataFrame:
     if config.bias is not None:
         # Own random stream, so rows outside the group are identical to the unbiased output.
         brng = np.random.default_rng([int(config.seed), 0xB1A5])
-        u = brng.random((3, n))
+        u = brng.random((4, n))
         in_group = _bias_mask(config.bias, race, gender, band)
         readmitted[in_group & (readmitted == 2) & (u[0] < config.bias.label_flip_rate)] = 0
         a1c[in_group & (u[1] < config.bias.measurement_missing_rate)] = 0
         glucose[in_group & (u[2] < config.bias.measurement_missing_rate)] = 0
+        hidden = in_group & (u[3] < config.bias.utilisation_undercount_rate)
+        if hidden.any():
+            rows = dict(rows)
+            for column in ("number_inpatient", "number_emergency", "number_outpatient"):
+                rows[column] = np.where(hidden, 0, rows[column])
 
     def pick(values: tuple[str, ...] | np.ndarray, codes: np.ndarray) -> np.ndarray:
         return np.asarray(values, dtype=object)[codes]

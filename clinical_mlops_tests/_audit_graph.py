@@ -84,6 +84,7 @@ def build(root: Path, mlflow_template: Path, encounters, *, candidate_iterations
         instance=instance,
         resources=workspace.resources(),
         run_config=dg.RunConfig(ops={
+            f"{COHORT}__baseline_model": {"config": {"max_iter": 200}},
             f"{COHORT}__candidate_model": {"config": {"max_iter": candidate_iterations}},
             f"{COHORT}__model_evaluation": {"config": {"n_bootstrap": 30}},
         }),

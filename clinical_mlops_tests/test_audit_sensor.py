@@ -11,6 +11,7 @@ import pytest
 
 from clinical_mlops import audit_events, ledger, warehouse
 from clinical_mlops.defs.audit import sensors
+from clinical_mlops.defs.audit.assets import audit_ledger
 from clinical_mlops.defs.resources import WarehouseResource
 
 
@@ -80,29 +81,42 @@ def test_record_run_writes_materializations_checks_and_failures(setup):
     assert ledger.verify(ledger_path).ok
 
 
-def test_sensor_records_every_finished_run_once_and_agrees_with_record_run(setup):
+def _audit_job_run(instance, warehouse_path):
+    defs = dg.Definitions(assets=[audit_ledger], jobs=[sensors.audit_job],
+                          resources={"warehouse": WarehouseResource(path=str(warehouse_path))})
+    return defs.resolve_job_def("audit_job").execute_in_process(instance=instance)
+
+
+def test_sensor_records_every_finished_run_once_and_requests_a_warehouse_sync(setup):
     instance, warehouse_path, ledger_path, ok_run, failed_run, refused_run = setup
     sensors.record_run(instance, ok_run, warehouse_path=warehouse_path)
     before = len(_entries(ledger_path))
     resources = {"warehouse": WarehouseResource(path=str(warehouse_path))}
-    context = dg.build_sensor_context(instance=instance, resources=resources)
-    result = sensors.audit_ledger_sensor(context)
+    result = sensors.audit_ledger_sensor(dg.build_sensor_context(instance=instance, resources=resources))
     entries = _entries(ledger_path)
     assert len(entries) == before + 2, "the two failed runs are new; the recorded run is not recorded again"
     assert {e.payload.get("run_id") for e in entries} == {ok_run, failed_run, refused_run}
-    cursor = json.loads(result.cursor)
-    assert set(cursor) == {"PIPELINE_SUCCESS", "PIPELINE_FAILURE", "PIPELINE_CANCELED"}
+    assert set(json.loads(result.cursor)) == {"PIPELINE_SUCCESS", "PIPELINE_FAILURE", "PIPELINE_CANCELED"}
+    (request,) = result.run_requests
+    assert request.run_key.startswith("audit-sync-")
 
     again = sensors.audit_ledger_sensor(dg.build_sensor_context(instance=instance, resources=resources,
                                                                  cursor=result.cursor))
-    assert len(_entries(ledger_path)) == len(entries)
-    assert again.skip_reason is not None
+    assert len(_entries(ledger_path)) == len(entries) and not again.run_requests and again.skip_reason
+
+    sync = _audit_job_run(instance, warehouse_path)
+    check = sync.get_asset_check_evaluations()[0]
+    assert check.check_name == "ledger_chain_verifies" and check.passed
+    after_sync = sensors.audit_ledger_sensor(dg.build_sensor_context(instance=instance, resources=resources,
+                                                                      cursor=result.cursor))
+    assert not after_sync.run_requests, "the sensor's own sync run does not trigger another sync"
+    assert _entries(ledger_path)[-1].payload["asset_key"] == "audit_ledger"
 
     new_run = dg.materialize([toy_table], instance=instance)
-    sensors.audit_ledger_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=result.cursor))
+    later = sensors.audit_ledger_sensor(dg.build_sensor_context(instance=instance, resources=resources,
+                                                                 cursor=after_sync.cursor))
     assert [e.payload["run_id"] for e in _entries(ledger_path)[-2:]] == [new_run.run_id] * 2
-    with duckdb.connect(str(warehouse_path), read_only=True) as con:
-        assert ledger.verify(ledger_path, con=con).ok, "the sensor keeps the DuckDB mirror in step"
+    assert len(later.run_requests) == 1
 
 
 def test_model_registrations_and_governance_rows_are_recorded_once(setup):
@@ -119,7 +133,9 @@ def test_model_registrations_and_governance_rows_are_recorded_once(setup):
         con.execute("INSERT INTO audit.alias_history VALUES ('2026-01-02', 'c_candidate', 'champion', '3', 'dr_who', "
                     "'0123456789abcdef')")
     resources = {"warehouse": WarehouseResource(path=str(warehouse_path))}
-    sensors.audit_ledger_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    result = dg.materialize([audit_ledger], instance=instance, resources=resources)
+    metadata = result.asset_materializations_for_node("audit_ledger")[0].metadata
+    assert metadata["governance_rows_recorded"].value == 2
     governance = [e for e in _entries(ledger_path) if e.payload.get("source_table")]
     registered = next(e for e in governance if e.event_type == audit_events.EVENT_MODEL_REGISTERED)
     assert registered.subject == "model:c_candidate/3"
@@ -127,8 +143,25 @@ def test_model_registrations_and_governance_rows_are_recorded_once(setup):
     assert registered.payload["input_extracts"] == [{"extract_id": "e1", "sha256": "aa"}]
     alias = next(e for e in governance if e.event_type == "alias_changed")
     assert alias.actor == "dr_who" and "patient_key" not in alias.payload
-    sensors.audit_ledger_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    sensors.record_run(instance, result.run_id, warehouse_path=warehouse_path)
     assert len([e for e in _entries(ledger_path) if e.payload.get("source_table")]) == len(governance)
+    with duckdb.connect(str(warehouse_path), read_only=True) as con:
+        assert ledger.verify(ledger_path, con=con).ok
+        assert con.execute("SELECT count(*) FROM audit.ledger").fetchall()[0][0] == len(_entries(ledger_path))
+
+
+def test_the_ledger_asset_fails_on_a_tampered_ledger(setup):
+    instance, warehouse_path, ledger_path, ok_run, *_ = setup
+    sensors.record_run(instance, ok_run, warehouse_path=warehouse_path)
+    lines = ledger_path.read_bytes().splitlines(keepends=True)
+    ledger_path.write_bytes(b"".join(lines[:-1]))
+    with warehouse.connect(warehouse_path) as con:
+        con.execute("INSERT INTO ml.model_versions VALUES (now(), 'c', 'baseline', 'c_baseline', '1', 'r', 'lr', "
+                    "'{}', 0.2, 1, 1, '[]', 't', 's', 'spec', 'abc', false, 'lock')")
+    result = dg.materialize([audit_ledger], instance=instance, raise_on_error=False,
+                            resources={"warehouse": WarehouseResource(path=str(warehouse_path))})
+    assert not result.success
+    assert "does not verify" in result.get_step_failure_events()[0].step_failure_data.user_failure_data.description
 
 
 def test_a_busy_warehouse_does_not_stop_the_ledger(setup, monkeypatch):
@@ -145,5 +178,20 @@ def test_a_busy_warehouse_does_not_stop_the_ledger(setup, monkeypatch):
 def test_the_sensor_is_registered_and_running_by_default():
     from clinical_mlops.definitions import defs
 
-    sensor = defs().resolve_sensor_def("audit_ledger_sensor")
+    definitions = defs()
+    sensor = definitions.resolve_sensor_def("audit_ledger_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.job_name == "audit_job"
+    assert definitions.resolve_job_def("audit_job").name == "audit_job"
+
+
+def test_a_record_that_would_leak_is_replaced_by_a_trace_of_its_refusal(setup):
+    instance, warehouse_path, ledger_path, *_ = setup
+    with warehouse.connect(warehouse_path) as con:
+        con.execute("CREATE TABLE monitoring.incidents (opened_at TIMESTAMP, cohort VARCHAR, summary VARCHAR)")
+        con.execute("INSERT INTO monitoring.incidents VALUES (now(), 'c', 'patient MRN: 12345678 readmitted')")
+        outcome = audit_events.record_governance(con, ledger_path)
+    assert outcome.appended == 1
+    (incident,) = [e for e in _entries(ledger_path) if e.event_type == "incident"]
+    assert "mrn" in incident.payload["payload_refused"] and "12345678" not in json.dumps(incident.as_dict())
+    assert incident.subject == "cohort:c"

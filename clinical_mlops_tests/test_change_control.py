@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from clinical_mlops import change_control as cc
-from clinical_mlops import features, landing, modelling, registry, synthetic, training, validation, warehouse
+from clinical_mlops import features, landing, modelling, registry, training, validation, warehouse
 from clinical_mlops.cohort import COHORTS_DIR, parse_cohort_spec
 from clinical_mlops.policy import DEFAULT_POLICY_PATH, load_policy, parse_policy
 

@@ -98,7 +98,9 @@ def test_small_group_is_insufficient_evidence_never_pass(policy):
     [(-0.30, -0.12, "fail"), (0.11, 0.2, "fail"), (-0.08, 0.05, "pass"), (-0.15, -0.05, "insufficient_evidence")],
 )
 def test_verdict_needs_the_whole_interval(policy, lo, hi, expected):
-    rule = policy.fairness.metric("recall_gap")
+    import dataclasses
+
+    rule = dataclasses.replace(policy.fairness.metric("recall_gap"), direction="both")
     verdict, _ = fairness._verdict(rule, "recall_gap", (lo + hi) / 2, lo, hi, 500, 500, 100)
     assert verdict == expected
 
@@ -146,3 +148,17 @@ def test_report_page_has_plots_and_suppresses_small_cells(policy):
     assert page.count("data:image/png;base64,") >= 5
     assert "recall_gap" in page and policy.sha256[:16] in page
     assert f"&lt;{fairness_report.SMALL_CELL}" in page
+
+
+@pytest.mark.parametrize(
+    "interval,expected",
+    [((-0.30, -0.15), "fail"), ((0.15, 0.30), "pass"), ((-0.05, 0.05), "pass"), ((-0.20, 0.02), "insufficient_evidence")],
+)
+def test_one_sided_recall_gap_counts_only_a_group_doing_worse(interval, expected):
+    from clinical_mlops.fairness import _verdict
+    from clinical_mlops.policy import MetricRule
+
+    rule = MetricRule(name="recall_gap", severity="block_promotion", max_difference=0.10, direction="lower")
+    lo, hi = interval
+    verdict, _ = _verdict(rule, "recall_gap", (lo + hi) / 2, lo, hi, n=500, ref_n=500, min_group_size=100)
+    assert verdict == expected

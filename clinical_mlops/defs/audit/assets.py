@@ -1,4 +1,5 @@
-"""Audit documents per cohort: a model card and a TRIPOD+AI report for each latest registered version."""
+"""Audit assets: the ledger's governance records and DuckDB mirror, and per cohort the model card and
+TRIPOD+AI report of each latest registered version."""
 
 
 from pathlib import Path
@@ -11,6 +12,57 @@ from clinical_mlops.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, ReportsResource, TrackingResource, WarehouseResource
 
 ROLES = ("candidate", "baseline")
+
+LEDGER_VERIFIES = dg.AssetCheckSpec(
+    "ledger_chain_verifies",
+    asset="audit_ledger",
+    blocking=True,
+    description="The ledger's hash chain, signed head and DuckDB mirror agree: no entry altered, deleted, inserted "
+    "or reordered.",
+)
+
+
+@dg.asset(
+    key="audit_ledger",
+    group_name="audit",
+    kinds={"duckdb"},
+    code_version="1",
+    pool=WAREHOUSE_POOL,
+    check_specs=[LEDGER_VERIFIES],
+    description="The hash-chained audit ledger's governance records (model registrations, alias changes, promotion "
+    "decisions, approvals, fairness verdicts, incidents) and its DuckDB mirror audit.ledger; verified on every run.",
+)
+def audit_ledger(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    ledger_path = ledger.default_ledger_path(warehouse.path)
+    with warehouse.connect() as con:
+        try:
+            outcome = audit_events.record_governance(con, ledger_path)
+        except ledger.LedgerIntegrityError as exc:
+            raise dg.Failure(description=f"The audit ledger does not verify; nothing was appended: {exc}",
+                             allow_retries=False) from None
+        lineage.create_views(con)
+        verification = ledger.verify(ledger_path, con=con)
+    context.log.info(verification.summary())
+    return dg.MaterializeResult(
+        metadata={
+            "ledger": dg.MetadataValue.path(str(ledger_path)),
+            "entries": verification.entries,
+            "head_seq": verification.head_seq or 0,
+            "head_hash": verification.last_hash or "",
+            "governance_rows_recorded": outcome.appended,
+            "entries_mirrored": outcome.mirrored,
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="ledger_chain_verifies",
+                passed=verification.ok,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=verification.summary(),
+                metadata={"first_bad_seq": verification.first_bad_seq or 0,
+                          "mirror_compared": verification.mirror_checked},
+            )
+        ],
+    )
 
 
 def build_model_card_asset(spec: CohortSpec) -> dg.AssetsDefinition:
@@ -74,4 +126,4 @@ def build_model_card_asset(spec: CohortSpec) -> dg.AssetsDefinition:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(assets=[build_model_card_asset(spec) for spec in load_all_cohorts()])
+    return dg.Definitions(assets=[audit_ledger, *(build_model_card_asset(spec) for spec in load_all_cohorts())])

@@ -6,12 +6,14 @@
   and brings the DuckDB mirror up to date. The CLI calls it after each in-process run, so the
   ledger is complete without a daemon.
 * ``audit_ledger_sensor`` (running by default) tails the instance's run-status events with a
-  cursor and calls :func:`record_run` for every run that finished — runs launched from the UI,
+  cursor and appends the events of every run that finished — runs launched from the UI,
   schedules or other sensors. Both paths key entries by ``dagster:<run_id>:<storage_id>``, so an
   event recorded by one is skipped by the other.
 
-The warehouse part is best-effort: DuckDB admits one writing process, so while a run holds the
-warehouse the sensor records Dagster's events now and the warehouse rows on a later tick.
+The sensor never opens the warehouse itself: DuckDB admits one writing process, and a sensor
+holding it could make a running step fail. When it has recorded runs other than its own, it
+requests a run of ``audit_job``, which materializes the ``audit_ledger`` asset in the warehouse
+pool (governance rows into the ledger, then the DuckDB mirror) and so queues behind other writers.
 """
 
 import hashlib
@@ -111,11 +113,11 @@ def run_events(instance: dg.DagsterInstance, run_id: str) -> list[ledger.Event]:
         if not connection.has_more:
             break
         cursor = connection.cursor
-    return events
+    return [audit_events.safe_event(event) for event in events]
 
 
 def record_governance(warehouse_path: Path | str, ledger_path: Path | str) -> tuple[int, int, str | None]:
-    """(appended, mirrored, skipped reason) for the warehouse's governance rows; never raises on a busy warehouse."""
+    """(appended, mirrored, skipped reason) for the warehouse's governance rows; a busy warehouse is skipped."""
     try:
         con = warehouse.connect(Path(warehouse_path))
     except duckdb.Error as exc:  # another process holds the single DuckDB writer lock
@@ -143,30 +145,49 @@ def record_run(
     return RunRecording(run_id, len(written), appended, mirrored, skipped)
 
 
+audit_job = dg.define_asset_job(
+    "audit_job",
+    selection=dg.AssetSelection.assets("audit_ledger"),
+    description="Record governance rows (registrations, alias changes, decisions, incidents) in the audit ledger "
+    "and refresh its DuckDB mirror; requested by audit_ledger_sensor.",
+    tags={"clinical_mlops/audit_sync": "true"},
+)
+
+
 @dg.sensor(
     name="audit_ledger_sensor",
+    job=audit_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
-    description="Writes every finished run's materializations, check results and failures, and new model "
-    "registrations, alias changes, decisions and incidents, to the hash-chained audit ledger.",
+    description="Writes every finished run's materializations, check results and failures to the hash-chained "
+    "audit ledger, then requests audit_job to record new governance rows and refresh the DuckDB mirror.",
 )
 def audit_ledger_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
     cursors = json.loads(context.cursor) if context.cursor else {}
     ledger_path = ledger.default_ledger_path(warehouse.path)
     runs = events = 0
+    needs_sync = False
+    last_storage_id = 0
     for status in FINISHED:
         result = context.instance.fetch_run_status_changes(
             dg.RunStatusChangeRecordsFilter(event_type=status), limit=RUNS_PER_TICK,
             cursor=cursors.get(status.value), ascending=True,
         )
         for record in result.records:
-            written = ledger.append_many(ledger_path, run_events(context.instance, record.event_log_entry.run_id))
+            run_id = record.event_log_entry.run_id
+            written = ledger.append_many(ledger_path, run_events(context.instance, run_id))
             runs += 1
             events += len(written)
+            last_storage_id = max(last_storage_id, record.storage_id)
+            if (record.event_log_entry.job_name or "") != audit_job.name:
+                needs_sync = True
         cursors[status.value] = result.cursor
-    appended, mirrored, skipped = record_governance(warehouse.path, ledger_path)
-    message = f"{runs} finished run(s): {events} event(s); {appended} governance row(s); {mirrored} mirrored"
-    if skipped:
-        message += f"; {skipped}"
-        context.log.info(message)
-    return dg.SensorResult(cursor=json.dumps(cursors, sort_keys=True), skip_reason=message if not (events or appended) else None)
+    cursor = json.dumps(cursors, sort_keys=True)
+    if not runs:
+        return dg.SensorResult(cursor=cursor, skip_reason="no run finished since the last tick")
+    context.log.info(f"{runs} finished run(s): {events} event(s) appended to {ledger_path}")
+    requests = [dg.RunRequest(run_key=f"audit-sync-{last_storage_id}")] if needs_sync else []
+    return dg.SensorResult(
+        cursor=cursor, run_requests=requests,
+        skip_reason=None if requests else f"{runs} audit run(s) recorded; nothing else to sync",
+    )

@@ -144,6 +144,10 @@ def build_drift_report(spec: CohortSpec) -> dg.AssetsDefinition:
         severity = dg.AssetCheckSeverity.ERROR if settings.severity in ("block_promotion", "open_incident") \
             else dg.AssetCheckSeverity.WARN
         drifted = ", ".join(result.drifted_features) or "none"
+        rule = policy.escalation.for_severity(settings.severity)
+        escalation = {"escalation": dg.MetadataValue.json({
+            "severity": rule.severity, "notify": [policy.owners.contact(r) for r in rule.notify],
+            "within_hours": rule.within_hours, "action": rule.action})} if result.dataset_drift else {}
         return dg.MaterializeResult(
             metadata={
                 "extract_id": extract_id,
@@ -178,7 +182,7 @@ def build_drift_report(spec: CohortSpec) -> dg.AssetsDefinition:
                                  f"{drifted}"),
                     metadata={"drift_share": round(result.drift_share, 4),
                               "dataset_drift_share": settings.dataset_drift_share,
-                              "policy_severity": settings.severity},
+                              "policy_severity": settings.severity, **escalation},
                 ),
                 dg.AssetCheckResult(
                     check_name="prediction_distribution_stable",

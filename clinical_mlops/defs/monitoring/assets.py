@@ -73,6 +73,7 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         with warehouse.connect() as con:
             summary = prediction_log.ingest(con, serving.log_root, spec.name)
+            heads = prediction_log.heads_digest(con, spec.name)
             incident = {}
             if not summary.ok:
                 incident = _open_incident(
@@ -89,6 +90,7 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
                 "total_entries": summary.total_entries,
                 "total_predictions": summary.total_predictions,
                 "segments_with_torn_tail": torn,
+                "log_heads_sha256": heads,
                 "log_directory": dg.MetadataValue.path(str(prediction_log.cohort_directory(serving.log_root, spec.name))),
                 "dagster/row_count": summary.total_entries,
             },

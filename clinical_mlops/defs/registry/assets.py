@@ -172,6 +172,12 @@ def build_promotion(spec: CohortSpec) -> dg.AssetsDefinition:
             )
             champion_after = registry.current_alias(con, model_name, registry.CHAMPION)
         criteria = {c.name: ("pass" if c.passed else "FAIL") + f" — {c.detail}" for c in decision.criteria}
+        escalation = {}
+        if not decision.passed:
+            rule = policy.escalation.for_severity("block_promotion")
+            escalation = {"escalation": dg.MetadataValue.json({
+                "severity": rule.severity, "notify": [policy.owners.contact(r) for r in rule.notify],
+                "within_hours": rule.within_hours, "action": rule.action})}
         return dg.MaterializeResult(
             metadata={
                 "challenger": report.challenger.label,
@@ -184,6 +190,7 @@ def build_promotion(spec: CohortSpec) -> dg.AssetsDefinition:
                 "decision_id": decision_id,
                 "report_id": report_id,
                 "policy_sha256": policy.sha256,
+                **escalation,
             },
             check_results=[
                 dg.AssetCheckResult(
@@ -192,7 +199,8 @@ def build_promotion(spec: CohortSpec) -> dg.AssetsDefinition:
                     severity=dg.AssetCheckSeverity.ERROR,
                     description=decision.summary,
                     metadata={"criteria": dg.MetadataValue.json(json.loads(decision.criteria_json())),
-                              "modification_kinds": ", ".join(decision.modification_kinds) or "—"},
+                              "modification_kinds": ", ".join(decision.modification_kinds) or "—",
+                              **escalation},
                 )
             ],
         )
