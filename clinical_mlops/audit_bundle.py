@@ -330,7 +330,8 @@ def _ledger_segment(
                     entry.seq, entry.ts, entry.actor, entry.event_type, entry.subject, entry.natural_key or "",
                     entry.payload_sha256, entry.prev_hash, entry.hash, ledger.canonical_json(entry.payload).decode(),
                 ])
-        ok, count, message = bundle_verifier.verify_segment(bundle.root / "ledger" / "segment.jsonl", head)
+        ok, count, message = bundle_verifier.verify_segment(bundle.root / "ledger" / "segment.jsonl", head,
+                                                            ledger._key())
         segment_info.update({"ok": ok, "entries": count, "message": message})
     else:
         segment_info.update({"ok": False, "entries": 0, "message": "no ledger entry about this model"})

@@ -168,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     land = sub.add_parser("land", help="land one extract file and validate it")
     land.add_argument("path", type=Path)
     land.set_defaults(func=cmd_land)
+
+    from clinical_mlops import cli_audit, cli_fairness, cli_registry, cli_serving
+
+    for module in (cli_fairness, cli_registry, cli_audit, cli_serving):
+        module.register(sub)
     return parser
 
 

@@ -347,27 +347,40 @@ def stage_populations(
     return int(counts.get(0, 0)), int(counts.get(1, 0))
 
 
-_COUNTS = ("count(*) FILTER (WHERE _side = 0 AND _unit_row), count(*) FILTER (WHERE _side = 1 AND _unit_row), "
-           "count(*) FILTER (WHERE _side = 0), count(*) FILTER (WHERE _side = 1)")
+def _value_counts(con: duckdb.DuckDBPyConnection, table: str, value_sql: str, where: str = "TRUE"
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted distinct values with per-unit counts (tests) and row counts (PSI, means) on each side.
+
+    One scan and one small GROUP BY (value, side, unit flag); the pivot happens in numpy.
+    """
+    rows = con.execute(
+        f"SELECT {value_sql} AS v, _side, _unit_row, count(*) AS n FROM {table} WHERE {where} GROUP BY ALL"
+    ).fetchnumpy()
+    raw = rows["v"]
+    if hasattr(raw, "mask"):  # masked array when the column holds NULLs
+        raw = raw.filled(np.nan) if raw.dtype.kind == "f" else raw.data
+    values, index = np.unique(np.asarray(raw), return_inverse=True)
+    side = np.asarray(rows["_side"]).astype(np.int64)
+    unit = np.asarray(rows["_unit_row"]).astype(bool)
+    n = np.asarray(rows["n"]).astype(np.float64)
+    size = values.size
+
+    def tally(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(index[mask], weights=n[mask], minlength=size)
+
+    return (values, tally((side == 0) & unit), tally((side == 1) & unit), tally(side == 0), tally(side == 1))
 
 
 def _numeric_counts(con: duckdb.DuckDBPyConnection, table: str, column: str) -> tuple[np.ndarray, ...]:
-    """Sorted distinct values; per-unit counts (tests) and row counts (PSI, means) on each side."""
-    rows = con.execute(
-        f"""SELECT CAST({_quote(column)} AS DOUBLE) AS v, {_COUNTS}
-            FROM {table} WHERE {_quote(column)} IS NOT NULL GROUP BY v ORDER BY v"""
-    ).fetchnumpy()
-    return tuple(np.asarray(values, dtype=np.float64) for values in rows.values())
+    values, *counts = _value_counts(con, table, f"CAST({_quote(column)} AS DOUBLE)",
+                                    f"{_quote(column)} IS NOT NULL")
+    return (np.asarray(values, dtype=np.float64), *counts)
 
 
 def _categorical_counts(con: duckdb.DuckDBPyConnection, table: str, column: str
                         ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    rows = con.execute(
-        f"""SELECT coalesce(CAST({_quote(column)} AS VARCHAR), '{NULL_CATEGORY}') AS v, {_COUNTS}
-            FROM {table} GROUP BY v ORDER BY v"""
-    ).fetchall()
-    columns = list(zip(*rows)) if rows else [(), (), (), (), ()]
-    return ([str(v) for v in columns[0]], *(np.array(c, dtype=np.float64) for c in columns[1:]))
+    values, *counts = _value_counts(con, table, f"coalesce(CAST({_quote(column)} AS VARCHAR), '{NULL_CATEGORY}')")
+    return ([str(v) for v in values], *counts)
 
 
 def _numeric_drift(name: str, kind: str, values: np.ndarray, unit_a: np.ndarray, unit_b: np.ndarray,

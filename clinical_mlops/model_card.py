@@ -604,7 +604,8 @@ def _tripod(facts: _Facts) -> list[TripodItem]:
     class_weight = r.params.get("class_weight")
     items = [
         yes("1", "Title", f"Development and internal validation of a {r.algorithm.replace('_', ' ')} model predicting "
-            f"{spec.target_definition.rstrip('.')} in {spec.title.split(',')[-1].strip()}."),
+            f"{spec.target_definition[:1].lower()}{spec.target_definition[1:].rstrip('.')} in "
+            f"{spec.title.split(',')[-1].strip()}."),
         na("2", "Abstract", "An automatically generated development report has no abstract; the model card summarises it."),
         yes("3a", "Healthcare context", spec.intended_use or spec.title),
         yes("3b", "Target population and intended users", f"{spec.title}. {spec.intended_use}".strip()),

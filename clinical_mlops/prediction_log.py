@@ -326,17 +326,21 @@ class PredictionLogWriter:
                 return
 
     def close(self) -> None:
-        """Append ``segment_close`` and stop; later appends raise ``PredictionLogClosed``."""
+        """Append ``segment_close`` and stop; later appends raise ``PredictionLogClosed``.
+
+        Closing and enqueuing the close entry happen under one lock, so no entry can follow it.
+        """
+        closing = _Pending(KIND_CLOSE, {"segment": self.segment})
         with self._cv:
             if self._closing:
                 return
-        try:
-            self.append(KIND_CLOSE, {"segment": self.segment, "entries": self._seq + 1})
-        except PredictionLogClosed:
-            pass
-        with self._cv:
             self._closing = True
-            self._cv.notify_all()
+            if self._failed is None:
+                self._pending.append(closing)
+                self._cv.notify_all()
+            else:
+                closing.done.set()
+        closing.done.wait(timeout=30)
         self._thread.join(timeout=10)
         os.close(self._fd)
 

@@ -77,6 +77,23 @@ def run_ingestion(defs: dg.Definitions, instance: dg.DagsterInstance, extract_id
     return _outcome(result)
 
 
+def run_job(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    job_name: str,
+    *,
+    partition_key: str | None = None,
+    run_config: dict | None = None,
+) -> RunOutcome:
+    """Run one job of the project in-process on the project instance."""
+    job = defs.resolve_job_def(job_name)
+    config = {**QUIET_RUN_CONFIG, **(run_config or {})}
+    result = job.execute_in_process(
+        instance=instance, partition_key=partition_key, run_config=config, raise_on_error=False
+    )
+    return _outcome(result)
+
+
 def run_training(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None) -> RunOutcome:
     """Features, split, models and evaluation for every cohort (one run of ``training_job``)."""
     job = defs.resolve_job_def("training_job")

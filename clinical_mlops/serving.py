@@ -348,8 +348,9 @@ def create_app(config: ServingConfig, *, spec: CohortSpec | None = None) -> Fast
             assert state.batcher is not None
             risk, model = state.batcher.score(features)  # the model that scored this row
         except NoModelAvailable as exc:
-            return JSONResponse({"detail": "no champion model is available yet", "request_id": request_id,
-                                 "reason": str(exc)}, status_code=503)
+            errors = [{"field": "model", "type": "unavailable", "message": str(exc)}]
+            return _reject(503, request_id, caller, parsed.model_dump_json().encode(),
+                           "no champion model is available yet", errors)
         model_ms = (time.perf_counter() - started) * 1000
         threshold = model.ref.operating_threshold
         response = {
@@ -395,14 +396,18 @@ def create_app(config: ServingConfig, *, spec: CohortSpec | None = None) -> Fast
     )
     async def predict(request: Request) -> JSONResponse:
         request_id = uuid.uuid4().hex
-        body = await request.body()
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            body = b""  # not read: refused on its declared size
+        else:
+            body = await request.body()
         presented = request.headers.get(API_KEY_HEADER)
         record = state.keys.authenticate(presented)
         if record is None:
             detail = "missing API key" if not presented else "invalid API key"
             return await run_in_threadpool(_reject, 401, request_id, None, body, f"{detail} ({API_KEY_HEADER} header)")
         caller = {"key_id": record.key_id, "name": record.name}
-        if len(body) > MAX_BODY_BYTES:
+        if len(body) > MAX_BODY_BYTES or (declared.isdigit() and int(declared) > MAX_BODY_BYTES):
             errors = [{"field": "body", "type": "too_large", "message": f"body over {MAX_BODY_BYTES} bytes"}]
             return await run_in_threadpool(_reject, 413, request_id, caller, body, "request body too large", errors)
         try:
