@@ -848,9 +848,12 @@ def render_markdown(report: ChangeControlReport, decision: Decision) -> str:
               "| attribute | group | n | metric | champion | challenger | Δ (CI) |", "|---|---|---|---|---|---|---|"]
     groups = report.metrics[(report.metrics["attribute"] != "overall") & report.metrics["metric"].isin(["auroc", "recall"])]
     for r in groups.itertuples(index=False):
-        ci = _ci(r.lower, r.upper, sign=True) if r.n >= report.min_group_size else "insufficient evidence"
+        if r.n < report.min_group_size:  # too few for a verdict: no estimates shown
+            lines.append(f"| {r.attribute} | {r.group} | {r.n} | {r.metric} | — | — | insufficient evidence "
+                         f"(n < {report.min_group_size}) |")
+            continue
         lines.append(f"| {r.attribute} | {r.group} | {r.n} | {r.metric} | {_fmt(r.champion)} | {_fmt(r.challenger)} "
-                     f"| {_fmt(r.delta, sign=True)} ({ci}) |")
+                     f"| {_fmt(r.delta, sign=True)} ({_ci(r.lower, r.upper, sign=True)}) |")
     fair = report.fairness
     lines += ["", "## Fairness verdicts", "", f"Source: {fair.source}.",
               f"- champion blocking failures: {', '.join(fair.champion_failures) or 'none'}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -23,15 +24,21 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _prepare_extracts(source: Path | None, seed: int, n_encounters: int, n_extracts: int, landing_dir: Path) -> list[Path]:
+def _prepare_extracts(
+    source: Path | None, seed: int, n_encounters: int, n_extracts: int, landing_dir: Path, bias: float
+) -> list[Path]:
     from clinical_mlops import uci
 
     if source is None:
         from clinical_mlops import synthetic
 
-        _say(f"Generating {n_encounters:,} synthetic encounters (seed {seed}) …")
-        encounters = synthetic.generate_encounters(synthetic.SyntheticConfig(n_encounters=n_encounters, seed=seed))
-        prefix = f"synthetic_s{seed}_n{n_encounters}_of{n_extracts}"
+        injected = synthetic.SubgroupBias("race", "AfricanAmerican", utilisation_undercount_rate=bias) if bias else None
+        _say(f"Generating {n_encounters:,} synthetic encounters (seed {seed}"
+             + (f"; prior visits of AfricanAmerican patients under-recorded at rate {bias}" if bias else "") + ") …")
+        encounters = synthetic.generate_encounters(
+            synthetic.SyntheticConfig(n_encounters=n_encounters, seed=seed, bias=injected)
+        )
+        prefix = f"synthetic_s{seed}_n{n_encounters}_of{n_extracts}" + (f"_bias{bias:g}" if bias else "")
     else:
         _say(f"Reading the UCI extract from {source} …")
         encounters = uci.load_uci_encounters(source)
@@ -56,20 +63,29 @@ def _cohort_summary(metadata: dict[str, dict]) -> dict[str, dict]:
     return summary
 
 
+def _record(instance, outcome) -> None:
+    """Write a finished run's events to the audit ledger (no daemon needed)."""
+    from clinical_mlops.defs.audit.sensors import record_run
+
+    record_run(instance, outcome.run_id)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from clinical_mlops import runs
 
     started = time.perf_counter()
     paths = default_paths()
     source = args.source.resolve() if args.source else None
-    extracts = _prepare_extracts(source, args.seed, args.encounters, args.extracts, paths.landing_dir)
+    extracts = _prepare_extracts(source, args.seed, args.encounters, args.extracts, paths.landing_dir, args.bias)
     instance = runs.project_instance()
     defs = runs.load_definitions()
     summary: dict = {"source": str(source) if source else "synthetic", "seed": args.seed, "extracts": []}
     failures: list[str] = []
+    stages = len(extracts) + 4
     for i, path in enumerate(extracts, 1):
-        _say(f"[{i}/{len(extracts) + 1}] Landing and validating {path.name}")
+        _say(f"[{i}/{stages}] Landing and validating {path.name}")
         outcome = runs.run_ingestion(defs, instance, path.name)
+        _record(instance, outcome)
         raw = outcome.metadata.get("raw_encounters", {})
         valid = outcome.metadata.get("validated_encounters", {})
         summary["extracts"].append({
@@ -79,12 +95,62 @@ def cmd_demo(args: argparse.Namespace) -> int:
         })
         if not outcome.success or outcome.failed_checks:
             failures.append(f"{path.name}: {outcome.error or ', '.join(outcome.failed_checks)}")
-    _say(f"[{len(extracts) + 1}/{len(extracts) + 1}] Features, split, models and evaluation for every cohort")
+
+    step = len(extracts)
+    _say(f"[{step + 1}/{stages}] Features, split, models and evaluation for every cohort")
     training = runs.run_training(defs, instance)
+    _record(instance, training)
     summary["training_run_id"] = training.run_id
     summary["cohorts"] = _cohort_summary(training.metadata)
     if not training.success:
         failures.append(f"training: {training.error}")
+        return _finish(summary, failures, started, paths, args)
+
+    _say(f"[{step + 2}/{stages}] Fairness audit against governance/policy.yaml")
+    fairness = runs.run_job(defs, instance, "fairness_job")
+    _record(instance, fairness)
+    blocked = [c for c in fairness.failed_checks if "fairness_report" in c]
+    if blocked:
+        _say(f"  fairness gate failed ({', '.join(blocked)}): promotion blocked; root cause and mitigation")
+        remediation = runs.run_job(defs, instance, "fairness_remediation_job")
+        _record(instance, remediation)
+        if not remediation.success:
+            failures.append(f"fairness remediation: {remediation.error}")
+    summary["fairness_failed_checks"] = fairness.failed_checks
+
+    _say(f"[{step + 3}/{stages}] Change control, promotion gate and model cards")
+    release = runs.run_job(defs, instance, "release_job")
+    _record(instance, release)
+    summary["release_failed_checks"] = release.failed_checks
+    summary["promotion"] = {
+        key: {k: v for k, v in values.items() if isinstance(v, (int, float, str, bool))}
+        for key, values in release.metadata.items() if key.endswith("/promotion")
+    }
+
+    last = extracts[-1].name
+    _say(f"[{step + 4}/{stages}] Drift of the newest extract and batch scoring with the champion")
+    for job_name in ("drift_job", "scoring_job"):
+        outcome = runs.run_job(defs, instance, job_name, partition_key=last)
+        _record(instance, outcome)
+        if not outcome.success:
+            failures.append(f"{job_name}: {outcome.error}")
+        summary[job_name.replace("_job", "")] = {
+            key: {k: v for k, v in values.items() if isinstance(v, (int, float, str, bool))}
+            for key, values in outcome.metadata.items()
+        }
+    summary["fairness"] = _fairness_summary(paths)
+    return _finish(summary, failures, started, paths, args)
+
+
+def _fairness_summary(paths) -> dict:
+    from clinical_mlops import fairness, warehouse
+    from clinical_mlops.cohort import load_all_cohorts
+
+    with contextlib.closing(warehouse.connect(paths.warehouse)) as con:
+        return {spec.name: fairness.summary_for(con, spec.name) for spec in load_all_cohorts()}
+
+
+def _finish(summary: dict, failures: list[str], started: float, paths, args: argparse.Namespace) -> int:
     summary["failures"] = failures
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
     summary["warehouse"] = str(paths.warehouse)
@@ -163,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--encounters", type=int, default=30_000, help="synthetic encounters to generate")
     demo.add_argument("--extracts", type=int, default=4, help="monthly extracts to cut the source into")
     demo.add_argument("--summary-json", type=Path, help="write the summary figures as JSON here")
+    demo.add_argument(
+        "--bias", type=float, default=1.0,
+        help="synthetic only: share of AfricanAmerican encounters whose prior visits are under-recorded "
+        "(a measurement bias the fairness gate should catch); 0 for unbiased data",
+    )
     demo.set_defaults(func=cmd_demo)
 
     land = sub.add_parser("land", help="land one extract file and validate it")

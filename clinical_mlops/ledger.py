@@ -762,6 +762,9 @@ def verify(
             return VerificationResult(True, 0, None, None, 0, GENESIS_HASH, False, fingerprint)
         return fail(1, f"the ledger file {path} is missing but its head records {head['seq']} entries", 0, head)
 
+    expected: dict[int, str] = {}
+    if con is not None:
+        expected = dict(_mirror_hashes(con) or [])
     with _locked(path, exclusive=False) as fh:
         head = read_head(path)
         fh.seek(0)
@@ -771,8 +774,19 @@ def verify(
             problem, bad, this = _check_line(line, count, prev, prev_prev)
             if problem:
                 return fail(bad, problem, count - 1, head)
+            if expected and expected.get(count, this) != this:
+                return fail(count, f"entry {count} differs from the DuckDB mirror (the file or the mirror was altered)",
+                            count, head)
             prev_prev, prev = prev, this
 
+    if expected:
+        last = max(expected)
+        if last > count:
+            return fail(count + 1, f"file truncated: the DuckDB mirror holds entries up to {last}, the file {count}",
+                        count, head)
+        if len(expected) != last:
+            missing = next(seq for seq in range(1, last + 1) if seq not in expected)
+            return fail(missing, f"the DuckDB mirror lacks entry {missing} (mirror rows deleted)", count, head)
     if head is None:
         if count == 0:
             return VerificationResult(True, 0, None, None, 0, GENESIS_HASH, con is not None, fingerprint)
@@ -788,12 +802,7 @@ def verify(
         return fail(head["seq"] + 1, f"{count - head['seq']} entries after the signed head "
                     f"(entry {head['seq']}): forged or unsigned append", count, head)
     if count and prev != head["hash"]:
-        first = _first_mirror_mismatch(path, con) if con is not None else None
-        return fail(first or count, "the chain does not end on the signed head's hash (entries rewritten)", count, head)
-    if con is not None:
-        mismatch = _compare_with_mirror(path, con, count)
-        if mismatch:
-            return fail(mismatch[0], mismatch[1], count, head)
+        return fail(count, "the chain does not end on the signed head's hash (entries rewritten)", count, head)
     return VerificationResult(True, count, None, None, head["seq"], prev, con is not None, fingerprint)
 
 
@@ -803,39 +812,6 @@ def _mirror_hashes(con: duckdb.DuckDBPyConnection) -> list[tuple[int, str]] | No
     ).fetchall()[0][0]:
         return None
     return con.execute("SELECT seq, hash FROM audit.ledger ORDER BY seq").fetchall()
-
-
-def _compare_with_mirror(path: Path, con: duckdb.DuckDBPyConnection, count: int) -> tuple[int, str] | None:
-    mirrored = _mirror_hashes(con)
-    if not mirrored:
-        return None
-    if mirrored[-1][0] > count:
-        return count + 1, f"file truncated: the DuckDB mirror holds entries up to {mirrored[-1][0]}, the file {count}"
-    first = _first_mirror_mismatch(path, con, mirrored)
-    if first is not None:
-        return first, f"entry {first} differs from the DuckDB mirror (the file or the mirror was altered)"
-    return None
-
-
-def _first_mirror_mismatch(
-    path: Path, con: duckdb.DuckDBPyConnection, mirrored: list[tuple[int, str]] | None = None
-) -> int | None:
-    mirrored = _mirror_hashes(con) if mirrored is None else mirrored
-    if not mirrored:
-        return None
-    expected = dict(mirrored)
-    number = 0
-    with _locked(path, exclusive=False) as fh:
-        fh.seek(0)
-        for number, line in enumerate(fh, 1):
-            if number not in expected:
-                continue
-            at = line.find(_HASH_FRAGMENT)
-            found = line[at + len(_HASH_FRAGMENT): at + len(_HASH_FRAGMENT) + 64].decode(errors="replace")
-            if found != expected[number]:
-                return number
-    missing = [seq for seq, _ in mirrored if seq > number]
-    return missing[0] if missing else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -955,17 +931,24 @@ def mirror_to_duckdb(con: duckdb.DuckDBPyConnection, path: Path | str) -> Mirror
                 if entry["seq"] != number or entry["prev_hash"] != prev:
                     raise LedgerIntegrityError(f"entry {number} in {path} breaks the chain; not mirrored")
                 prev = entry["hash"]
+                start = line.find(_PAYLOAD_START) + len(_PAYLOAD_START)
+                payload_bytes = line[start:line.rfind(_PAYLOAD_END)]
+                if _sha256(payload_bytes) != entry["payload_sha256"]:
+                    payload_bytes = canonical_json(entry["payload"])
                 rows.append((
-                    entry["seq"], datetime.strptime(entry["ts"], "%Y-%m-%dT%H:%M:%S.%fZ"), entry["actor"],
-                    entry["event_type"], entry["subject"], entry["payload"].get("natural_key"),
-                    canonical_json(entry["payload"]).decode(), entry["payload_sha256"], entry["prev_hash"], entry["hash"],
+                    entry["seq"], entry["ts"], entry["actor"], entry["event_type"], entry["subject"],
+                    entry["payload"].get("natural_key"), payload_bytes.decode(), entry["payload_sha256"],
+                    entry["prev_hash"], entry["hash"],
                 ))
     if rows:
         frame = pd.DataFrame(rows, columns=["seq", "ts", "actor", "event_type", "subject", "natural_key",
                                             "payload_json", "payload_sha256", "prev_hash", "hash"])
         con.register("ledger_rows", frame)
         try:
-            con.execute("INSERT INTO audit.ledger SELECT * FROM ledger_rows")
+            con.execute(
+                """INSERT INTO audit.ledger SELECT seq, strptime(ts, '%Y-%m-%dT%H:%M:%S.%fZ'), actor, event_type,
+                   subject, natural_key, payload_json, payload_sha256, prev_hash, hash FROM ledger_rows"""
+            )
         finally:
             con.unregister("ledger_rows")
     total = con.execute("SELECT count(*) FROM audit.ledger").fetchall()[0][0]

@@ -349,10 +349,16 @@ def compare_mitigations(
     rows = [_tradeoff_row("none (candidate)", "—", False, y, base_test_scores, operating_threshold, base_audit,
                           slice_name, group)]
     results, audits = {}, {"none": base_audit}
+    skipped: dict[str, str] = {}
     for method in methods:
-        result = fit_mitigation(method, base_model=base_model, train=train, test=test, spec=spec,
-                                attributes=attributes, operating_threshold=operating_threshold,
-                                constraint=policy.fairness.mitigation.constraint, seed=seed, eg_max_iter=eg_max_iter)
+        try:
+            result = fit_mitigation(method, base_model=base_model, train=train, test=test, spec=spec,
+                                    attributes=attributes, operating_threshold=operating_threshold,
+                                    constraint=policy.fairness.mitigation.constraint, seed=seed,
+                                    eg_max_iter=eg_max_iter)
+        except ValueError as exc:  # e.g. a group with a single outcome class in training
+            skipped[method] = f"not applicable here: {exc}"
+            continue
         frame = test[audit_cols].reset_index(drop=True).assign(label=y, score=result.test_scores)
         result_audit = fairness.audit(frame, threshold=result.operating_threshold, policy=policy,
                                       n_bootstrap=n_bootstrap)
@@ -377,4 +383,6 @@ def compare_mitigations(
         chosen, reason = None, "no mitigation method configured"
     table["auroc_change"] = table["auroc"] - base_auroc
     table["chosen"] = table["method"] == chosen
+    if skipped:
+        reason += "; " + "; ".join(f"{m} {why}" for m, why in skipped.items())
     return Comparison(table=table, results=results, audits=audits, chosen=chosen, reason=reason)

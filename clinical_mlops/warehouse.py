@@ -101,7 +101,7 @@ def _open(path: Path, read_only: bool, wait_seconds: float) -> duckdb.DuckDBPyCo
             delay = min(delay * 2, 2.0)
 
 
-class WarehouseBusyError(RuntimeError):
+class WarehouseBusyError(duckdb.IOException):
     """Another process kept the warehouse's single write lock for longer than we wait."""
 
 

@@ -44,7 +44,7 @@ def _ingest(defs, workspace, instance, extract_ids):
 
 
 def _train(defs, workspace, instance, cohort="readmission_30d", candidate_iterations=40):
-    selection = dg.AssetSelection.key_prefixes([cohort])
+    selection = dg.AssetSelection.key_prefixes([cohort]) & dg.AssetSelection.groups("features", "training", "evaluation")
     return dg.materialize(
         _assets(defs),
         selection=selection,

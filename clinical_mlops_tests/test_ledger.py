@@ -190,6 +190,11 @@ def test_an_edited_mirror_row_is_detected(tmp_path):
     con.execute("UPDATE audit.ledger SET hash = repeat('a', 64) WHERE seq = 2")
     result = ledger.verify(path, con=con)
     assert not result.ok and result.first_bad_seq == 2
+    con.execute("UPDATE audit.ledger SET hash = (SELECT prev_hash FROM audit.ledger WHERE seq = 3) WHERE seq = 2")
+    assert ledger.verify(path, con=con).ok
+    con.execute("DELETE FROM audit.ledger WHERE seq = 4")
+    result = ledger.verify(path, con=con)
+    assert not result.ok and result.first_bad_seq == 4 and "lacks entry 4" in result.problem
 
 
 def test_a_missing_head_or_another_key_fails_verification(tmp_path):

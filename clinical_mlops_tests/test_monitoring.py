@@ -267,14 +267,13 @@ def test_too_few_served_requests_is_insufficient_evidence(base, ws):
 
 def _resources(base, ws: Path) -> dict:
     from clinical_mlops.defs.resources import WarehouseResource
-    from clinical_mlops.defs.scoring.resources import ServingResource
 
-    return {
-        **base["trained"].workspace.resources(),
-        "warehouse": WarehouseResource(path=str(ws / "warehouse.duckdb")),
-        "serving": ServingResource(api_keys_path=str(ws / "serving" / "api_keys.json"),
-                                   prediction_log_dir=str(ws / "serving" / "prediction_log")),
-    }
+    return {**base["trained"].workspace.resources(),
+            "warehouse": WarehouseResource(path=str(ws / "warehouse.duckdb"))}
+
+
+def _log_config(ws: Path) -> dict:
+    return {f"{COHORT}__prediction_log_ingest": {"config": {"prediction_log_dir": str(ws / "serving" / "prediction_log")}}}
 
 
 def _materialize(base, ws):
@@ -284,6 +283,7 @@ def _materialize(base, ws):
         build_monitoring_assets(base["trained"].spec),
         resources=_resources(base, ws),
         run_config=dg.RunConfig(ops={
+            **_log_config(ws),
             f"{COHORT}__prediction_outcomes": {"config": {"label_delay_days": 0.0}},
             f"{COHORT}__production_monitoring": {"config": {"min_labelled": 100, "n_bootstrap": 30}},
             f"{COHORT}__training_serving_skew": {"config": {"min_served": 100}},
@@ -321,7 +321,8 @@ def test_a_tampered_log_fails_the_blocking_check_and_opens_an_incident(base, ws)
 
     ingest = [a for a in build_monitoring_assets(base["trained"].spec)
               if a.key == dg.AssetKey([COHORT, "prediction_log_ingest"])]
-    result = dg.materialize(ingest, resources=_resources(base, ws), raise_on_error=False)
+    result = dg.materialize(ingest, resources=_resources(base, ws), run_config=dg.RunConfig(ops=_log_config(ws)),
+                            raise_on_error=False)
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     with _connect(ws) as con:

@@ -178,12 +178,70 @@ def test_a_model_trained_on_other_features_is_refused(configured):
         scoring.load_scoring_model(ref, spec)
 
 
-def test_batch_scoring_waits_for_validated_extracts_and_ignores_model_updates():
+def _automation_fixture(gate_passes: dict):
+    """Stand-ins for the upstream assets (same keys), with the blocking gate of validated_encounters."""
+    from clinical_mlops.defs.partitions import extract_partitions
+    from clinical_mlops.defs.scoring.assets import build_batch_predictions
+
+    # Per-extract gate: a check spec partitioned like its asset (Dagster 1.13 preview), so the latest
+    # result of *this* extract's check gates it, not the latest result of any extract's.
+    gate_spec = dg.AssetCheckSpec("landed_rows_reconcile", asset="validated_encounters", blocking=True,
+                                  partitions_def=extract_partitions)
+
+    @dg.asset(key="validated_encounters", partitions_def=extract_partitions, kinds={"python"},
+              check_specs=[gate_spec])
+    def validated(context):
+        yield dg.Output(None)
+        yield dg.AssetCheckResult(passed=gate_passes.get(context.partition_key, True))
+
+    @dg.asset(key=[COHORT, "candidate_model"], kinds={"python"})
+    def candidate() -> None:
+        return None
+
+    batch = build_batch_predictions(load_cohort(COHORT))
+    return validated, candidate, batch
+
+
+def test_batch_scoring_follows_new_validated_extracts_only():
+    """Declarative automation: a validated extract is scored once; a retrained model does not
+    re-score old extracts; an extract whose blocking gate failed is not scored."""
+    gate = {"bad.csv": False}
+    validated, candidate, batch = _automation_fixture(gate)
+    instance = dg.DagsterInstance.ephemeral()
+    key = dg.AssetKey([COHORT, "batch_predictions"])
+
+    from clinical_mlops.defs.resources import TrackingResource, WarehouseResource
+
+    defs = dg.Definitions(  # the resources are never used: conditions are only evaluated
+        assets=[validated, candidate, batch],
+        resources={"warehouse": WarehouseResource(path="unused.duckdb"),
+                   "tracking": TrackingResource(tracking_uri="sqlite:///unused.db", artifact_root="unused")},
+    )
+
+    def requested(cursor):
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                                   asset_selection=dg.AssetSelection.keys(key), cursor=cursor)
+        return set(result.get_requested_partitions(key)), result.cursor
+
+    cursor = requested(None)[1]
+    instance.add_dynamic_partitions("extracts", ["month_000.csv", "bad.csv"])
+    dg.materialize([candidate], instance=instance)
+    parts, cursor = requested(cursor)
+    assert parts == set()  # not validated yet
+    for partition in ("month_000.csv", "bad.csv"):
+        dg.materialize([validated], instance=instance, partition_key=partition, raise_on_error=False)
+    parts, cursor = requested(cursor)
+    assert parts == {"month_000.csv"}  # the failed gate blocks "bad.csv"
+    dg.materialize([candidate], instance=instance)  # a retrain
+    parts, cursor = requested(cursor)
+    assert parts == set()  # neither the scored extract nor the gated one
+
+
+def test_batch_predictions_depend_on_the_extract_and_the_candidate():
     from clinical_mlops.defs.scoring.assets import build_batch_predictions
 
     asset = build_batch_predictions(load_cohort(COHORT))
-    condition = asset.automation_conditions_by_key[dg.AssetKey([COHORT, "batch_predictions"])]
-    labels = str(condition)
-    assert "all_deps_blocking_checks_passed" in labels or condition.get_label() == "score_new_extract"
-    assert {d.asset_key for d in asset.specs_by_key[dg.AssetKey([COHORT, "batch_predictions"])].deps} == {
+    key = dg.AssetKey([COHORT, "batch_predictions"])
+    assert {d.asset_key for d in asset.specs_by_key[key].deps} == {
         dg.AssetKey("validated_encounters"), dg.AssetKey([COHORT, "candidate_model"])}
+    assert asset.automation_conditions_by_key[key].get_label() == "score_new_extract"

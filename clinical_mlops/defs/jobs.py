@@ -2,9 +2,13 @@
 
 import dagster as dg
 
+from clinical_mlops.cohort import load_all_cohorts
+from clinical_mlops.defs.partitions import extract_partitions
+
 ingestion_job = dg.define_asset_job(
     "ingestion_job",
     selection=dg.AssetSelection.groups("ingestion", "validation"),
+    partitions_def=extract_partitions,
     description="Land one extract and validate it (partitioned by extract).",
 )
 
@@ -12,4 +16,18 @@ training_job = dg.define_asset_job(
     "training_job",
     selection=dg.AssetSelection.groups("features", "training", "evaluation"),
     description="Rebuild features, split, fit and register baseline and candidate, evaluate — every cohort.",
+)
+
+release_job = dg.define_asset_job(
+    "release_job",
+    selection=dg.AssetSelection.groups("registry")
+    | dg.AssetSelection.assets(*[dg.AssetKey([spec.name, "model_card"]) for spec in load_all_cohorts()]),
+    description="Change-control report, promotion gate (moves the champion alias when it passes) and model cards.",
+)
+
+drift_job = dg.define_asset_job(
+    "drift_job",
+    selection=dg.AssetSelection.groups("drift"),
+    partitions_def=extract_partitions,
+    description="Drift of one extract against the champion's training data, every cohort (partitioned by extract).",
 )

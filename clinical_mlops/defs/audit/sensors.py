@@ -119,7 +119,7 @@ def run_events(instance: dg.DagsterInstance, run_id: str) -> list[ledger.Event]:
 def record_governance(warehouse_path: Path | str, ledger_path: Path | str) -> tuple[int, int, str | None]:
     """(appended, mirrored, skipped reason) for the warehouse's governance rows; a busy warehouse is skipped."""
     try:
-        con = warehouse.connect(Path(warehouse_path))
+        con = warehouse.connect(Path(warehouse_path), wait_seconds=5)
     except duckdb.Error as exc:  # another process holds the single DuckDB writer lock
         return 0, 0, f"warehouse busy ({type(exc).__name__}); recorded on a later tick"
     try:

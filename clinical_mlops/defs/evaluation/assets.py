@@ -33,6 +33,7 @@ def build_model_evaluation(spec: CohortSpec) -> dg.AssetsDefinition:
         key=[spec.name, "model_evaluation"],
         deps=[dg.AssetKey([spec.name, "baseline_model"]), dg.AssetKey([spec.name, "candidate_model"])],
         group_name="evaluation",
+        automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
         kinds={"scikit-learn", "duckdb"},
         code_version="1",
         pool=WAREHOUSE_POOL,

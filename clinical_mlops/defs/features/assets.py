@@ -16,6 +16,7 @@ def build_encounter_features(spec: CohortSpec) -> dg.AssetsDefinition:
         key=key,
         deps=["validated_encounters"],
         group_name="features",
+        automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
         kinds={"duckdb", "sql", "pandera"},
         code_version=features.feature_sql_version(spec),
         pool=WAREHOUSE_POOL,

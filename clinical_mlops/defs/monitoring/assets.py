@@ -10,10 +10,18 @@ import dagster as dg
 from clinical_mlops import drift, incidents, monitoring, prediction_log
 from clinical_mlops.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, WarehouseResource
-from clinical_mlops.defs.scoring.resources import ServingResource
 from clinical_mlops.policy import load_policy
 
 GROUP = "monitoring"
+
+
+class PredictionLogConfig(dg.Config):
+    prediction_log_dir: str = ""
+    """Root of the scoring service's log; empty = where ``clinical-mlops serve`` writes it
+    (``$CLINICAL_MLOPS_PREDICTION_LOG`` or ``<data dir>/serving/prediction_log``)."""
+
+    def root(self) -> Path:
+        return Path(self.prediction_log_dir) if self.prediction_log_dir else prediction_log.default_root()
 
 
 class LabelJoinConfig(dg.Config):
@@ -69,10 +77,11 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
         ],
     )
     def prediction_log_ingest(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource, serving: ServingResource
+        context: dg.AssetExecutionContext, config: PredictionLogConfig, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
+        log_root = config.root()
         with warehouse.connect() as con:
-            summary = prediction_log.ingest(con, serving.log_root, spec.name)
+            summary = prediction_log.ingest(con, log_root, spec.name)
             heads = prediction_log.heads_digest(con, spec.name)
             incident = {}
             if not summary.ok:
@@ -91,7 +100,7 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
                 "total_predictions": summary.total_predictions,
                 "segments_with_torn_tail": torn,
                 "log_heads_sha256": heads,
-                "log_directory": dg.MetadataValue.path(str(prediction_log.cohort_directory(serving.log_root, spec.name))),
+                "log_directory": dg.MetadataValue.path(str(prediction_log.cohort_directory(log_root, spec.name))),
                 "dagster/row_count": summary.total_entries,
             },
             check_results=[

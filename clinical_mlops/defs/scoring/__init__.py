@@ -1,1 +1,1 @@
-"""Scoring: batch predictions with the champion, and the scoring service's resources."""
+"""Scoring: batch predictions with the champion."""

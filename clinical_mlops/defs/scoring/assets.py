@@ -8,7 +8,6 @@ from clinical_mlops import tracking as tracking_lib
 from clinical_mlops.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, TrackingResource, WarehouseResource
-from clinical_mlops.defs.scoring.resources import default_serving_resource
 
 
 def new_extract_condition(model_key: dg.AssetKey) -> dg.AutomationCondition:
@@ -114,7 +113,4 @@ def build_batch_predictions(spec: CohortSpec) -> dg.AssetsDefinition:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(
-        assets=[build_batch_predictions(spec) for spec in load_all_cohorts()],
-        resources={"serving": default_serving_resource()},
-    )
+    return dg.Definitions(assets=[build_batch_predictions(spec) for spec in load_all_cohorts()])

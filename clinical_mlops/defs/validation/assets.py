@@ -18,6 +18,7 @@ class ValidationConfig(dg.Config):
     partitions_def=extract_partitions,
     deps=["raw_encounters"],
     group_name="validation",
+    automation_condition=dg.AutomationCondition.eager(),
     kinds={"duckdb", "pandera"},
     code_version="1",
     pool=WAREHOUSE_POOL,
