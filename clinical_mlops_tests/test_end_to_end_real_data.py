@@ -34,7 +34,8 @@ def test_real_extract_reconciles_and_gives_a_plausible_auroc(workspace):
     assert valid + quarantined == landed
 
     result = dg.materialize(
-        list(defs.assets), selection=dg.AssetSelection.key_prefixes(["readmission_30d"]),
+        list(defs.assets), selection=dg.AssetSelection.key_prefixes(["readmission_30d"])
+        & dg.AssetSelection.groups("features", "training", "evaluation"),
         instance=instance, resources=workspace.resources(),
         run_config=dg.RunConfig(ops={"readmission_30d__model_evaluation": {"config": {"n_bootstrap": 100}}}),
     )
