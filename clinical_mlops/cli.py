@@ -179,6 +179,20 @@ def _print_summary(summary: dict) -> None:
                 f"  AUROC {evaluation.get(f'{role}_auroc', float('nan'))} [{evaluation.get(f'{role}_auroc_ci', '')}]"
                 f"  AUPRC {evaluation.get(f'{role}_auprc', float('nan'))}  Brier {evaluation.get(f'{role}_brier', float('nan'))}"
             )
+    for cohort, fair in summary.get("fairness", {}).items():
+        gap = fair.get("recall_gap") or {}
+        before, after = gap.get("before"), gap.get("after")
+        verdicts = (fair.get("candidate") or {}).get("verdicts", {})
+        line = f"  fairness {cohort}: verdicts {verdicts}"
+        if before:
+            line += (f"; largest recall gap {gap['slice']}={gap['group']} vs {gap['reference']}: "
+                     f"{before['estimate']:+.3f} [{before['ci'][0]:+.3f}, {before['ci'][1]:+.3f}]")
+        if after:
+            line += f" → after mitigation {after['estimate']:+.3f} [{after['ci'][0]:+.3f}, {after['ci'][1]:+.3f}]"
+        print(line)
+    for key, decision in summary.get("promotion", {}).items():
+        state = "PROMOTED" if decision.get("promoted") else "BLOCKED"
+        print(f"  promotion {key.split('/')[0]}: {state} — {decision.get('decision', '')}")
     for failure in summary.get("failures", []):
         print(f"  FAILED: {failure}")
     print(f"  warehouse: {summary['warehouse']}\n  MLflow: {summary['mlflow_tracking_uri']}")

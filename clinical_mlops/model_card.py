@@ -240,22 +240,38 @@ def _latest_evaluation(con: duckdb.DuckDBPyConnection, name: str, version: str) 
     ).df()
 
 
+_FAIRNESS_COLUMNS = ("slice", "attribute", "group", "reference_group", "n", "rule", "metric", "estimate", "lower",
+                     "upper", "verdict", "reason")
+
+
 def _fairness_rows(con: duckdb.DuckDBPyConnection, name: str, version: str) -> tuple[list[str], list[tuple]] | None:
-    """Fairness verdicts of this version, if the fairness stage has written any."""
+    """The latest fairness verdicts of this version, if the fairness stage has written any."""
     table = "monitoring.fairness_verdicts"
     if not _table_exists(con, table):
         return None
     columns = [c for c in _columns(con, table) if c.lower() not in ledger.FORBIDDEN_KEYS]
     if "model_name" not in columns:
         return None
-    where, params = "model_name = ?", [name]
+    where, params = "CAST(model_name AS VARCHAR) = ?", [name]
     if "model_version" in columns:
         where += " AND CAST(model_version AS VARCHAR) = ?"
         params.append(version)
-    shown = [c for c in columns if c not in ("model_name", "model_version", "cohort")][:10]
+    if "evaluated_at" in columns:
+        where += f" AND evaluated_at = (SELECT max(evaluated_at) FROM {table} WHERE {where})"
+        params = params + params
+    shown = [c for c in _FAIRNESS_COLUMNS if c in columns] or [
+        c for c in columns if c not in ("model_name", "model_version", "cohort")][:10]
     quoted = ", ".join(f'"{c}"' for c in shown)
     rows = con.execute(f"SELECT {quoted} FROM {table} WHERE {where} LIMIT 200", params).fetchall()
-    return shown, rows
+    def suppress(column: str, value: Any) -> Any:
+        if column == "n" and isinstance(value, int):
+            return _count(value)
+        if isinstance(value, str):  # counts quoted in text ("group n=2 is below ...")
+            return re.sub(r"\bn=(\d+)", lambda m: f"n<{SMALL_CELL}" if 0 < int(m.group(1)) < SMALL_CELL else m.group(0),
+                          value)
+        return value
+
+    return shown, [tuple(suppress(c, v) for c, v in zip(shown, row)) for row in rows]
 
 
 def _policy() -> Any | None:
