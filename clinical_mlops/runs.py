@@ -17,6 +17,13 @@ from clinical_mlops.settings import PROJECT_ROOT, switch_off_telemetry
 QUIET_RUN_CONFIG = {"loggers": {"progress": {}}}
 
 
+def _actor_tags() -> dict[str, str]:
+    """Who started the run, recorded by the audit ledger as the actor."""
+    from clinical_mlops import ledger
+
+    return {"clinical_mlops/actor": ledger.default_actor()}
+
+
 def project_instance() -> dg.DagsterInstance:
     """The persistent Dagster instance configured by the top-level ``dagster.yaml``."""
     switch_off_telemetry()
@@ -72,7 +79,8 @@ def run_ingestion(defs: dg.Definitions, instance: dg.DagsterInstance, extract_id
     register_extracts(instance, [extract_id])
     job = defs.resolve_job_def("ingestion_job")
     result = job.execute_in_process(
-        instance=instance, partition_key=extract_id, run_config=QUIET_RUN_CONFIG, raise_on_error=False
+        instance=instance, partition_key=extract_id, run_config=QUIET_RUN_CONFIG, raise_on_error=False,
+        tags=_actor_tags(),
     )
     return _outcome(result)
 
@@ -89,7 +97,7 @@ def run_job(
     job = defs.resolve_job_def(job_name)
     config = {**QUIET_RUN_CONFIG, **(run_config or {})}
     result = job.execute_in_process(
-        instance=instance, partition_key=partition_key, run_config=config, raise_on_error=False
+        instance=instance, partition_key=partition_key, run_config=config, raise_on_error=False, tags=_actor_tags()
     )
     return _outcome(result)
 
@@ -98,5 +106,5 @@ def run_training(defs: dg.Definitions, instance: dg.DagsterInstance, run_config:
     """Features, split, models and evaluation for every cohort (one run of ``training_job``)."""
     job = defs.resolve_job_def("training_job")
     config = {**QUIET_RUN_CONFIG, **(run_config or {})}
-    result = job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)
+    result = job.execute_in_process(instance=instance, run_config=config, raise_on_error=False, tags=_actor_tags())
     return _outcome(result)
