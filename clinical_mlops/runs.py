@@ -77,12 +77,7 @@ def register_extracts(instance: dg.DagsterInstance, extract_ids: list[str]) -> N
 def run_ingestion(defs: dg.Definitions, instance: dg.DagsterInstance, extract_id: str) -> RunOutcome:
     """Land and validate one extract (one run of ``ingestion_job``)."""
     register_extracts(instance, [extract_id])
-    job = defs.resolve_job_def("ingestion_job")
-    result = job.execute_in_process(
-        instance=instance, partition_key=extract_id, run_config=QUIET_RUN_CONFIG, raise_on_error=False,
-        tags=_actor_tags(),
-    )
-    return _outcome(result)
+    return run_job(defs, instance, "ingestion_job", partition_key=extract_id)
 
 
 def run_job(
@@ -104,7 +99,4 @@ def run_job(
 
 def run_training(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None) -> RunOutcome:
     """Features, split, models and evaluation for every cohort (one run of ``training_job``)."""
-    job = defs.resolve_job_def("training_job")
-    config = {**QUIET_RUN_CONFIG, **(run_config or {})}
-    result = job.execute_in_process(instance=instance, run_config=config, raise_on_error=False, tags=_actor_tags())
-    return _outcome(result)
+    return run_job(defs, instance, "training_job", run_config=run_config)
