@@ -93,8 +93,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "rows_valid": valid.get("rows_valid"), "rows_quarantined": valid.get("rows_quarantined"),
             "run_id": outcome.run_id, "failed_checks": outcome.failed_checks,
         })
-        if not outcome.success or outcome.failed_checks:
-            failures.append(f"{path.name}: {outcome.error or ', '.join(outcome.failed_checks)}")
+        if not outcome.success or outcome.blocking_failures:
+            failures.append(f"{path.name}: {outcome.error or ', '.join(outcome.blocking_failures)}")
 
     step = len(extracts)
     _say(f"[{step + 1}/{stages}] Features, split, models and evaluation for every cohort")
@@ -109,9 +109,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"[{step + 2}/{stages}] Fairness audit against governance/policy.yaml")
     fairness = runs.run_job(defs, instance, "fairness_job")
     _record(instance, fairness)
-    blocked = [c for c in fairness.failed_checks if "fairness_report" in c]
+    blocked = [c for c in fairness.blocking_failures if "fairness_report" in c]
+    warned = [c for c in fairness.failed_checks if "fairness_report" in c and c not in blocked]
     if blocked:
         _say(f"  fairness gate failed ({', '.join(blocked)}): promotion blocked; root cause and mitigation")
+    elif warned:
+        _say(f"  fairness warnings ({', '.join(warned)}): root cause and mitigation for the reviewer")
+    if blocked or warned:
         remediation = runs.run_job(defs, instance, "fairness_remediation_job")
         _record(instance, remediation)
         if not remediation.success:
@@ -227,9 +231,11 @@ def cmd_land(args: argparse.Namespace) -> int:
     if not outcome.success:
         _say(f"error: {outcome.error}")
         return 1
-    if outcome.failed_checks:
-        _say(f"error: gate failed: {', '.join(outcome.failed_checks)}")
+    if outcome.blocking_failures:
+        _say(f"error: gate failed: {', '.join(outcome.blocking_failures)}")
         return 1
+    for warning in outcome.failed_checks:
+        _say(f"warning: check failed (non-blocking): {warning}")
     return 0
 
 

@@ -713,11 +713,12 @@ def summary_for(con: duckdb.DuckDBPyConnection, cohort: str) -> dict:
         cand = latest_verdicts(con, cohort, "candidate")
         failing = cand[(cand["rule"] == "recall_gap") & (cand["verdict"] == "fail")]
         if not failing.empty:
-            pick = failing.loc[failing["estimate"].abs().idxmax()]
+            pick = failing.loc[failing["estimate"].idxmin()]  # the group doing worst
         else:
             judged = cand[(cand["rule"] == "recall_gap") & (cand["verdict"] != "insufficient_evidence")]
             pool = judged if not judged.empty else cand[cand["rule"] == "recall_gap"]
-            pick = pool.loc[pool["estimate"].abs().idxmax()] if not pool.empty else None
+            # the most harmful gap: lowest recall relative to the reference (the rule is one-sided)
+            pick = pool.loc[pool["estimate"].idxmin()] if not pool.empty and pool["estimate"].notna().any() else None
         if pick is not None:
             row = before[(before["slice"] == pick["slice"]) & (before["group"] == pick["group"])].iloc[0]
             gap = {"slice": row["slice"], "group": row["group"], "reference": row["reference_group"],

@@ -44,13 +44,19 @@ class RunOutcome:
     run_id: str
     success: bool
     failed_checks: list[str] = field(default_factory=list)
+    """Every failed check, "asset:check", WARN and ERROR severity alike."""
+    blocking_failures: list[str] = field(default_factory=list)
+    """The failed checks of ERROR severity: gates that stop what depends on them."""
     error: str | None = None
     metadata: dict[str, dict] = field(default_factory=dict)
 
 
 def _outcome(result: dg.ExecuteInProcessResult) -> RunOutcome:
-    failed = [
-        f"{e.asset_key.to_user_string()}:{e.check_name}" for e in result.get_asset_check_evaluations() if not e.passed
+    failed_evaluations = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    failed = [f"{e.asset_key.to_user_string()}:{e.check_name}" for e in failed_evaluations]
+    blocking = [
+        f"{e.asset_key.to_user_string()}:{e.check_name}"
+        for e in failed_evaluations if e.severity == dg.AssetCheckSeverity.ERROR
     ]
     metadata = {
         event.asset_key.to_user_string(): {k: v.value for k, v in event.materialization.metadata.items()}
@@ -61,7 +67,10 @@ def _outcome(result: dg.ExecuteInProcessResult) -> RunOutcome:
         failures = result.get_step_failure_events()
         info = failures[0].step_failure_data.error if failures else None
         error = info.message.strip() if info else "the run failed"
-    return RunOutcome(run_id=result.run_id, success=result.success, failed_checks=failed, error=error, metadata=metadata)
+    return RunOutcome(
+        run_id=result.run_id, success=result.success, failed_checks=failed, blocking_failures=blocking,
+        error=error, metadata=metadata,
+    )
 
 
 def register_extracts(instance: dg.DagsterInstance, extract_ids: list[str]) -> None:
