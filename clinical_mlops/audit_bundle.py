@@ -42,6 +42,7 @@ import pandas as pd
 from clinical_mlops import audit_events, bundle_verifier, ledger, lineage, model_card, provenance
 from clinical_mlops.cohort import COHORTS_DIR
 from clinical_mlops.settings import PROJECT_ROOT
+from clinical_mlops.warehouse import table_exists as _table_exists, columns as _columns
 
 __all__ = ["BundleResult", "export", "verify_bundle"]
 
@@ -87,19 +88,6 @@ class _Bundle:
         self.path(name).write_text(frame.to_csv(index=False, lineterminator="\n"), encoding="utf-8")
 
 
-def _table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
-    schema, table = qualified.split(".")
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table]
-    ).fetchall()[0][0])
-
-
-def _columns(con: duckdb.DuckDBPyConnection, qualified: str) -> list[str]:
-    schema, table = qualified.split(".")
-    return [r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
-        "ORDER BY ordinal_position", [schema, table]
-    ).fetchall()]
 
 
 def _model_rows(

@@ -28,6 +28,7 @@ from typing import Any
 import duckdb
 
 from clinical_mlops import ledger
+from clinical_mlops.warehouse import table_exists as _table_exists
 
 __all__ = [
     "GOVERNANCE_TABLES",
@@ -261,15 +262,6 @@ GOVERNANCE_TABLES: tuple[GovernanceTable, ...] = (
 
 _JSON_COLUMNS = ("_json",)
 
-
-def _table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
-    schema, table = qualified.split(".")
-    return bool(
-        con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-            [schema, table],
-        ).fetchall()[0][0]
-    )
 
 
 def _row_payload(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import pandas as pd
 
 from clinical_mlops import audit_events, ledger, lineage
 from clinical_mlops.cohort import CohortSpec, CohortSpecError, load_cohort
+from clinical_mlops.warehouse import table_exists as _table_exists, columns as _columns
 
 __all__ = [
     "MITCHELL_SECTIONS",
@@ -216,19 +217,6 @@ def _count(n: int) -> str:
     return f"<{SMALL_CELL}" if 0 < n < SMALL_CELL else f"{n:,}"
 
 
-def _table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
-    schema, table = qualified.split(".")
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table]
-    ).fetchall()[0][0])
-
-
-def _columns(con: duckdb.DuckDBPyConnection, qualified: str) -> list[str]:
-    schema, table = qualified.split(".")
-    return [r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
-        "ORDER BY ordinal_position", [schema, table]
-    ).fetchall()]
 
 
 def _latest_evaluation(con: duckdb.DuckDBPyConnection, name: str, version: str) -> pd.DataFrame:

@@ -152,6 +152,19 @@ def table_exists(con: duckdb.DuckDBPyConnection, qualified_name: str) -> bool:
     )
 
 
+def columns(con: duckdb.DuckDBPyConnection, qualified_name: str) -> list[str]:
+    """Column names of a table or view, in order (empty when it does not exist)."""
+    schema, table = qualified_name.split(".")
+    return [
+        row[0]
+        for row in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+            "ORDER BY ordinal_position",
+            [schema, table],
+        ).fetchall()
+    ]
+
+
 MODEL_VERSIONS_DDL = """CREATE TABLE IF NOT EXISTS ml.model_versions (
     registered_at TIMESTAMP NOT NULL,
     cohort VARCHAR NOT NULL,
