@@ -48,6 +48,11 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def pip_requirements() -> list[str]:
+    """Pinned requirements of the key packages, for a logged model's environment."""
+    return [f"{k}=={v}" for k, v in package_versions().items() if k != "python" and v != "absent"]
+
+
 def code_provenance() -> dict[str, str]:
     """Commit, dirtiness, lock hash and key package versions, as flat strings."""
     return {

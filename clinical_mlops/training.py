@@ -112,7 +112,7 @@ def train_and_register(
             "inputs.json": {"extracts": extracts, "split": split.__dict__, "cohort_spec_sha256": spec.spec_hash},
             "features.json": {"numeric": spec.numeric_features, "categorical": spec.categorical_features},
         },
-        pip_requirements=[f"{k}=={v}" for k, v in provenance.package_versions().items() if k != "python" and v != "absent"],
+        pip_requirements=provenance.pip_requirements(),
     )
     now = datetime.now(UTC).replace(tzinfo=None)
     scored = pd.DataFrame({"encounter_id": test["encounter_id"], "label": y_test.astype("int32"), "score": test_scores})

@@ -281,7 +281,7 @@ def _register_mitigated(con, spec: CohortSpec, candidate: dict, result: mitigati
                                 "chosen_because": comparison.reason},
             "tradeoff.json": json.loads(comparison.table.to_json(orient="records")),
         },
-        pip_requirements=[f"{k}=={v}" for k, v in provenance.package_versions().items() if k != "python" and v != "absent"],
+        pip_requirements=provenance.pip_requirements(),
     )
     return model
 
