@@ -56,16 +56,22 @@ def _open(read_only: bool):
         return None, str(exc)
 
 
-def cmd_promote(args: argparse.Namespace) -> int:
-    from clinical_mlops import change_control, registry
+def _policy_and_writer(args: argparse.Namespace):
+    """(policy, writable warehouse connection, None), or (None, None, the problem)."""
     from clinical_mlops.policy import PolicyError, load_policy
 
     try:
         policy = load_policy(args.policy) if args.policy else load_policy()
     except PolicyError as exc:
-        return _err(str(exc))
+        return None, None, str(exc)
     con, problem = _open(read_only=False)
-    if con is None:
+    return (policy, con, None) if con is not None else (None, None, problem)
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from clinical_mlops import change_control, registry
+    policy, con, problem = _policy_and_writer(args)
+    if problem:
         return _err(problem)
     try:
         previous = registry.current_alias(con, args.model, registry.CHAMPION)
@@ -119,14 +125,8 @@ def _latest_gate(con, model: str, version: str) -> dict | None:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from clinical_mlops import registry
-    from clinical_mlops.policy import PolicyError, load_policy
-
-    try:
-        policy = load_policy(args.policy) if args.policy else load_policy()
-    except PolicyError as exc:
-        return _err(str(exc))
-    con, problem = _open(read_only=False)
-    if con is None:
+    policy, con, problem = _policy_and_writer(args)
+    if problem:
         return _err(problem)
     try:
         change = registry.rollback(
