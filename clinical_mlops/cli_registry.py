@@ -70,6 +70,7 @@ def _policy_and_writer(args: argparse.Namespace):
 
 def cmd_promote(args: argparse.Namespace) -> int:
     from clinical_mlops import change_control, registry
+
     policy, con, problem = _policy_and_writer(args)
     if problem:
         return _err(problem)
@@ -125,6 +126,7 @@ def _latest_gate(con, model: str, version: str) -> dict | None:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from clinical_mlops import registry
+
     policy, con, problem = _policy_and_writer(args)
     if problem:
         return _err(problem)
@@ -149,6 +151,7 @@ def _parse_time(text: str) -> datetime:
 def cmd_champion(args: argparse.Namespace) -> int:
     from clinical_mlops import registry
 
+
     try:
         at = _parse_time(args.at) if args.at else None
     except ValueError:
@@ -171,6 +174,7 @@ def cmd_champion(args: argparse.Namespace) -> int:
 
 def cmd_alias_history(args: argparse.Namespace) -> int:
     from clinical_mlops import registry
+
 
     con, problem = _open(read_only=True)
     if con is None:
