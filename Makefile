@@ -28,5 +28,8 @@ ui: setup  ## Dagster UI on 127.0.0.1:3000 and MLflow UI on 127.0.0.1:5000 (Ctrl
 	$(UV) run --frozen dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml; \
 	wait
 
+bench: setup  ## measure every stage at 100k/1M/10M, the graph against a bare script, Dagster's overhead (.bench/latest/)
+	$(UV) run --frozen clinical-mlops bench $(BENCH_ARGS)
+
 clean:  ## remove all run state (warehouse, MLflow store, Dagster storage, landing zone)
 	rm -rf data/warehouse.duckdb data/warehouse.duckdb.wal data/mlflow data/dagster data/landing data/reports

@@ -260,9 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     land.add_argument("path", type=Path)
     land.set_defaults(func=cmd_land)
 
-    from clinical_mlops import cli_audit, cli_fairness, cli_registry, cli_serving
+    from clinical_mlops import cli_audit, cli_bench, cli_fairness, cli_registry, cli_serving
 
-    for module in (cli_fairness, cli_registry, cli_audit, cli_serving):
+    for module in (cli_fairness, cli_registry, cli_audit, cli_serving, cli_bench):
         module.register(sub)
     return parser
 
