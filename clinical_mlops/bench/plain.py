@@ -60,9 +60,9 @@ def run(extracts: list[Path], cohort: str = COHORT) -> dict:
         landed = 0
         for path in extracts:
             result = landing.land_extract(con, path)
-            outcome = validation.validate_extract(con, result.extract_id, pseudonym_key=key)
             landed += result.rows_landed
             record("raw_encounters", {"rows_landed": result.rows_landed, "sha256": result.sha256}, result.extract_id)
+            outcome = validation.validate_extract(con, result.extract_id, pseudonym_key=key)
             record("validated_encounters", {"rows_valid": outcome.rows_valid,
                                             "rows_quarantined": outcome.rows_quarantined}, result.extract_id)
 
@@ -78,15 +78,11 @@ def run(extracts: list[Path], cohort: str = COHORT) -> dict:
         tracking_args = {"tracking_uri": paths.mlflow_tracking_uri, "artifact_root": paths.mlflow_artifact_root}
         lr = modelling.LogisticRegressionParams()
         gb = modelling.GradientBoostingParams()
-        models = {
-            "baseline": training.train_and_register(
-                con, spec, role="baseline", pipeline=modelling.build_logistic_regression(spec, lr),
-                params=lr.as_dict(), **tracking_args),
-            "candidate": training.train_and_register(
-                con, spec, role="candidate", pipeline=modelling.build_gradient_boosting(spec, gb),
-                params=gb.as_dict(), **tracking_args),
-        }
-        for role, model in models.items():
+        models = {"baseline": (modelling.build_logistic_regression(spec, lr), lr.as_dict()),
+                  "candidate": (modelling.build_gradient_boosting(spec, gb), gb.as_dict())}
+        for role, (pipeline, params) in models.items():
+            model = training.train_and_register(con, spec, role=role, pipeline=pipeline, params=params,
+                                                **tracking_args)
             record(f"{cohort}/{role}_model", {"test_auroc": model.test_auroc})
 
         headline = {}
