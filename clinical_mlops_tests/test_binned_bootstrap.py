@@ -20,7 +20,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from clinical_mlops import binned_bootstrap as binned
-from clinical_mlops import fairness
+from clinical_mlops import evaluation, fairness
 from clinical_mlops.policy import load_policy
 
 
@@ -126,3 +126,60 @@ def test_audit_model_reads_numbers_and_matches_the_frame_audit(policy) -> None:
     binned_result, _ = fairness.audit_model(con, cohort="c", features_table="feats", model=model, policy=policy,
                                             n_bootstrap=40, store=False, exact_max_rows=1000)
     assert binned_result.bootstrap_method == "binned" and binned_result.exact_max_rows == 1000
+
+
+def _scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.15).astype(float)
+    s = 1 / (1 + np.exp(-(rng.normal(size=n) + 1.3 * y - 2)))
+    groups = {"race": rng.choice(["A", "B", "C"], p=[0.7, 0.25, 0.05], size=n),
+              "age": rng.choice(["[60-70)", "[70-80)"], size=n)}
+    return y, s, groups
+
+
+def test_binned_evaluation_has_exact_points_and_equivalent_intervals() -> None:
+    y, s, groups = _scores(20_000, seed=8)
+    rows = evaluation.metrics_by_group(y, s, groups, threshold=0.3, n_boot=300, seed=2, min_group_size=100)
+    cells = evaluation.metrics_by_group(y, s, groups, threshold=0.3, n_boot=300, seed=2, min_group_size=100,
+                                        exact_max_rows=0)
+    pd.testing.assert_frame_equal(rows.drop(columns=["lower", "upper"]), cells.drop(columns=["lower", "upper"]))
+    keep = (rows["n"] >= 500).to_numpy() & rows["lower"].notna().to_numpy() & (rows["upper"] > rows["lower"]).to_numpy()
+    width = (rows["upper"] - rows["lower"]).to_numpy()[keep]
+    share = np.maximum(np.abs(rows["lower"].to_numpy()[keep] - cells["lower"].to_numpy()[keep]),
+                       np.abs(rows["upper"].to_numpy()[keep] - cells["upper"].to_numpy()[keep])) / width
+    assert np.median(share) < 0.15, float(np.median(share))
+    assert share.max() < 0.5, float(share.max())
+    overall = evaluation.bootstrap_metrics(y, s, threshold=0.3, n_boot=300, seed=2, exact_max_rows=0)
+    first = cells[cells["attribute"] == "overall"].set_index("metric")
+    for metric, estimate in overall.items():
+        assert estimate.lower == pytest.approx(first.loc[metric, "lower"], nan_ok=True)
+
+
+def test_evaluation_records_how_the_intervals_were_computed(tmp_path) -> None:
+    from clinical_mlops import model_evaluation, warehouse
+    from clinical_mlops.cohort import load_cohort
+
+    spec = load_cohort("readmission_30d")
+    y, s, _ = _scores(4000, seed=9)
+    frame = _predictions(4000, seed=9).assign(label=y.astype(int), score=s, encounter_id=np.arange(4000) * 2 + 5)
+    frame.loc[::101, "gender"] = None
+    con = warehouse.connect(tmp_path / "w.duckdb")
+    con.register("frame", frame)
+    con.execute(f"CREATE TABLE {spec.features_table} AS SELECT encounter_id, race, gender, age_band FROM frame")
+    con.execute("""INSERT INTO ml.predictions BY NAME SELECT 'readmission_30d' AS cohort, encounter_id,
+                   'm' AS model_name, '1' AS model_version, 'r' AS mlflow_run_id, 'test' AS split, label, score,
+                   TIMESTAMP '2026-01-01' AS predicted_at FROM frame""")
+    kwargs = dict(model_name="m", model_version="1", threshold=0.3, n_boot=50, seed=3, min_group_size=100)
+    exact = model_evaluation.evaluate_model(con, spec, plots=False, **kwargs)
+    cells = model_evaluation.evaluate_model(con, spec, plots=False, exact_max_rows=1000, **kwargs)
+    assert exact.bootstrap["method"] == "rows" and exact.bootstrap["score_bins"] is None
+    assert cells.bootstrap == {"method": "binned", "rows": 4000, "replicates": 50, "exact_max_rows": 1000,
+                               "score_bins": binned.DEFAULT_BINS}
+    pd.testing.assert_frame_equal(exact.table.drop(columns=["lower", "upper"]),
+                                  cells.table.drop(columns=["lower", "upper"]))
+    # the same table as from the frame of rows, in encounter order
+    groups = {a: frame[a].to_numpy(dtype=object) for a in spec.sensitive_attributes}
+    direct = evaluation.metrics_by_group(frame["label"].to_numpy(), frame["score"].to_numpy(), groups, threshold=0.3,
+                                         n_boot=50, seed=3, min_group_size=100)
+    pd.testing.assert_frame_equal(exact.table, direct)
+    assert "missing" in set(exact.table["group"])
