@@ -39,12 +39,13 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import duckdb
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 from clinical_mlops.warehouse import transaction
@@ -67,6 +68,7 @@ __all__ = [
     "numeric_psi",
     "psi_from_counts",
     "score_drift",
+    "scores_in_chunks",
     "select_reference",
     "stage_populations",
     "store",
@@ -490,6 +492,31 @@ def score_drift(reference_scores: np.ndarray, current_scores: np.ndarray, *, thr
     raw["summary"] += f"; alerts per 100 {100 * alert_ref:.1f} → {100 * alert_cur:.1f}"
     (result,) = _decide([raw], settings, adjust=False)
     return result, (alert_ref, alert_cur)
+
+
+SCORE_CHUNK_ROWS = 100_000
+"""Rows fetched and scored at a time for prediction drift."""
+
+
+def scores_in_chunks(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object],
+                     predict: Callable[[pd.DataFrame], np.ndarray], chunk_rows: int = SCORE_CHUNK_ROWS) -> np.ndarray:
+    """``predict`` applied to the rows of ``sql`` streamed in chunks of at most ``chunk_rows``; the scores.
+
+    Only one chunk of rows is in memory at a time; the scores (8 bytes a row) are kept.
+    """
+    if chunk_rows < 1:
+        raise ValueError("chunk_rows must be >= 1")
+    cursor = con.execute(sql, list(params))
+    vectors = max(1, chunk_rows // 2048)  # DuckDB vectors hold 2,048 rows
+    parts: list[np.ndarray] = []
+    while True:
+        chunk = cursor.fetch_df_chunk(vectors)
+        if chunk.empty:
+            break
+        for start in range(0, len(chunk), chunk_rows):
+            parts.append(np.asarray(predict(chunk.iloc[start:start + chunk_rows].reset_index(drop=True)),
+                                    dtype=np.float64))
+    return np.concatenate(parts) if parts else np.empty(0)
 
 
 def with_prediction(result: DriftResult, prediction: FeatureDrift, alert_rates: tuple[float, float]) -> DriftResult:

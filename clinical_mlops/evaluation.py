@@ -24,6 +24,13 @@ group size varies across replicates like it would in a new sample of patients. A
 which a metric is undefined (e.g. no positives in a small group) is skipped when forming the
 interval; if no replicate defines it the interval is NaN.
 
+Above ``exact_max_rows`` rows (250k by default) the replicates are drawn as multinomial counts
+over (group, score bin, label) cells instead (:mod:`clinical_mlops.binned_bootstrap`: 1,000
+score quantile bins refined at the ECE edges and the threshold), per attribute; the threshold
+rates are exact on every replicate, AUROC/AUPRC treat a bin as tied, Brier and ECE use cell
+means. Point estimates are always computed on the rows. :func:`bootstrap_description` says
+which method an evaluation of ``n`` rows used.
+
 Note that percentile intervals of biased statistics (ECE is the main one: it is an absolute
 value and is biased upwards on resamples) need not contain the point estimate.
 """
@@ -42,6 +49,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from clinical_mlops import binned_bootstrap as binned
+
 try:  # installed with scikit-learn; only used to keep BLAS single-threaded in the bootstrap
     from threadpoolctl import threadpool_limits
 except ImportError:  # pragma: no cover
@@ -51,6 +60,7 @@ __all__ = [
     "METRICS",
     "MetricEstimate",
     "alerts_per_100",
+    "bootstrap_description",
     "bootstrap_metrics",
     "calibration_table",
     "metrics_by_group",
@@ -80,6 +90,12 @@ ECE_BINS = 10
 _BLOCK_BYTES = 48 * 1024 * 1024
 """Upper bound on one block of bootstrap weights (replicates x rows). Peak memory is about
 twice this (weights plus a scratch buffer of the same size) plus small per-positive arrays."""
+
+EXACT_MAX_ROWS = 250_000
+"""Above this many rows the bootstrap is binned (cell counts); see the module docstring."""
+
+MAX_PLOT_POINTS = 2_000
+"""ROC curves are drawn through at most this many of their points (the AUROC label is exact)."""
 
 OVERALL_ATTRIBUTE = "overall"
 OVERALL_GROUP = "all"
@@ -357,13 +373,21 @@ def bootstrap_metrics(
     seed: int = 0,
     confidence: float = 0.95,
     weights_dtype: type | np.dtype = np.float32,
+    exact_max_rows: int = EXACT_MAX_ROWS,
+    score_bins: int = binned.DEFAULT_BINS,
 ) -> dict[str, MetricEstimate]:
     """Point estimates and bootstrap percentile CIs for every metric in ``METRICS``.
 
     ``score >= threshold`` counts as a positive prediction. Deterministic for a given seed.
+    Above ``exact_max_rows`` rows the bootstrap is binned (the overall rows of ``metrics_by_group``).
     """
     _check_boot_args(n_boot, confidence)
     y, s = _inputs(y_true, y_score)
+    if y.shape[0] > exact_max_rows:
+        table = metrics_by_group(y, s, {}, threshold=threshold, n_boot=n_boot, seed=seed, confidence=confidence,
+                                 exact_max_rows=exact_max_rows, score_bins=score_bins)
+        return {r.metric: MetricEstimate(r.metric, float(r.estimate), float(r.lower), float(r.upper))
+                for r in table.itertuples(index=False)}
     order = np.argsort(-s, kind="stable")
     prep = _prepare(y[order], s[order], threshold, positions=None)
     est = _point_estimates(prep)
@@ -425,6 +449,8 @@ def metrics_by_group(
     min_group_size: int = 1,
     confidence: float = 0.95,
     weights_dtype: type | np.dtype = np.float32,
+    exact_max_rows: int = EXACT_MAX_ROWS,
+    score_bins: int = binned.DEFAULT_BINS,
 ) -> pd.DataFrame:
     """Long table of metrics overall and per subgroup, one row per (attribute, group, metric).
 
@@ -441,6 +467,9 @@ def metrics_by_group(
     n = y.shape[0]
     order = np.argsort(-s, kind="stable")
     y_sorted, s_sorted = y[order], s[order]
+    if n > exact_max_rows:
+        return _binned_metrics_by_group(y, s, order, groups, threshold=threshold, n_boot=n_boot, seed=seed,
+                                        min_group_size=min_group_size, confidence=confidence, score_bins=score_bins)
 
     subsets: list[tuple[str, str, _Prepared]] = [
         (OVERALL_ATTRIBUTE, OVERALL_GROUP, _prepare(y_sorted, s_sorted, threshold, None))
@@ -477,6 +506,79 @@ def metrics_by_group(
             "lower": np.where(undefined, np.nan, lo),
             "upper": np.where(undefined, np.nan, hi),
         }))
+    table = pd.concat(frames, ignore_index=True)[_TABLE_COLUMNS]
+    return table.astype({"n": "int64", "n_positive": "int64"})
+
+
+def bootstrap_description(n: int, *, n_boot: int, exact_max_rows: int = EXACT_MAX_ROWS,
+                          score_bins: int = binned.DEFAULT_BINS) -> dict[str, object]:
+    """How the intervals of an evaluation of ``n`` rows were computed (for metadata and reports)."""
+    method = "rows" if n <= exact_max_rows else "binned"
+    return {"method": method, "rows": int(n), "replicates": int(n_boot), "exact_max_rows": int(exact_max_rows),
+            "score_bins": int(score_bins) if method == "binned" else None}
+
+
+def _cell_metrics(count: np.ndarray, score_mean: np.ndarray, squared_error_mean: np.ndarray,
+                  keys: binned.ScoreKeys) -> np.ndarray:
+    """``METRICS`` per (replicate, group) from cell counts (replicates, groups, keys, 2)."""
+    total = count.sum(axis=(2, 3))
+    pos = count[..., 1].sum(axis=2)
+    flagged = count[:, :, keys.flagged, :].sum(axis=(2, 3))
+    tp = count[:, :, keys.flagged, 1].sum(axis=2)
+    residual = (count * (score_mean - np.array([0.0, 1.0]))).sum(axis=3)  # sum of s - y per key
+    ece_sums = residual @ np.eye(ECE_BINS)[keys.ece_bin]
+    out = np.full((*total.shape, len(METRICS)), np.nan)
+    out[..., 0] = binned.auroc(count)
+    out[..., 1] = binned.average_precision(count)
+    out[..., 2] = _safe_div((count * squared_error_mean).sum(axis=(2, 3)), total)
+    out[..., 3] = _safe_div(np.abs(ece_sums).sum(axis=-1), total)
+    out[..., 4] = _safe_div((count * score_mean).sum(axis=(2, 3)) - pos, total)
+    out[..., 5] = _safe_div(pos, total)
+    out[..., 6] = _safe_div(flagged, total)
+    out[..., 7] = _safe_div(tp, pos)
+    out[..., 8] = _safe_div(flagged - tp, total - pos)
+    out[..., 9] = _safe_div(tp, flagged)
+    return out
+
+
+def _binned_metrics_by_group(y: np.ndarray, s: np.ndarray, order: np.ndarray,
+                             groups: Mapping[str, np.ndarray | pd.Series], *, threshold: float, n_boot: int,
+                             seed: int, min_group_size: int, confidence: float, score_bins: int) -> pd.DataFrame:
+    """``metrics_by_group`` with exact point estimates and a cell-count bootstrap per attribute."""
+    n = y.shape[0]
+    keys = binned.score_keys(s, threshold, score_bins)
+    rng = np.random.default_rng(seed)
+    y_sorted, s_sorted = y[order], s[order]
+    attributes: list[tuple[str, np.ndarray, list[str]]] = [
+        (OVERALL_ATTRIBUTE, np.zeros(n, dtype=np.int64), [OVERALL_GROUP])]
+    for attribute, values in groups.items():
+        codes, labels = _group_labels(values, n, attribute)
+        attributes.append((str(attribute), codes, labels))
+    nan = np.full(len(METRICS), np.nan)
+    frames = []
+    with (threadpool_limits(limits=1, user_api="blas") if threadpool_limits is not None else contextlib.nullcontext()):
+        for attribute, codes, labels in attributes:
+            table = binned.cells(keys, y, s, codes, len(labels))
+            score_mean, squared_mean = table.mean(table.score_sum), table.mean(table.squared_error_sum)
+            reps = [_cell_metrics(block, score_mean, squared_mean, keys)
+                    for block in binned.replicate_blocks(table, n_boot, rng)]
+            rep = np.concatenate(reps) if reps else None
+            codes_sorted = codes[order]
+            for code, label in enumerate(labels):
+                positions = np.flatnonzero(codes_sorted == code)
+                if positions.shape[0] == 0:
+                    continue
+                prep = _prepare(y_sorted[positions], s_sorted[positions], threshold, positions)
+                est = _point_estimates(prep)
+                lo, hi = (_percentile_interval(rep[:, code, :], confidence)
+                          if rep is not None and prep.size >= min_group_size else (nan, nan))
+                undefined = np.isnan(est)
+                frames.append(pd.DataFrame({
+                    "attribute": attribute, "group": label, "n": prep.size, "n_positive": int(prep.y.sum()),
+                    "metric": list(METRICS), "estimate": est,
+                    "lower": np.where(undefined, np.nan, lo), "upper": np.where(undefined, np.nan, hi),
+                }))
+                del prep
     table = pd.concat(frames, ignore_index=True)[_TABLE_COLUMNS]
     return table.astype({"n": "int64", "n_positive": "int64"})
 
@@ -573,6 +675,14 @@ def _roc_points(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, f
     return fpr, tpr, auc
 
 
+def _thin(fpr: np.ndarray, tpr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``MAX_PLOT_POINTS`` points of a curve, first and last kept (a drawing, not a metric)."""
+    if fpr.shape[0] <= MAX_PLOT_POINTS:
+        return fpr, tpr
+    idx = np.unique(np.linspace(0, fpr.shape[0] - 1, MAX_PLOT_POINTS).round().astype(np.int64))
+    return fpr[idx], tpr[idx]
+
+
 def _png(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
@@ -598,7 +708,7 @@ def plot_roc(y_true: np.ndarray, y_score: np.ndarray, title: str) -> bytes:
     ax = _roc_axes(fig, title)
     fpr, tpr, auc = _roc_points(y, s)
     if not math.isnan(auc):
-        ax.plot(fpr, tpr, linewidth=2, label=f"AUROC = {auc:.3f}")
+        ax.plot(*_thin(fpr, tpr), linewidth=2, label=f"AUROC = {auc:.3f}")
     else:
         ax.text(0.5, 0.5, "ROC undefined (one class)", ha="center", va="center")
     ax.legend(loc="lower right")
@@ -643,6 +753,6 @@ def plot_roc_by_group(y_true: np.ndarray, y_score: np.ndarray, groups: np.ndarra
         if math.isnan(auc):
             ax.plot([], [], linestyle="none", label=f"{label} (n={mask.sum()}, one class)")
         else:
-            ax.plot(fpr, tpr, linewidth=1.5, label=f"{label} (n={mask.sum()}, AUROC {auc:.3f})")
+            ax.plot(*_thin(fpr, tpr), linewidth=1.5, label=f"{label} (n={mask.sum()}, AUROC {auc:.3f})")
     ax.legend(loc="lower right", fontsize="small")
     return _png(fig)

@@ -14,6 +14,11 @@ Statistics
   resampled (multinomial count weights, ``policy.fairness.n_bootstrap`` replicates, a fixed
   seed), each group's metric and its reference's are recomputed on the same replicate, and the
   percentile interval of the replicate disparities is reported at ``policy.fairness.confidence``.
+  Above ``exact_max_rows`` predictions (50k by default; the row path took 154 s at 200k) the replicates are drawn as multinomial
+  counts over (group, score bin, label) cells (:mod:`clinical_mlops.binned_bootstrap`, 1,000
+  score quantile bins): the same resampling distribution for every count-based metric, AUROC
+  and mean score approximated within a bin. Point estimates are always exact. The audit records
+  which (``bootstrap_method``, ``score_bins``).
 * **Significance of recall gaps**: a two-proportion z-test of each group's recall against the
   reference group's, across all groups of all slices, corrected for multiple comparisons with
   Holm (family-wise error) or Benjamini–Hochberg (false discovery rate), as the policy says.
@@ -44,6 +49,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from clinical_mlops import binned_bootstrap as binned
 from clinical_mlops.policy import MetricRule, Policy
 from clinical_mlops.warehouse import transaction
 
@@ -53,10 +59,12 @@ __all__ = [
     "FairnessAudit",
     "adjust_p_values",
     "audit",
+    "audit_arrays",
     "audit_model",
     "confusion_rates",
     "ensure_tables",
     "latest_verdicts",
+    "slices_from_codes",
     "store_audit",
     "summary_for",
     "two_proportion_z_test",
@@ -86,6 +94,10 @@ NONNEGATIVE_DISPARITIES = frozenset({"equalized_odds_difference"})
 VERDICTS: tuple[str, ...] = ("pass", "fail", "insufficient_evidence")
 
 _BLOCK_BYTES = 32 * 1024 * 1024
+
+EXACT_MAX_ROWS = 50_000
+"""Above this many predictions the bootstrap draws cell counts (``binned_bootstrap``) instead of
+row weights; point estimates stay exact."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,6 +210,39 @@ def _slices(frame: pd.DataFrame, policy: Policy) -> list[_Slice]:
     return slices
 
 
+def _joined(a: tuple[np.ndarray, list[str]], b: tuple[np.ndarray, list[str]]) -> tuple[np.ndarray, list[str]]:
+    """Codes and sorted labels of the groups present in the intersection of two coded attributes."""
+    combined = a[0] * len(b[1]) + b[0]
+    present, inverse = np.unique(combined, return_inverse=True)
+    text = [a[1][int(c) // len(b[1])] + INTERSECTION_SEPARATOR + b[1][int(c) % len(b[1])] for c in present]
+    order = sorted(range(len(text)), key=text.__getitem__)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[inverse.reshape(-1)], [text[i] for i in order]
+
+
+def slices_from_codes(attributes: Mapping[str, tuple[np.ndarray, list[str]]], policy: Policy) -> list[_Slice]:
+    """The policy's slices from coded attributes (codes into sorted labels, missing as ``missing``).
+
+    The same groups, labels and order as the slices of a frame (:func:`audit`).
+    """
+    slices = []
+    present = [a for a in policy.fairness.sensitive_attributes if a.name in attributes]
+    for attr in present:
+        codes, labels = attributes[attr.name]
+        slices.append(_Slice(attr.name, (attr.name,), attr.reference, list(labels), np.asarray(codes, dtype=np.int64)))
+    names = {a.name for a in present}
+    for combo in policy.fairness.intersections:
+        if not set(combo) <= names:
+            continue
+        joined = attributes[combo[0]]
+        for other in combo[1:]:
+            joined = _joined(joined, attributes[other])
+        reference = INTERSECTION_SEPARATOR.join(policy.fairness.attribute(a).reference for a in combo)
+        slices.append(_Slice(INTERSECTION_SEPARATOR.join(combo), tuple(combo), reference, joined[1], joined[0]))
+    return slices
+
+
 def _weighted_auroc(w: np.ndarray, y: np.ndarray, s: np.ndarray) -> np.ndarray:
     """AUROC of one group for each row of count weights ``w`` (replicates x group rows); ties count half."""
     if y.size == 0:
@@ -234,6 +279,43 @@ def _slice_metrics(w: np.ndarray, y: np.ndarray, s: np.ndarray, pred: np.ndarray
     out[..., 7] = _div(ssum, total)
     out[..., 6] = out[..., 7] - out[..., 0]
     return out, np.stack([total, pos], axis=-1)
+
+
+def _cell_metrics(count: np.ndarray, score_sum: np.ndarray, flagged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group metrics (replicates x groups x len(GROUP_METRICS)) and [n, positives] from cell counts.
+
+    ``count`` is (replicates, groups, keys, 2) in ascending score-key order, ``score_sum`` the
+    (replicates, groups) sums of scores and ``flagged`` which keys are alerts.
+    """
+    total = count.sum(axis=(2, 3))
+    pos = count[..., 1].sum(axis=2)
+    alerts = count[:, :, flagged, :].sum(axis=(2, 3))
+    tp = count[:, :, flagged, 1].sum(axis=2)
+    out = np.full((*total.shape, len(GROUP_METRICS)), np.nan)
+    out[..., 0] = _div(pos, total)
+    out[..., 1] = _div(alerts, total)
+    out[..., 2] = _div(tp, pos)
+    out[..., 3] = _div(alerts - tp, total - pos)
+    out[..., 4] = _div(tp, alerts)
+    out[..., 5] = binned.auroc(count)
+    out[..., 7] = _div(score_sum, total)
+    out[..., 6] = out[..., 7] - out[..., 0]
+    return out, np.stack([total, pos], axis=-1)
+
+
+def _binned_slice(keys: binned.ScoreKeys, y: np.ndarray, s: np.ndarray, sl: _Slice, n_boot: int,
+                  rng: np.random.Generator) -> tuple[tuple[np.ndarray, np.ndarray], list[np.ndarray]]:
+    """Exact point metrics of one slice and bootstrap replicates drawn over its cells."""
+    n_groups = len(sl.labels)
+    table = binned.cells(keys, y, s, sl.codes, n_groups)
+    est, counts = _cell_metrics(table.count[None], table.score_sum.sum(axis=(1, 2))[None], keys.flagged)
+    for g in range(n_groups):  # AUROC on the rows themselves (cells tie the rows of a bin)
+        rows = np.flatnonzero(sl.codes == g)
+        est[0, g, 5] = _weighted_auroc(np.ones((1, rows.shape[0])), y[rows], s[rows])[0]
+    score_mean = table.mean(table.score_sum)
+    reps = [_cell_metrics(block, (block * score_mean).sum(axis=(2, 3)), keys.flagged)[0]
+            for block in binned.replicate_blocks(table, n_boot, rng)]
+    return (est, counts), reps
 
 
 def _disparities(metrics: np.ndarray, ref: int) -> dict[str, np.ndarray]:
@@ -324,6 +406,12 @@ class FairnessAudit:
     seed: int
     correction: str
     rules: tuple[MetricRule, ...] = field(default=())
+    bootstrap_method: str = "rows"
+    """``rows`` (count weights per row) or ``binned`` (multinomial cell counts, see binned_bootstrap)."""
+    score_bins: int | None = None
+    """Score quantile bins of a binned bootstrap (None for ``rows``)."""
+    exact_max_rows: int | None = None
+    """The size above which the bootstrap is binned."""
 
     def outcome(self, rule_name: str) -> RuleOutcome:
         rule = next(r for r in self.rules if r.name == rule_name)
@@ -401,36 +489,69 @@ def audit(
     seed: int | None = None,
     label_column: str = "label",
     score_column: str = "score",
+    exact_max_rows: int = EXACT_MAX_ROWS,
+    score_bins: int = binned.DEFAULT_BINS,
 ) -> FairnessAudit:
     """Audit held-out predictions (``frame``: label, score and sensitive attribute columns)."""
-    fp = policy.fairness
-    n_boot = fp.n_bootstrap if n_bootstrap is None else int(n_bootstrap)
-    seed = fp.bootstrap_seed if seed is None else int(seed)
     if frame.empty:
         raise ValueError("cannot audit an empty set of predictions")
     y = frame[label_column].to_numpy(dtype=float)
+    s = frame[score_column].to_numpy(dtype=float)
+    slices = _slices(frame, policy)
+    return audit_arrays(y, s, slices, threshold=threshold, policy=policy, n_bootstrap=n_bootstrap, seed=seed,
+                        exact_max_rows=exact_max_rows, score_bins=score_bins)
+
+
+def audit_arrays(
+    y: np.ndarray,
+    s: np.ndarray,
+    slices: list[_Slice],
+    *,
+    threshold: float,
+    policy: Policy,
+    n_bootstrap: int | None = None,
+    seed: int | None = None,
+    exact_max_rows: int = EXACT_MAX_ROWS,
+    score_bins: int = binned.DEFAULT_BINS,
+) -> FairnessAudit:
+    """Audit labels ``y``, scores ``s`` and group codes per slice (see :func:`slices_from_codes`)."""
+    fp = policy.fairness
+    n_boot = fp.n_bootstrap if n_bootstrap is None else int(n_bootstrap)
+    seed = fp.bootstrap_seed if seed is None else int(seed)
+    y = np.asarray(y, dtype=float)
+    s = np.asarray(s, dtype=float)
+    if y.size == 0:
+        raise ValueError("cannot audit an empty set of predictions")
     if not np.isin(y, (0.0, 1.0)).all():
         raise ValueError("labels must be 0/1")
-    s = frame[score_column].to_numpy(dtype=float)
-    pred = (s >= threshold).astype(float)
     n = y.shape[0]
-    slices = _slices(frame, policy)
     if not slices:
         raise ValueError(f"none of the policy's sensitive attributes {fp.attribute_names} are in the data")
 
-    ones = np.ones((1, n))
-    point = [_slice_metrics(ones, y, s, pred, sl) for sl in slices]
-    reps: list[list[np.ndarray]] = [[] for _ in slices]
-    if n_boot > 0:
+    method = "rows" if n <= exact_max_rows else "binned"
+    if method == "rows":
+        pred = (s >= threshold).astype(float)
+        ones = np.ones((1, n))
+        point = [_slice_metrics(ones, y, s, pred, sl) for sl in slices]
+        reps: list[list[np.ndarray]] = [[] for _ in slices]
+        if n_boot > 0:
+            rng = np.random.default_rng(seed)
+            block = max(1, min(n_boot, _BLOCK_BYTES // (8 * n * 6)))
+            done = 0
+            while done < n_boot:
+                b = min(block, n_boot - done)
+                w = np.stack([np.bincount(rng.integers(0, n, size=n), minlength=n) for _ in range(b)]).astype(float)
+                for k, sl in enumerate(slices):
+                    reps[k].append(_slice_metrics(w, y, s, pred, sl)[0])
+                done += b
+    else:
+        keys = binned.score_keys(s, threshold, score_bins)
         rng = np.random.default_rng(seed)
-        block = max(1, min(n_boot, _BLOCK_BYTES // (8 * n * 6)))
-        done = 0
-        while done < n_boot:
-            b = min(block, n_boot - done)
-            w = np.stack([np.bincount(rng.integers(0, n, size=n), minlength=n) for _ in range(b)]).astype(float)
-            for k, sl in enumerate(slices):
-                reps[k].append(_slice_metrics(w, y, s, pred, sl)[0])
-            done += b
+        point, reps = [], []
+        for sl in slices:
+            slice_point, slice_reps = _binned_slice(keys, y, s, sl, n_boot, rng)
+            point.append(slice_point)
+            reps.append(slice_reps)
 
     group_rows, disparity_rows = [], []
     for k, sl in enumerate(slices):
@@ -490,7 +611,8 @@ def audit(
         groups=groups, disparities=disparities, verdicts=verdicts, threshold=float(threshold), n=n,
         n_positive=int(y.sum()), policy_sha256=policy.sha256, policy_version=policy.version,
         confidence=fp.confidence, n_bootstrap=n_boot, seed=seed, correction=fp.significance.correction,
-        rules=fp.metrics,
+        rules=fp.metrics, bootstrap_method=method, score_bins=score_bins if method == "binned" else None,
+        exact_max_rows=int(exact_max_rows),
     )
 
 
@@ -636,14 +758,25 @@ def audit_model(
     policy: Policy,
     n_bootstrap: int | None = None,
     store: bool = True,
+    exact_max_rows: int = EXACT_MAX_ROWS,
+    score_bins: int = binned.DEFAULT_BINS,
 ) -> tuple[FairnessAudit, str | None]:
-    """Audit one registered model version (a ``ml.model_versions`` row) and store the result."""
-    frame = predictions_with_attributes(
-        con, features_table, policy.fairness.attribute_names, str(model["model_name"]), str(model["model_version"])
-    )
-    if frame.empty:
+    """Audit one registered model version (a ``ml.model_versions`` row) and store the result.
+
+    The test predictions are fetched as numbers (labels, scores, group codes): no frame of rows.
+    """
+    attributes = list(dict.fromkeys(policy.fairness.attribute_names))
+    cols = ", ".join(f"f.{a}" for a in attributes)
+    source = (f"SELECT p.encounter_id, p.label, p.score, {cols} FROM ml.predictions p "
+              f"JOIN {features_table} f USING (encounter_id) "
+              "WHERE p.model_name = ? AND p.model_version = ? AND p.split = 'test'")
+    y, s, coded = binned.coded_predictions(con, source, [str(model["model_name"]), str(model["model_version"])],
+                                           attributes, missing=MISSING_GROUP)
+    if y.size == 0:
         raise ValueError(f"no test predictions for {model['model_name']} v{model['model_version']}")
-    result = audit(frame, threshold=float(model["operating_threshold"]), policy=policy, n_bootstrap=n_bootstrap)
+    result = audit_arrays(y, s, slices_from_codes(coded, policy), threshold=float(model["operating_threshold"]),
+                          policy=policy, n_bootstrap=n_bootstrap, exact_max_rows=exact_max_rows,
+                          score_bins=score_bins)
     audit_id = None
     if store:
         audit_id = store_audit(con, result, cohort=cohort, model_name=str(model["model_name"]),

@@ -13,7 +13,9 @@ that exact version is loaded, so the version recorded is always the version that
 
 Batch scoring (``score_extract``) computes an extract's features with the same SQL as training
 (``clinical_mlops/sql/encounter_base.sql``, cohort exclusions applied) and writes
-``ml.batch_predictions``. No patient data leaves the warehouse: summaries hold counts and hashes.
+``ml.batch_predictions``. It streams: ``chunk_rows`` encounters at a time are fetched, scored and
+inserted (one transaction for the extract), so memory does not grow with the extract. No patient
+data leaves the warehouse: summaries hold counts and hashes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -34,6 +36,8 @@ from clinical_mlops.cohort import CohortSpec
 from clinical_mlops.warehouse import transaction
 
 CHAMPION_ALIAS = "champion"
+CHUNK_ROWS = 100_000
+"""Encounters fetched, scored and inserted at a time by batch scoring."""
 CARD_TAG = "model_card_sha256"
 SOURCE_ALIAS = "champion_alias"
 SOURCE_FALLBACK = "latest_candidate_fallback"
@@ -258,18 +262,35 @@ def prediction_rows(
 # ---------------------------------------------------------------------------------------------
 
 
+def _extract_features_sql(spec: CohortSpec) -> str:
+    """The cohort's features for one extract's encounters (one parameter: the extract id), in encounter order."""
+    excluded_any = " OR ".join(f"({e.sql})" for e in spec.exclusions) or "FALSE"
+    columns = ", ".join(["encounter_id", "extract_id", *(f'"{c}"' for c in spec.features)])
+    return (f"WITH encounter_base AS ({features.encounter_base_sql()}) "
+            f"SELECT {columns} FROM encounter_base WHERE extract_id = ? AND NOT ({excluded_any}) ORDER BY encounter_id")
+
+
 def extract_feature_frame(con: duckdb.DuckDBPyConnection, spec: CohortSpec, extract_id: str) -> pd.DataFrame:
     """The cohort's features for the encounters of one validated extract (exclusions applied).
 
     Same SQL as ``features.build_features``, so the model sees exactly what training saw.
     """
-    excluded_any = " OR ".join(f"({e.sql})" for e in spec.exclusions) or "FALSE"
-    columns = ", ".join(["encounter_id", "extract_id", *(f'"{c}"' for c in spec.features)])
-    con.execute(f"CREATE OR REPLACE TEMP VIEW encounter_base AS {features.encounter_base_sql()}")
-    return con.execute(
-        f"SELECT {columns} FROM encounter_base WHERE extract_id = ? AND NOT ({excluded_any}) ORDER BY encounter_id",
-        [extract_id],
-    ).df()
+    return con.execute(_extract_features_sql(spec), [extract_id]).df()
+
+
+def extract_feature_chunks(con: duckdb.DuckDBPyConnection, spec: CohortSpec, extract_id: str,
+                           chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """``extract_feature_frame`` in chunks of at most ``chunk_rows`` rows, streamed from DuckDB."""
+    if chunk_rows < 1:
+        raise ValueError("chunk_rows must be >= 1")
+    cursor = con.execute(_extract_features_sql(spec), [extract_id])
+    vectors = max(1, chunk_rows // 2048)  # DuckDB vectors hold 2,048 rows
+    while True:
+        chunk = cursor.fetch_df_chunk(vectors)
+        if chunk.empty:
+            return
+        for start in range(0, len(chunk), chunk_rows):
+            yield chunk.iloc[start:start + chunk_rows].reset_index(drop=True)
 
 
 def excluded_count(con: duckdb.DuckDBPyConnection, spec: CohortSpec, extract_id: str) -> int:
@@ -310,23 +331,28 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(BATCH_PREDICTIONS_DDL)
 
 
+_INSERT_ROWS = """INSERT INTO ml.batch_predictions
+    SELECT cohort, extract_id, encounter_id, model_name, model_version, model_source, mlflow_run_id,
+           model_card_sha256, input_sha256, score,
+           CASE WHEN isnan(operating_threshold) THEN NULL ELSE operating_threshold END,
+           flagged, predicted_at, dagster_run_id
+    FROM batch_prediction_rows"""
+
+
+def _insert_rows(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
+    con.register("batch_prediction_rows", rows)
+    try:
+        con.execute(_INSERT_ROWS)
+    finally:
+        con.unregister("batch_prediction_rows")
+
+
 def write_batch_predictions(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame, *, cohort: str, extract_id: str) -> None:
     """Replace the extract's predictions for the cohort (re-scoring a partition is idempotent)."""
     ensure_tables(con)
-    con.register("batch_prediction_rows", rows)
-    try:
-        with transaction(con):
-            con.execute("DELETE FROM ml.batch_predictions WHERE cohort = ? AND extract_id = ?", [cohort, extract_id])
-            con.execute(
-                """INSERT INTO ml.batch_predictions
-                   SELECT cohort, extract_id, encounter_id, model_name, model_version, model_source, mlflow_run_id,
-                          model_card_sha256, input_sha256, score,
-                          CASE WHEN isnan(operating_threshold) THEN NULL ELSE operating_threshold END,
-                          flagged, predicted_at, dagster_run_id
-                   FROM batch_prediction_rows"""
-            )
-    finally:
-        con.unregister("batch_prediction_rows")
+    with transaction(con):
+        con.execute("DELETE FROM ml.batch_predictions WHERE cohort = ? AND extract_id = ?", [cohort, extract_id])
+        _insert_rows(con, rows)
 
 
 def score_extract(
@@ -336,29 +362,46 @@ def score_extract(
     *,
     dagster_run_id: str | None = None,
     now: datetime | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> BatchScoringSummary:
-    """Score every in-cohort encounter of one validated extract and store the rows."""
+    """Score every in-cohort encounter of one validated extract and store the rows.
+
+    Chunks of ``chunk_rows`` encounters are read on a second cursor, scored and inserted in one
+    transaction that first deletes the extract's earlier rows: all or nothing, and idempotent.
+    """
     spec = model.spec
-    frame = extract_feature_frame(con, spec, extract_id)
-    if frame.empty:
-        raise ValueError(f"extract {extract_id} has no validated in-cohort encounters for {spec.name}")
-    scores = model.score(frame)
+    ensure_tables(con)
     predicted_at = now or utc_now()
-    rows = prediction_rows(frame, scores, model.ref, spec, extract_id=extract_id, predicted_at=predicted_at,
-                           dagster_run_id=dagster_run_id)
-    write_batch_predictions(con, rows, cohort=spec.name, extract_id=extract_id)
-    flagged = model.flag(scores)
     digest = hashlib.sha256()
-    for encounter_id, input_hash, score in zip(rows["encounter_id"], rows["input_sha256"], rows["score"]):
-        digest.update(f"{encounter_id}:{input_hash}:{score:.17g}\n".encode())
+    scores_seen: list[np.ndarray] = []
+    flagged_count = 0
+    reader = con.cursor()  # reads while ``con`` writes: its own transaction, the same database
+    try:
+        with transaction(con):
+            con.execute("DELETE FROM ml.batch_predictions WHERE cohort = ? AND extract_id = ?", [spec.name, extract_id])
+            for frame in extract_feature_chunks(reader, spec, extract_id, chunk_rows):
+                scores = model.score(frame)
+                rows = prediction_rows(frame, scores, model.ref, spec, extract_id=extract_id,
+                                       predicted_at=predicted_at, dagster_run_id=dagster_run_id)
+                _insert_rows(con, rows)
+                for encounter_id, input_hash, score in zip(rows["encounter_id"], rows["input_sha256"], rows["score"]):
+                    digest.update(f"{encounter_id}:{input_hash}:{score:.17g}\n".encode())
+                flagged = model.flag(scores)
+                flagged_count += 0 if flagged is None else int(flagged.sum())
+                scores_seen.append(np.asarray(scores, dtype=np.float64))
+            if not scores_seen:
+                raise ValueError(f"extract {extract_id} has no validated in-cohort encounters for {spec.name}")
+    finally:
+        reader.close()
+    all_scores = np.concatenate(scores_seen)
     return BatchScoringSummary(
         cohort=spec.name,
         extract_id=extract_id,
         model=model.ref,
-        rows_scored=len(frame),
+        rows_scored=int(all_scores.shape[0]),
         rows_excluded=excluded_count(con, spec, extract_id),
-        rows_flagged=None if flagged is None else int(flagged.sum()),
-        mean_score=float(np.mean(scores)),
+        rows_flagged=None if model.ref.operating_threshold is None else flagged_count,
+        mean_score=float(np.mean(all_scores)),
         scores_sha256=digest.hexdigest(),
         predicted_at=predicted_at,
     )

@@ -225,3 +225,19 @@ def test_report_sample_is_reproducible_and_holds_only_monitored_columns():
     assert list(first.reference.columns) == columns, "no identifier reaches Evidently"
     whole = drift_report.sampled_frames(con, drift.STAGE_TABLE, columns, sample_rows=5000, seed=17)
     assert not whole.sampled and len(whole.reference) == 1500
+
+
+def test_scores_in_chunks_equal_scores_of_the_whole_frame():
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT i AS encounter_id, i % 7 AS x, CAST(i % 3 AS VARCHAR) AS c "
+                "FROM range(5000) r(i)")
+    sql = "SELECT * FROM t WHERE encounter_id >= ? ORDER BY encounter_id"
+
+    def predict(frame):
+        return frame["x"].to_numpy() / 10 + (frame["c"] == "1").to_numpy()
+
+    whole = predict(con.execute(sql, [10]).df())
+    for chunk_rows in (1, 333, 2048, 10**6):
+        np.testing.assert_array_equal(drift.scores_in_chunks(con, sql, [10], predict, chunk_rows=chunk_rows), whole)

@@ -245,3 +245,22 @@ def test_batch_predictions_depend_on_the_extract_and_the_candidate():
     assert {d.asset_key for d in asset.specs_by_key[key].deps} == {
         dg.AssetKey("validated_encounters"), dg.AssetKey([COHORT, "candidate_model"])}
     assert asset.automation_conditions_by_key[key].get_label() == "score_new_extract"
+
+
+def test_chunked_scoring_equals_scoring_in_one_chunk(configured):
+    """Streaming in small chunks stores the same rows and hashes as one chunk; a rerun replaces them."""
+    spec, extract = configured.spec, configured.extract_ids[2]
+    model = scoring.load_scoring_model(scoring.resolve_champion(spec.name), spec)
+    stored = []
+    with warehouse.connect(configured.workspace.warehouse) as con:
+        for chunk_rows in (10**9, 300):
+            summary = scoring.score_extract(con, model, extract, chunk_rows=chunk_rows, now=scoring.utc_now())
+            rows = con.execute(
+                """SELECT encounter_id, input_sha256, score, flagged, model_version FROM ml.batch_predictions
+                   WHERE cohort = ? AND extract_id = ? ORDER BY encounter_id""", [spec.name, extract]).fetchall()
+            stored.append((summary, rows))
+    (one, rows_one), (many, rows_many) = stored
+    assert one.rows_scored > 600  # several chunks
+    assert rows_one == rows_many and len(rows_one) == one.rows_scored
+    assert one.scores_sha256 == many.scores_sha256
+    assert (one.rows_flagged, one.mean_score) == (many.rows_flagged, many.mean_score)

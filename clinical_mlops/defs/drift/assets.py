@@ -99,13 +99,13 @@ def build_drift_report(spec: CohortSpec) -> dg.AssetsDefinition:
             if config.prediction_drift and reference.model_version is not None:
                 try:
                     model = registry.load_scoring_model(model_name, reference.model_version)
-                    current = con.execute(current_sql, current_params).df()
+                    current_scores = drift.scores_in_chunks(con, current_sql, current_params, model.predict_risk)
                     reference_scores = con.execute(
                         "SELECT score FROM ml.predictions WHERE model_name = ? AND model_version = ? AND split = 'test'",
                         [model_name, reference.model_version],
                     ).fetchnumpy()["score"]
                     threshold = drift.model_record(con, model_name, reference.model_version)["operating_threshold"]
-                    prediction, rates = drift.score_drift(reference_scores, model.predict_risk(current),
+                    prediction, rates = drift.score_drift(reference_scores, current_scores,
                                                           threshold=float(threshold), settings=settings)
                     result = drift.with_prediction(result, prediction, rates)
                     prediction_note = prediction.summary

@@ -17,6 +17,8 @@ class EvaluationConfig(dg.Config):
     seed: int = 11
     min_group_size: int = 100
     """Groups smaller than this get point estimates but no confidence interval."""
+    bootstrap_exact_max_rows: int = 250_000
+    """Above this many test rows the bootstrap draws cell counts (1,000 score bins) instead of row weights."""
 
 
 def _markdown_table(evaluation: model_evaluation.ModelEvaluation) -> str:
@@ -55,9 +57,10 @@ def build_model_evaluation(spec: CohortSpec) -> dg.AssetsDefinition:
                 result = model_evaluation.evaluate_model(
                     con, spec, model_name=version["model_name"], model_version=version["model_version"],
                     threshold=version["operating_threshold"], n_boot=config.n_bootstrap, seed=config.seed,
-                    min_group_size=config.min_group_size,
+                    min_group_size=config.min_group_size, exact_max_rows=config.bootstrap_exact_max_rows,
                 )
                 metadata[f"{role}_model"] = f"{result.model_name} v{result.model_version}"
+                metadata[f"{role}_bootstrap"] = dg.MetadataValue.json(result.bootstrap)
                 for metric in HEADLINE_METRICS:
                     estimate = result.overall(metric)
                     metadata[f"{role}_{metric}"] = round(estimate.estimate, 4)

@@ -151,6 +151,9 @@ def build_fairness_report(spec: CohortSpec, declared: Policy) -> dg.AssetsDefini
                 "model": model_label,
                 "operating_threshold": round(result.threshold, 5),
                 "test_rows": result.n,
+                "bootstrap": dg.MetadataValue.json({
+                    "method": result.bootstrap_method, "replicates": result.n_bootstrap, "seed": result.seed,
+                    "exact_max_rows": result.exact_max_rows, "score_bins": result.score_bins}),
                 "policy_version": result.policy_version,
                 "policy_sha256": result.policy_sha256,
                 "audit_id": audit_id,
