@@ -27,8 +27,8 @@ def run(extracts: list[Path], cohort: str = COHORT) -> dict:
     import pandera.pandas as pa
 
     from clinical_mlops import (
-        audit_events, deid, drift, drift_report, fairness, fairness_report, features, landing, ledger,
-        model_evaluation, modelling, registry, training, validation, warehouse,
+        audit_events, deid, fairness, fairness_report, features, landing, ledger, model_evaluation, modelling,
+        registry, scale_ml_stages, training, validation, warehouse,
     )
     from clinical_mlops.cohort import load_cohort
     from clinical_mlops.policy import load_policy
@@ -106,8 +106,12 @@ def run(extracts: list[Path], cohort: str = COHORT) -> dict:
         record(f"{cohort}/fairness_report", {"blocking_failed": audit.blocking_failed})
 
         newest = landing.extract_id_for(extracts[-1])
-        drifted = _drift(con, spec, policy, newest, drift, drift_report, registry, paths.reports_dir)
-        record(f"{cohort}/drift_report", drifted, newest)
+        model_name = training.registered_name(spec, "candidate")
+        reference_model = registry.load_scoring_model(model_name, str(candidate["model_version"]))
+        drifted = scale_ml_stages.drift_statistics(con, spec, newest, policy=policy,
+                                                   predict=reference_model.predict_risk,
+                                                   html_path=paths.reports_dir / f"drift_{newest}.html")
+        record(f"{cohort}/drift_report", {k: drifted[k] for k in ("features_drifted", "dataset_drift")}, newest)
 
         ledger.append_many(ledger_path, [audit_events.safe_event(e) for e in events])
         audit_events.record_governance(con, ledger_path)
@@ -115,42 +119,7 @@ def run(extracts: list[Path], cohort: str = COHORT) -> dict:
     finally:
         con.close()
     return {"rows": landed, "steps": len(events), **headline, "fairness_blocking_failed": audit.blocking_failed,
-            "drift_share": drifted["drift_share"], "seconds_by_step": timings}
-
-
-def _drift(con, spec, policy, extract_id: str, drift, drift_report, registry, reports_dir: Path) -> dict:
-    """What ``<cohort>/drift_report`` does for one extract, minus the Dagster metadata."""
-    settings = drift.DriftSettings.from_policy(policy.drift)
-    model_name = f"{spec.name}_candidate"
-    categorical = list(dict.fromkeys([*spec.categorical_features, *spec.sensitive_attributes]))
-    numeric = list(spec.numeric_features)
-    columns = [*numeric, *categorical, "label"]
-    reference, reference_sql, reference_params = drift.select_reference(
-        con, spec.name, spec.features_table, extract_id, model_name)
-    current_sql, current_params = drift.current_population(spec.features_table, extract_id)
-    drift.stage_populations(con, reference_sql, current_sql, columns, reference_params=reference_params,
-                            current_params=current_params, unit="patient_key", order_key="encounter_id")
-    result = drift.compare(con, numeric=numeric, categorical=categorical, settings=settings, label="label")
-    model = registry.load_scoring_model(model_name, reference.model_version)
-    current = con.execute(current_sql, current_params).df()
-    reference_scores = con.execute(
-        "SELECT score FROM ml.predictions WHERE model_name = ? AND model_version = ? AND split = 'test'",
-        [model_name, reference.model_version]).fetchnumpy()["score"]
-    threshold = drift.model_record(con, model_name, reference.model_version)["operating_threshold"]
-    prediction, rates = drift.score_drift(reference_scores, model.predict_risk(current),
-                                          threshold=float(threshold), settings=settings)
-    result = drift.with_prediction(result, prediction, rates)
-    sample = drift_report.sampled_frames(con, drift.STAGE_TABLE, columns, sample_rows=settings.sample_rows,
-                                         seed=settings.sample_seed)
-    path = reports_dir / f"drift_{extract_id}.html"
-    html = drift_report.render_html(sample.reference, sample.current, numeric=numeric,
-                                    categorical=[*categorical, "label"], path=path,
-                                    drift_share=settings.dataset_drift_share)
-    report = drift.ReportFile(str(path), html.sha256, settings.sample_rows, settings.sample_seed)
-    drift.store(con, result, cohort=spec.name, extract_id=extract_id, reference=reference,
-                policy_sha256=policy.sha256, report=report, details={"runner": "plain_script"})
-    con.execute(f"DROP TABLE IF EXISTS {drift.STAGE_TABLE}")
-    return {"drift_share": round(result.drift_share, 4), "dataset_drift": result.dataset_drift}
+            "features_drifted": drifted["features_drifted"], "seconds_by_step": timings}
 
 
 def main(argv: list[str] | None = None) -> int:
