@@ -38,7 +38,11 @@ REASON = re.compile(r"[A-Za-z0-9_-]+:[a-z0-9_]+")
 
 
 def _params(outcome: str) -> list:
-    return [pytest.param(case, id=case.name) for case in corpus.cases(outcome)]
+    return [
+        pytest.param(case, id=case.name,
+                     marks=[pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else [])
+        for case in corpus.cases(outcome)
+    ]
 
 
 @pytest.fixture(scope="module")
