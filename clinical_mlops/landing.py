@@ -257,6 +257,26 @@ def _record_rejection(
         )
 
 
+ID_SHAPED_KINDS = frozenset({"zip5"})
+"""Identifier kinds a declared numeric id matches by its shape alone (a 5-digit id reads as a ZIP)."""
+
+
+def _id_column_findings(
+    con: duckdb.DuckDBPyConnection, table: str, id_columns: tuple[str, ...]
+) -> tuple[deid.IdentifierFinding, ...]:
+    """Identifiers in the declared id columns: every kind but those a numeric id looks like.
+
+    The id columns are exempt from the full scan because their codes look like ZIPs, but an
+    SSN, e-mail, phone number or date in them is still an identifier and must not land.
+    """
+    columns = [c for c in id_columns if c in diabetes130.COLUMNS]
+    if not columns:
+        return ()
+    return tuple(
+        f for f in deid.scan_table_values(con, table, columns=columns) if f.identifier not in ID_SHAPED_KINDS
+    )
+
+
 def land_extract(
     con: duckdb.DuckDBPyConnection,
     path: Path,
@@ -312,7 +332,7 @@ def land_extract(
             deid.scan_table_values(
                 con, staging_table, columns=diabetes130.COLUMNS, exempt_columns=exempt_identifier_columns
             )
-        )
+        ) + _id_column_findings(con, staging_table, exempt_identifier_columns)
         if findings:
             _record_rejection(con, extract_id, path, sha, size, findings)
             return LandingResult(extract_id, sha, size, "rejected", 0, findings=findings)

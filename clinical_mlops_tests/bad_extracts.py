@@ -81,6 +81,9 @@ email_in_values                rejected     medical_specialty:email
 full_date_in_values            rejected     weight:full_date
 zip_in_values                  rejected     weight:zip5
 identifier_column_name         rejected     patient_name:name (column name)
+ssn_in_patient_id              rejected     patient_nbr:ssn (was: landed in raw, then quarantined;
+                                            the id columns were exempt from the whole scan)
+email_in_encounter_id          rejected     encounter_id:email (same)
 =============================  ===========  ======================================================
 """
 
@@ -346,6 +349,10 @@ CASES: tuple[BadExtract, ...] = (
     BadExtract("full_date_in_values", REJECTED, "weight:full_date", _value("weight", PLANTED_DATE),
                planted=(PLANTED_DATE,)),
     BadExtract("zip_in_values", REJECTED, "weight:zip5", _value("weight", PLANTED_ZIP), planted=(PLANTED_ZIP,)),
+    BadExtract("ssn_in_patient_id", REJECTED, "patient_nbr:ssn", _value("patient_nbr", PLANTED_SSN),
+               planted=(PLANTED_SSN,)),
+    BadExtract("email_in_encounter_id", REJECTED, "encounter_id:email", _value("encounter_id", PLANTED_EMAIL),
+               planted=(PLANTED_EMAIL,)),
     BadExtract("identifier_column_name", REJECTED, "patient_name:name", _frame(_identifier_column),
                planted=(PLANTED_NAME,)),
 )
