@@ -7,6 +7,8 @@ its ``dagster.yaml``), so everything the command line does is visible in the UI 
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,11 +19,63 @@ from clinical_mlops.settings import PROJECT_ROOT, switch_off_telemetry
 QUIET_RUN_CONFIG = {"loggers": {"progress": {}}}
 
 
+PID_TAG = "clinical_mlops/pid"
+HOST_TAG = "clinical_mlops/host"
+PROCESS_STARTED_TAG = "clinical_mlops/process_started"
+UNFINISHED = (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+              dg.DagsterRunStatus.CANCELING)
+
+
+def _process_started(pid: int) -> str | None:
+    """The process's start time (distinguishes it from a later process given the same pid)."""
+    import psutil
+
+    try:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
 def _actor_tags() -> dict[str, str]:
-    """Who started the run, recorded by the audit ledger as the actor."""
+    """Who started the run (the ledger's actor) and which process runs it (to recover it if killed)."""
     from clinical_mlops import ledger
 
-    return {"clinical_mlops/actor": ledger.default_actor()}
+    return {
+        "clinical_mlops/actor": ledger.default_actor(),
+        PID_TAG: str(os.getpid()),
+        HOST_TAG: socket.gethostname(),
+        PROCESS_STARTED_TAG: _process_started(os.getpid()) or "",
+    }
+
+
+def _process_gone(tags: dict[str, str]) -> bool:
+    """True when the run's in-process executor was on this host and its process no longer exists."""
+    if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
+        return False
+    started = _process_started(int(tags[PID_TAG]))
+    return started is None or started != tags.get(PROCESS_STARTED_TAG, started)
+
+
+def recover_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed the runs whose process died (``kill -9``, OOM, power loss) and free their pool slots.
+
+    A run executed in-process by this package holds its ``duckdb_warehouse`` slot in the
+    instance's storage; if the process is killed the run stays STARTED and the slot stays
+    claimed, so every later run would wait for it forever. Only runs started by this package
+    on this host (tagged with their pid and its start time) are touched: runs launched by the
+    webserver or the daemon are the daemon's run monitoring's business. Returns one line per
+    recovered run, for the caller to show.
+    """
+    recovered: list[str] = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=list(UNFINISHED), tags={HOST_TAG: socket.gethostname()})):
+        if run.run_id == os.environ.get("DAGSTER_RUN_ID") or not _process_gone(dict(run.tags)):
+            continue
+        message = (f"run {run.run_id} ({run.job_name}) was abandoned: its process {run.tags[PID_TAG]} ended without "
+                   "finishing it (killed?); marked failed and its warehouse pool slot freed")
+        instance.report_run_failed(run, message)
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        recovered.append(message)
+    return recovered
 
 
 def project_instance() -> dg.DagsterInstance:
@@ -99,6 +153,8 @@ def run_job(
 ) -> RunOutcome:
     """Run one job of the project in-process on the project instance."""
     job = defs.resolve_job_def(job_name)
+    for note in recover_abandoned_runs(instance):
+        print(f"note: {note}", file=sys.stderr, flush=True)
     config = {**QUIET_RUN_CONFIG, **(run_config or {})}
     result = job.execute_in_process(
         instance=instance, partition_key=partition_key, run_config=config, raise_on_error=False, tags=_actor_tags()
