@@ -102,6 +102,9 @@ class RunOutcome:
     blocking_failures: list[str] = field(default_factory=list)
     """The failed checks of ERROR severity: gates that stop what depends on them."""
     error: str | None = None
+    """The first failed step's error: the message of the exception that caused it, not Dagster's wrapper."""
+    error_class: str | None = None
+    """That exception's class name (``IOException``, ``OSError`` …), for the command line to classify."""
     metadata: dict[str, dict] = field(default_factory=dict)
 
 
@@ -116,15 +119,23 @@ def _outcome(result: dg.ExecuteInProcessResult) -> RunOutcome:
         event.asset_key.to_user_string(): {k: v.value for k, v in event.materialization.metadata.items()}
         for event in result.get_asset_materialization_events()
     }
-    error = None
+    error = error_class = None
     if not result.success:
         failures = result.get_step_failure_events()
         info = failures[0].step_failure_data.error if failures else None
-        error = info.message.strip() if info else "the run failed"
+        error, error_class = _root_error(info) if info else ("the run failed", None)
     return RunOutcome(
         run_id=result.run_id, success=result.success, failed_checks=failed, blocking_failures=blocking,
-        error=error, metadata=metadata,
+        error=error, error_class=error_class, metadata=metadata,
     )
+
+
+def _root_error(info) -> tuple[str, str | None]:
+    """(message, class name) of the innermost cause of a step failure (Dagster wraps user errors)."""
+    while info.cause is not None and info.cls_name in ("DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError",
+                                                       "DagsterResourceFunctionError"):
+        info = info.cause
+    return info.message.strip(), info.cls_name
 
 
 def register_extracts(instance: dg.DagsterInstance, extract_ids: list[str]) -> None:
