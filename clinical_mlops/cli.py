@@ -229,7 +229,7 @@ def cmd_land(args: argparse.Namespace) -> int:
         "run_id": outcome.run_id,
     }, indent=2))
     if not outcome.success:
-        _say(f"error: {outcome.error}")
+        _say(f"error: {_run_error(outcome)}")
         return 1
     if outcome.blocking_failures:
         _say(f"error: gate failed: {', '.join(outcome.blocking_failures)}")
@@ -237,6 +237,16 @@ def cmd_land(args: argparse.Namespace) -> int:
     for warning in outcome.failed_checks:
         _say(f"warning: check failed (non-blocking): {warning}")
     return 0
+
+
+def _run_error(outcome) -> str:
+    """A failed run's error on one line; DuckDB errors name the warehouse file."""
+    from clinical_mlops import cli_errors
+
+    first, _, rest = (outcome.error or "the run failed").partition("\n")
+    if outcome.error_class and outcome.error_class.endswith(("IOException", "PermissionException")):
+        return cli_errors.describe_warehouse_error(RuntimeError(first))
+    return first + (" (more in the Dagster UI)" if rest.strip() else "")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,8 +278,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; known failure classes (disk, lock, store) end as one ``error:`` line and exit 1."""
+    from clinical_mlops import cli_errors
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    except Exception as exc:
+        message = cli_errors.describe(exc)
+        if message is None:
+            raise
+        _say(f"error: {message}")
+        return 1
 
 
 if __name__ == "__main__":
