@@ -220,6 +220,7 @@ def cmd_land(args: argparse.Namespace) -> int:
         shutil.copyfile(source, target)
     instance = runs.project_instance()
     outcome = runs.run_ingestion(runs.load_definitions(), instance, target.name)
+    _record(instance, outcome)
     raw = outcome.metadata.get("raw_encounters", {})
     valid = outcome.metadata.get("validated_encounters", {})
     print(json.dumps({

@@ -1,7 +1,9 @@
 """Run one job of the project in a child process, optionally stopping at a named point.
 
 ``python -m clinical_mlops_tests._fault_driver JOB [PARTITION]`` runs ``JOB`` on the project
-instance (``DAGSTER_HOME``) with ``runs.run_job``, exactly as the command line does. With
+instance (``DAGSTER_HOME``) with ``runs.run_job``, exactly as the command line does, and
+records it in the audit ledger; ``--jobs JOB[:PARTITION] ...`` runs several in one process, where
+``assets=KEY,KEY`` instead of a job name materializes just those assets (a smaller graph). With
 ``FAULT_POINT`` and ``FAULT_MARKER`` set, the child writes the marker file when it reaches that
 point and then sleeps, so a test can ``SIGKILL`` it there, deterministically:
 
@@ -55,21 +57,36 @@ def _install(point: str) -> None:
 
 def main(argv: list[str]) -> int:
     """Run the job; print the outcome as JSON on stdout."""
+    import dagster as dg
+
     from clinical_mlops import runs
     from clinical_mlops.defs.audit.sensors import record_run
 
     if os.environ.get("FAULT_POINT"):
         _install(os.environ["FAULT_POINT"])
-    job, partition = argv[0], (argv[1] if len(argv) > 1 else None)
+    if argv[0] == "--jobs":
+        specs = [tuple(spec.split(":", 1)) if ":" in spec else (spec, None) for spec in argv[1:]]
+    else:
+        specs = [(argv[0], argv[1] if len(argv) > 1 else None)]
     instance = runs.project_instance()
     defs = runs.load_definitions()
-    if partition:
-        runs.register_extracts(instance, [partition])
-    outcome = runs.run_job(defs, instance, job, partition_key=partition)
-    record_run(instance, outcome.run_id)
-    print(json.dumps({"run_id": outcome.run_id, "success": outcome.success, "error": outcome.error,
-                      "blocking_failures": outcome.blocking_failures}))
-    return 0 if outcome.success else 1
+    ok = True
+    for job, partition in specs:
+        if partition:
+            runs.register_extracts(instance, [partition])
+        if job.startswith("assets="):
+            selection = [dg.AssetKey.from_user_string(key) for key in job.removeprefix("assets=").split(",")]
+            result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+                instance=instance, asset_selection=selection, raise_on_error=False,
+                run_config=runs.QUIET_RUN_CONFIG, tags=runs._actor_tags())
+            outcome = runs._outcome(result)
+        else:
+            outcome = runs.run_job(defs, instance, job, partition_key=partition)
+        record_run(instance, outcome.run_id)
+        print(json.dumps({"job": job, "run_id": outcome.run_id, "success": outcome.success, "error": outcome.error,
+                          "blocking_failures": outcome.blocking_failures}), flush=True)
+        ok = ok and outcome.success
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -277,7 +277,8 @@ def test_sigkill_inside_validation_rolls_back_and_the_rerun_is_not_blocked(proje
 def registered_versions(project: Project) -> list[tuple[str, str, str]]:
     """(name, version, source) of every registered model version, read straight from the store."""
     with sqlite3.connect(project.mlflow_db) as con:
-        return con.execute("SELECT name, version, source FROM model_versions ORDER BY name, version").fetchall()
+        rows = con.execute("SELECT name, version, source FROM model_versions ORDER BY name, version").fetchall()
+    return [(name, str(version), source) for name, version, source in rows]
 
 
 def test_sigkill_after_a_model_is_registered_leaves_a_usable_registry(project: Project, monkeypatch):
