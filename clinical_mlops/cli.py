@@ -70,6 +70,19 @@ def _record(instance, outcome) -> None:
     record_run(instance, outcome.run_id)
 
 
+def _record_or_warn(instance, outcome) -> None:
+    """Record the run in the ledger; a known failure (disk, lock) is a warning, the run's own result stands."""
+    from clinical_mlops import cli_errors
+
+    try:
+        _record(instance, outcome)
+    except Exception as exc:
+        message = cli_errors.describe(exc)
+        if message is None:
+            raise
+        _say(f"warning: run {outcome.run_id} not recorded in the audit ledger: {message}")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from clinical_mlops import runs
 
@@ -220,7 +233,7 @@ def cmd_land(args: argparse.Namespace) -> int:
         shutil.copyfile(source, target)
     instance = runs.project_instance()
     outcome = runs.run_ingestion(runs.load_definitions(), instance, target.name)
-    _record(instance, outcome)
+    _record_or_warn(instance, outcome)
     raw = outcome.metadata.get("raw_encounters", {})
     valid = outcome.metadata.get("validated_encounters", {})
     print(json.dumps({
