@@ -173,6 +173,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
                      "environment_differences": report.environment},
         )
     _print(args, report.as_dict(), report.to_markdown())
+    from clinical_mlops import tracking
+
+    tracking.configure(paths.mlflow_tracking_uri, paths.mlflow_artifact_root)
+    problem = tracking.model_artifact_problem(report.model_name, report.model_version)
+    if problem:
+        _say(f"error: {problem}; the replay could not compare the registered model itself")
+        return 1
     return 0 if report.identical else 1
 
 

@@ -6,6 +6,8 @@ path and the problem. Anything not recognised here is a bug and keeps its traceb
 """
 
 import errno
+import os
+import traceback
 
 import duckdb
 
@@ -29,6 +31,11 @@ def _chain(exc: BaseException) -> list[BaseException]:
         seen.append(exc)
         exc = exc.__cause__ or exc.__context__
     return seen
+
+
+def _raised_in(chain: list[BaseException], folder: str) -> bool:
+    """True when a frame of any exception in the chain is in a file under ``folder`` (a package)."""
+    return any(folder in frame.filename for item in chain for frame in traceback.extract_tb(item.__traceback__))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -57,7 +64,10 @@ def describe(exc: BaseException) -> str | None:
         return (f"the MLflow store {_mlflow_store()} cannot be read ({corrupt}); "
                 "restore it from a backup or set MLFLOW_TRACKING_URI to a healthy store")
     if any(type(item).__module__.startswith("sqlalchemy") for item in chain):
-        return f"the MLflow store {_mlflow_store()}: {_first_line(chain[-1])}"
+        if _raised_in(chain, "/mlflow/"):
+            return f"the MLflow store {_mlflow_store()}: {_first_line(chain[-1])}"
+        if _raised_in(chain, "/dagster/"):
+            return f"the Dagster instance storage under {os.environ.get('DAGSTER_HOME', '.')}: {_first_line(chain[-1])}"
     for item in chain:
         if isinstance(item, OSError) and item.errno in _OS_HINTS:
             where = item.filename or "a file"

@@ -6,6 +6,7 @@ its ``dagster.yaml``), so everything the command line does is visible in the UI 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import sys
@@ -82,9 +83,22 @@ def project_instance() -> dg.DagsterInstance:
     """The persistent Dagster instance configured by the top-level ``dagster.yaml``."""
     switch_off_telemetry()
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT))
-    if Path(os.environ["DAGSTER_HOME"]).resolve() == PROJECT_ROOT:
+    home = Path(os.environ["DAGSTER_HOME"])
+    if home.resolve() == PROJECT_ROOT:
         os.chdir(PROJECT_ROOT)  # dagster.yaml's storage paths are relative to the project root
-    return dg.DagsterInstance.get()
+    # Two processes opening a new instance at once both create its SQLite tables, and one fails
+    # ("table alembic_version already exists"): create them under an exclusive file lock.
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".clinical_mlops-instance.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            instance = dg.DagsterInstance.get()
+            instance.get_runs(limit=1)
+            instance.event_log_storage.get_concurrency_keys()
+            instance.all_instigator_state()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return instance
 
 
 def load_definitions() -> dg.Definitions:

@@ -137,6 +137,27 @@ def log_fitted_model(
     )
 
 
+def model_artifact_problem(name: str, version: str) -> str | None:
+    """Why a registered version's model cannot be loaded from the local artifact store, or None.
+
+    Names the folder that should hold the model (``MLmodel`` and the skops file), so an operator
+    knows what was deleted or moved; non-local artifact stores are not checked here.
+    """
+    from urllib.parse import unquote, urlparse
+
+    try:
+        uri = MlflowClient().get_model_version_download_uri(name, str(version))
+    except Exception as exc:  # noqa: BLE001 - the registry itself may be unreadable: say so
+        return f"{name} v{version} is not in the registry ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        return None
+    folder = Path(unquote(parsed.path))
+    if not (folder / "MLmodel").is_file():
+        return f"the model artifact of {name} v{version} is missing: no MLmodel in {folder}"
+    return None
+
+
 def load_model(model_uri: str):
     """Load a registered sklearn model (skops format, types trusted at logging time)."""
     return mlflow.sklearn.load_model(model_uri)

@@ -320,6 +320,8 @@ def test_sigkill_after_a_model_is_registered_leaves_a_usable_registry(project: P
     assert replay.returncode == 1, replay.stdout + replay.stderr[-2000:]
     assert "registered model not loadable" in replay.stdout
     assert "Traceback" not in replay.stderr
+    error = [line for line in replay.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and f"the model artifact of {recorded[0][0]} v{recorded[0][1]} is missing" in error[0], error
 
 
 # ---------------------------------------------------------------------------------------------
