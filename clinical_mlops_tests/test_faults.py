@@ -311,11 +311,10 @@ def test_sigkill_after_a_model_is_registered_leaves_a_usable_registry(project: P
     assert_ledger_verifies(project)
 
     # A registered version whose artifact folder was deleted: the commands that load it say so.
-    source_run = MlflowClient().get_model_version(recorded[0][0], recorded[0][1]).run_id
-    artifacts = Path(MlflowClient().get_run(source_run).info.artifact_uri.removeprefix("file://"))
-    shutil.rmtree(artifacts.parent if artifacts.name == "artifacts" else artifacts)
-    for model in (project.data / "mlflow" / "artifacts").rglob("models"):
-        shutil.rmtree(model)  # MLflow 3 keeps logged models beside the runs
+    model_folder = Path(MlflowClient().get_model_version_download_uri(recorded[0][0], recorded[0][1])
+                        .removeprefix("file://"))
+    assert (model_folder / "MLmodel").is_file()
+    shutil.rmtree(model_folder)
     replay = project.cli("audit", "replay", "--model", recorded[0][0], "--version", recorded[0][1], "--no-record")
     assert replay.returncode == 1, replay.stdout + replay.stderr[-2000:]
     assert "registered model not loadable" in replay.stdout
