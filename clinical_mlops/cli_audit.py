@@ -55,7 +55,10 @@ def _warehouse(args: argparse.Namespace, *, write: bool = False) -> Iterator[duc
     try:
         con = warehouse.connect(path, read_only=not write)
     except duckdb.Error as exc:
-        raise SystemExit(f"error: cannot open the warehouse {path}: {exc} (is a run writing it?)") from None
+        from clinical_mlops.cli_errors import describe_warehouse_error
+
+        problem = describe_warehouse_error(exc).removeprefix(f"the warehouse {default_paths().warehouse}: ")
+        raise SystemExit(f"error: cannot open the warehouse {path}: {problem}") from None
     try:
         yield con
     finally:
