@@ -13,6 +13,7 @@ export UV_NO_PROGRESS := 1
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==0.13.9"
 	$(UV) sync --frozen --all-groups --compile-bytecode
+	@bash scripts/install-browser
 
 demo: setup  ## land synthetic extracts, validate, build features, train, register, evaluate
 	$(UV) run --frozen clinical-mlops demo $(DEMO_ARGS)

@@ -70,6 +70,19 @@ def _record(instance, outcome) -> None:
     record_run(instance, outcome.run_id)
 
 
+def _record_or_warn(instance, outcome) -> None:
+    """Record the run in the ledger; a known failure (disk, lock) is a warning, the run's own result stands."""
+    from clinical_mlops import cli_errors
+
+    try:
+        _record(instance, outcome)
+    except Exception as exc:
+        message = cli_errors.describe(exc)
+        if message is None:
+            raise
+        _say(f"warning: run {outcome.run_id} not recorded in the audit ledger: {message}")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from clinical_mlops import runs
 
@@ -220,6 +233,7 @@ def cmd_land(args: argparse.Namespace) -> int:
         shutil.copyfile(source, target)
     instance = runs.project_instance()
     outcome = runs.run_ingestion(runs.load_definitions(), instance, target.name)
+    _record_or_warn(instance, outcome)
     raw = outcome.metadata.get("raw_encounters", {})
     valid = outcome.metadata.get("validated_encounters", {})
     print(json.dumps({
@@ -229,7 +243,7 @@ def cmd_land(args: argparse.Namespace) -> int:
         "run_id": outcome.run_id,
     }, indent=2))
     if not outcome.success:
-        _say(f"error: {outcome.error}")
+        _say(f"error: {_run_error(outcome)}")
         return 1
     if outcome.blocking_failures:
         _say(f"error: gate failed: {', '.join(outcome.blocking_failures)}")
@@ -237,6 +251,16 @@ def cmd_land(args: argparse.Namespace) -> int:
     for warning in outcome.failed_checks:
         _say(f"warning: check failed (non-blocking): {warning}")
     return 0
+
+
+def _run_error(outcome) -> str:
+    """A failed run's error on one line; DuckDB errors name the warehouse file."""
+    from clinical_mlops import cli_errors
+
+    first, _, rest = (outcome.error or "the run failed").partition("\n")
+    if outcome.error_class and outcome.error_class.endswith(("IOException", "PermissionException")):
+        return cli_errors.describe_warehouse_error(RuntimeError(first))
+    return first + (" (more in the Dagster UI)" if rest.strip() else "")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,8 +292,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; known failure classes (disk, lock, store) end as one ``error:`` line and exit 1."""
+    from clinical_mlops import cli_errors
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    except Exception as exc:
+        message = cli_errors.describe(exc)
+        if message is None:
+            raise
+        _say(f"error: {message}")
+        return 1
 
 
 if __name__ == "__main__":

@@ -55,7 +55,10 @@ def _warehouse(args: argparse.Namespace, *, write: bool = False) -> Iterator[duc
     try:
         con = warehouse.connect(path, read_only=not write)
     except duckdb.Error as exc:
-        raise SystemExit(f"error: cannot open the warehouse {path}: {exc} (is a run writing it?)") from None
+        from clinical_mlops.cli_errors import describe_warehouse_error
+
+        problem = describe_warehouse_error(exc).removeprefix(f"the warehouse {default_paths().warehouse}: ")
+        raise SystemExit(f"error: cannot open the warehouse {path}: {problem}") from None
     try:
         yield con
     finally:
@@ -173,6 +176,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
                      "environment_differences": report.environment},
         )
     _print(args, report.as_dict(), report.to_markdown())
+    from clinical_mlops import tracking
+
+    tracking.configure(paths.mlflow_tracking_uri, paths.mlflow_artifact_root)
+    problem = tracking.model_artifact_problem(report.model_name, report.model_version)
+    if problem:
+        _say(f"error: {problem}; the replay could not compare the registered model itself")
+        return 1
     return 0 if report.identical else 1
 
 

@@ -51,7 +51,9 @@ def _open(read_only: bool):
     try:
         return _connect(read_only), None
     except duckdb.IOException as exc:
-        return None, f"cannot open the warehouse ({exc}); is a pipeline run writing it?"
+        from clinical_mlops.cli_errors import describe_warehouse_error
+
+        return None, f"cannot open {describe_warehouse_error(exc).removeprefix('the ')}"
     except FileNotFoundError as exc:
         return None, str(exc)
 

@@ -8,6 +8,7 @@ of patient data is logged: the signature is built from column types, never from 
 
 from __future__ import annotations
 
+import fcntl
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +43,31 @@ def configure(tracking_uri: str, artifact_root: Path) -> None:
     artifact_root.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
+    _initialise_store(tracking_uri)
+
+
+_initialised: set[str] = set()
+
+
+def _initialise_store(tracking_uri: str) -> None:
+    """Create or migrate a SQLite store's tables under an exclusive file lock, once per process.
+
+    Two processes opening a new store at once (two ``clinical-mlops land`` runs, a run beside
+    the UI) would both run MLflow's migrations and one fails with ``UNIQUE constraint failed:
+    alembic_version.version_num``. MLflow caches the store per URI, so later uses skip this.
+    """
+    if not tracking_uri.startswith("sqlite:///") or tracking_uri in _initialised:
+        return
+    lock_path = Path(tracking_uri.removeprefix("sqlite:///") + ".init-lock")
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            client.search_experiments(max_results=1)
+            client.search_registered_models(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _initialised.add(tracking_uri)
 
 
 def ensure_experiment(name: str, artifact_root: Path) -> str:
@@ -109,6 +135,27 @@ def log_fitted_model(
         experiment_id=experiment_id,
         model_uri=f"models:/{registered_name}/{version}",
     )
+
+
+def model_artifact_problem(name: str, version: str) -> str | None:
+    """Why a registered version's model cannot be loaded from the local artifact store, or None.
+
+    Names the folder that should hold the model (``MLmodel`` and the skops file), so an operator
+    knows what was deleted or moved; non-local artifact stores are not checked here.
+    """
+    from urllib.parse import unquote, urlparse
+
+    try:
+        uri = MlflowClient().get_model_version_download_uri(name, str(version))
+    except Exception as exc:  # noqa: BLE001 - the registry itself may be unreadable: say so
+        return f"{name} v{version} is not in the registry ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        return None
+    folder = Path(unquote(parsed.path))
+    if not (folder / "MLmodel").is_file():
+        return f"the model artifact of {name} v{version} is missing: no MLmodel in {folder}"
+    return None
 
 
 def load_model(model_uri: str):
