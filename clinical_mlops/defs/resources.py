@@ -2,6 +2,7 @@
 
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ WAREHOUSE_POOL = "duckdb_warehouse"
 """Every asset that writes the warehouse runs in this pool, so writers queue instead of failing."""
 
 MLFLOW_UI = "http://127.0.0.1:5000"
+"""Where asset metadata links to MLflow; ``CLINICAL_MLOPS_MLFLOW_UI`` overrides it."""
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -79,7 +81,8 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "warehouse": WarehouseResource(path=str(paths.warehouse)),
         "landing_zone": LandingZoneResource(directory=str(paths.landing_dir)),
         "tracking": TrackingResource(
-            tracking_uri=paths.mlflow_tracking_uri, artifact_root=str(paths.mlflow_artifact_root)
+            tracking_uri=paths.mlflow_tracking_uri, artifact_root=str(paths.mlflow_artifact_root),
+            ui_url=os.environ.get("CLINICAL_MLOPS_MLFLOW_UI", MLFLOW_UI),
         ),
         "pseudonymisation": PseudonymisationResource(),
         "reports": ReportsResource(directory=str(paths.reports_dir)),
