@@ -28,24 +28,6 @@ def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_demo_runs_the_graph_and_writes_a_summary(tmp_path):
-    summary_path = tmp_path / "summary.json"
-    result = _run(["demo", "--encounters", "2500", "--extracts", "2", "--seed", "3",
-                   "--summary-json", str(summary_path)], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Landing and validating" in result.stderr and "candidate_model" in result.stderr
-    summary = json.loads(summary_path.read_text())
-    assert [e["status"] for e in summary["extracts"]] == ["landed", "landed"]
-    assert sum(e["rows_landed"] for e in summary["extracts"]) == 2500
-    assert all(e["rows_valid"] + e["rows_quarantined"] == e["rows_landed"] for e in summary["extracts"])
-    readmission = summary["cohorts"]["readmission_30d"]
-    assert readmission["candidate_model"]["registered_model"] == "readmission_30d_candidate"
-    low, high = (float(x) for x in readmission["evaluation"]["candidate_auroc_ci"].split("–"))
-    assert low <= readmission["evaluation"]["candidate_auroc"] <= high
-    assert "AUROC" in result.stdout and "MLflow" in result.stdout
-
-
-
 def test_land_reports_counts_and_fails_clearly_on_a_bad_extract(tmp_path, small_encounters):
     good = tmp_path / "good.csv"
     small_encounters.head(200).to_csv(good, index=False)

@@ -67,6 +67,10 @@ class Scan:
     outputs: dict[str, str]
     """Captured stdout/stderr per command (the key's own display left out)."""
 
+    @property
+    def summary(self) -> dict:
+        return json.loads((self.root / "summary.json").read_text())
+
 
 def _env(root: Path) -> dict[str, str]:
     env = {
@@ -134,7 +138,8 @@ def scan(tmp_path_factory) -> Scan:
     source, planted, patient_numbers = _sources(root)
     env = _env(root)
     demo = subprocess.run(
-        [sys.executable, "-m", "clinical_mlops.cli", "demo", "--source", str(source), "--extracts", "2"],
+        [sys.executable, "-m", "clinical_mlops.cli", "demo", "--source", str(source), "--extracts", "2",
+         "--summary-json", str(root / "summary.json")],
         env=env, capture_output=True, text=True, timeout=600, cwd=root,
     )
     assert demo.returncode == 0, demo.stderr[-3000:]
@@ -340,3 +345,20 @@ def test_no_code_binds_all_interfaces():
     binding = re.compile(r"host\s*=\s*['\"](0\.0\.0\.0|::)['\"]|['\"]0\.0\.0\.0['\"]")
     offenders = [str(p.relative_to(PROJECT_ROOT)) for p in sources if p.exists() and binding.search(p.read_text())]
     assert not offenders
+
+
+def test_the_demo_ran_every_stage_and_its_summary_reconciles(scan):
+    """The same demo run, read as a user reads it: progress, summary figures, counts that add up."""
+    err, out = scan.outputs["demo stderr"], scan.outputs["demo stdout"]
+    assert "Landing and validating" in err and "candidate_model" in err
+    summary = scan.summary
+    assert [e["status"] for e in summary["extracts"]] == ["landed", "landed"]
+    landed = sum(e["rows_landed"] for e in summary["extracts"])
+    assert landed == ENCOUNTERS
+    assert sum(e["rows_valid"] + e["rows_quarantined"] for e in summary["extracts"]) == landed
+    assert sum(e["rows_quarantined"] for e in summary["extracts"]) >= 1  # the quarantine canary
+    readmission = summary["cohorts"]["readmission_30d"]
+    assert readmission["candidate_model"]["registered_model"] == "readmission_30d_candidate"
+    low, high = (float(x) for x in readmission["evaluation"]["candidate_auroc_ci"].split("–"))
+    assert low <= readmission["evaluation"]["candidate_auroc"] <= high
+    assert "AUROC" in out and "MLflow" in out
