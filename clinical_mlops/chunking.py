@@ -1,0 +1,77 @@
+"""Bounded-memory helpers shared by the data stages: DuckDB limits and frames streamed in chunks.
+
+DuckDB's default memory limit is 80% of the machine's RAM; at tens of millions of rows a
+stage would take it all. :func:`bound_memory` caps it (and lets DuckDB spill to disk) on the
+connection a stage uses; :func:`iter_frames` streams a query as pandas frames of at most
+``chunk_rows`` rows instead of materialising the whole result.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+DEFAULT_CHUNK_ROWS = 200_000
+MEMORY_LIMIT_ENV = "CLINICAL_MLOPS_DUCKDB_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = "3GB"
+
+
+def bound_memory(
+    con: duckdb.DuckDBPyConnection, *, memory_limit: str | None = None, temp_directory: Path | None = None
+) -> None:
+    """Cap DuckDB's buffer memory on this connection and let large operators spill to disk.
+
+    ``preserve_insertion_order = false`` lets scans and inserts stream without buffering to
+    keep row order (every query that needs an order says ``ORDER BY``).
+    """
+    limit = memory_limit or os.environ.get(MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT)
+    con.execute(f"SET memory_limit = '{_checked_size(limit)}'")
+    con.execute("SET preserve_insertion_order = false")
+    if temp_directory is not None:
+        escaped = str(temp_directory).replace("'", "''")
+        con.execute(f"SET temp_directory = '{escaped}'")
+
+
+def _checked_size(value: str) -> str:
+    """Accept sizes such as ``3GB`` or ``512MiB`` only, so the value is safe in SQL."""
+    text = value.strip()
+    if not text or not all(ch.isalnum() or ch == "." for ch in text):
+        raise ValueError(f"{MEMORY_LIMIT_ENV} must look like '3GB', got an invalid value")
+    return text
+
+
+def iter_frames(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None, *, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
+    """Run ``sql`` on a cursor of ``con`` and yield its result as frames of <= ``chunk_rows`` rows.
+
+    The cursor is a separate connection to the same database, so the caller may keep using
+    ``con`` (for reads and temp tables) while the stream is open.
+    """
+    if chunk_rows < 1:
+        raise ValueError("chunk_rows must be >= 1")
+    cursor = con.cursor()
+    try:
+        reader = cursor.execute(sql, params or []).fetch_record_batch(chunk_rows)
+        buffered: list = []
+        held = 0
+        for batch in reader:
+            buffered.append(batch)
+            held += batch.num_rows
+            if held >= chunk_rows:
+                yield _to_frame(buffered, reader.schema)
+                buffered, held = [], 0
+        if held:
+            yield _to_frame(buffered, reader.schema)
+    finally:
+        cursor.close()
+
+
+def _to_frame(batches: list, schema) -> pd.DataFrame:
+    import pyarrow as pa
+
+    return pa.Table.from_batches(batches, schema=schema).to_pandas()
