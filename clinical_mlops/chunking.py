@@ -18,6 +18,7 @@ import pandas as pd
 DEFAULT_CHUNK_ROWS = 200_000
 MEMORY_LIMIT_ENV = "CLINICAL_MLOPS_DUCKDB_MEMORY_LIMIT"
 DEFAULT_MEMORY_LIMIT = "3GB"
+_VECTOR_ROWS = 2048
 
 
 def bound_memory(
@@ -47,31 +48,22 @@ def _checked_size(value: str) -> str:
 def iter_frames(
     con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None, *, chunk_rows: int = DEFAULT_CHUNK_ROWS
 ) -> Iterator[pd.DataFrame]:
-    """Run ``sql`` on a cursor of ``con`` and yield its result as frames of <= ``chunk_rows`` rows.
+    """Run ``sql`` on a cursor of ``con`` and yield its result as frames of about ``chunk_rows`` rows.
 
-    The cursor is a separate connection to the same database, so the caller may keep using
-    ``con`` (for reads and temp tables) while the stream is open.
+    Frames have the dtypes ``.df()`` would give (DuckDB's own chunked fetch, in whole vectors
+    of 2,048 rows). The cursor is a separate connection to the same database, so the caller
+    may keep using ``con`` while the stream is open (it sees committed data only).
     """
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be >= 1")
+    vectors = max(1, -(-chunk_rows // _VECTOR_ROWS))
     cursor = con.cursor()
     try:
-        reader = cursor.execute(sql, params or []).fetch_record_batch(chunk_rows)
-        buffered: list = []
-        held = 0
-        for batch in reader:
-            buffered.append(batch)
-            held += batch.num_rows
-            if held >= chunk_rows:
-                yield _to_frame(buffered, reader.schema)
-                buffered, held = [], 0
-        if held:
-            yield _to_frame(buffered, reader.schema)
+        result = cursor.execute(sql, params or [])
+        while True:
+            frame = result.fetch_df_chunk(vectors)
+            if frame.empty:
+                return
+            yield frame
     finally:
         cursor.close()
-
-
-def _to_frame(batches: list, schema) -> pd.DataFrame:
-    import pyarrow as pa
-
-    return pa.Table.from_batches(batches, schema=schema).to_pandas()

@@ -1,12 +1,16 @@
 """Cohort feature tables built in DuckDB SQL, their Pandera schema, and the patient split.
 
 The heavy lifting stays in the warehouse: features are one ``CREATE TABLE AS`` over the
-validated encounters; only the model-fitting step pulls a cohort's feature table into memory.
+validated encounters; the feature schema is checked in chunks, and only the model-fitting
+step pulls rows into memory (at most ``max_training_rows`` of them, see
+:func:`load_training_sample`).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +19,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from clinical_mlops import diabetes130
+from clinical_mlops.chunking import DEFAULT_CHUNK_ROWS, iter_frames
 from clinical_mlops.cohort import CohortSpec
 from clinical_mlops.warehouse import scalar, transaction
 
@@ -94,7 +99,54 @@ def feature_schema(spec: CohortSpec) -> pa.DataFrameSchema:
 
 
 def load_features(con: duckdb.DuckDBPyConnection, spec: CohortSpec, where: str = "TRUE") -> pd.DataFrame:
+    """The whole feature table as one frame: for small cohorts and tests; see :func:`check_feature_schema`."""
     return con.execute(f"SELECT * FROM {spec.features_table} WHERE {where} ORDER BY encounter_id").df()
+
+
+@dataclass(frozen=True)
+class FeatureSchemaCheck:
+    """Failing cases per "column:check" over the whole feature table, and the rows checked."""
+
+    failures: dict[str, int]
+    rows_checked: int
+
+
+def _schema_failure_counts(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> dict[str, int]:
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        counted = errors.failure_cases.groupby(["column", "check"]).size()
+        return {f"{column}:{check}": int(n) for (column, check), n in counted.items()}
+    return {}
+
+
+def check_feature_schema(
+    con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> FeatureSchemaCheck:
+    """Validate every row of ``features.<cohort>`` against :func:`feature_schema`, in chunks.
+
+    Pandera checks each chunk with the schema's per-row checks; the one cross-row check,
+    ``encounter_id`` unique, runs in SQL and is reported under Pandera's name
+    (``encounter_id:field_uniqueness``, one case per row holding a repeated id). Memory is
+    bounded by ``chunk_rows``; the counts equal validating the whole table as one frame.
+    """
+    schema = feature_schema(spec)
+    unique = [name for name, column in schema.columns.items() if column.unique]
+    row_schema = schema.update_columns({name: {"unique": False} for name in unique}) if unique else schema
+    failures: Counter[str] = Counter()
+    rows = 0
+    for frame in iter_frames(con, f"SELECT * FROM {spec.features_table}", chunk_rows=chunk_rows):
+        rows += len(frame)
+        failures.update(_schema_failure_counts(frame, row_schema))
+    for name in unique:
+        repeated = int(scalar(
+            con,
+            f"""SELECT coalesce(sum(n), 0) FROM (
+                SELECT count(*) AS n FROM {spec.features_table} GROUP BY "{name}" HAVING count(*) > 1)""",
+        ))
+        if repeated:
+            failures[f"{name}:field_uniqueness"] += repeated
+    return FeatureSchemaCheck(failures=dict(sorted(failures.items())), rows_checked=rows)
 
 
 @dataclass(frozen=True)
@@ -125,12 +177,14 @@ def assign_split(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> SplitSumma
     return summarise_split(con, spec)
 
 
-def _id_set_hash(con: duckdb.DuckDBPyConnection, cohort: str, split: str) -> str:
+def _id_set_hash(con: duckdb.DuckDBPyConnection, cohort: str, split: str, batch_rows: int = 100_000) -> str:
+    """sha256 over the sorted distinct patient keys of one side, streamed in batches."""
     digest = hashlib.sha256()
-    for (key,) in con.execute(
+    cursor = con.execute(
         "SELECT DISTINCT patient_key FROM ml.splits WHERE cohort = ? AND split = ? ORDER BY 1", [cohort, split]
-    ).fetchall():
-        digest.update(key.encode() + b"\n")
+    )
+    while batch := cursor.fetchmany(batch_rows):
+        digest.update(b"".join(key.encode() + b"\n" for (key,) in batch))
     return digest.hexdigest()
 
 
@@ -169,11 +223,83 @@ def summarise_split(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> SplitSu
     )
 
 
-def load_split_frame(con: duckdb.DuckDBPyConnection, spec: CohortSpec, split: str) -> pd.DataFrame:
-    """One side of the split with features, label and sensitive attributes, in encounter order."""
-    return con.execute(
-        f"""SELECT f.* FROM {spec.features_table} f
+def _split_sql(spec: CohortSpec) -> str:
+    return f"""SELECT f.* FROM {spec.features_table} f
             JOIN ml.splits s ON s.cohort = ? AND s.encounter_id = f.encounter_id
-            WHERE s.split = ? ORDER BY f.encounter_id""",
-        [spec.name, split],
-    ).df()
+            WHERE s.split = ? ORDER BY f.encounter_id"""
+
+
+def load_split_frame(con: duckdb.DuckDBPyConnection, spec: CohortSpec, split: str) -> pd.DataFrame:
+    """One side of the split with features, label and sensitive attributes, in encounter order.
+
+    The whole side in memory: at scale use :func:`iter_split_frames` or :func:`load_training_sample`.
+    """
+    return con.execute(_split_sql(spec), [spec.name, split]).df()
+
+
+def iter_split_frames(
+    con: duckdb.DuckDBPyConnection, spec: CohortSpec, split: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
+    """One side of the split as frames of about ``chunk_rows`` rows, in encounter order."""
+    yield from iter_frames(con, _split_sql(spec), [spec.name, split], chunk_rows=chunk_rows)
+
+
+@dataclass(frozen=True)
+class TrainingSample:
+    """The rows a model is fitted on: all of the training side, or a patient-grouped subsample."""
+
+    frame: pd.DataFrame
+    full_rows: int
+    full_patients: int
+    used_rows: int
+    used_patients: int
+    max_rows: int
+    seed: int
+
+    @property
+    def subsampled(self) -> bool:
+        return self.used_rows < self.full_rows
+
+
+def load_training_sample(
+    con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, max_rows: int, seed: int
+) -> TrainingSample:
+    """The training side, or above ``max_rows`` rows a seeded patient-grouped subsample of it.
+
+    Drawn in SQL: patients are ordered by a seeded hash of their pseudonymised key and taken
+    whole while the running row count stays within ``max_rows``, so every kept patient keeps
+    all their encounters, the draw is deterministic for a given seed and split, and only the
+    kept rows reach pandas.
+    """
+    if max_rows < 1:
+        raise ValueError("max_rows must be >= 1")
+    full_rows, full_patients = con.execute(
+        "SELECT count(*), count(DISTINCT patient_key) FROM ml.splits WHERE cohort = ? AND split = 'train'",
+        [spec.name],
+    ).fetchone()
+    if full_rows <= max_rows:
+        frame = load_split_frame(con, spec, "train")
+    else:
+        frame = con.execute(
+            f"""WITH patients AS (
+                    SELECT patient_key, count(*) AS n,
+                           md5_number(? || ':' || patient_key) AS draw
+                    FROM ml.splits WHERE cohort = ? AND split = 'train' GROUP BY patient_key
+                ), kept AS (
+                    SELECT patient_key FROM (
+                        SELECT patient_key, sum(n) OVER (ORDER BY draw, patient_key
+                                                        ROWS UNBOUNDED PRECEDING) AS running
+                        FROM patients
+                    ) WHERE running <= ?
+                )
+                SELECT f.* FROM {spec.features_table} f
+                JOIN ml.splits s ON s.cohort = ? AND s.encounter_id = f.encounter_id AND s.split = 'train'
+                WHERE s.patient_key IN (SELECT patient_key FROM kept)
+                ORDER BY f.encounter_id""",
+            [str(seed), spec.name, max_rows, spec.name],
+        ).df()
+    return TrainingSample(
+        frame=frame, full_rows=int(full_rows), full_patients=int(full_patients), used_rows=len(frame),
+        used_patients=int(frame["patient_key"].nunique()) if len(frame) else 0, max_rows=int(max_rows),
+        seed=int(seed),
+    )
