@@ -37,6 +37,7 @@ def run_stage(stage: str, workspace: Path, rows: int, extra: list[str]) -> dict:
     rows_done = int(result.get("rows", rows))
     return {
         "n_encounters": rows, "stage": stage, "wall_s": round(wall, 2),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),  # less sensitive than wall time to a busy machine
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: kilobytes
         "rows_per_s": round(rows_done / wall) if wall else None, "result": result,
     }
