@@ -22,16 +22,18 @@ _VECTOR_ROWS = 2048
 
 
 def bound_memory(
-    con: duckdb.DuckDBPyConnection, *, memory_limit: str | None = None, temp_directory: Path | None = None
+    con: duckdb.DuckDBPyConnection, *, memory_limit: str | None = None, temp_directory: Path | None = None,
+    preserve_insertion_order: bool = False,
 ) -> None:
     """Cap DuckDB's buffer memory on this connection and let large operators spill to disk.
 
     ``preserve_insertion_order = false`` lets scans and inserts stream without buffering to
-    keep row order (every query that needs an order says ``ORDER BY``).
+    keep row order; every query of the validation, feature and training stages that needs an
+    order says ``ORDER BY``. Landing must keep it true: its row numbers follow file order.
     """
     limit = memory_limit or os.environ.get(MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT)
     con.execute(f"SET memory_limit = '{_checked_size(limit)}'")
-    con.execute("SET preserve_insertion_order = false")
+    con.execute(f"SET preserve_insertion_order = {'true' if preserve_insertion_order else 'false'}")
     if temp_directory is not None:
         escaped = str(temp_directory).replace("'", "''")
         con.execute(f"SET temp_directory = '{escaped}'")

@@ -37,11 +37,15 @@ def _landing(workspace: Path) -> Path:
     return Path(workspace) / "landing"
 
 
-def _connect(workspace: Path, memory_limit: str | None) -> duckdb.DuckDBPyConnection:
+def _connect(
+    workspace: Path, memory_limit: str | None, *, preserve_insertion_order: bool = False
+) -> duckdb.DuckDBPyConnection:
     con = warehouse.connect(Path(workspace) / "warehouse.duckdb")
     temp = Path(workspace) / "duckdb_tmp"
     temp.mkdir(parents=True, exist_ok=True)
-    chunking.bound_memory(con, memory_limit=memory_limit, temp_directory=temp)
+    chunking.bound_memory(
+        con, memory_limit=memory_limit, temp_directory=temp, preserve_insertion_order=preserve_insertion_order
+    )
     return con
 
 
@@ -62,7 +66,7 @@ def generate(
 
 def land(workspace: Path, *, memory_limit: str | None = None) -> dict[str, Any]:
     """Land every extract of the workspace's landing zone into ``raw`` (landing.land_extract)."""
-    con = _connect(workspace, memory_limit)
+    con = _connect(workspace, memory_limit, preserve_insertion_order=True)  # row numbers follow file lines
     try:
         results = [landing.land_extract(con, path) for path in landing.list_extracts(_landing(workspace))]
     finally:
