@@ -25,7 +25,7 @@ def build_encounter_features(spec: CohortSpec) -> dg.AssetsDefinition:
             dg.AssetCheckSpec(
                 "feature_schema_valid", asset=key, blocking=True,
                 description="Every row satisfies the cohort's Pandera feature schema (types, ranges, no gaps), "
-                "checked in chunks; encounter_id uniqueness in SQL.",
+                "compiled to SQL from the schema; Pandera on failing rows and a sample; uniqueness in SQL.",
             )
         ],
         metadata={"cohort": spec.name, "target_definition": spec.target_definition},
