@@ -296,6 +296,32 @@ class _Facts:
     fairness: tuple[list[str], list[tuple]] | None
     policy: Any | None
     notes: list[str]
+    sample: dict[str, Any] | None = None
+
+
+def _training_sample(con: duckdb.DuckDBPyConnection, name: str, version: str) -> dict[str, Any] | None:
+    """The recorded training sample (full and used rows, seed) of a version, if recorded."""
+    if not _table_exists(con, "ml.training_samples"):
+        return None
+    cursor = con.execute(
+        """SELECT * FROM ml.training_samples WHERE model_name = ? AND model_version = ?
+           ORDER BY registered_at DESC LIMIT 1""",
+        [name, version],
+    )
+    row = cursor.fetchone()
+    return None if row is None else dict(zip([d[0] for d in cursor.description], row))
+
+
+def _sample_text(sample: dict[str, Any] | None) -> str:
+    """One sentence on which training rows the model was fitted on."""
+    if sample is None or not sample["subsampled"]:
+        return "The model was fitted on every training encounter."
+    return (
+        f"The model was fitted on a seeded patient-grouped subsample: {int(sample['train_rows_used']):,} of "
+        f"{int(sample['train_rows_full']):,} training encounters ({int(sample['train_patients_used']):,} of "
+        f"{int(sample['train_patients_full']):,} patients, whole patients kept; limit "
+        f"{int(sample['max_training_rows']):,} rows, seed {int(sample['subsample_seed'])})."
+    )
 
 
 def _demographics(con: duckdb.DuckDBPyConnection, spec: CohortSpec, record: lineage.ModelLineage, notes: list[str]):
@@ -352,6 +378,7 @@ def _gather(con: duckdb.DuckDBPyConnection, model_name: str, version: str) -> _F
         fairness=_fairness_rows(con, record.model_name, record.model_version),
         policy=_policy(),
         notes=notes,
+        sample=_training_sample(con, record.model_name, record.model_version),
     )
 
 
@@ -530,8 +557,8 @@ def _card_markdown(facts: _Facts) -> tuple[str, int]:
         f"{r.train_rows:,} encounters"
         + (f" of {int(train['patients']):,} patients, {int(train['events']):,} outcome events "
            f"(prevalence {train['prevalence']:.1%})" if train else "")
-        + f". Train id-set sha256 `{r.train_ids_sha256}`. Outcome: {spec.target_definition} "
-        f"Source: {spec.target_source}",
+        + f". Train id-set sha256 `{r.train_ids_sha256}`. {_sample_text(facts.sample)} "
+        f"Outcome: {spec.target_definition} Source: {spec.target_source}",
         "",
         "Exclusions: " + ("; ".join(f"{e.name} — {e.reason.rstrip('.')}" for e in spec.exclusions) or "none") + ".",
         "",
@@ -639,7 +666,7 @@ def _tripod(facts: _Facts) -> list[TripodItem]:
         na("9b", "Predictor assessment", "Predictors are routinely recorded EHR fields, not assessed for the study."),
         na("9c", "Blinding of predictor assessment", "Predictors were recorded before and independently of the outcome."),
         yes("10", "Sample size", f"All eligible encounters were used: {r.train_rows:,} for development and "
-            f"{r.test_rows:,} for evaluation"
+            f"{r.test_rows:,} for evaluation ({_sample_text(facts.sample)[:-1]})"
             + (f", with {int(train['events']):,} and {int(test['events']):,} outcome events" if train and test else "")
             + ". No formal sample-size calculation."),
         yes("11", "Missing data", "Missing categorical values are explicit levels ('Unknown', 'None' = not "

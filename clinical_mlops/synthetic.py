@@ -29,6 +29,7 @@ __all__ = [
     "SyntheticConfig",
     "generate_encounters",
     "write_synthetic_csv",
+    "write_synthetic_extracts",
 ]
 
 
@@ -444,6 +445,7 @@ def _specialty_cdf() -> tuple[np.ndarray, np.ndarray]:
 _SPECIALTY_VALUES, _SPECIALTY_CDF = _specialty_cdf()
 _INT_STR = np.array([str(i) for i in range(256)], dtype=object)
 _CSV_CHUNK_ROWS = 100_000
+_CHUNK_STREAM = 0xC4C4  # domain separator of the per-chunk random streams
 
 
 def _check_csv_safe() -> None:
@@ -613,10 +615,22 @@ def _empty_frame() -> pd.DataFrame:
 
 def generate_encounters(config: SyntheticConfig) -> pd.DataFrame:
     """Synthetic encounters: all 50 Diabetes 130 columns as ``str``, ordered by encounter_id."""
+    return _generate(config)[0]
+
+
+def _generate(
+    config: SyntheticConfig, *, chunk: int | None = None, patient_offset: int = 0
+) -> tuple[pd.DataFrame, int, int]:
+    """The frame, its last encounter_id and its largest patient_nbr.
+
+    ``chunk`` (for :func:`write_synthetic_extracts`) derives the random streams from
+    ``(seed, chunk)``; ``patient_offset`` is added to every patient number.
+    """
     n = int(config.n_encounters)
     if n == 0:
-        return _empty_frame()
-    rng = np.random.default_rng(config.seed)
+        return _empty_frame(), int(config.first_encounter_id) - 1, patient_offset
+    entropy = int(config.seed) if chunk is None else [int(config.seed), _CHUNK_STREAM, int(chunk)]
+    rng = np.random.default_rng(entropy)
     shift = float(config.shift.strength)
 
     # Simulate whole patient histories until there are enough encounters, then keep the first n
@@ -676,7 +690,7 @@ def generate_encounters(config: SyntheticConfig) -> pd.DataFrame:
     entry_key = pat["t0"][kept_patients] / _DAYS + rng.normal(0.0, 0.35, n_kept)
     patient_nbr = np.empty(n_kept, dtype=np.int64)
     patient_nbr[np.argsort(entry_key, kind="stable")] = numbers
-    patient_nbr = patient_nbr[patient_pos]
+    patient_nbr = patient_nbr[patient_pos] + int(patient_offset)
 
     race = pat["race"][patient]
     gender = pat["gender"][patient]
@@ -685,7 +699,7 @@ def generate_encounters(config: SyntheticConfig) -> pd.DataFrame:
     glucose = rows["max_glu_serum"].copy()
     if config.bias is not None:
         # Own random stream, so rows outside the group are identical to the unbiased output.
-        brng = np.random.default_rng([int(config.seed), 0xB1A5])
+        brng = np.random.default_rng([int(config.seed), 0xB1A5] + ([] if chunk is None else [int(chunk)]))
         u = brng.random((4, n))
         in_group = _bias_mask(config.bias, race, gender, band)
         readmitted[in_group & (readmitted == 2) & (u[0] < config.bias.label_flip_rate)] = 0
@@ -728,7 +742,16 @@ def generate_encounters(config: SyntheticConfig) -> pd.DataFrame:
         out[med] = pick(d130.MEDICATION_STATES, meds[med])
     for column in ("diag_1", "diag_2", "diag_3"):
         out[column] = out[column].astype(object)
-    return pd.DataFrame({c: out[c] for c in d130.COLUMNS}, columns=list(d130.COLUMNS))
+    frame = pd.DataFrame({c: out[c] for c in d130.COLUMNS}, columns=list(d130.COLUMNS))
+    return frame, int(encounter_id[-1]), int(patient_nbr.max())
+
+
+def _write_rows(handle, frame: pd.DataFrame) -> None:
+    """Append ``frame``'s rows as CSV lines (no value needs quoting, see ``_check_csv_safe``)."""
+    columns = [frame[c].to_numpy() for c in frame.columns]
+    for start in range(0, len(frame), _CSV_CHUNK_ROWS):
+        chunk = [col[start:start + _CSV_CHUNK_ROWS] for col in columns]
+        handle.write("".join([",".join(row) + "\n" for row in zip(*chunk)]))
 
 
 def write_synthetic_csv(config: SyntheticConfig, path: Path) -> Path:
@@ -740,10 +763,55 @@ def write_synthetic_csv(config: SyntheticConfig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = generate_encounters(config)
-    columns = [frame[c].to_numpy() for c in frame.columns]
     with path.open("w", encoding="utf-8", newline="") as handle:
         handle.write(",".join(frame.columns) + "\n")
-        for start in range(0, len(frame), _CSV_CHUNK_ROWS):
-            chunk = [col[start:start + _CSV_CHUNK_ROWS] for col in columns]
-            handle.write("".join([",".join(row) + "\n" for row in zip(*chunk)]))
+        _write_rows(handle, frame)
     return path
+
+
+def write_synthetic_extracts(
+    config: SyntheticConfig,
+    directory: Path,
+    *,
+    rows_per_extract: int = 1_000_000,
+    chunk_rows: int = 250_000,
+    prefix: str = "synthetic_",
+) -> list[Path]:
+    """Write ``config.n_encounters`` encounters as extract CSVs of ``rows_per_extract`` rows each.
+
+    Generated ``chunk_rows`` at a time, so memory is bounded by the chunk, not by the total.
+    Chunk *k* draws from its own random streams, derived from ``(config.seed, k)``, and is a
+    population of its own patients: its encounter ids start after the previous chunk's last
+    id and its patient numbers above the previous chunk's largest, so no id repeats across
+    chunks or extracts. Deterministic for a given config and sizes. Files are named
+    ``<prefix><nnn>.csv`` (arrival order) and returned in that order.
+    """
+    if rows_per_extract < 1 or chunk_rows < 1:
+        raise ValueError("rows_per_extract and chunk_rows must be >= 1")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    total = int(config.n_encounters)
+    n_files = max(1, -(-total // rows_per_extract))
+    width = max(3, len(str(n_files)))
+    header = ",".join(d130.COLUMNS) + "\n"
+    next_id, patient_offset, chunk = int(config.first_encounter_id), 0, 0
+    paths: list[Path] = []
+    for index in range(n_files):
+        path = directory / f"{prefix}{index + 1:0{width}d}.csv"
+        in_file = min(rows_per_extract, total - index * rows_per_extract)
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            handle.write(header)
+            written = 0
+            while written < in_file:
+                size = min(chunk_rows, in_file - written)
+                part = SyntheticConfig(
+                    n_encounters=size, seed=config.seed, shift=config.shift, bias=config.bias,
+                    first_encounter_id=next_id,
+                )
+                frame, last_id, max_patient = _generate(part, chunk=chunk, patient_offset=patient_offset)
+                _write_rows(handle, frame)
+                next_id, patient_offset, chunk = last_id + 1, max_patient, chunk + 1
+                written += size
+                del frame
+        paths.append(path)
+    return paths

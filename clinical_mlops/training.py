@@ -3,7 +3,8 @@
 A fit reads the cohort's split from the warehouse, fits the pipeline, fixes the operating
 threshold on the training data, scores the test split, logs and registers the model in
 MLflow with its full provenance, and writes test predictions and a ``ml.model_versions`` row
-to the warehouse. If the warehouse write fails, the just-registered version is deleted so
+to the warehouse (the whole test split, scored in chunks; the fit itself may use a seeded
+patient-grouped subsample above ``max_training_rows``). If the warehouse write fails, the just-registered version is deleted so
 the registry and the warehouse never disagree.
 """
 
@@ -15,13 +16,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from clinical_mlops import evaluation, features, modelling, provenance, tracking
+from clinical_mlops.chunking import DEFAULT_CHUNK_ROWS
 from clinical_mlops.cohort import CohortSpec
-from clinical_mlops.warehouse import transaction
+from clinical_mlops.warehouse import scalar, transaction
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class TrainingOutcome:
     test_brier: float
     input_extracts: list[dict[str, str]]
     provenance: dict[str, str]
+    train_rows_used: int = 0
+    subsample_seed: int = 0
+    max_training_rows: int = 0
 
 
 def input_extracts(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> list[dict[str, str]]:
@@ -46,6 +52,50 @@ def input_extracts(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> list[dic
             ORDER BY e.extract_id"""
     ).fetchall()
     return [{"extract_id": extract_id, "sha256": sha} for extract_id, sha in rows]
+
+
+DEFAULT_MAX_TRAINING_ROWS = 1_000_000
+DEFAULT_SUBSAMPLE_SEED = 20240601
+
+TRAINING_SAMPLES_DDL = """CREATE TABLE IF NOT EXISTS ml.training_samples (
+    registered_at TIMESTAMP NOT NULL,
+    cohort VARCHAR NOT NULL,
+    model_name VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,
+    train_rows_full BIGINT NOT NULL,      -- rows on the training side of the split
+    train_patients_full BIGINT NOT NULL,
+    train_rows_used BIGINT NOT NULL,      -- rows the model was fitted on
+    train_patients_used BIGINT NOT NULL,
+    max_training_rows BIGINT NOT NULL,
+    subsample_seed BIGINT NOT NULL,
+    subsampled BOOLEAN NOT NULL
+)"""
+
+
+def sample_record(sample: features.TrainingSample) -> dict[str, int | bool]:
+    """What a model's training sample was, for MLflow and the model card (counts only)."""
+    return {
+        "train_rows_full": sample.full_rows, "train_patients_full": sample.full_patients,
+        "train_rows_used": sample.used_rows, "train_patients_used": sample.used_patients,
+        "max_training_rows": sample.max_rows, "subsample_seed": sample.seed, "subsampled": sample.subsampled,
+    }
+
+
+def score_split(
+    con: duckdb.DuckDBPyConnection, spec: CohortSpec, fitted: Pipeline, split: str, *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Encounter ids, labels and risk scores of every row of one side, scored chunk by chunk."""
+    ids: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    for frame in features.iter_split_frames(con, spec, split, chunk_rows=chunk_rows):
+        ids.append(frame["encounter_id"].to_numpy(dtype=np.int64))
+        labels.append(frame["label"].to_numpy())
+        scores.append(modelling.predict_risk(fitted, frame, spec))
+    if not ids:
+        return np.array([], dtype=np.int64), np.array([], dtype=np.int64), np.array([], dtype=float)
+    return np.concatenate(ids), np.concatenate(labels), np.concatenate(scores)
 
 
 def registered_name(spec: CohortSpec, role: str) -> str:
@@ -61,12 +111,22 @@ def train_and_register(
     params: dict,
     tracking_uri: str,
     artifact_root: Path,
+    max_training_rows: int = DEFAULT_MAX_TRAINING_ROWS,
+    subsample_seed: int = DEFAULT_SUBSAMPLE_SEED,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> TrainingOutcome:
-    """Fit ``pipeline`` on the cohort's training split and register it; see module docstring."""
+    """Fit ``pipeline`` on the cohort's training split and register it; see module docstring.
+
+    Above ``max_training_rows`` training rows the fit uses a seeded patient-grouped subsample
+    (:func:`features.load_training_sample`); seed, full and used counts go to MLflow and to
+    ``ml.training_samples``. The test side is always scored whole, in chunks of ``chunk_rows``.
+    """
     tracking.configure(tracking_uri, artifact_root)
-    train = features.load_split_frame(con, spec, "train")
-    test = features.load_split_frame(con, spec, "test")
-    if train.empty or test.empty:
+    con.execute(TRAINING_SAMPLES_DDL)
+    sample = features.load_training_sample(con, spec, max_rows=max_training_rows, seed=subsample_seed)
+    train = sample.frame
+    test_rows = int(scalar(con, "SELECT count(*) FROM ml.splits WHERE cohort = ? AND split = 'test'", [spec.name]))
+    if train.empty or test_rows == 0:
         raise ValueError(f"cohort {spec.name}: the split is empty; materialize training_split first")
     if train["label"].nunique() < 2:
         raise ValueError(f"cohort {spec.name}: the training split holds a single class")
@@ -77,8 +137,8 @@ def train_and_register(
     threshold = evaluation.operating_threshold(
         train["label"].to_numpy(), train_scores, strategy=spec.threshold_strategy, value=spec.threshold_value
     )
-    test_scores = modelling.predict_risk(fitted, test, spec)
-    y_test = test["label"].to_numpy()
+    del train_scores
+    test_ids, y_test, test_scores = score_split(con, spec, fitted, "test", chunk_rows=chunk_rows)
     metrics = {
         "test_auroc": float(roc_auc_score(y_test, test_scores)),
         "test_auprc": float(average_precision_score(y_test, test_scores)),
@@ -105,17 +165,25 @@ def train_and_register(
         run_name=f"{spec.name}-{role}",
         model=fitted,
         signature=tracking.signature_for(list(spec.numeric_features), list(spec.categorical_features)),
-        params={**params, "train_rows": len(train), "test_rows": len(test), "n_features": len(spec.features)},
+        params={
+            **params, "train_rows": sample.full_rows, "test_rows": len(test_ids), "n_features": len(spec.features),
+            "train_rows_used": sample.used_rows, "train_patients_used": sample.used_patients,
+            "max_training_rows": sample.max_rows, "subsample_seed": sample.seed,
+            "train_subsampled": sample.subsampled,
+        },
         metrics=metrics,
         tags=tags,
         json_artifacts={
-            "inputs.json": {"extracts": extracts, "split": split.__dict__, "cohort_spec_sha256": spec.spec_hash},
+            "inputs.json": {
+                "extracts": extracts, "split": split.__dict__, "cohort_spec_sha256": spec.spec_hash,
+                "training_sample": sample_record(sample),
+            },
             "features.json": {"numeric": spec.numeric_features, "categorical": spec.categorical_features},
         },
         pip_requirements=provenance.pip_requirements(),
     )
     now = datetime.now(UTC).replace(tzinfo=None)
-    scored = pd.DataFrame({"encounter_id": test["encounter_id"], "label": y_test.astype("int32"), "score": test_scores})
+    scored = pd.DataFrame({"encounter_id": test_ids, "label": y_test.astype("int32"), "score": test_scores})
     con.register("scored", scored)
     try:
         with transaction(con):
@@ -127,10 +195,15 @@ def train_and_register(
                 "INSERT INTO ml.model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     now, spec.name, role, model.name, model.version, model.run_id, params["algorithm"],
-                    json.dumps(params, sort_keys=True), float(threshold), len(train), len(test),
+                    json.dumps(params, sort_keys=True), float(threshold), sample.full_rows, len(test_ids),
                     json.dumps(extracts), split.train_ids_sha256, split.test_ids_sha256, spec.spec_hash,
                     code["git_commit"], code["git_dirty"] == "true", code["lock_sha256"],
                 ],
+            )
+            con.execute(
+                "INSERT INTO ml.training_samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [now, spec.name, model.name, model.version, sample.full_rows, sample.full_patients,
+                 sample.used_rows, sample.used_patients, sample.max_rows, sample.seed, sample.subsampled],
             )
     except BaseException:
         tracking.delete_model_version(model.name, model.version)
@@ -140,8 +213,11 @@ def train_and_register(
     return TrainingOutcome(
         model=model,
         algorithm=params["algorithm"],
-        train_rows=len(train),
-        test_rows=len(test),
+        train_rows=sample.full_rows,
+        test_rows=len(test_ids),
+        train_rows_used=sample.used_rows,
+        subsample_seed=sample.seed,
+        max_training_rows=sample.max_rows,
         operating_threshold=float(threshold),
         test_auroc=metrics["test_auroc"],
         test_auprc=metrics["test_auprc"],

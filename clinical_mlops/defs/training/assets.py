@@ -7,17 +7,24 @@ import dagster as dg
 
 from clinical_mlops import features, modelling, training
 from clinical_mlops import tracking as tracking_lib
+from clinical_mlops.chunking import bound_memory
 from clinical_mlops.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, TrackingResource, WarehouseResource
 
 
-class BaselineModelConfig(dg.Config):
+class TrainingSampleConfig(dg.Config):
+    max_training_rows: int = training.DEFAULT_MAX_TRAINING_ROWS
+    """Above this many training rows the fit uses a seeded patient-grouped subsample (test is scored whole)."""
+    subsample_seed: int = training.DEFAULT_SUBSAMPLE_SEED
+
+
+class BaselineModelConfig(TrainingSampleConfig):
     C: float = 0.5
     max_iter: int = 500
     seed: int = 7
 
 
-class CandidateModelConfig(dg.Config):
+class CandidateModelConfig(TrainingSampleConfig):
     max_iter: int = 300
     learning_rate: float = 0.05
     max_leaf_nodes: int = 31
@@ -82,6 +89,9 @@ def _model_result(outcome: training.TrainingOutcome, tracking_resource: Tracking
             "algorithm": outcome.algorithm,
             "train_rows": outcome.train_rows,
             "test_rows": outcome.test_rows,
+            "train_rows_used": outcome.train_rows_used,
+            "max_training_rows": outcome.max_training_rows,
+            "subsample_seed": outcome.subsample_seed,
             "test_auroc": round(outcome.test_auroc, 4),
             "test_auprc": round(outcome.test_auprc, 4),
             "test_brier": round(outcome.test_brier, 4),
@@ -107,9 +117,11 @@ def build_model_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         params = modelling.LogisticRegressionParams(C=config.C, max_iter=config.max_iter, seed=config.seed)
         with warehouse.connect() as con:
+            bound_memory(con)
             outcome = training.train_and_register(
                 con, spec, role="baseline", pipeline=modelling.build_logistic_regression(spec, params),
                 params=params.as_dict(), tracking_uri=tracking.tracking_uri, artifact_root=Path(tracking.artifact_root),
+                max_training_rows=config.max_training_rows, subsample_seed=config.subsample_seed,
             )
         return _model_result(outcome, tracking)
 
@@ -119,11 +131,15 @@ def build_model_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
     def candidate_model(
         config: CandidateModelConfig, warehouse: WarehouseResource, tracking: TrackingResource
     ) -> dg.MaterializeResult:
-        params = modelling.GradientBoostingParams(**config.model_dump())
+        params = modelling.GradientBoostingParams(
+            **config.model_dump(exclude={"max_training_rows", "subsample_seed"})
+        )
         with warehouse.connect() as con:
+            bound_memory(con)
             outcome = training.train_and_register(
                 con, spec, role="candidate", pipeline=modelling.build_gradient_boosting(spec, params),
                 params=params.as_dict(), tracking_uri=tracking.tracking_uri, artifact_root=Path(tracking.artifact_root),
+                max_training_rows=config.max_training_rows, subsample_seed=config.subsample_seed,
             )
         return _model_result(outcome, tracking)
 

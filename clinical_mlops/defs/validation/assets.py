@@ -4,6 +4,7 @@
 import dagster as dg
 
 from clinical_mlops import validation
+from clinical_mlops.chunking import bound_memory
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, PseudonymisationResource, WarehouseResource
 from clinical_mlops.deid import key_fingerprint
@@ -12,6 +13,11 @@ from clinical_mlops.deid import key_fingerprint
 class ValidationConfig(dg.Config):
     max_quarantine_fraction: float = 0.05
     """Above this share of quarantined rows the extract is flagged (WARN) for the data owner."""
+    chunk_rows: int = 200_000
+    """Landed rows validated at a time: bounds memory whatever the extract's size."""
+    engine: str = "sql"
+    """``sql``: the format rules compiled to SQL find failing rows, Pandera names their reasons;
+    ``pandera``: every row through Pandera (same result, about 20k rows/s)."""
 
 
 @dg.asset(
@@ -48,7 +54,10 @@ def validated_encounters(
         context.log.warning("Using the documented development pseudonymisation key; set "
                             f"{pseudonymisation.key_env_var} in production.")
     with warehouse.connect() as con:
-        outcome = validation.validate_extract(con, context.partition_key, pseudonym_key=key)
+        bound_memory(con)
+        outcome = validation.validate_extract(
+            con, context.partition_key, pseudonym_key=key, chunk_rows=config.chunk_rows, engine=config.engine
+        )
     quarantine_fraction = outcome.rows_quarantined / outcome.rows_landed
     failures = {reason: dg.MetadataValue.int(n) for reason, n in outcome.failures.items()}
     return dg.MaterializeResult(
@@ -59,6 +68,8 @@ def validated_encounters(
             "quarantine_fraction": round(quarantine_fraction, 5),
             "failed_checks": dg.MetadataValue.json(outcome.failures),
             "pseudonym_key_fingerprint": key_fingerprint(key),
+            "validation_engine": config.engine,
+            "chunk_rows": config.chunk_rows,
             "dagster/row_count": outcome.rows_valid,
         },
         check_results=[
