@@ -65,7 +65,8 @@ class FormatRule:
         return f"{self.column}:{self.check}"
 
 
-_ID_PATTERN = r"[0-9]{1,18}"
+_ID_PATTERN = r"[1-9][0-9]{0,17}"
+"""Canonical ids only: a zero-padded id would pass uniqueness as text and pseudonymise differently."""
 
 
 def format_rules() -> tuple[FormatRule, ...]:

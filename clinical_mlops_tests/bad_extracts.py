@@ -70,10 +70,10 @@ duplicated_encounter_ids       quarantined  both rows, encounter_id:duplicate_en
 truncated_last_line            quarantined  padded with NULLs, readmitted:not_nullable
 short_row                      quarantined  a short row mid-file, padded, readmitted:not_nullable
 repeated_header_row            quarantined  concatenated exports: 41 rows, encounter_id:positive_integer
-zero_padded_encounter_id       quarantined  XFAIL -- "012345" lands beside "12345" and both become
-                                            encounter 12345 in staging (uniqueness is checked on text)
-zero_padded_patient_id         quarantined  XFAIL -- "029888" and "29888" get different patient_keys,
-                                            so one patient can straddle the train/test split
+zero_padded_encounter_id       quarantined  encounter_id:positive_integer (canonical ids only: "012345"
+                                            would pass uniqueness beside "12345" as text)
+zero_padded_patient_id         quarantined  patient_nbr:positive_integer ("029888" and "29888" would get
+                                            different patient_keys and straddle the split)
 name_in_values                 rejected     medical_specialty:name
 ssn_in_values                  rejected     payer_code:ssn
 phone_in_values                rejected     weight:phone
@@ -248,12 +248,6 @@ def _zero_padded(column: str, source_row: int, row: int) -> Callable[[pd.DataFra
     return build
 
 
-CANONICAL_IDS = (
-    "validation.py must accept ids only in canonical form: in raw_encounter_schema, "
-    '_matches(r"[1-9]\\d{0,17}", "positive_integer") for encounter_id and patient_nbr '
-    '(now r"\\d{1,18}", which lets a zero-padded id past uniqueness and pseudonymisation)'
-)
-
 
 def _identifier_column(frame: pd.DataFrame) -> pd.DataFrame:
     frame.insert(2, "patient_name", PLANTED_NAME)
@@ -336,9 +330,9 @@ CASES: tuple[BadExtract, ...] = (
     BadExtract("repeated_header_row", QUARANTINED, "encounter_id:positive_integer", _repeated_header,
                rows_landed=ROWS + 1),
     BadExtract("zero_padded_encounter_id", QUARANTINED, "encounter_id:positive_integer",
-               _zero_padded(diabetes130.ENCOUNTER_ID, 2, 7), xfail=CANONICAL_IDS),
+               _zero_padded(diabetes130.ENCOUNTER_ID, 2, 7)),
     BadExtract("zero_padded_patient_id", QUARANTINED, "patient_nbr:positive_integer",
-               _zero_padded(diabetes130.PATIENT_ID, 4, 5), xfail=CANONICAL_IDS),
+               _zero_padded(diabetes130.PATIENT_ID, 4, 5)),
     # Identifiers in otherwise valid columns: the de-identification gate rejects the extract.
     BadExtract("name_in_values", REJECTED, "medical_specialty:name", _value("medical_specialty", PLANTED_NAME),
                planted=(PLANTED_NAME,)),
