@@ -105,6 +105,15 @@ class WarehouseBusyError(duckdb.IOException):
     """Another process kept the warehouse's single write lock for longer than we wait."""
 
 
+def _cap_memory(con: duckdb.DuckDBPyConnection) -> None:
+    """DuckDB's buffer cap (``CLINICAL_MLOPS_DUCKDB_MEMORY_LIMIT``, default 3GB; it spills to disk
+    beyond) instead of its own default of 80% of the machine's memory. Insertion order is kept:
+    landing numbers rows in file order."""
+    from clinical_mlops.chunking import bound_memory
+
+    bound_memory(con, preserve_insertion_order=True)
+
+
 def connect(
     path: Path | str, *, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS
 ) -> duckdb.DuckDBPyConnection:
@@ -115,9 +124,12 @@ def connect(
     """
     path = Path(path)
     if read_only:
-        return _open(path, True, wait_seconds)
+        con = _open(path, True, wait_seconds)
+        _cap_memory(con)
+        return con
     path.parent.mkdir(parents=True, exist_ok=True)
     con = _open(path, False, wait_seconds)
+    _cap_memory(con)
     for statement in (*DDL, MODEL_VERSIONS_DDL):
         con.execute(statement)
     return con
