@@ -21,6 +21,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from clinical_mlops.bench.overhead import noop_chain
 from clinical_mlops.settings import PROJECT_ROOT, switch_off_telemetry
 
 switch_off_telemetry()
@@ -34,16 +35,7 @@ TRAINING_GRAPH = [
 
 
 def _noop_assets() -> list[dg.AssetsDefinition]:
-    assets = []
-    previous = None
-    for i in range(N_NOOP):
-        @dg.asset(name=f"noop_{i}", deps=[previous] if previous else [])
-        def _noop() -> None:
-            return None
-
-        assets.append(_noop)
-        previous = _noop.key
-    return assets
+    return noop_chain(N_NOOP, "noop")
 
 
 def _workspace_resources() -> dict:

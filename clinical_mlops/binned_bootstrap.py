@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
+from clinical_mlops.warehouse import quote_identifier as _quote
+
 __all__ = ["DEFAULT_BINS", "Cells", "ScoreKeys", "auroc", "average_precision", "cells", "coded_predictions", "replicate_blocks", "score_keys"]
 
 DEFAULT_BINS = 1000
@@ -158,10 +160,6 @@ def average_precision(count: np.ndarray) -> np.ndarray:
     out = np.full(num.shape, np.nan)
     np.divide(num, den, out=out, where=den > 0)
     return out
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def coded_predictions(

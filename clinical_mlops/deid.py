@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import duckdb
 
 from clinical_mlops import diabetes130
+from clinical_mlops.warehouse import quote_identifier as _quote_ident
 
 __all__ = [
     "DEVELOPMENT_KEY",
@@ -272,10 +273,6 @@ MIN_IDENTIFIER_LENGTH = 5
 
 _SKIPPED_TYPES = ("BLOB", "BIT")
 _SIMPLE_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}")
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _quote_str(value: str) -> str:

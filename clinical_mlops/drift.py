@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from clinical_mlops.warehouse import quote_identifier as _quote
 from clinical_mlops.warehouse import transaction
 
 __all__ = [
@@ -311,10 +312,6 @@ def adjust_p_values(p_values: Sequence[float], method: str) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # the populations in DuckDB
 # ---------------------------------------------------------------------------------------------
-
-
-def _quote(column: str) -> str:
-    return '"' + column.replace('"', '""') + '"'
 
 
 def stage_populations(

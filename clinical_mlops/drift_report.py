@@ -24,6 +24,7 @@ import duckdb
 import pandas as pd
 
 from clinical_mlops.settings import switch_off_telemetry
+from clinical_mlops.warehouse import quote_identifier as _quote
 
 __all__ = ["EvidentlyReport", "SampledFrames", "render_html", "sampled_frames"]
 
@@ -52,10 +53,6 @@ class SampledFrames:
     @property
     def sampled(self) -> bool:
         return len(self.reference) < self.reference_total or len(self.current) < self.current_total
-
-
-def _quote(column: str) -> str:
-    return '"' + column.replace('"', '""') + '"'
 
 
 def sampled_frames(

@@ -2,8 +2,7 @@
 
 Each function takes an open DuckDB warehouse connection and returns a JSON-ready dict of counts
 and aggregates (never rows). They are what the Dagster assets compute, minus the orchestration,
-so a benchmark (``benchmarks/scale_ml_stages.py``) or a ``bench`` command can time them one per
-process:
+so ``clinical-mlops bench`` (:mod:`clinical_mlops.bench.scale`) can time them one per process:
 
 * :func:`drift_statistics` — one extract against the reference population: per-feature KS /
   chi-square / PSI in DuckDB, target drift, and prediction drift scored in chunks;

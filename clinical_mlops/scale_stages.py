@@ -6,16 +6,12 @@ A workspace is a folder holding ``landing/`` (extract CSVs), ``warehouse.duckdb`
 returns a small dict of counts; none holds patient data. No Dagster import: the assets in
 ``defs/`` wire the same library functions.
 
-Run one stage in its own process (so its peak RSS is its own)::
-
-    python -m clinical_mlops.scale_stages validate /tmp/ws
+``clinical-mlops bench`` (:mod:`clinical_mlops.bench.scale`) runs each stage in its own
+process, so its peak RSS is its own.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -182,39 +178,3 @@ def train(
     finally:
         con.close()
     return result
-
-
-STAGES: dict[str, Callable[..., dict[str, Any]]] = {
-    "generate": generate, "land": land, "validate": validate, "features": build_features,
-    "split": split, "train": train,
-}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one stage on a workspace and print its result as one JSON line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=sorted(STAGES))
-    parser.add_argument("workspace", type=Path)
-    parser.add_argument("--rows", type=int, default=100_000, help="encounters to generate (generate only)")
-    parser.add_argument("--rows-per-extract", type=int, default=1_000_000)
-    parser.add_argument("--chunk-rows", type=int, default=chunking.DEFAULT_CHUNK_ROWS)
-    parser.add_argument("--max-training-rows", type=int, default=DEFAULT_MAX_TRAINING_ROWS)
-    parser.add_argument("--memory-limit", default=None, help="DuckDB memory_limit, e.g. 3GB")
-    args = parser.parse_args(argv)
-    if args.stage == "generate":
-        result = generate(args.workspace, n_encounters=args.rows, rows_per_extract=args.rows_per_extract)
-    elif args.stage == "land":
-        result = land(args.workspace, memory_limit=args.memory_limit)
-    elif args.stage == "train":
-        result = train(args.workspace, max_training_rows=args.max_training_rows, chunk_rows=args.chunk_rows,
-                       memory_limit=args.memory_limit)
-    elif args.stage == "split":
-        result = split(args.workspace, memory_limit=args.memory_limit)
-    else:
-        result = STAGES[args.stage](args.workspace, chunk_rows=args.chunk_rows, memory_limit=args.memory_limit)
-    print(json.dumps({"stage": args.stage, **result}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -105,6 +105,11 @@ class WarehouseBusyError(duckdb.IOException):
     """Another process kept the warehouse's single write lock for longer than we wait."""
 
 
+def quote_identifier(name: str) -> str:
+    """A column or table name as a DuckDB identifier, safe whatever characters it holds."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _cap_memory(con: duckdb.DuckDBPyConnection) -> None:
     """DuckDB's buffer cap (``CLINICAL_MLOPS_DUCKDB_MEMORY_LIMIT``, default 3GB; it spills to disk
     beyond) instead of its own default of 80% of the machine's memory. Insertion order is kept:

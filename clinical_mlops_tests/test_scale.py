@@ -1,7 +1,7 @@
 """The chunked data-stage paths agree with the whole-frame paths, on small extracts.
 
 Chunk sizes are tiny here (1,000 rows) so failures and duplicates span chunk boundaries; the
-10M-row behaviour is measured by ``benchmarks/scale_data_stages.py``, not tested.
+10M-row behaviour is measured by ``clinical-mlops bench``, not tested.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ from pathlib import Path
 SHORT, LONG = 1, 17
 
 
-def _chain(n: int, prefix: str):
+def noop_chain(n: int, prefix: str) -> list:
+    """``n`` assets that do nothing, each depending on the one before."""
     import dagster as dg
 
     assets, previous = [], None
@@ -38,7 +39,7 @@ def measure(repeats: int = 3) -> dict:
     from clinical_mlops import runs
 
     instance = runs.project_instance()
-    short, long = _chain(SHORT, "short"), _chain(LONG, "long")
+    short, long = noop_chain(SHORT, "short"), noop_chain(LONG, "long")
     defs = dg.Definitions(assets=[*short, *long], jobs=[
         dg.define_asset_job("short_job", selection=dg.AssetSelection.assets(*short)),
         dg.define_asset_job("long_job", selection=dg.AssetSelection.assets(*long)),

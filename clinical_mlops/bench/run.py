@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -117,7 +117,7 @@ def run_comparison(options: BenchOptions, work: Path) -> dict:
         copies = [Path(shutil.copy2(p, landing / p.name)) for p in extracts]
         m = _child(name, module, root, *map(str, copies))
         rows = rows or m.extra.get("rows")
-        measured[name] = Measurement(m.name, m.wall_seconds, m.peak_rss_mib, m.extra.get("rows"), m.extra).as_dict()
+        measured[name] = replace(m, rows=m.extra.get("rows")).as_dict()
         options.say(f"  {m.wall_seconds:.1f} s, {m.peak_rss_mib:.0f} MiB")
     bare, plain, graph = (measured[k]["wall_seconds"] for k in ("bare_script", "plain_pipeline", "orchestrated_graph"))
     return {
