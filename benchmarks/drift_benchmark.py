@@ -32,15 +32,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clinical_mlops.settings import switch_off_telemetry  # noqa: E402
+from clinical_mlops.core.settings import switch_off_telemetry  # noqa: E402
 
 switch_off_telemetry()
 
 import psutil  # noqa: E402
 
-from clinical_mlops import drift, drift_report, features, landing, synthetic, validation, warehouse  # noqa: E402
-from clinical_mlops.cohort import load_cohort  # noqa: E402
-from clinical_mlops.policy import load_policy  # noqa: E402
+from clinical_mlops.drift import statistics as drift, report as drift_report
+from clinical_mlops.features import build as features
+from clinical_mlops.ingestion import landing, synthetic
+from clinical_mlops.validation import rules as validation
+from clinical_mlops.core import warehouse  # noqa: E402
+from clinical_mlops.features.cohort import load_cohort  # noqa: E402
+from clinical_mlops.governance.policy import load_policy  # noqa: E402
 
 BASE_ROWS = 100_000
 

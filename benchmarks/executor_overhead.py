@@ -22,7 +22,7 @@ from pathlib import Path
 import dagster as dg
 
 from clinical_mlops.bench.overhead import noop_chain
-from clinical_mlops.settings import PROJECT_ROOT, switch_off_telemetry
+from clinical_mlops.core.settings import PROJECT_ROOT, switch_off_telemetry
 
 switch_off_telemetry()
 # Child processes of the multiprocess executor re-import this module: share the folder by env.
@@ -90,7 +90,7 @@ def multiprocess_train():
 
 
 def _prepare(instance: dg.DagsterInstance) -> None:
-    from clinical_mlops import synthetic, uci
+    from clinical_mlops.ingestion import synthetic, uci
 
     encounters = synthetic.generate_encounters(synthetic.SyntheticConfig(n_encounters=3_000, seed=5))
     paths = uci.write_sequential_extracts(encounters, WORKDIR / "landing", 1, prefix="bench")

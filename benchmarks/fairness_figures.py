@@ -21,13 +21,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clinical_mlops.settings import PROJECT_ROOT, switch_off_telemetry
+from clinical_mlops.core.settings import PROJECT_ROOT, switch_off_telemetry
 
 switch_off_telemetry()
 
-from clinical_mlops import evaluation, fairness, features, landing, mitigation, modelling, synthetic, uci, validation, warehouse  # noqa: E402
-from clinical_mlops.cohort import load_cohort  # noqa: E402
-from clinical_mlops.policy import load_policy  # noqa: E402
+from clinical_mlops.evaluation import metrics as evaluation
+from clinical_mlops.fairness import audit as fairness, mitigation
+from clinical_mlops.features import build as features
+from clinical_mlops.ingestion import landing, synthetic, uci
+from clinical_mlops.training import modelling
+from clinical_mlops.validation import rules as validation
+from clinical_mlops.core import warehouse  # noqa: E402
+from clinical_mlops.features.cohort import load_cohort  # noqa: E402
+from clinical_mlops.governance.policy import load_policy  # noqa: E402
 
 SPEC = load_cohort("readmission_30d")
 GROUP = "AfricanAmerican"

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import duckdb
 
-from clinical_mlops import ledger
+from clinical_mlops.audit import ledger
 
 os.environ.setdefault(ledger.KEY_ENV, "benchmark-ledger-key")
 
@@ -84,7 +84,7 @@ def concurrent_appends(path: Path, per_process: int) -> tuple[float, bool]:
         import os, time
         from pathlib import Path
         os.environ.setdefault({ledger.KEY_ENV!r}, "benchmark-ledger-key")
-        from clinical_mlops import ledger
+        from clinical_mlops.audit import ledger
         while not Path({str(go)!r}).exists():
             time.sleep(0.001)
         for i in range({per_process}):
@@ -130,7 +130,7 @@ def big_ledger(folder: Path, entries: int) -> dict:
 
     start = time.perf_counter()
     cli = subprocess.run(
-        [sys.executable, "-m", "clinical_mlops.cli_audit", "verify", "--ledger", str(path),
+        [sys.executable, "-m", "clinical_mlops.cli.audit", "verify", "--ledger", str(path),
          "--warehouse", str(folder / "warehouse.duckdb")],
         capture_output=True, text=True,
     )

@@ -44,7 +44,7 @@ import threading
 import time
 from pathlib import Path
 
-from clinical_mlops.settings import PROJECT_ROOT, switch_off_telemetry
+from clinical_mlops.core.settings import PROJECT_ROOT, switch_off_telemetry
 
 switch_off_telemetry()
 
@@ -66,10 +66,14 @@ def _free_port() -> int:
 
 def build_workspace(root: Path, n_encounters: int, max_iter: int, seed: int) -> dict:
     """Synthetic data → warehouse → features → candidate registered and promoted to champion."""
-    from clinical_mlops import (
-        api_keys, deid, features, landing, modelling, registry, synthetic, training, uci, validation, warehouse,
-    )
-    from clinical_mlops.cohort import load_cohort
+    from clinical_mlops.scoring import api_keys
+    from clinical_mlops.ingestion import deid, landing, synthetic, uci
+    from clinical_mlops.features import build as features
+    from clinical_mlops.training import modelling, fit as training
+    from clinical_mlops.registry import aliases as registry
+    from clinical_mlops.validation import rules as validation
+    from clinical_mlops.core import warehouse
+    from clinical_mlops.features.cohort import load_cohort
 
     os.environ.setdefault("CLINICAL_MLOPS_PSEUDONYM_KEY", "benchmark-key-not-secret")
     tracking_uri = f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
@@ -97,7 +101,7 @@ def build_workspace(root: Path, n_encounters: int, max_iter: int, seed: int) -> 
             "ORDER BY encounter_id"
         ).df()
     api_key, _ = api_keys.create_key(root / "serving" / "api_keys.json", "benchmark")
-    from clinical_mlops import scoring
+    from clinical_mlops.scoring import champion as scoring
 
     bodies = []
     for row in rows.to_dict("records"):
@@ -157,7 +161,7 @@ class Process:
 def start_ours(ws: dict, root: Path) -> Process:
     return Process(
         "clinical-mlops serve",
-        [sys.executable, "-m", "clinical_mlops.cli_serving", "serve", "--port", "{port}", "--cohort",
+        [sys.executable, "-m", "clinical_mlops.cli.serving", "serve", "--port", "{port}", "--cohort",
          "readmission_30d", "--log-level", "warning"],
         ws["env"], "/healthz", root / "ours.log",
     )
@@ -245,7 +249,7 @@ def kill_under_load(ws: dict, root: Path, *, concurrency: int = 32, load_seconds
     """Load the service, SIGKILL it, and count acknowledged predictions missing from the log."""
     import httpx
 
-    from clinical_mlops import prediction_log
+    from clinical_mlops.scoring import prediction_log
 
     server = start_ours(ws, root)
     server.wait_ready()

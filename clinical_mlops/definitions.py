@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from clinical_mlops.settings import switch_off_telemetry
+from clinical_mlops.core.settings import switch_off_telemetry
 
 switch_off_telemetry()
 

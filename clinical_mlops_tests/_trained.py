@@ -10,8 +10,12 @@ from pathlib import Path
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from clinical_mlops import deid, features, landing, modelling, training, uci, validation, warehouse
-from clinical_mlops.cohort import CohortSpec, load_cohort
+from clinical_mlops.ingestion import deid, landing, uci
+from clinical_mlops.features import build as features
+from clinical_mlops.training import modelling, fit as training
+from clinical_mlops.validation import rules as validation
+from clinical_mlops.core import warehouse
+from clinical_mlops.features.cohort import CohortSpec, load_cohort
 from clinical_mlops_tests.conftest import Workspace
 
 

@@ -13,7 +13,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
-from clinical_mlops.settings import switch_off_telemetry  # noqa: E402
+from clinical_mlops.core.settings import switch_off_telemetry  # noqa: E402
 
 switch_off_telemetry()
 os.environ.setdefault("CLINICAL_MLOPS_PSEUDONYM_KEY", "test-key-not-secret")
@@ -59,7 +59,7 @@ def mlflow_template(tmp_path_factory) -> Path:
     """An initialised, empty MLflow SQLite store, created once (its migrations take seconds)."""
     from mlflow.tracking import MlflowClient
 
-    from clinical_mlops import tracking
+    from clinical_mlops.core import tracking
 
     root = tmp_path_factory.mktemp("mlflow_template")
     tracking.configure(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts")
@@ -79,7 +79,7 @@ def workspace(tmp_path: Path, mlflow_template: Path) -> Workspace:
 @pytest.fixture(scope="session")
 def small_encounters():
     """3,000 synthetic encounters, generated once per session (all columns as text)."""
-    from clinical_mlops import synthetic
+    from clinical_mlops.ingestion import synthetic
 
     return synthetic.generate_encounters(synthetic.SyntheticConfig(n_encounters=3_000, seed=7))
 

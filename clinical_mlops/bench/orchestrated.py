@@ -21,7 +21,7 @@ MODEL_STEPS = ("encounter_features", "training_split", "baseline_model", "candid
 def run(extracts: list[Path], cohort: str = COHORT) -> dict:
     import dagster as dg
 
-    from clinical_mlops import runs
+    from clinical_mlops.cli import runs
     from clinical_mlops.defs.audit.sensors import record_run
 
     instance = runs.project_instance()

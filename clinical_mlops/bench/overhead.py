@@ -36,7 +36,7 @@ def measure(repeats: int = 3) -> dict:
     """Median seconds per extra step over ``repeats`` pairs of runs (after one warm-up pair)."""
     import dagster as dg
 
-    from clinical_mlops import runs
+    from clinical_mlops.cli import runs
 
     instance = runs.project_instance()
     short, long = noop_chain(SHORT, "short"), noop_chain(LONG, "long")

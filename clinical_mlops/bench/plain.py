@@ -26,13 +26,19 @@ def run(extracts: list[Path], cohort: str = COHORT) -> dict:
     """Run every step; return the rows landed and the headline figures."""
     import pandera.pandas as pa
 
-    from clinical_mlops import (
-        audit_events, deid, fairness, fairness_report, features, landing, ledger, model_evaluation, modelling,
-        registry, scale_ml_stages, training, validation, warehouse,
-    )
-    from clinical_mlops.cohort import load_cohort
-    from clinical_mlops.policy import load_policy
-    from clinical_mlops.settings import default_paths
+    from clinical_mlops.audit import events as audit_events, ledger
+    from clinical_mlops.ingestion import deid, landing
+    from clinical_mlops.fairness import audit as fairness, report as fairness_report
+    from clinical_mlops.features import build as features
+    from clinical_mlops.evaluation import models as model_evaluation
+    from clinical_mlops.training import modelling, fit as training
+    from clinical_mlops.registry import aliases as registry
+    from clinical_mlops.bench import scale_ml_stages
+    from clinical_mlops.validation import rules as validation
+    from clinical_mlops.core import warehouse
+    from clinical_mlops.features.cohort import load_cohort
+    from clinical_mlops.governance.policy import load_policy
+    from clinical_mlops.core.settings import default_paths
 
     paths = default_paths()
     paths.reports_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("extracts", nargs="+", type=Path)
     parser.add_argument("--result", type=Path, required=True)
     args = parser.parse_args(argv)
-    from clinical_mlops.settings import switch_off_telemetry
+    from clinical_mlops.core.settings import switch_off_telemetry
 
     switch_off_telemetry()
     args.result.write_text(json.dumps(run(args.extracts)))

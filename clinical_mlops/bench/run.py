@@ -15,7 +15,7 @@ from pathlib import Path
 
 from clinical_mlops.bench import report
 from clinical_mlops.bench.measure import Measurement, measure, python_module
-from clinical_mlops.settings import PROJECT_ROOT
+from clinical_mlops.core.settings import PROJECT_ROOT
 
 DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)
 BENCH_DIR = PROJECT_ROOT / ".bench"
@@ -88,13 +88,13 @@ def _child(name: str, module: str, root: Path, *args: str, rows: int | None = No
 
 def comparison_extracts(options: BenchOptions, directory: Path) -> list[Path]:
     """The comparison's input: the source (or synthetic data) cut into two sequential extracts."""
-    from clinical_mlops import uci
+    from clinical_mlops.ingestion import uci
 
     if options.source is not None:
         encounters = uci.load_uci_encounters(options.source)
         prefix = "uci"
     else:
-        from clinical_mlops import synthetic
+        from clinical_mlops.ingestion import synthetic
 
         encounters = synthetic.generate_encounters(
             synthetic.SyntheticConfig(n_encounters=options.compare_encounters, seed=42))
@@ -168,7 +168,7 @@ def run_scale(options: BenchOptions, work: Path) -> list[dict]:
 def machine() -> dict:
     import psutil
 
-    from clinical_mlops.provenance import code_provenance
+    from clinical_mlops.core.provenance import code_provenance
 
     code = code_provenance()
     return {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),

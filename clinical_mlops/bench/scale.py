@@ -39,41 +39,41 @@ DUCKDB_MEMORY_LIMIT = "3GB"
 """DuckDB's buffer cap in the ML stages (it spills to disk beyond); the 8 GB budget is per process."""
 
 
-# --- data stages: clinical_mlops.scale_stages works on the same workspace layout --------------
+# --- data stages: clinical_mlops.bench.scale_stages works on the same workspace layout --------------
 
 def generate(workspace: Path, rows: int) -> dict:
-    from clinical_mlops import scale_stages
+    from clinical_mlops.bench import scale_stages
 
     result = scale_stages.generate(workspace, n_encounters=rows)
     return {**result, "rows_processed": rows}
 
 
 def land(workspace: Path, rows: int) -> dict:
-    from clinical_mlops import scale_stages
+    from clinical_mlops.bench import scale_stages
 
     return _processed(scale_stages.land(workspace), rows)
 
 
 def validate(workspace: Path, rows: int) -> dict:
-    from clinical_mlops import scale_stages
+    from clinical_mlops.bench import scale_stages
 
     return _processed(scale_stages.validate(workspace), rows)
 
 
 def features(workspace: Path, rows: int) -> dict:
-    from clinical_mlops import scale_stages
+    from clinical_mlops.bench import scale_stages
 
     return _processed(scale_stages.build_features(workspace, cohort=COHORT), rows)
 
 
 def split(workspace: Path, rows: int) -> dict:
-    from clinical_mlops import scale_stages
+    from clinical_mlops.bench import scale_stages
 
     return _processed(scale_stages.split(workspace, cohort=COHORT), rows)
 
 
 def train(workspace: Path, rows: int) -> dict:
-    from clinical_mlops import scale_stages
+    from clinical_mlops.bench import scale_stages
 
     result = scale_stages.train(workspace, cohort=COHORT)
     return {**result, "rows_processed": int(result.get("rows", rows))}
@@ -83,12 +83,13 @@ def _processed(result: dict, rows: int) -> dict:
     return {**result, "rows_processed": int(result.get("rows", rows))}
 
 
-# --- ML stages: clinical_mlops.scale_ml_stages on the model the train stage registered ---------
+# --- ML stages: clinical_mlops.bench.scale_ml_stages on the model the train stage registered ---------
 
 def _open(workspace: Path):
-    from clinical_mlops import scale_ml_stages, warehouse
-    from clinical_mlops.cohort import load_cohort
-    from clinical_mlops.policy import load_policy
+    from clinical_mlops.bench import scale_ml_stages
+    from clinical_mlops.core import warehouse
+    from clinical_mlops.features.cohort import load_cohort
+    from clinical_mlops.governance.policy import load_policy
 
     con = warehouse.connect(Path(workspace) / "warehouse.duckdb")
     scale_ml_stages.limit_memory(con, memory_limit=DUCKDB_MEMORY_LIMIT)
@@ -103,7 +104,9 @@ def _newest_extract(con) -> str:
 
 def _candidate(con, spec, workspace: Path):
     """The latest registered candidate, loaded from the workspace's MLflow store."""
-    from clinical_mlops import scoring, tracking, training
+    from clinical_mlops.scoring import champion as scoring
+    from clinical_mlops.core import tracking
+    from clinical_mlops.training import fit as training
 
     root = Path(workspace) / "mlflow"
     tracking.configure(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts")
@@ -115,7 +118,7 @@ def _candidate(con, spec, workspace: Path):
 
 
 def drift_statistics(workspace: Path, rows: int) -> dict:
-    from clinical_mlops import scale_ml_stages
+    from clinical_mlops.bench import scale_ml_stages
 
     con, spec, policy = _open(workspace)
     try:
@@ -128,7 +131,7 @@ def drift_statistics(workspace: Path, rows: int) -> dict:
 
 
 def fairness_aggregates(workspace: Path, rows: int) -> dict:
-    from clinical_mlops import scale_ml_stages
+    from clinical_mlops.bench import scale_ml_stages
 
     con, spec, policy = _open(workspace)
     try:
@@ -138,7 +141,7 @@ def fairness_aggregates(workspace: Path, rows: int) -> dict:
 
 
 def evaluation(workspace: Path, rows: int) -> dict:
-    from clinical_mlops import scale_ml_stages
+    from clinical_mlops.bench import scale_ml_stages
 
     con, spec, _ = _open(workspace)
     try:
@@ -148,7 +151,7 @@ def evaluation(workspace: Path, rows: int) -> dict:
 
 
 def batch_scoring(workspace: Path, rows: int) -> dict:
-    from clinical_mlops import scale_ml_stages
+    from clinical_mlops.bench import scale_ml_stages
 
     con, spec, _ = _open(workspace)
     try:
@@ -173,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", type=Path, required=True)
     parser.add_argument("--result", type=Path, required=True)
     args = parser.parse_args(argv)
-    from clinical_mlops.settings import switch_off_telemetry
+    from clinical_mlops.core.settings import switch_off_telemetry
 
     switch_off_telemetry()
     args.result.write_text(json.dumps(run_stage(args.stage, args.workspace, args.rows), default=str))

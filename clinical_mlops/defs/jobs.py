@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from clinical_mlops.cohort import load_all_cohorts
+from clinical_mlops.features.cohort import load_all_cohorts
 from clinical_mlops.defs.partitions import extract_partitions
 
 ingestion_job = dg.define_asset_job(

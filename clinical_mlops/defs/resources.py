@@ -9,8 +9,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from clinical_mlops import deid, warehouse
-from clinical_mlops.settings import default_paths
+from clinical_mlops.ingestion import deid
+from clinical_mlops.core import warehouse
+from clinical_mlops.core.settings import default_paths
 
 WAREHOUSE_POOL = "duckdb_warehouse"
 """Every asset that writes the warehouse runs in this pool, so writers queue instead of failing."""
@@ -50,7 +51,7 @@ class TrackingResource(dg.ConfigurableResource):
     ui_url: str = MLFLOW_UI
 
     def configure(self) -> None:
-        from clinical_mlops import tracking
+        from clinical_mlops.core import tracking
 
         tracking.configure(self.tracking_uri, Path(self.artifact_root))
 

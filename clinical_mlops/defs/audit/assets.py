@@ -6,9 +6,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from clinical_mlops import audit_events, ledger, lineage, model_card, training
-from clinical_mlops import tracking as tracking_lib
-from clinical_mlops.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.audit import events as audit_events, ledger, lineage, model_card
+from clinical_mlops.training import fit as training
+from clinical_mlops.core import tracking as tracking_lib
+from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, ReportsResource, TrackingResource, WarehouseResource
 
 ROLES = ("candidate", "baseline")

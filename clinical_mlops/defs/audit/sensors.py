@@ -24,9 +24,10 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from clinical_mlops import audit_events, ledger, lineage, warehouse
+from clinical_mlops.audit import events as audit_events, ledger, lineage
+from clinical_mlops.core import warehouse
 from clinical_mlops.defs.resources import WarehouseResource
-from clinical_mlops.settings import default_paths
+from clinical_mlops.core.settings import default_paths
 
 RECORDED_EVENT_TYPES = {
     dg.DagsterEventType.ASSET_MATERIALIZATION,

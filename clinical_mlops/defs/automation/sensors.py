@@ -5,7 +5,7 @@
   file to its sha256 (plus its size and mtime, so unchanged files are not re-hashed every tick):
   a file is never processed twice, and identical bytes under another name start no run.
 * ``run_failure_incident_sensor`` — any failed run of this code location opens an incident
-  (``clinical_mlops.incidents``: owner and deadline from the policy); a repeat failure of the same
+  (``clinical_mlops.monitoring.incidents``: owner and deadline from the policy); a repeat failure of the same
   job while the incident is open is appended to that incident's update log instead.
 * ``drift_check_failed_sensor`` — a failed check on a ``[cohort, "drift_report"]`` asset requests
   a retrain of that cohort (``training_job`` restricted to its assets; the downstream fairness,
@@ -28,7 +28,7 @@ from typing import TypeVar
 import dagster as dg
 import duckdb
 
-from clinical_mlops import landing
+from clinical_mlops.ingestion import landing
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import LandingZoneResource, WarehouseResource
 
@@ -145,7 +145,7 @@ def with_warehouse(warehouse: WarehouseResource, action: Callable[[duckdb.DuckDB
 
 
 def _cohort_names() -> list[str]:
-    from clinical_mlops.cohort import load_all_cohorts
+    from clinical_mlops.features.cohort import load_all_cohorts
 
     return [spec.name for spec in load_all_cohorts()]
 
@@ -200,7 +200,7 @@ def run_failure_evidence(context: dg.RunFailureSensorContext) -> tuple[list[str]
 def record_run_failure(con: duckdb.DuckDBPyConnection, cohorts: list[str], evidence: dict, *, policy,
                        severity: str) -> list[dict]:
     """Open (or update) one incident per cohort; idempotent for a given run id."""
-    from clinical_mlops import incidents
+    from clinical_mlops.monitoring import incidents
 
     incidents.ensure_tables(con)
     run_id = evidence["run_id"]
@@ -232,7 +232,7 @@ def record_run_failure(con: duckdb.DuckDBPyConnection, cohorts: list[str], evide
     description="A failed run opens an incident in monitoring.incidents (owner and deadline from the policy).",
 )
 def run_failure_incident_sensor(context: dg.RunFailureSensorContext, warehouse: WarehouseResource) -> None:
-    from clinical_mlops.policy import load_policy
+    from clinical_mlops.governance.policy import load_policy
 
     policy = load_policy()
     severity = os.environ.get("CLINICAL_MLOPS_RUN_FAILURE_SEVERITY", "warn")
@@ -294,7 +294,7 @@ def drift_check_failed_sensor(
             failures.setdefault(key.asset_key.path[0], []).extend((key, r) for r in new)
     if not failures:
         return dg.SkipReason("no new failed drift check")
-    from clinical_mlops.policy import load_policy
+    from clinical_mlops.governance.policy import load_policy
 
     policy = load_policy()
     requests = []
@@ -313,7 +313,7 @@ def drift_check_failed_sensor(
         escalations[cohort] = {"checks": checks, "extracts": partitions, "check_runs": sorted({r.run_id for _, r in items})}
 
     def escalate(con: duckdb.DuckDBPyConnection) -> list[str]:
-        from clinical_mlops import incidents
+        from clinical_mlops.monitoring import incidents
 
         opened = []
         for cohort, evidence in escalations.items():

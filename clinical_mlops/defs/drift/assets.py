@@ -6,11 +6,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from clinical_mlops import drift, drift_report, registry
-from clinical_mlops.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.drift import statistics as drift, report as drift_report
+from clinical_mlops.registry import aliases as registry
+from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, ReportsResource, TrackingResource, WarehouseResource
-from clinical_mlops.policy import Policy, load_policy
+from clinical_mlops.governance.policy import Policy, load_policy
 
 
 class DriftConfig(dg.Config):

@@ -5,8 +5,9 @@ import base64
 
 import dagster as dg
 
-from clinical_mlops import model_evaluation, training
-from clinical_mlops.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.evaluation import models as model_evaluation
+from clinical_mlops.training import fit as training
+from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, ReportsResource, WarehouseResource
 
 HEADLINE_METRICS = ("auroc", "auprc", "brier", "ece")

@@ -16,18 +16,22 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from clinical_mlops import fairness, fairness_report, features, incidents, mitigation, modelling
-from clinical_mlops import fairness_root_cause as root_cause_lib
-from clinical_mlops import provenance, tracking as tracking_lib, training
-from clinical_mlops.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.fairness import audit as fairness, report as fairness_report, mitigation
+from clinical_mlops.features import build as features
+from clinical_mlops.monitoring import incidents
+from clinical_mlops.training import modelling
+from clinical_mlops.fairness import root_cause as root_cause_lib
+from clinical_mlops.core import provenance, tracking as tracking_lib
+from clinical_mlops.training import fit as training
+from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.defs.resources import (
     WAREHOUSE_POOL,
     ReportsResource,
     TrackingResource,
     WarehouseResource,
 )
-from clinical_mlops.policy import DEFAULT_POLICY_PATH, Policy, load_policy
-from clinical_mlops.warehouse import transaction
+from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, Policy, load_policy
+from clinical_mlops.core.warehouse import transaction
 
 GROUP = "fairness"
 

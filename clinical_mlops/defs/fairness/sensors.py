@@ -10,8 +10,8 @@ import json
 
 import dagster as dg
 
-from clinical_mlops.cohort import load_all_cohorts
-from clinical_mlops.policy import load_policy
+from clinical_mlops.features.cohort import load_all_cohorts
+from clinical_mlops.governance.policy import load_policy
 
 try:  # the record status enum lives in an internal module
     from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus

@@ -3,9 +3,9 @@
 
 import dagster as dg
 
-from clinical_mlops import features
-from clinical_mlops.chunking import bound_memory
-from clinical_mlops.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.features import build as features
+from clinical_mlops.core.chunking import bound_memory
+from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, WarehouseResource
 
 

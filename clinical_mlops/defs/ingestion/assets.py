@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from clinical_mlops import landing
+from clinical_mlops.ingestion import landing
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, LandingZoneResource, WarehouseResource
 

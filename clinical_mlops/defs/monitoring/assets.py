@@ -7,10 +7,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from clinical_mlops import drift, incidents, monitoring, prediction_log
-from clinical_mlops.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.drift import statistics as drift
+from clinical_mlops.monitoring import incidents, production as monitoring
+from clinical_mlops.scoring import prediction_log
+from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, WarehouseResource
-from clinical_mlops.policy import load_policy
+from clinical_mlops.governance.policy import load_policy
 
 GROUP = "monitoring"
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from clinical_mlops import change_control, registry, training
-from clinical_mlops.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.registry import change_control, aliases as registry
+from clinical_mlops.training import fit as training
+from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, ReportsResource, TrackingResource, WarehouseResource
-from clinical_mlops.policy import Policy, load_policy
+from clinical_mlops.governance.policy import Policy, load_policy
 
 
 class ChangeControlConfig(dg.Config):

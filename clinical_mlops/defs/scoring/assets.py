@@ -3,9 +3,9 @@
 
 import dagster as dg
 
-from clinical_mlops import scoring
-from clinical_mlops import tracking as tracking_lib
-from clinical_mlops.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.scoring import champion as scoring
+from clinical_mlops.core import tracking as tracking_lib
+from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, TrackingResource, WarehouseResource
 

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from clinical_mlops import features, modelling, training
-from clinical_mlops import tracking as tracking_lib
-from clinical_mlops.chunking import bound_memory
-from clinical_mlops.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.features import build as features
+from clinical_mlops.training import modelling, fit as training
+from clinical_mlops.core import tracking as tracking_lib
+from clinical_mlops.core.chunking import bound_memory
+from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, TrackingResource, WarehouseResource
 
 

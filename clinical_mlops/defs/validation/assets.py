@@ -3,11 +3,11 @@
 
 import dagster as dg
 
-from clinical_mlops import validation
-from clinical_mlops.chunking import bound_memory
+from clinical_mlops.validation import rules as validation
+from clinical_mlops.core.chunking import bound_memory
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, PseudonymisationResource, WarehouseResource
-from clinical_mlops.deid import key_fingerprint
+from clinical_mlops.ingestion.deid import key_fingerprint
 
 
 class ValidationConfig(dg.Config):

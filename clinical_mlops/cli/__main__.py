@@ -1,0 +1,5 @@
+"""``python -m clinical_mlops.cli``: the same as the ``clinical-mlops`` command."""
+
+from clinical_mlops.cli.main import main
+
+raise SystemExit(main())

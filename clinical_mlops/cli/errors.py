@@ -1,0 +1,93 @@
+"""Known failure classes turned into one line for the command line, instead of a traceback.
+
+A full disk, a read-only file system, a warehouse locked by another process, an unreadable
+MLflow store or a broken audit ledger are operating conditions, not bugs: the user needs the
+path and the problem. Anything not recognised here is a bug and keeps its traceback.
+"""
+
+import errno
+import os
+import traceback
+
+import duckdb
+
+from clinical_mlops.core.settings import default_paths
+
+_OS_HINTS: dict[int, str] = {
+    errno.ENOSPC: "free space on that file system and rerun",
+    errno.EDQUOT: "the disk quota is exhausted; free space and rerun",
+    errno.EFBIG: "the file has reached the size limit of this process or file system",
+    errno.EROFS: "the file system is mounted read-only; point the setting at a writable place",
+    errno.EACCES: "no permission; check the owner and mode of the path",
+    errno.EPERM: "not permitted; check the owner and mode of the path",
+}
+
+_MLFLOW_CORRUPT = ("file is not a database", "database disk image is malformed", "malformed database schema")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def _raised_in(chain: list[BaseException], folder: str) -> bool:
+    """True when a frame of any exception in the chain is in a file under ``folder`` (a package)."""
+    return any(folder in frame.filename for item in chain for frame in traceback.extract_tb(item.__traceback__))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _mlflow_store() -> str:
+    uri = default_paths().mlflow_tracking_uri
+    return uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else uri
+
+
+def describe(exc: BaseException) -> str | None:
+    """One line naming the path and the problem, or None when ``exc`` is not a known failure class."""
+    from clinical_mlops.audit import ledger
+    from clinical_mlops.core import warehouse
+
+    chain = _chain(exc)
+    text = " ".join(str(e) for e in chain).lower()
+    for item in chain:
+        if isinstance(item, warehouse.WarehouseBusyError):
+            return str(item)
+        if isinstance(item, ledger.LedgerError):
+            return f"audit ledger: {item} (check it with `clinical-mlops audit verify`)"
+    corrupt = next((marker for marker in _MLFLOW_CORRUPT if marker in text), None)
+    if corrupt:
+        return (f"the MLflow store {_mlflow_store()} cannot be read ({corrupt}); "
+                "restore it from a backup or set MLFLOW_TRACKING_URI to a healthy store")
+    if any(type(item).__module__.startswith("sqlalchemy") for item in chain):
+        if _raised_in(chain, "/mlflow/"):
+            return f"the MLflow store {_mlflow_store()}: {_first_line(chain[-1])}"
+        if _raised_in(chain, "/dagster/"):
+            return f"the Dagster instance storage under {os.environ.get('DAGSTER_HOME', '.')}: {_first_line(chain[-1])}"
+    for item in chain:
+        if isinstance(item, OSError) and item.errno in _OS_HINTS:
+            where = item.filename or "a file"
+            return f"{where}: {item.strerror or _first_line(item)}; {_OS_HINTS[item.errno]}"
+    for item in chain:
+        if isinstance(item, duckdb.Error):
+            return describe_warehouse_error(item)
+    return None
+
+
+def describe_warehouse_error(exc: BaseException) -> str:
+    """A DuckDB failure as one line naming the warehouse file and, for disk problems, what to do."""
+    message = _first_line(exc)
+    lowered = message.lower()
+    hint = ""
+    if "read-only file system" in lowered:
+        hint = "; the file system is mounted read-only: point CLINICAL_MLOPS_WAREHOUSE at a writable place"
+    elif "no space left" in lowered:
+        hint = "; free space on that file system and rerun"
+    elif "lock" in lowered:
+        hint = "; another process is writing it: retry when it finishes"
+    return f"the warehouse {default_paths().warehouse}: {message}{hint}"

@@ -1,0 +1,357 @@
+"""Cohort feature tables built in DuckDB SQL, their Pandera schema, and the patient split.
+
+The heavy lifting stays in the warehouse: features are one ``CREATE TABLE AS`` over the
+validated encounters; the feature schema is checked in chunks, and only the model-fitting
+step pulls rows into memory (at most ``max_training_rows`` of them, see
+:func:`load_training_sample`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pandera.pandas as pa
+
+from clinical_mlops.ingestion import diabetes130
+from clinical_mlops.core.chunking import DEFAULT_CHUNK_ROWS, iter_frames
+from clinical_mlops.features.cohort import CohortSpec
+from clinical_mlops.core.warehouse import scalar, transaction
+
+SQL_DIR = Path(__file__).parent / "sql"
+
+
+def encounter_base_sql() -> str:
+    """The shared feature SQL with the medication summaries expanded."""
+    meds = diabetes130.MEDICATIONS
+
+    def count_where(condition: str) -> str:
+        return " + ".join(f"CAST(e.\"{m}\" {condition} AS INTEGER)" for m in meds)
+
+    return (SQL_DIR / "encounter_base.sql").read_text().format(
+        medications_prescribed=count_where("<> 'No'"),
+        medications_up=count_where("= 'Up'"),
+        medications_down=count_where("= 'Down'"),
+    )
+
+
+def feature_sql_version(spec: CohortSpec) -> str:
+    """A hash of everything that defines the feature table: shared SQL and the cohort spec."""
+    return hashlib.sha256((encounter_base_sql() + spec.spec_hash).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class FeatureBuild:
+    rows_in: int
+    rows_excluded: dict[str, int]
+    rows_out: int
+    positives: int
+
+    @property
+    def prevalence(self) -> float:
+        return self.positives / self.rows_out if self.rows_out else float("nan")
+
+
+def build_features(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> FeatureBuild:
+    """Create ``features.<cohort>``: keys, sensitive attributes, features and the 0/1 label."""
+    base = encounter_base_sql()
+    columns = ", ".join(
+        ["encounter_id", "patient_key", "extract_id", *dict.fromkeys(spec.sensitive_attributes), *spec.features]
+    )
+    excluded_any = " OR ".join(f"({e.sql})" for e in spec.exclusions) or "FALSE"
+    with transaction(con):
+        con.execute(f"CREATE OR REPLACE TEMP VIEW encounter_base AS {base}")
+        rows_in = int(scalar(con, "SELECT count(*) FROM encounter_base"))
+        excluded = {
+            e.name: int(scalar(con, f"SELECT count(*) FROM encounter_base WHERE {e.sql}")) for e in spec.exclusions
+        }
+        con.execute(
+            f"""CREATE OR REPLACE TABLE {spec.features_table} AS
+            SELECT {columns}, CAST(({spec.target_sql}) AS INTEGER) AS label
+            FROM encounter_base
+            WHERE NOT ({excluded_any})
+            ORDER BY encounter_id"""
+        )
+    rows_out, positives = con.execute(f"SELECT count(*), coalesce(sum(label), 0) FROM {spec.features_table}").fetchone()
+    return FeatureBuild(rows_in=rows_in, rows_excluded=excluded, rows_out=int(rows_out), positives=int(positives))
+
+
+def feature_schema(spec: CohortSpec) -> pa.DataFrameSchema:
+    """Pandera schema of a cohort's feature table: no missing values, ranges, a 0/1 label."""
+    columns: dict[str, pa.Column] = {
+        "encounter_id": pa.Column(int, unique=True, coerce=True),
+        "patient_key": pa.Column(str, pa.Check.str_matches(r"^[0-9a-f]{16}$", name="pseudonymised")),
+        "extract_id": pa.Column(str),
+        "label": pa.Column(int, pa.Check.isin([0, 1], name="binary_label"), coerce=True),
+    }
+    for attribute in spec.sensitive_attributes:
+        columns[attribute] = pa.Column(str)
+    for feature in spec.numeric_features:
+        columns[feature] = pa.Column(float, pa.Check.ge(0, name="non_negative"), coerce=True)
+    for feature in spec.categorical_features:
+        columns[feature] = pa.Column(str)
+    return pa.DataFrameSchema(columns, strict=True, name=f"{spec.name}_features")
+
+
+def load_features(con: duckdb.DuckDBPyConnection, spec: CohortSpec, where: str = "TRUE") -> pd.DataFrame:
+    """The whole feature table as one frame: for small cohorts and tests; see :func:`check_feature_schema`."""
+    return con.execute(f"SELECT * FROM {spec.features_table} WHERE {where} ORDER BY encounter_id").df()
+
+
+@dataclass(frozen=True)
+class FeatureSchemaCheck:
+    """Failing cases per "column:check" over the whole feature table, and the rows checked."""
+
+    failures: dict[str, int]
+    rows_checked: int
+
+
+def _schema_failure_counts(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> dict[str, int]:
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        counted = errors.failure_cases.groupby(["column", "check"]).size()
+        return {f"{column}:{check}": int(n) for (column, check), n in counted.items()}
+    return {}
+
+
+FEATURE_CHECK_ENGINES = ("sql", "pandera")
+
+
+def _sql_literal(value: object) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"no SQL literal for {type(value).__name__}")
+    return repr(value)
+
+
+def _check_sql(column: str, check: pa.Check) -> str:
+    """SQL for one of Pandera's built-in checks, read from the check itself (its error and statistics)."""
+    kind = (check.error or "").split("(")[0]
+    quoted = f'"{column}"'
+    stats = check.statistics
+    if kind == "greater_than_or_equal_to":
+        return f"{quoted} >= {_sql_literal(stats['min_value'])}"
+    if kind == "isin":
+        return f"{quoted} IN ({', '.join(_sql_literal(v) for v in stats['allowed_values'])})"
+    if kind == "str_matches":  # re.match: anchored at the start only
+        pattern = stats["pattern"]
+        return f"regexp_matches({quoted}, {_sql_literal(pattern if pattern.startswith('^') else '^' + pattern)})"
+    raise NotImplementedError(f"no SQL rendering of the check {check.error!r} on {column}")
+
+
+def feature_schema_sql(schema: pa.DataFrameSchema) -> str:
+    """SQL true for a row that passes every per-row check of ``schema`` (compiled from the schema)."""
+    parts = []
+    for name, column in schema.columns.items():
+        if not column.nullable:
+            parts.append(f'"{name}" IS NOT NULL')
+        parts.extend(f"coalesce({_check_sql(name, check)}, TRUE)" for check in column.checks)
+    return " AND ".join(parts) or "TRUE"
+
+
+def check_feature_schema(
+    con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    engine: str = "sql", sample_rows: int = 50_000,
+) -> FeatureSchemaCheck:
+    """Validate ``features.<cohort>`` against :func:`feature_schema` with bounded memory.
+
+    ``pandera``: every row through Pandera, ``chunk_rows`` at a time. ``sql`` (default, for
+    tens of millions of rows): the schema's per-row checks, compiled to SQL from the schema
+    itself, select the failing rows, which Pandera then validates (so failures are counted
+    and named by Pandera); Pandera also validates a spread sample of ``sample_rows`` other
+    rows, which catches anything SQL cannot see (dtypes, coercion). The one cross-row check,
+    ``encounter_id`` unique, runs in SQL under Pandera's name (``encounter_id:field_uniqueness``,
+    one case per row holding a repeated id). On the failing rows both engines count alike.
+    """
+    if engine not in FEATURE_CHECK_ENGINES:
+        raise ValueError(f"engine must be one of {FEATURE_CHECK_ENGINES}, got {engine!r}")
+    schema = feature_schema(spec)
+    unique = [name for name, column in schema.columns.items() if column.unique]
+    row_schema = schema.update_columns({name: {"unique": False} for name in unique}) if unique else schema
+    table = spec.features_table
+    total = int(scalar(con, f"SELECT count(*) FROM {table}"))
+    failures: Counter[str] = Counter()
+    if engine == "pandera":
+        queries = [f"SELECT * FROM {table}"]
+    else:
+        passes = f"coalesce({feature_schema_sql(row_schema)}, FALSE)"
+        stride = max(1, total // max(1, sample_rows))
+        queries = [
+            f"SELECT * FROM {table} WHERE NOT {passes}",
+            f"SELECT * FROM {table} WHERE hash(encounter_id) % {stride} = 0 AND {passes}",
+        ]
+    for sql in queries:
+        for frame in iter_frames(con, sql, chunk_rows=chunk_rows):
+            failures.update(_schema_failure_counts(frame, row_schema))
+    for name in unique:
+        repeated = int(scalar(
+            con,
+            f"""SELECT coalesce(sum(n), 0) FROM (
+                SELECT count(*) AS n FROM {table} GROUP BY "{name}" HAVING count(*) > 1)""",
+        ))
+        if repeated:
+            failures[f"{name}:field_uniqueness"] += repeated
+    return FeatureSchemaCheck(failures=dict(sorted(failures.items())), rows_checked=total)
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    train_rows: int
+    test_rows: int
+    train_patients: int
+    test_patients: int
+    patient_overlap: int
+    train_ids_sha256: str
+    test_ids_sha256: str
+    test_prevalence: float
+
+
+def assign_split(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> SplitSummary:
+    """Deterministic patient-grouped split: a patient's side follows a seeded hash of its key."""
+    buckets = 10_000
+    cut = int(round(spec.test_fraction * buckets))
+    with transaction(con):
+        con.execute("DELETE FROM ml.splits WHERE cohort = ?", [spec.name])
+        con.execute(
+            f"""INSERT INTO ml.splits
+            SELECT ?, encounter_id, patient_key,
+                   CASE WHEN md5_number(? || ':' || patient_key) % {buckets} < {cut} THEN 'test' ELSE 'train' END
+            FROM {spec.features_table}""",
+            [spec.name, str(spec.split_seed)],
+        )
+    return summarise_split(con, spec)
+
+
+def _id_set_hash(con: duckdb.DuckDBPyConnection, cohort: str, split: str, batch_rows: int = 100_000) -> str:
+    """sha256 over the sorted distinct patient keys of one side, streamed in batches."""
+    digest = hashlib.sha256()
+    cursor = con.execute(
+        "SELECT DISTINCT patient_key FROM ml.splits WHERE cohort = ? AND split = ? ORDER BY 1", [cohort, split]
+    )
+    while batch := cursor.fetchmany(batch_rows):
+        digest.update(b"".join(key.encode() + b"\n" for (key,) in batch))
+    return digest.hexdigest()
+
+
+def summarise_split(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> SplitSummary:
+    counts = dict(
+        (split, (int(rows), int(patients)))
+        for split, rows, patients in con.execute(
+            "SELECT split, count(*), count(DISTINCT patient_key) FROM ml.splits WHERE cohort = ? GROUP BY split",
+            [spec.name],
+        ).fetchall()
+    )
+    overlap = int(
+        scalar(
+            con,
+            """SELECT count(*) FROM (
+                SELECT patient_key FROM ml.splits WHERE cohort = ? GROUP BY patient_key HAVING count(DISTINCT split) > 1
+            )""",
+            [spec.name],
+        )
+    )
+    prevalence = scalar(
+        con,
+        f"""SELECT avg(f.label) FROM {spec.features_table} f
+            JOIN ml.splits s ON s.cohort = ? AND s.encounter_id = f.encounter_id WHERE s.split = 'test'""",
+        [spec.name],
+    )
+    return SplitSummary(
+        train_rows=counts.get("train", (0, 0))[0],
+        test_rows=counts.get("test", (0, 0))[0],
+        train_patients=counts.get("train", (0, 0))[1],
+        test_patients=counts.get("test", (0, 0))[1],
+        patient_overlap=overlap,
+        train_ids_sha256=_id_set_hash(con, spec.name, "train"),
+        test_ids_sha256=_id_set_hash(con, spec.name, "test"),
+        test_prevalence=float(prevalence) if prevalence is not None else float("nan"),
+    )
+
+
+def _split_sql(spec: CohortSpec) -> str:
+    return f"""SELECT f.* FROM {spec.features_table} f
+            JOIN ml.splits s ON s.cohort = ? AND s.encounter_id = f.encounter_id
+            WHERE s.split = ? ORDER BY f.encounter_id"""
+
+
+def load_split_frame(con: duckdb.DuckDBPyConnection, spec: CohortSpec, split: str) -> pd.DataFrame:
+    """One side of the split with features, label and sensitive attributes, in encounter order.
+
+    The whole side in memory: at scale use :func:`iter_split_frames` or :func:`load_training_sample`.
+    """
+    return con.execute(_split_sql(spec), [spec.name, split]).df()
+
+
+def iter_split_frames(
+    con: duckdb.DuckDBPyConnection, spec: CohortSpec, split: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
+    """One side of the split as frames of about ``chunk_rows`` rows, in encounter order."""
+    yield from iter_frames(con, _split_sql(spec), [spec.name, split], chunk_rows=chunk_rows)
+
+
+@dataclass(frozen=True)
+class TrainingSample:
+    """The rows a model is fitted on: all of the training side, or a patient-grouped subsample."""
+
+    frame: pd.DataFrame
+    full_rows: int
+    full_patients: int
+    used_rows: int
+    used_patients: int
+    max_rows: int
+    seed: int
+
+    @property
+    def subsampled(self) -> bool:
+        return self.used_rows < self.full_rows
+
+
+def load_training_sample(
+    con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, max_rows: int, seed: int
+) -> TrainingSample:
+    """The training side, or above ``max_rows`` rows a seeded patient-grouped subsample of it.
+
+    Drawn in SQL: patients are ordered by a seeded hash of their pseudonymised key and taken
+    whole while the running row count stays within ``max_rows``, so every kept patient keeps
+    all their encounters, the draw is deterministic for a given seed and split, and only the
+    kept rows reach pandas.
+    """
+    if max_rows < 1:
+        raise ValueError("max_rows must be >= 1")
+    full_rows, full_patients = con.execute(
+        "SELECT count(*), count(DISTINCT patient_key) FROM ml.splits WHERE cohort = ? AND split = 'train'",
+        [spec.name],
+    ).fetchone()
+    if full_rows <= max_rows:
+        frame = load_split_frame(con, spec, "train")
+    else:
+        frame = con.execute(
+            f"""WITH patients AS (
+                    SELECT patient_key, count(*) AS n,
+                           md5_number(? || ':' || patient_key) AS draw
+                    FROM ml.splits WHERE cohort = ? AND split = 'train' GROUP BY patient_key
+                ), kept AS (
+                    SELECT patient_key FROM (
+                        SELECT patient_key, sum(n) OVER (ORDER BY draw, patient_key
+                                                        ROWS UNBOUNDED PRECEDING) AS running
+                        FROM patients
+                    ) WHERE running <= ?
+                )
+                SELECT f.* FROM {spec.features_table} f
+                JOIN ml.splits s ON s.cohort = ? AND s.encounter_id = f.encounter_id AND s.split = 'train'
+                WHERE s.patient_key IN (SELECT patient_key FROM kept)
+                ORDER BY f.encounter_id""",
+            [str(seed), spec.name, max_rows, spec.name],
+        ).df()
+    return TrainingSample(
+        frame=frame, full_rows=int(full_rows), full_patients=int(full_patients), used_rows=len(frame),
+        used_patients=int(frame["patient_key"].nunique()) if len(frame) else 0, max_rows=int(max_rows),
+        seed=int(seed),
+    )

@@ -1,0 +1,178 @@
+"""Incident records: what a failing blocking gate opens, with owner, deadline and evidence.
+
+``monitoring.incidents`` holds one row per incident (id, opened_at, severity, owner, cohort,
+model, check, evidence, status, due_by, policy hash); ``monitoring.incident_updates`` is an
+append-only log of every status change, so an update never hides what was recorded before.
+Owner, notification list and deadline come from the policy's escalation rule for the severity.
+Evidence is aggregate (gaps, intervals, links, the policy hash) — never row-level data.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import pandas as pd
+
+from clinical_mlops.governance.policy import Policy
+from clinical_mlops.core.warehouse import transaction
+
+STATUSES: tuple[str, ...] = ("open", "acknowledged", "mitigating", "resolved", "dismissed")
+OPEN_STATUSES: tuple[str, ...] = ("open", "acknowledged", "mitigating")
+
+INCIDENT_DDL: tuple[str, ...] = (
+    "CREATE SCHEMA IF NOT EXISTS monitoring",
+    """CREATE TABLE IF NOT EXISTS monitoring.incidents (
+    incident_id VARCHAR PRIMARY KEY,
+    opened_at TIMESTAMP NOT NULL,
+    severity VARCHAR NOT NULL,              -- warn | block_promotion | open_incident
+    owner VARCHAR NOT NULL,                 -- the policy role that owns the response
+    owner_contact VARCHAR NOT NULL,
+    notify_json VARCHAR NOT NULL,           -- roles told, from the policy's escalation rule
+    due_by TIMESTAMP NOT NULL,              -- opened_at + the rule's within_hours
+    cohort VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,                 -- registered name and version
+    "check" VARCHAR NOT NULL,               -- asset key and check name
+    evidence VARCHAR NOT NULL,              -- JSON: gaps, intervals, links, audit id
+    status VARCHAR NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    policy_version VARCHAR NOT NULL,
+    policy_sha256 VARCHAR NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS monitoring.incident_updates (
+    incident_id VARCHAR NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    previous_status VARCHAR,
+    status VARCHAR NOT NULL,
+    note VARCHAR NOT NULL
+)""",
+)
+
+
+@dataclass(frozen=True)
+class Incident:
+    incident_id: str
+    opened_at: datetime
+    severity: str
+    owner: str
+    owner_contact: str
+    due_by: datetime
+    cohort: str
+    model: str
+    check: str
+    status: str
+    created: bool  # False when an open incident for the same cohort, model and check already existed
+
+    def as_metadata(self) -> dict[str, str]:
+        return {
+            "incident_id": self.incident_id, "severity": self.severity, "owner": self.owner,
+            "due_by": self.due_by.isoformat(timespec="minutes") + "Z", "status": self.status,
+        }
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    for statement in INCIDENT_DDL:
+        con.execute(statement)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def _row_to_incident(row: dict, created: bool) -> Incident:
+    return Incident(
+        incident_id=row["incident_id"], opened_at=row["opened_at"], severity=row["severity"], owner=row["owner"],
+        owner_contact=row["owner_contact"], due_by=row["due_by"], cohort=row["cohort"], model=row["model"],
+        check=row["check"], status=row["status"], created=created,
+    )
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, where: str, params: list) -> list[dict]:
+    cursor = con.execute(f'SELECT * FROM monitoring.incidents WHERE {where} ORDER BY opened_at', params)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, r)) for r in cursor.fetchall()]
+
+
+def open_incident(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    policy: Policy,
+    severity: str,
+    cohort: str,
+    model: str,
+    check: str,
+    evidence: dict,
+) -> Incident:
+    """Open an incident, or return the one already open for this cohort, model and check."""
+    ensure_tables(con)
+    existing = _fetch(
+        con, f"cohort = ? AND model = ? AND \"check\" = ? AND status IN ({', '.join('?' * len(OPEN_STATUSES))})",
+        [cohort, model, check, *OPEN_STATUSES],
+    )
+    if existing:
+        return _row_to_incident(existing[-1], created=False)
+    rule = policy.escalation.for_severity(severity)
+    now = _now()
+    incident_id = f"INC-{now:%Y%m%d}-{uuid.uuid4().hex[:8]}"
+    due_by = now + timedelta(hours=rule.within_hours)
+    row = {
+        "incident_id": incident_id, "opened_at": now, "severity": severity, "owner": rule.owner,
+        "owner_contact": policy.owners.contact(rule.owner), "notify_json": json.dumps(list(rule.notify)),
+        "due_by": due_by, "cohort": cohort, "model": model, "check": check,
+        "evidence": json.dumps(evidence, sort_keys=True, default=str), "status": "open", "updated_at": now,
+        "policy_version": policy.version, "policy_sha256": policy.sha256,
+    }
+    with transaction(con):
+        con.execute(
+            f"INSERT INTO monitoring.incidents ({', '.join(chr(34) + k + chr(34) for k in row)}) "
+            f"VALUES ({', '.join('?' * len(row))})",
+            list(row.values()),
+        )
+        con.execute(
+            "INSERT INTO monitoring.incident_updates VALUES (?, ?, NULL, 'open', ?)",
+            [incident_id, now, f"opened by failing check {check}"],
+        )
+    return _row_to_incident(row, created=True)
+
+
+def update_status(con: duckdb.DuckDBPyConnection, incident_id: str, status: str, note: str) -> None:
+    """Move an incident to ``status``; the change and its note are appended to the update log."""
+    if status not in STATUSES:
+        raise ValueError(f"unknown incident status {status!r} (expected one of {', '.join(STATUSES)})")
+    ensure_tables(con)
+    rows = _fetch(con, "incident_id = ?", [incident_id])
+    if not rows:
+        raise KeyError(f"no incident {incident_id}")
+    now = _now()
+    with transaction(con):
+        con.execute("UPDATE monitoring.incidents SET status = ?, updated_at = ? WHERE incident_id = ?",
+                    [status, now, incident_id])
+        con.execute("INSERT INTO monitoring.incident_updates VALUES (?, ?, ?, ?, ?)",
+                    [incident_id, now, rows[0]["status"], status, note])
+
+
+def list_incidents(con: duckdb.DuckDBPyConnection, cohort: str | None = None, status: str | None = None) -> pd.DataFrame:
+    ensure_tables(con)
+    clauses, params = ["TRUE"], []
+    if cohort:
+        clauses.append("cohort = ?")
+        params.append(cohort)
+    if status:
+        clauses.append("status = ?")
+        params.append(status)
+    return con.execute(
+        f"SELECT * FROM monitoring.incidents WHERE {' AND '.join(clauses)} ORDER BY opened_at", params
+    ).df()
+
+
+def count_open(con: duckdb.DuckDBPyConnection, cohort: str | None = None) -> int:
+    ensure_tables(con)
+    sql = f"SELECT count(*) FROM monitoring.incidents WHERE status IN ({', '.join('?' * len(OPEN_STATUSES))})"
+    params: list = list(OPEN_STATUSES)
+    if cohort:
+        sql += " AND cohort = ?"
+        params.append(cohort)
+    return int(con.execute(sql, params).fetchall()[0][0])

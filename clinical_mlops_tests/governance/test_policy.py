@@ -1,0 +1,129 @@
+"""The governance policy: loads, validates with clear messages, hashes, and drives the document."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clinical_mlops.fairness import report as fairness_report
+from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy, parse_policy
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    return yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_shipped_policy_loads_with_typed_sections():
+    policy = load_policy()
+    assert policy.version == "2026.11.1"
+    assert policy.sha256 == hashlib.sha256(DEFAULT_POLICY_PATH.read_bytes()).hexdigest()
+    recall = policy.fairness.metric("recall_gap")
+    assert (recall.kind, recall.bound, recall.blocking, recall.check_name) == (
+        "difference", 0.10, True, "recall_gap_within_policy")
+    dpr = policy.fairness.metric("demographic_parity_ratio")
+    assert (dpr.kind, dpr.bound, dpr.blocking) == ("ratio", 0.80, False)
+    assert policy.fairness.attribute("race").reference == "Caucasian"
+    assert policy.fairness.intersections == (("race", "gender"),)
+    assert policy.escalation.for_severity("open_incident").within_hours == 4
+    assert policy.owner_for("block_promotion") == "model_owner"
+    assert policy.drift.correction == "benjamini_hochberg" and policy.drift.evidently_sample_rows == 20000
+    assert policy.change_control.acceptance.max_auroc_drop == 0.02
+    assert policy.change_control.absolute_acceptance.min_auroc == 0.60
+
+
+def test_hash_changes_with_the_bytes(tmp_path, raw):
+    first = load_policy(_write(tmp_path, raw))
+    raw = {**raw, "version": "2026.11.2"}
+    second = load_policy(_write(tmp_path, raw))
+    assert first.sha256 != second.sha256 and second.version == "2026.11.2"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["fairness"].pop("min_group_size"), "fairness.min_group_size is required"),
+        (lambda d: d["fairness"]["metrics"]["recall_gap"].update(max_difference=1.5),
+         "fairness.metrics.recall_gap.max_difference must be a number in (0"),
+        (lambda d: d["fairness"]["metrics"]["recall_gap"].update(severity="panic"),
+         "fairness.metrics.recall_gap.severity 'panic' is not one of"),
+        (lambda d: d["fairness"]["metrics"].update(recal_gap={"max_difference": 0.1, "severity": "warn"}),
+         "fairness.metrics.recal_gap is not a known fairness metric"),
+        (lambda d: d["fairness"]["metrics"]["demographic_parity_ratio"].update(max_difference=0.2),
+         "is a ratio metric"),
+        (lambda d: d["fairness"].update(intersections=[["race", "religion"]]),
+         "fairness.intersections[0] names attributes not declared"),
+        (lambda d: d["fairness"]["sensitive_attributes"]["race"]["reference_population"].update(Caucasian=0.2),
+         "shares must sum to 1"),
+        (lambda d: d["escalation"]["warn"].update(notify=["janitor"]), "escalation.warn.notify names unknown owner role"),
+        (lambda d: d["drift"].update(severity="maybe"), "drift.severity 'maybe' is not one of"),
+        (lambda d: d.update(extra={}), "unknown top-level sections ['extra']"),
+        (lambda d: d["change_control"].update(allowed_modifications=["algorithm_change"]),
+         "both allowed and requiring review"),
+    ],
+)
+def test_invalid_policy_is_rejected_with_the_field_named(tmp_path, raw, edit, message):
+    import copy
+
+    data = copy.deepcopy(raw)
+    edit(data)
+    with pytest.raises(PolicyError) as error:
+        load_policy(_write(tmp_path, data))
+    assert message in str(error.value)
+    assert "policy.yaml" in str(error.value)
+
+
+def test_not_yaml_and_missing_file(tmp_path):
+    with pytest.raises(PolicyError, match="not valid YAML"):
+        parse_policy("version: [unclosed", source="bad.yaml")
+    with pytest.raises(PolicyError, match="policy file not found"):
+        load_policy(tmp_path / "nope.yaml")
+
+
+def test_governance_document_is_generated_from_the_policy():
+    policy = load_policy()
+    doc = fairness_report.governance_markdown(policy)
+    assert policy.sha256 in doc and policy.version in doc
+    for rule in policy.fairness.metrics:
+        assert f"`{rule.check_name}`" in doc
+    assert "| block_promotion |" in doc and "24 h" in doc and "4 h" in doc
+    assert policy.owners.clinical_lead in doc
+    page = fairness_report.governance_html(policy)
+    assert page.startswith("<!doctype html>") and "<table>" in page and "recall_gap_within_policy" in page
+
+
+def _cli(argv: list[str]) -> int:
+    import argparse
+
+    from clinical_mlops.cli.fairness import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_writes_the_governance_document_and_rejects_a_bad_policy(tmp_path, raw, capsys):
+    out = tmp_path / "governance.html"
+    assert _cli(["governance", "--format", "html", "--out", str(out)]) == 0
+    assert "recall_gap_within_policy" in out.read_text()
+    bad = dict(raw, fairness={**raw["fairness"], "confidence": 2})
+    assert _cli(["governance", "--policy", str(_write(tmp_path, bad))]) == 2
+    assert "fairness.confidence must be a number" in capsys.readouterr().err
+
+
+def test_cli_lists_incidents_and_summary_on_an_empty_warehouse(tmp_path, capsys):
+    db = str(tmp_path / "w.duckdb")
+    assert _cli(["incidents", "--warehouse", db]) == 0
+    assert "no incidents" in capsys.readouterr().out
+    assert _cli(["fairness-summary", "--warehouse", db]) == 0
+    assert '"candidate": null' in capsys.readouterr().out
