@@ -172,4 +172,3 @@ def top_drifted(con: duckdb.DuckDBPyConnection, drift_run_id: str, limit: int = 
     )
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
-
