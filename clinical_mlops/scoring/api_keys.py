@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -168,8 +169,6 @@ class ApiKeyStore:
         self._stamp = stamp
 
     def _maybe_reload(self) -> None:
-        import time
-
         now = time.monotonic()
         if now - self._checked < self.recheck_seconds:
             return

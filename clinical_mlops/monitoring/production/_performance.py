@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -166,8 +167,6 @@ def _performance_verdict(window, n, positives, reference, min_labelled, toleranc
 
 def plot_over_time(table: pd.DataFrame, metric: str, *, title: str) -> bytes:
     """PNG of one metric per period and model version, with its interval."""
-    import io
-
     from matplotlib.figure import Figure
 
     rows = table[(table["metric"] == metric) & (table["period"] != "window")].sort_values("period_start")
