@@ -1,0 +1,9 @@
+"""Monitoring in production: outcomes joined to predictions, performance, fairness and skew over time, incidents.
+
+:mod:`.production` joins delayed outcomes to served and batch predictions and computes
+performance, fairness and training–serving skew from them; :mod:`.incidents` records what a
+failing blocking gate opens (owner, deadline, evidence) and every status change. Wired by
+``clinical_mlops/defs/monitoring``.
+"""
+
+__all__ = ["incidents", "production"]

@@ -20,6 +20,18 @@ import pandas as pd
 from clinical_mlops.governance.policy import Policy
 from clinical_mlops.core.warehouse import transaction
 
+__all__ = [
+    "INCIDENT_DDL",
+    "OPEN_STATUSES",
+    "STATUSES",
+    "Incident",
+    "count_open",
+    "ensure_tables",
+    "list_incidents",
+    "open_incident",
+    "update_status",
+]
+
 STATUSES: tuple[str, ...] = ("open", "acknowledged", "mitigating", "resolved", "dismissed")
 OPEN_STATUSES: tuple[str, ...] = ("open", "acknowledged", "mitigating")
 
@@ -54,6 +66,8 @@ INCIDENT_DDL: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Incident:
+    """One incident as opened (or found already open) for a failing check."""
+
     incident_id: str
     opened_at: datetime
     severity: str

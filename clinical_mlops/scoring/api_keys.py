@@ -17,9 +17,26 @@ import json
 import os
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from clinical_mlops.core.settings import default_paths
+
+__all__ = [
+    "FILE_VERSION",
+    "KEY_PREFIX",
+    "ApiKeyError",
+    "ApiKeyRecord",
+    "ApiKeyStore",
+    "create_key",
+    "default_keys_path",
+    "key_sha256",
+    "read_keys",
+    "revoke_key",
+    "serving_dir",
+]
 
 KEY_PREFIX = "cmk"
 FILE_VERSION = 1
@@ -27,8 +44,6 @@ FILE_VERSION = 1
 
 def serving_dir() -> Path:
     """``$CLINICAL_MLOPS_SERVING_DIR`` or ``<data dir>/serving``: the scoring service's files."""
-    from clinical_mlops.core.settings import default_paths
-
     return Path(os.environ.get("CLINICAL_MLOPS_SERVING_DIR", default_paths().data_dir / "serving"))
 
 
@@ -154,8 +169,6 @@ class ApiKeyStore:
         self._stamp = stamp
 
     def _maybe_reload(self) -> None:
-        import time
-
         now = time.monotonic()
         if now - self._checked < self.recheck_seconds:
             return

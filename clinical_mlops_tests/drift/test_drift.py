@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +14,7 @@ from clinical_mlops.ingestion import diabetes130, landing, synthetic
 from clinical_mlops.drift import statistics as drift, report as drift_report
 from clinical_mlops.features import build as features
 from clinical_mlops.validation import rules as validation
-from clinical_mlops.core import warehouse
+from clinical_mlops.core import multiple_testing, warehouse
 from clinical_mlops.features.cohort import load_cohort
 
 SETTINGS = drift.DriftSettings()
@@ -72,6 +73,25 @@ def test_p_value_corrections():
     np.testing.assert_allclose(drift.adjust_p_values(p, "none")[valid], p[valid])
     with pytest.raises(ValueError, match="unknown"):
         drift.adjust_p_values(p, "sidak")
+
+
+def test_drift_corrects_with_the_one_shared_correction():
+    """Drift and fairness adjust p-values in one place; each feature's adjusted p is that function's, per policy."""
+    assert drift.adjust_p_values is multiple_testing.adjust_p_values
+    rng = np.random.default_rng(5)
+    reference = pd.DataFrame({"a": rng.poisson(3.0, 800), "b": rng.poisson(5.0, 800), "c": rng.choice(list("xyz"), 800)})
+    current = pd.DataFrame({"a": rng.poisson(3.3, 600), "b": rng.poisson(5.0, 600), "c": rng.choice(list("xyzz"), 600)})
+    con = duckdb.connect()
+    con.register("reference_rows", reference)
+    con.register("current_rows", current)
+    drift.stage_populations(con, "SELECT * FROM reference_rows", "SELECT * FROM current_rows", ["a", "b", "c"])
+    for method in ("benjamini_hochberg", "holm", "bonferroni", "none"):
+        result = drift.compare(con, numeric=["a", "b"], categorical=["c"],
+                               settings=dataclasses.replace(SETTINGS, correction=method))
+        raw = [f.p_value for f in result.features]
+        np.testing.assert_array_equal([f.p_value_adjusted for f in result.features],
+                                      multiple_testing.adjust_p_values(raw, method))
+        assert [f.significant for f in result.features] == [f.p_value_adjusted < SETTINGS.alpha for f in result.features]
 
 
 def test_psi():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 
@@ -21,6 +22,17 @@ def _write(root, n: int, *, close: bool = True) -> prediction_log.PredictionLogW
     if close:
         writer.close()
     return writer
+
+
+def test_an_entry_is_this_exact_line_and_hash():
+    """The chain's bytes, pinned: a refactor must not change one byte of a line or a hash."""
+    record = {"request_id": "r1", "features": {"x": 1.5, "ü": "é"}, "response": {"status": 200, "risk": 0.125}}
+    entry = prediction_log.seal(1, prediction_log.KIND_PREDICTION, record, prediction_log.GENESIS_HASH,
+                                ts="2026-01-01T00:00:00.000000Z")
+    body = ('{"kind":"prediction","prev_hash":"' + "0" * 64 + '","record":{"features":{"x":1.5,"ü":"é"},'
+            '"request_id":"r1","response":{"risk":0.125,"status":200}},"seq":1,"ts":"2026-01-01T00:00:00.000000Z"}')
+    assert entry.hash == hashlib.sha256(body.encode()).hexdigest() == prediction_log.entry_hash(entry.as_dict())
+    assert entry.line() == ('{"hash":"' + entry.hash + '",' + body[1:] + "\n").encode()
 
 
 def _lines(path) -> list[bytes]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import dagster as dg
 import pytest
 from mlflow.tracking import MlflowClient
@@ -48,6 +50,15 @@ def test_input_hash_is_canonical_and_sensitive_to_every_value():
     for name in spec.features:
         changed = dict(record, **{name: 4 if name in spec.numeric_features else "y"})
         assert scoring.input_sha256(changed, spec) != scoring.input_sha256(record, spec), name
+
+
+def test_input_hash_is_the_sha256_of_this_exact_text():
+    """The hash recorded with every prediction, pinned: a refactor must not change one byte of it."""
+    from types import SimpleNamespace
+
+    spec = SimpleNamespace(numeric_features=("b", "a"), categorical_features=("c",))
+    text = '{"a":3.0,"b":0.5,"c":"é"}'.encode()
+    assert scoring.input_sha256({"a": 3, "b": 0.5, "c": "é"}, spec) == hashlib.sha256(text).hexdigest()
 
 
 def test_batch_and_row_hashes_agree():
