@@ -10,3 +10,5 @@
 Every variant runs in a fresh child process so its wall time includes its imports and its
 peak RSS is its own (``os.wait4``).
 """
+
+__all__ = ["bare", "imports", "measure", "orchestrated", "overhead", "plain", "report", "run", "scale"]

@@ -127,3 +127,66 @@ def test_cli_lists_incidents_and_summary_on_an_empty_warehouse(tmp_path, capsys)
     assert "no incidents" in capsys.readouterr().out
     assert _cli(["fairness-summary", "--warehouse", db]) == 0
     assert '"candidate": null' in capsys.readouterr().out
+
+
+# --- the pydantic models, their errors, and the cached loader --------------------------------
+
+
+def test_pydantic_error_names_the_nested_field_in_one_line(tmp_path, raw):
+    import copy
+
+    data = copy.deepcopy(raw)
+    data["escalation"]["open_incident"]["within_hours"] = "soon"
+    data["fairness"]["sensitive_attributes"]["race"]["reference_population"]["Asian"] = 7
+    with pytest.raises(PolicyError) as error:
+        load_policy(_write(tmp_path, data))
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(str(tmp_path / "policy.yaml") + ": ")
+    assert "escalation.open_incident.within_hours must be a number, got 'soon'" in message
+    assert "fairness.sensitive_attributes.race.reference_population.Asian must be a number in [0, 1], got 7" in message
+
+
+def test_unknown_keys_are_rejected_where_the_section_is_closed(raw):
+    import copy
+
+    data = copy.deepcopy(raw)
+    data["escalation"]["critical"] = dict(data["escalation"]["warn"])
+    data["sha256"] = "0" * 64  # the hash comes from the bytes, never from the file's content
+    with pytest.raises(PolicyError) as error:
+        parse_policy(yaml.safe_dump(data), source="p.yaml")
+    message = str(error.value)
+    assert message.startswith("p.yaml: unknown top-level sections ['sha256'] (expected version, owners,")
+    assert "escalation has unknown severities ['critical'] (expected warn, block_promotion, open_incident)" in message
+
+
+def test_policy_sections_are_frozen_dataclasses_validated_again_on_replace():
+    import dataclasses
+
+    from pydantic import ValidationError
+
+    policy = load_policy()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.fairness.min_group_size = 1  # type: ignore[misc]
+    assert isinstance(policy.fairness.metrics, tuple) and isinstance(policy.fairness.sensitive_attributes, tuple)
+    rule = policy.fairness.metric("recall_gap")
+    assert dataclasses.replace(rule, direction="both").direction == "both"
+    with pytest.raises(ValidationError, match=r"must be a number in \(0, 1\], got 2"):
+        dataclasses.replace(rule, max_difference=2)
+    with pytest.raises(ValidationError, match="is a difference metric: give max_difference, not min_ratio"):
+        dataclasses.replace(rule, min_ratio=0.8)
+
+
+def test_loader_returns_one_object_per_file_and_rereads_an_edited_file(tmp_path, raw, monkeypatch):
+    path = _write(tmp_path, raw)
+    first = load_policy(path)
+    assert load_policy(path) is first and load_policy(str(path)) is first
+    # Same size, written at once: the cache compares content, not timestamps.
+    path.write_bytes(path.read_bytes().replace(b"2026.11.1", b"2026.11.9"))
+    edited = load_policy(path)
+    assert edited is not first and edited.version == "2026.11.9"
+    assert edited.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert load_policy(path) is edited
+    # With no argument: the shipped file, or CLINICAL_MLOPS_POLICY as set at call time.
+    assert load_policy() is load_policy() is load_policy(DEFAULT_POLICY_PATH)
+    monkeypatch.setenv("CLINICAL_MLOPS_POLICY", str(path))
+    assert load_policy() is edited

@@ -1,0 +1,394 @@
+"""The policy's sections as frozen pydantic dataclasses; validation happens when they are built."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import field
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, field_validator, model_validator
+
+from clinical_mlops.governance.policy._fields import (
+    Flag,
+    Label,
+    Names,
+    NonEmptyNames,
+    Text,
+    arguments,
+    choice,
+    closed_section,
+    fail,
+    integer,
+    members,
+    number,
+    section,
+)
+from clinical_mlops.governance.policy._vocabulary import (
+    BLOCKING_SEVERITIES,
+    CORRECTIONS,
+    KNOWN_METRICS,
+    MITIGATION_CONSTRAINTS,
+    MITIGATION_METHODS,
+    OWNER_ROLES,
+    RATIO_METRICS,
+    SEVERITIES,
+)
+
+__all__ = [
+    "AbsoluteAcceptance",
+    "Acceptance",
+    "ChangeControl",
+    "DriftPolicy",
+    "Escalation",
+    "EscalationRule",
+    "FairnessPolicy",
+    "MetricRule",
+    "MitigationPolicy",
+    "Owners",
+    "Policy",
+    "PolicyDocument",
+    "SensitiveAttribute",
+    "Significance",
+]
+
+# Field types: pydantic ``Annotated`` types built by ._fields (the project runs no static type checker).
+Severity = choice(SEVERITIES)
+Correction = choice(CORRECTIONS)
+Direction = choice(("both", "lower"))
+SignificanceTest = choice(("two_proportion_z",))
+Constraint = choice(MITIGATION_CONSTRAINTS)
+Fraction = number(0, 1)
+OpenFraction = number(0, 1, low_open=True)
+Bound = number(0, 1, low_open=True, optional=True)
+Alpha = number(0, 0.5, low_open=True)
+Confidence = number(0.5, 0.999)
+Hours = number(0, 24 * 365, low_open=True)
+PsiThreshold = number(0, 10, low_open=True)
+AtLeastOne = integer(1)
+AtLeast20 = integer(20)
+AtLeast100 = integer(100)
+Seed = integer(0)
+
+
+@section
+class Owners:
+    """Who is accountable for what; escalation rules refer to these roles by name."""
+
+    model_owner: Text
+    clinical_lead: Text
+    data_protection: Text
+    governance_board: Text
+
+    def contact(self, role: str) -> str:
+        if role not in OWNER_ROLES:
+            raise KeyError(f"unknown owner role '{role}'")
+        return str(getattr(self, role))
+
+    def as_dict(self) -> dict[str, str]:
+        return {role: self.contact(role) for role in OWNER_ROLES}
+
+
+@section
+class EscalationRule:
+    """What happens at one severity: who is told, within how many hours, by which channel, to do what."""
+
+    severity: str
+    notify: Annotated[NonEmptyNames, AfterValidator(members(OWNER_ROLES, what="owner role"))]
+    within_hours: Hours
+    action: Text
+    channel: Text = ""
+
+    @property
+    def owner(self) -> str:
+        """The role that owns the response (the first one notified)."""
+        return self.notify[0]
+
+
+@closed_section
+class Escalation:
+    """One rule per severity, each keyed by its severity; no other key is allowed."""
+
+    warn: EscalationRule
+    block_promotion: EscalationRule
+    open_incident: EscalationRule
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tell_rules_their_severity(cls, data: Any) -> Any:
+        given = arguments(cls, data)
+        if given is None:
+            return data
+        return {k: {**v, "severity": k} if isinstance(v, Mapping) else v for k, v in given.items()}
+
+    def for_severity(self, severity: str) -> EscalationRule:
+        if severity not in SEVERITIES:
+            raise KeyError(f"unknown severity '{severity}' (expected one of {', '.join(SEVERITIES)})")
+        return getattr(self, severity)
+
+    @property
+    def rules(self) -> tuple[EscalationRule, ...]:
+        return tuple(self.for_severity(s) for s in SEVERITIES)
+
+
+@section
+class SensitiveAttribute:
+    """A protected attribute, its reference group, and optionally the population it should mirror."""
+
+    name: str
+    reference: Label
+    reference_population: dict[str, Fraction] = field(default_factory=dict)
+
+    @field_validator("reference_population", mode="before")
+    @classmethod
+    def _group_names_as_text(cls, value: Any) -> Any:
+        return {str(k): v for k, v in value.items()} if isinstance(value, Mapping) else value
+
+    @model_validator(mode="after")
+    def _shares_describe_a_population(self) -> SensitiveAttribute:
+        shares = self.reference_population
+        if shares:
+            total = sum(shares.values())
+            if not 0.95 <= total <= 1.05:
+                raise fail(f"shares must sum to 1 (within 0.05), got {total:.3f}", at=("reference_population",))
+            if self.reference not in shares:
+                raise fail(f"must include the reference group '{self.reference}'", at=("reference_population",))
+        return self
+
+
+@section
+class MetricRule:
+    """One fairness metric with its bound and the severity of breaching it.
+
+    ``max_difference`` bounds an absolute gap (|group - reference|); ``min_ratio`` bounds a ratio
+    (min(group/reference, reference/group)). Exactly one of the two is set, the one of the
+    metric's kind.
+    """
+
+    name: str
+    severity: Severity
+    max_difference: Bound = None
+    min_ratio: Bound = None
+    direction: Direction = "both"
+    """``both``: a gap either way breaches; ``lower``: only a group doing worse than the
+    reference breaches (e.g. lower recall is harm, higher recall is not)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_bound_of_the_metric_kind(cls, data: Any) -> Any:
+        given = arguments(cls, data)
+        if given is None:
+            return data
+        if given.get("name") not in KNOWN_METRICS:
+            raise fail(f"is not a known fairness metric (expected one of {', '.join(sorted(KNOWN_METRICS))})")
+        ratio = given["name"] in RATIO_METRICS
+        bound, other = ("min_ratio", "max_difference") if ratio else ("max_difference", "min_ratio")
+        if given.get(other) is not None:
+            raise fail(f"is a {'ratio' if ratio else 'difference'} metric: give {bound}, not {other}")
+        if given.get(bound) is None:
+            raise fail("is required but missing", at=(bound,))
+        return {**given, "direction": "both"} if ratio else given  # a ratio has no direction
+
+    @property
+    def kind(self) -> str:
+        return "ratio" if self.min_ratio is not None else "difference"
+
+    @property
+    def bound(self) -> float:
+        return float(self.min_ratio if self.min_ratio is not None else self.max_difference)  # type: ignore[arg-type]
+
+    @property
+    def blocking(self) -> bool:
+        return self.severity in BLOCKING_SEVERITIES
+
+    @property
+    def check_name(self) -> str:
+        """The asset check that enforces this rule, e.g. ``recall_gap_within_policy``."""
+        return f"{self.name}_within_policy"
+
+    def describe(self) -> str:
+        if self.kind == "ratio":
+            return f"ratio to reference >= {self.bound:g}"
+        return f"abs(difference from reference) <= {self.bound:g}"
+
+
+def _listed_by_name(key: str, specs: Any) -> Any:
+    """The file's ``{name: spec}`` as a list of specs that carry their name (built sections as they are)."""
+    if isinstance(specs, Mapping):
+        return [{**v, "name": str(k)} if isinstance(v, Mapping) else v for k, v in specs.items()]
+    if isinstance(specs, (list, tuple)) and all(isinstance(s, (SensitiveAttribute, MetricRule)) for s in specs):
+        return specs
+    raise fail(f"must be a mapping, got {type(specs).__name__}", at=(key,))
+
+
+@section
+class Significance:
+    test: SignificanceTest = "two_proportion_z"
+    correction: Correction = "holm"
+    alpha: Alpha = 0.05
+
+
+@section
+class MitigationPolicy:
+    methods: Annotated[Names, AfterValidator(members(MITIGATION_METHODS))] = (
+        "group_thresholds", "threshold_optimizer", "exponentiated_gradient")
+    constraint: Constraint = "true_positive_rate_parity"
+
+
+def _intersection(value: Any) -> Any:
+    if isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, list) or len(value) < 2 or not all(isinstance(c, str) for c in value):
+        raise fail("must be a list of at least two attribute names")
+    return tuple(value)
+
+
+def _intersections(value: Any) -> Any:
+    if not isinstance(value, (list, tuple)):
+        raise fail("must be a list of attribute lists")
+    return value
+
+
+Intersections = Annotated[
+    tuple[Annotated[tuple[str, ...], BeforeValidator(_intersection)], ...], BeforeValidator(_intersections)
+]
+
+
+@section
+class FairnessPolicy:
+    """Fairness gates: attributes and their reference groups, metric bounds, statistics, mitigation.
+
+    In the file ``sensitive_attributes`` and ``metrics`` are mappings keyed by name; here they are
+    tuples in file order, each item carrying its name; ``intersections`` may be left out.
+    """
+
+    min_group_size: AtLeastOne
+    confidence: Confidence
+    n_bootstrap: AtLeast20
+    sensitive_attributes: tuple[SensitiveAttribute, ...]
+    intersections: Intersections
+    metrics: tuple[MetricRule, ...]
+    bootstrap_seed: Seed = 0
+    significance: Significance = field(default_factory=Significance)
+    mitigation: MitigationPolicy = field(default_factory=MitigationPolicy)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _specs_keyed_by_name(cls, data: Any) -> Any:
+        given = arguments(cls, data)
+        if given is None:
+            return data
+        named = {k: _listed_by_name(k, given[k]) for k in ("sensitive_attributes", "metrics") if k in given}
+        return {"intersections": (), **given, **named}
+
+    @field_validator("sensitive_attributes")
+    @classmethod
+    def _some_attribute(cls, value: tuple[SensitiveAttribute, ...]) -> tuple[SensitiveAttribute, ...]:
+        if not value:
+            raise fail("must name at least one attribute")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _some_metric(cls, value: tuple[MetricRule, ...]) -> tuple[MetricRule, ...]:
+        if not value:
+            raise fail("must declare at least one metric")
+        return value
+
+    @model_validator(mode="after")
+    def _intersections_of_declared_attributes(self) -> FairnessPolicy:
+        for i, combo in enumerate(self.intersections):
+            missing = [c for c in combo if c not in self.attribute_names]
+            if missing:
+                raise fail(f"names attributes not declared in fairness.sensitive_attributes: {missing}",
+                           at=("intersections", i))
+        return self
+
+    def attribute(self, name: str) -> SensitiveAttribute:
+        for attr in self.sensitive_attributes:
+            if attr.name == name:
+                return attr
+        raise KeyError(f"no sensitive attribute '{name}' in the policy")
+
+    def metric(self, name: str) -> MetricRule:
+        for rule in self.metrics:
+            if rule.name == name:
+                return rule
+        raise KeyError(f"no fairness metric '{name}' in the policy")
+
+    @property
+    def attribute_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.sensitive_attributes)
+
+    @property
+    def blocking_metrics(self) -> tuple[MetricRule, ...]:
+        return tuple(m for m in self.metrics if m.blocking)
+
+
+@section
+class DriftPolicy:
+    alpha: Alpha
+    correction: Correction
+    dataset_drift_share: OpenFraction
+    psi_threshold: PsiThreshold
+    severity: Severity
+    evidently_sample_rows: AtLeast100
+    evidently_sample_seed: Seed
+
+    @property
+    def blocking(self) -> bool:
+        return self.severity in BLOCKING_SEVERITIES
+
+
+@section
+class Acceptance:
+    max_auroc_drop: Fraction
+    no_new_fairness_failures: Flag
+
+
+@section
+class AbsoluteAcceptance:
+    min_auroc: Fraction
+    max_brier: OpenFraction
+
+
+@section
+class ChangeControl:
+    allowed_modifications: Names
+    requires_new_review: Names
+    acceptance: Acceptance
+    absolute_acceptance: AbsoluteAcceptance
+
+    @model_validator(mode="after")
+    def _allowed_or_reviewed_not_both(self) -> ChangeControl:
+        both = set(self.allowed_modifications) & set(self.requires_new_review)
+        if both:
+            raise fail(f"lists modifications as both allowed and requiring review: {sorted(both)}")
+        return self
+
+
+@closed_section
+class PolicyDocument:
+    """The file's content: exactly the top-level sections, nothing else."""
+
+    version: Label
+    owners: Owners
+    escalation: Escalation
+    fairness: FairnessPolicy
+    drift: DriftPolicy
+    change_control: ChangeControl
+
+
+@section
+class Policy(PolicyDocument):
+    """The whole governance policy; :attr:`sha256` is the hash of the file's bytes."""
+
+    sha256: str
+    source: str = "<string>"
+
+    @property
+    def short_hash(self) -> str:
+        return self.sha256[:12]
+
+    def owner_for(self, severity: str) -> str:
+        """The owner role who must act on a finding of this severity."""
+        return self.escalation.for_severity(severity).owner
