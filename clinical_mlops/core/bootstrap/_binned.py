@@ -36,6 +36,19 @@ import numpy as np
 
 from clinical_mlops.core.bootstrap._exact import ECE_BINS, METRICS, calibration_bin, safe_div, single_blas_thread
 
+__all__ = [
+    "DEFAULT_BINS",
+    "Cells",
+    "ScoreKeys",
+    "auroc",
+    "average_precision",
+    "binned_replicates",
+    "cell_metrics",
+    "cells",
+    "replicate_blocks",
+    "score_keys",
+]
+
 DEFAULT_BINS = 1000
 """Score quantile bins used by the binned bootstraps."""
 

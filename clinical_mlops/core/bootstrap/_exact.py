@@ -30,6 +30,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = [
+    "BLOCK_BYTES",
+    "ECE_BINS",
+    "METRICS",
+    "Subset",
+    "calibration_bin",
+    "check_arguments",
+    "percentile_interval",
+    "point_estimates",
+    "row_replicates",
+    "safe_div",
+    "single_blas_thread",
+    "subset",
+    "weight_blocks",
+    "weighted_metrics",
+]
+
 try:  # installed with scikit-learn; only used to keep BLAS single-threaded in the bootstrap
     from threadpoolctl import threadpool_limits
 except ImportError:  # pragma: no cover

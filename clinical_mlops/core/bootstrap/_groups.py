@@ -17,6 +17,8 @@ from clinical_mlops.core.bootstrap._exact import (
     subset,
 )
 
+__all__ = ["GroupBootstrap", "group_bootstrap", "method_for"]
+
 
 @dataclass(frozen=True)
 class GroupBootstrap:

@@ -9,6 +9,8 @@ import numpy as np
 
 from clinical_mlops.core.warehouse import quote_identifier as _quote
 
+__all__ = ["coded_predictions"]
+
 
 def coded_predictions(
     con: duckdb.DuckDBPyConnection,
