@@ -1,0 +1,5 @@
+"""Evaluation of registered models on held-out data: metrics with bootstrap CIs, overall and per subgroup
+(:mod:`metrics`, plain numpy/pandas/matplotlib), and the evaluation of a registered version from the
+warehouse into ``ml.evaluation_metrics`` (:mod:`models`)."""
+
+__all__ = ["metrics", "models"]

@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 import duckdb
 import pandas as pd
 
-from clinical_mlops.core import binned_bootstrap
+from clinical_mlops.core import bootstrap
+from clinical_mlops.core.warehouse import transaction
 from clinical_mlops.evaluation import metrics as evaluation
 from clinical_mlops.features.cohort import CohortSpec
-from clinical_mlops.core.warehouse import transaction
+
+__all__ = ["ModelEvaluation", "evaluate_model", "test_predictions"]
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,8 @@ def evaluate_model(
     source = (f"SELECT p.encounter_id, p.label, p.score{cols} FROM ml.predictions p "
               f"JOIN {spec.features_table} f USING (encounter_id) "
               "WHERE p.model_name = ? AND p.model_version = ? AND p.split = 'test'")
-    y, score, coded = binned_bootstrap.coded_predictions(con, source, [model_name, model_version], attributes,
-                                                         missing=None)
+    y, score, coded = bootstrap.coded_predictions(con, source, [model_name, model_version], attributes,
+                                                  missing=None)
     if y.size == 0:
         raise ValueError(f"no test predictions for {model_name} version {model_version}")
     groups = {a: pd.Categorical.from_codes(codes, categories=labels) for a, (codes, labels) in coded.items()}
@@ -78,7 +80,7 @@ def evaluate_model(
         y, score, groups, threshold=threshold, n_boot=n_boot, seed=seed, min_group_size=min_group_size,
         exact_max_rows=exact_max_rows,
     )
-    bootstrap = evaluation.bootstrap_description(int(y.size), n_boot=n_boot, exact_max_rows=exact_max_rows)
+    description = evaluation.bootstrap_description(int(y.size), n_boot=n_boot, exact_max_rows=exact_max_rows)
     title = f"{model_name} v{model_version}"
     images = {
         "roc": evaluation.plot_roc(y, score, f"ROC — {title}"),
@@ -98,4 +100,4 @@ def evaluate_model(
             con.execute("INSERT INTO ml.evaluation_metrics SELECT * FROM evaluation_rows")
     finally:
         con.unregister("evaluation_rows")
-    return ModelEvaluation(model_name, model_version, threshold, table, images, bootstrap)
+    return ModelEvaluation(model_name, model_version, threshold, table, images, description)

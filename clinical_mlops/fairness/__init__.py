@@ -1,0 +1,5 @@
+"""Fairness of a model version: the subgroup audit with bootstrap intervals and policy verdicts
+(:mod:`audit`), its HTML report (:mod:`report`), the root-cause analysis of a failing gap
+(:mod:`root_cause`) and the mitigations compared against the policy (:mod:`mitigation`)."""
+
+__all__ = ["audit", "mitigation", "report", "root_cause"]

@@ -18,6 +18,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from clinical_mlops.core import bootstrap
 from clinical_mlops.evaluation import metrics as ev
 from clinical_mlops.evaluation.metrics import (
     METRICS,
@@ -46,12 +47,13 @@ def make_data(n: int, seed: int = 0, prevalence: float = 0.2, decimals: int | No
     return y, s
 
 
+EVALUATION_COLUMNS = [bootstrap.METRICS.index(m) for m in METRICS]
+
+
 def kernel(y: np.ndarray, s: np.ndarray, weights: np.ndarray, threshold: float) -> np.ndarray:
-    """The vectorised weighted metrics for rows of ``weights`` (original row order)."""
-    order = np.argsort(-s, kind="stable")
-    prep = ev._prepare(y[order].astype(float), s[order], threshold, positions=None)
-    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))[:, order].copy()
-    return ev._weighted_metrics(w, prep)
+    """The bootstrap kernel's weighted metrics (``METRICS`` columns) for rows of ``weights`` (original row order)."""
+    sub = bootstrap.subset(y.astype(float), s, threshold)
+    return bootstrap.weighted_metrics(np.asarray(weights, dtype=np.float64), sub)[:, EVALUATION_COLUMNS]
 
 
 def reference(y: np.ndarray, s: np.ndarray, threshold: float,
@@ -129,9 +131,8 @@ def test_count_weights_equal_explicit_resamples(dtype: type) -> None:
     rng = np.random.default_rng(3)
     counts = np.stack([np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y))
                        for _ in range(5)])
-    order = np.argsort(-s, kind="stable")
-    prep = ev._prepare(y[order].astype(float), s[order], 0.3, positions=None)
-    got = ev._weighted_metrics(counts[:, order].astype(dtype), prep)
+    sub = bootstrap.subset(y.astype(float), s, 0.3)
+    got = bootstrap.weighted_metrics(counts.astype(dtype), sub)[:, EVALUATION_COLUMNS]
     tol = 1e-9 if dtype == np.float64 else 1e-5
     for row, c in zip(got, counts):
         yr, sr = np.repeat(y, c), np.repeat(s, c)
@@ -184,14 +185,25 @@ def test_same_seed_is_deterministic_and_seed_matters() -> None:
     assert first["auroc"].lower != other["auroc"].lower
 
 
-def test_blocking_does_not_change_results(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_blocking_does_not_change_results() -> None:
     y, s = make_data(1000, seed=12)
-    groups = {"g": np.arange(1000) % 3}
-    whole = metrics_by_group(y, s, groups, threshold=0.3, n_boot=50, seed=5)
-    monkeypatch.setattr(ev, "_BLOCK_BYTES", 7 * 1000 * 4)  # 7 replicates per block
-    blocked = metrics_by_group(y, s, groups, threshold=0.3, n_boot=50, seed=5)
+    codes = np.arange(1000) % 3
+    order = np.argsort(-s, kind="stable")  # the evaluation's draw order
+    subsets = [bootstrap.subset(y[order], s[order], 0.3)] + [
+        bootstrap.subset(y[order], s[order], 0.3, np.flatnonzero(codes[order] == g)) for g in range(3)]
+    kwargs = dict(n_boot=50, seed=5, weights_dtype=np.float32)
+    whole = bootstrap.row_replicates(1000, subsets, **kwargs)
+    blocked = bootstrap.row_replicates(1000, subsets, block_bytes=7 * 1000 * 4, **kwargs)  # 7 replicates per block
     # same draws; only float32 summation order inside the matrix product may differ
-    pd.testing.assert_frame_equal(whole, blocked, check_exact=False, rtol=1e-5, atol=1e-6)
+    for a, b in zip(whole, blocked):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # and the evaluation's table is those replicates' intervals
+    table = metrics_by_group(y, s, {"g": codes}, threshold=0.3, **kwargs)
+    for k, (attribute, group) in enumerate([("overall", "all"), ("g", "0"), ("g", "1"), ("g", "2")]):
+        lo, hi = bootstrap.percentile_interval(whole[k], 0.95)
+        rows = table[(table["attribute"] == attribute) & (table["group"] == group)]
+        np.testing.assert_array_equal(rows["lower"].to_numpy(), lo[EVALUATION_COLUMNS])
+        np.testing.assert_array_equal(rows["upper"].to_numpy(), hi[EVALUATION_COLUMNS])
 
 
 def test_float64_weights_agree_with_float32() -> None:
@@ -404,12 +416,16 @@ def test_plots_return_png(plot: str) -> None:
 
 
 def test_module_imports_no_pyplot_or_orchestration() -> None:
-    """Plotting uses Figure + Agg directly; no pyplot, dagster or mlflow import."""
-    tree = ast.parse(Path(ev.__file__).read_text())
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module}
+    """Plotting uses Figure + Agg directly; no pyplot, dagster or mlflow import (metrics nor its kernel)."""
+    paths = [*Path(ev.__file__).parent.glob("*.py"), *Path(bootstrap.__file__).parent.glob("*.py")]
+    assert len(paths) > 2
+    imported: set[str] = set()
+    for path in paths:
+        tree = ast.parse(path.read_text())
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                     for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.module}
     forbidden = {"matplotlib.pyplot", "dagster", "mlflow"}
     assert not {name for name in imported if name.split(".")[0] in forbidden or name in forbidden}
     y, s = make_data(50, seed=22)

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from clinical_mlops.fairness import audit as fairness, report as fairness_report
-from clinical_mlops.core import warehouse
+from clinical_mlops.core import multiple_testing, warehouse
 from clinical_mlops.governance.policy import load_policy
 
 
@@ -102,22 +102,22 @@ def test_verdict_needs_the_whole_interval(policy, lo, hi, expected):
     import dataclasses
 
     rule = dataclasses.replace(policy.fairness.metric("recall_gap"), direction="both")
-    verdict, _ = fairness._verdict(rule, "recall_gap", (lo + hi) / 2, lo, hi, 500, 500, 100)
+    verdict, _ = fairness.verdict_for(rule, "recall_gap", (lo + hi) / 2, lo, hi, 500, 500, 100)
     assert verdict == expected
 
 
 def test_ratio_verdict_uses_the_four_fifths_rule(policy):
     rule = policy.fairness.metric("demographic_parity_ratio")
-    assert fairness._verdict(rule, rule.name, 0.6, 0.55, 0.7, 500, 500, 100)[0] == "fail"
-    assert fairness._verdict(rule, rule.name, 1.0, 0.9, 1.1, 500, 500, 100)[0] == "pass"
-    assert fairness._verdict(rule, rule.name, 1.5, 1.3, 1.7, 500, 500, 100)[0] == "fail"
+    assert fairness.verdict_for(rule, rule.name, 0.6, 0.55, 0.7, 500, 500, 100)[0] == "fail"
+    assert fairness.verdict_for(rule, rule.name, 1.0, 0.9, 1.1, 500, 500, 100)[0] == "pass"
+    assert fairness.verdict_for(rule, rule.name, 1.5, 1.3, 1.7, 500, 500, 100)[0] == "fail"
 
 
 def test_multiple_comparison_corrections():
     p = [0.01, 0.04, 0.03, 0.005, float("nan")]
-    holm = fairness.adjust_p_values(p, "holm")
+    holm = multiple_testing.adjust_p_values(p, "holm")
     assert np.allclose(holm[:4], [0.03, 0.06, 0.06, 0.02]) and np.isnan(holm[4])
-    bh = fairness.adjust_p_values(p, "benjamini_hochberg")
+    bh = multiple_testing.adjust_p_values(p, "benjamini_hochberg")
     assert np.allclose(bh[:4], [0.02, 0.04, 0.04, 0.02])
     assert fairness.two_proportion_z_test(50, 100, 50, 100) == pytest.approx(1.0)
     assert fairness.two_proportion_z_test(20, 100, 60, 100) < 1e-6
@@ -156,10 +156,10 @@ def test_report_page_has_plots_and_suppresses_small_cells(policy):
     [((-0.30, -0.15), "fail"), ((0.15, 0.30), "pass"), ((-0.05, 0.05), "pass"), ((-0.20, 0.02), "insufficient_evidence")],
 )
 def test_one_sided_recall_gap_counts_only_a_group_doing_worse(interval, expected):
-    from clinical_mlops.fairness.audit import _verdict
+    from clinical_mlops.fairness.audit import verdict_for
     from clinical_mlops.governance.policy import MetricRule
 
     rule = MetricRule(name="recall_gap", severity="block_promotion", max_difference=0.10, direction="lower")
     lo, hi = interval
-    verdict, _ = _verdict(rule, "recall_gap", (lo + hi) / 2, lo, hi, n=500, ref_n=500, min_group_size=100)
+    verdict, _ = verdict_for(rule, "recall_gap", (lo + hi) / 2, lo, hi, n=500, ref_n=500, min_group_size=100)
     assert verdict == expected
