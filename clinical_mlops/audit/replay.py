@@ -256,9 +256,7 @@ def _recorded_run(tracking_uri: str | None, artifact_root, run_id: str) -> dict[
     if tracking_uri is None:
         return None
     try:
-        from clinical_mlops.audit.model_card import mlflow_client
-
-        run = mlflow_client(tracking_uri, artifact_root).get_run(run_id)
+        run = lineage.mlflow_client(tracking_uri, artifact_root).get_run(run_id)
         return {"tags": dict(run.data.tags), "params": dict(run.data.params)}
     except Exception:  # noqa: BLE001 - the registry is optional for a replay
         return None
