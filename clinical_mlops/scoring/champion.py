@@ -21,7 +21,6 @@ data leaves the warehouse: summaries hold counts and hashes.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import pandas as pd
 from clinical_mlops.features import build as features
 from clinical_mlops.training import modelling
 from clinical_mlops.features.cohort import CohortSpec
+from clinical_mlops.core.reporting import canonical_json
 from clinical_mlops.core.warehouse import transaction
 
 CHAMPION_ALIAS = "champion"
@@ -188,11 +188,6 @@ def canonical_features(record: Mapping[str, object], spec: CohortSpec) -> dict[s
     for name in spec.categorical_features:
         out[name] = str(record[name])
     return out
-
-
-def canonical_json(value: object) -> str:
-    """Sorted keys, no whitespace, UTF-8 characters kept: one byte string per value."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def input_sha256(record: Mapping[str, object], spec: CohortSpec) -> str:

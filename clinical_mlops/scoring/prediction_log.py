@@ -48,6 +48,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from clinical_mlops.core.reporting import canonical_json
 from clinical_mlops.core.warehouse import transaction
 
 GENESIS_HASH = "0" * 64
@@ -105,10 +106,6 @@ SEGMENTS_DDL = """CREATE TABLE IF NOT EXISTS monitoring.prediction_log_segments 
 # ---------------------------------------------------------------------------------------------
 # entries
 # ---------------------------------------------------------------------------------------------
-
-
-def canonical_json(value: object) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def entry_hash(entry: dict) -> str:
