@@ -5,24 +5,11 @@ from __future__ import annotations
 import hashlib
 import re
 
-import pytest
 from mlflow.tracking import MlflowClient
 
 from clinical_mlops.audit import ledger, model_card
-from clinical_mlops.core import tracking, warehouse
-from clinical_mlops_tests.audit import _audit_graph
+from clinical_mlops.core import tracking
 from clinical_mlops_tests.audit._audit_graph import COHORT
-
-
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory, mlflow_template, small_encounters):
-    return _audit_graph.shared(tmp_path_factory, mlflow_template, small_encounters)
-
-
-@pytest.fixture
-def con(graph):
-    with warehouse.connect(graph.workspace.warehouse) as connection:
-        yield connection
 
 
 def _card_dir(graph, name: str, version: str):
