@@ -71,7 +71,7 @@ def write_index(bundle: BundleFolder, record: lineage.ModelLineage, evaluation: 
     lines = [
         f"# Audit bundle: {record.model_name} v{record.model_version}",
         "",
-        f"> Everything that produced this model version. Verify offline with `python verify_bundle.py` (checks every "
+        "> Everything that produced this model version. Verify offline with `python verify_bundle.py` (checks every "
         "file against `manifest.json` and the ledger segment's hash chain up to the signed head).",
         "",
         "## Summary",

@@ -1,6 +1,6 @@
 """The facts of a model card: what the warehouse, the registry and the policy recorded about one version.
 
-Aggregates only — the recorded split is rebuilt (by :mod:`clinical_mlops.audit.replay`) to count
+Aggregates only — the recorded split is rebuilt (:mod:`clinical_mlops.audit.recorded_inputs`) to count
 its composition, and no row leaves this module. Also the few ways a fact is written: numbers
 (:func:`clinical_mlops.core.reporting.format_number`), intervals, suppressed small counts.
 """
@@ -15,7 +15,8 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from clinical_mlops.audit import ledger, lineage, replay
+from clinical_mlops.audit import ledger, lineage
+from clinical_mlops.audit.recorded_inputs import rebuild_recorded_inputs
 from clinical_mlops.core.reporting import format_number
 from clinical_mlops.core.warehouse import columns as _columns, table_exists as _table_exists
 from clinical_mlops.features.cohort import CohortSpec, load_cohort
@@ -194,7 +195,7 @@ def sample_text(sample: dict[str, Any] | None) -> str:
 def split_composition(con: duckdb.DuckDBPyConnection, spec: CohortSpec, record: lineage.ModelLineage, notes: list[str]):
     """Aggregate train/test composition from the rebuilt recorded split (no rows leave here)."""
     try:
-        inputs = replay.rebuild_recorded_inputs(con, spec, [e.extract_id for e in record.extracts])
+        inputs = rebuild_recorded_inputs(con, spec, [e.extract_id for e in record.extracts])
     except Exception as exc:  # noqa: BLE001 - a card is still useful without this table
         notes.append(f"Training/evaluation composition not available ({type(exc).__name__}).")
         return None, {}
