@@ -73,6 +73,48 @@ def test_entries_are_hash_chained_over_a_canonical_serialization(tmp_path):
     assert result.ok and result.entries == 3 and result.head_seq == 3 and result.last_hash == entries[-1].hash
 
 
+def test_entry_bytes_and_head_signature_are_pinned(tmp_path):
+    """The bytes of a ledger and its head's MAC for fixed events: any change here breaks every recorded chain."""
+    path = tmp_path / "ledger.jsonl"
+    events = [
+        ledger.Event("t", f"s{i}", {"a": i, "u": "é✓", "f": 0.1 * i, "n": None, "l": [1, (2, 3)],
+                                     "nested": {"z": 1, "a": [True, False]}},
+                     actor="me", ts=f"2026-01-01T00:00:0{i}.000000Z", natural_key=None if i % 2 else f"k{i}")
+        for i in range(5)
+    ]
+    ledger.append_many(path, events, key="golden-key")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == (
+        "bc2b0f353d1e0cbabfdec1a57f9614e98e2443cb938f60c4c82e7d9c39613cd8")
+    head = ledger.read_head(path)
+    assert (head["seq"], head["hash"], head["key_fingerprint"], head["mac"]) == (
+        5, "05cb4943c9b35ff25fc34f2eeafdc0b50defef7ae19466adc069c38a5b311dd0", "dca1764f5c84f532",
+        "21f0b22c926ead32c03ce8cbc0238cb52c5727b78dad5b5083487e62ed39009e")
+    assert ledger.verify(path, key="golden-key").ok
+
+
+def test_json_safe_makes_payload_values_plain_json():
+    import datetime
+
+    import numpy as np
+
+    value = {"t": (1, 2), 3: float("nan"), "inf": float("inf"), "f": np.float64(0.5), "i": np.int64(7),
+             "d": datetime.datetime(2026, 1, 2, 3, 4, 5), "day": datetime.date(2026, 1, 2), "n": [None, True]}
+    assert ledger.json_safe(value) == {"t": [1, 2], "3": None, "inf": None, "f": 0.5, "i": 7,
+                                       "d": "2026-01-02T03:04:05", "day": "2026-01-02", "n": [None, True]}
+    with pytest.raises(ledger.PayloadError, match=r"rows\[0\]: a list of 501 items looks like rows"):
+        ledger.json_safe({"rows": [list(range(501))]}, "rows")
+    with pytest.raises(ledger.PayloadError, match="payload.x: object is not JSON"):
+        ledger.json_safe({"x": object()}, "payload")
+
+
+def test_the_signing_key_is_the_argument_then_the_environment_then_the_development_key(monkeypatch):
+    assert ledger.signing_key("given") == b"given" and ledger.signing_key(b"raw") == b"raw"
+    assert ledger.signing_key() == KEY.encode()
+    monkeypatch.delenv(ledger.KEY_ENV)
+    assert ledger.signing_key() == ledger.DEVELOPMENT_KEY
+    assert ledger.key_fingerprint(b"a") != ledger.key_fingerprint(b"b") and len(ledger.key_fingerprint(b"a")) == 16
+
+
 def _change_byte(lines, k):
     line = lines[k - 1]
     at = line.index(b'"tester"') + 2

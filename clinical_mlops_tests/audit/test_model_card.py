@@ -113,3 +113,10 @@ def test_recording_an_unchanged_card_again_adds_no_entry(con, graph, tmp_path):
     card = model_card.build_model_card(con, graph.candidate, graph.candidate_version)
     paths = model_card.write_model_card(card, tmp_path / "card")
     assert model_card.record_model_card(card, paths, ledger_path=graph.ledger_path) is None
+
+
+def test_estimates_are_written_with_their_interval_or_say_there_is_none():
+    assert model_card.with_ci(0.71234, 0.6901, 0.7349) == "0.712 (0.690–0.735)"
+    assert model_card.with_ci(0.5, float("nan"), 0.6) == "0.500 (no CI)"
+    assert model_card.with_ci(0.5, None, None) == "0.500 (no CI)"
+    assert model_card.with_ci(float("nan"), 0.1, 0.2) == "—"
