@@ -14,6 +14,11 @@ It checks that
    is in ``$CLINICAL_MLOPS_LEDGER_KEY``).
 
 Exit status 0 when everything verifies, 1 otherwise; the first problem is printed.
+
+Standard library only, on purpose: this file must run inside a bundle on a machine with nothing
+installed, so it keeps its own copy of the canonical JSON rule (:func:`_canonical`, the same
+``json.dumps`` arguments as :func:`clinical_mlops.core.reporting.canonical_json`) and of the
+head's key fingerprint and HMAC instead of importing them from the package.
 """
 
 from __future__ import annotations
@@ -29,8 +34,11 @@ HASH_FRAGMENT = b',"hash":"'
 FIELDS = {"seq", "ts", "actor", "event_type", "subject", "payload", "payload_sha256", "prev_hash", "hash"}
 NOT_IN_MANIFEST = {"manifest.json", "manifest.sha256"}
 
+__all__ = ["FIELDS", "NOT_IN_MANIFEST", "main", "sha256_file", "verify_bundle", "verify_manifest", "verify_segment"]
 
-def _sha256_file(path: Path) -> str:
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -39,23 +47,25 @@ def _sha256_file(path: Path) -> str:
 
 
 def _canonical(obj) -> bytes:
+    """Canonical JSON bytes (sorted keys, no whitespace, UTF-8, no NaN): a stdlib copy of the package's rule."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def verify_manifest(root: Path) -> list[str]:
+    """Problems with ``manifest.json`` and the files it lists (empty when they all match)."""
     problems: list[str] = []
     manifest_path, digest_path = root / "manifest.json", root / "manifest.sha256"
     if not manifest_path.exists() or not digest_path.exists():
         return ["manifest.json or manifest.sha256 is missing"]
     recorded = digest_path.read_text().split()[0]
-    if _sha256_file(manifest_path) != recorded:
+    if sha256_file(manifest_path) != recorded:
         problems.append("manifest.json does not match manifest.sha256 (manifest altered)")
     files = json.loads(manifest_path.read_text())["files"]
     for name, info in sorted(files.items()):
         path = root / name
         if not path.is_file():
             problems.append(f"{name}: listed in the manifest but missing")
-        elif path.stat().st_size != info["bytes"] or _sha256_file(path) != info["sha256"]:
+        elif path.stat().st_size != info["bytes"] or sha256_file(path) != info["sha256"]:
             problems.append(f"{name}: sha256 differs from the manifest (file altered)")
     present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
     extra = sorted(present - set(files) - NOT_IN_MANIFEST)
@@ -110,6 +120,7 @@ def verify_segment(segment: Path, head: dict | None, key: bytes | None = None) -
 
 
 def verify_bundle(root: Path | str) -> tuple[bool, list[str]]:
+    """(ok, problems or messages) for the bundle folder ``root``: its manifest and its ledger segment."""
     root = Path(root)
     problems = verify_manifest(root)
     messages: list[str] = []
@@ -126,6 +137,7 @@ def verify_bundle(root: Path | str) -> tuple[bool, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Verify the bundle given as the first argument (default: the folder holding this file); print the result."""
     args = sys.argv[1:] if argv is None else argv
     root = Path(args[0]) if args else Path(__file__).resolve().parent
     ok, lines = verify_bundle(root)

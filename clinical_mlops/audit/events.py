@@ -28,11 +28,20 @@ from typing import Any
 import duckdb
 
 from clinical_mlops.audit import ledger
+from clinical_mlops.core.reporting import canonical_json
 from clinical_mlops.core.warehouse import table_exists as _table_exists
 
 __all__ = [
+    "EVENT_BUNDLE",
+    "EVENT_CHECK",
+    "EVENT_MATERIALIZATION",
+    "EVENT_MODEL_CARD",
+    "EVENT_MODEL_REGISTERED",
+    "EVENT_REPLAY",
+    "EVENT_RUN_FAILURE",
     "GOVERNANCE_TABLES",
     "GovernanceTable",
+    "MAX_TEXT",
     "RecordOutcome",
     "check_evaluation_event",
     "governance_events",
@@ -56,7 +65,7 @@ EVENT_REPLAY = "model_replayed"
 
 
 def _hash_of(value: Any) -> dict[str, Any]:
-    data = value.encode() if isinstance(value, str) else ledger.canonical_json(value)
+    data = (value if isinstance(value, str) else canonical_json(value)).encode()
     return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
@@ -80,15 +89,15 @@ def summarise_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in metadata.items():
         key = str(name)
         if key.lower() in ledger.FORBIDDEN_KEYS:
-            summary[f"{key}_hash"] = _hash_of(ledger._plain(value, key))
+            summary[f"{key}_hash"] = _hash_of(ledger.json_safe(value, key))
             continue
         if value is None or isinstance(value, (bool, int, float)):
-            summary[key] = ledger._plain(value, key)
+            summary[key] = ledger.json_safe(value, key)
         elif isinstance(value, str):
             summary[key] = _safe_text(value)
         else:
             try:
-                summary[key] = _hash_of(ledger._plain(value, key))
+                summary[key] = _hash_of(ledger.json_safe(value, key))
             except ledger.PayloadError:
                 summary[key] = _hash_of(repr(value))
     return summary
@@ -104,7 +113,7 @@ def safe_event(event: ledger.Event) -> ledger.Event:
         return event
     except ledger.PayloadError as exc:
         try:
-            digest = hashlib.sha256(ledger.canonical_json(ledger._plain(event.payload, "payload"))).hexdigest()
+            digest = hashlib.sha256(canonical_json(ledger.json_safe(event.payload, "payload")).encode()).hexdigest()
         except (ledger.PayloadError, TypeError, ValueError):
             digest = hashlib.sha256(repr(event.payload).encode()).hexdigest()
         kept = {k: event.payload[k] for k in ("run_id", "job_name", "source_table") if k in event.payload}
@@ -263,7 +272,6 @@ GOVERNANCE_TABLES: tuple[GovernanceTable, ...] = (
 _JSON_COLUMNS = ("_json",)
 
 
-
 def _row_payload(row: Mapping[str, Any]) -> dict[str, Any]:
     payload: dict[str, Any] = {}
     for column, value in row.items():
@@ -275,10 +283,10 @@ def _row_payload(row: Mapping[str, Any]) -> dict[str, Any]:
             except ValueError:
                 parsed = value
             name = column.removesuffix("_json")
-            plain = ledger._plain(parsed, column)
-            payload[name] = plain if len(ledger.canonical_json(plain)) <= 16_384 else _hash_of(plain)
+            plain = ledger.json_safe(parsed, column)
+            payload[name] = plain if len(canonical_json(plain).encode()) <= 16_384 else _hash_of(plain)
             continue
-        plain = ledger._plain(value, column)
+        plain = ledger.json_safe(value, column)
         if isinstance(plain, str) and len(plain) > 2_000:
             plain = _hash_of(plain)
         payload[column] = plain
@@ -316,7 +324,7 @@ def governance_events(con: duckdb.DuckDBPyConnection, actor: str | None = None) 
             if spec.table == "ml.model_versions":
                 natural = f"model_version:{row['model_name']}:{row['model_version']}"
             else:
-                natural = f"{spec.table}:{hashlib.sha256(ledger.canonical_json(payload)).hexdigest()}"
+                natural = f"{spec.table}:{hashlib.sha256(canonical_json(payload).encode()).hexdigest()}"
             row_actor = next((str(row[c]) for c in ("actor", "decided_by", "approved_by", "changed_by", "signer")
                               if row.get(c)), None)
             events.append(safe_event(

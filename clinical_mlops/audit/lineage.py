@@ -13,22 +13,28 @@ Both follow the same path as Dagster's asset graph (:data:`ASSET_PATH`): an extr
 ``validated_encounters`` and turned into ``<cohort>/encounter_features``, split by
 ``<cohort>/training_split`` and fitted by ``<cohort>/<role>_model``. The test suite checks this
 path against the Definitions' asset graph and against the data versions Dagster recorded.
+
+The other half of a version's record is its MLflow run (package versions, tags, artifacts):
+:func:`mlflow_client` opens the registry for the card, the replay and the bundle.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
 __all__ = [
     "ASSET_PATH",
+    "PARTITIONED_ASSETS",
     "ExtractVersion",
     "ModelLineage",
     "asset_path",
     "create_views",
+    "mlflow_client",
     "model_lineage",
     "model_versions",
     "models_using_extract",
@@ -121,7 +127,6 @@ class ModelLineage:
         data["extracts"] = [{**asdict(e), "unchanged": e.unchanged} for e in self.extracts]
         data["dagster_assets"] = self.assets
         return data
-
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[dict[str, Any]]:
@@ -225,3 +230,21 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
     """
     con.execute("CREATE SCHEMA IF NOT EXISTS audit")
     con.execute(f"CREATE OR REPLACE VIEW audit.model_inputs AS {_INPUTS_SQL}")
+
+
+def mlflow_client(tracking_uri: str, artifact_root: Path | str | None = None):
+    """An MLflow client on ``tracking_uri`` (configuring the artifact root when given).
+
+    MLflow is imported here, not at module import, so reading lineage from DuckDB stays light.
+    """
+    from clinical_mlops.core import tracking  # switches telemetry off before mlflow loads
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    if artifact_root is not None:
+        tracking.configure(tracking_uri, Path(artifact_root))
+    else:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    return MlflowClient()

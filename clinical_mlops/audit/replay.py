@@ -9,7 +9,8 @@ For ``model_name`` version N, :func:`replay`
    the cohort spec's hash;
 3. rebuilds the cohort's feature rows from the validated rows of *only those extracts*, with the
    same feature SQL, and re-assigns the seeded patient split — so later extracts do not leak
-   in — then checks the train and test patient id-set hashes against the recorded ones;
+   in (:mod:`clinical_mlops.audit.recorded_inputs`) — then checks the train and test patient
+   id-set hashes against the recorded ones;
 4. refits the pipeline with the recorded hyperparameters (``clinical_mlops.training.modelling``),
    re-derives the operating threshold, scores the recorded evaluation (test) set and compares
    the scores bit for bit with ``ml.predictions``;
@@ -28,17 +29,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import duckdb
 import numpy as np
-import pandas as pd
 
-from clinical_mlops.evaluation import metrics as evaluation
-from clinical_mlops.features import build as features
 from clinical_mlops.audit import lineage
+from clinical_mlops.audit.recorded_inputs import RecordedInputs, rebuild_recorded_inputs
+from clinical_mlops.evaluation import metrics as evaluation
 from clinical_mlops.training import modelling
 from clinical_mlops.core import provenance
 from clinical_mlops.features.cohort import CohortSpec, CohortSpecError, load_cohort
@@ -51,10 +50,6 @@ __all__ = [
     "rebuild_recorded_inputs",
     "replay",
 ]
-
-SPLIT_BUCKETS = 10_000
-"""Must match ``features.assign_split`` (a patient's side = seeded hash bucket < cut)."""
-
 
 # ---------------------------------------------------------------------------------------------
 # canonical parameters of a fitted pipeline
@@ -125,84 +120,6 @@ def canonical_parameters(model: Any) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# recorded inputs, rebuilt in temporary tables
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RecordedInputs:
-    """The recorded train/test rows, rebuilt; frames hold patient data and never leave the process."""
-
-    train: pd.DataFrame
-    test: pd.DataFrame
-    train_ids_sha256: str
-    test_ids_sha256: str
-    source: str
-    """``staging`` (rebuilt from validated rows of the recorded extracts) or ``features`` (fallback)."""
-
-
-def _id_set_hash(keys: pd.Series) -> str:
-    digest = hashlib.sha256()
-    for key in sorted(set(keys.astype(str))):
-        digest.update(key.encode() + b"\n")
-    return digest.hexdigest()
-
-
-def rebuild_recorded_inputs(
-    con: duckdb.DuckDBPyConnection, spec: CohortSpec, extract_ids: list[str]
-) -> RecordedInputs:
-    """Feature rows of the recorded extracts only, split as ``training_split`` splits them."""
-    suffix = uuid.uuid4().hex[:8]
-    staging_view, features_table = f"replay_staging_{suffix}", f"replay_features_{suffix}"
-    base = features.encounter_base_sql()
-    needle = "SELECT * FROM staging.encounters"
-    source = "staging"
-    placeholders = ", ".join("?" for _ in extract_ids) or "NULL"
-    columns = ", ".join(
-        ["encounter_id", "patient_key", "extract_id", *dict.fromkeys(spec.sensitive_attributes), *spec.features]
-    )
-    excluded_any = " OR ".join(f"({e.sql})" for e in spec.exclusions) or "FALSE"
-    try:
-        if needle in base:
-            con.execute(
-                f"CREATE TEMP TABLE {staging_view} AS SELECT * FROM staging.encounters WHERE extract_id IN ({placeholders})",
-                list(extract_ids),
-            )
-            con.execute(
-                f"""CREATE TEMP TABLE {features_table} AS
-                SELECT {columns}, CAST(({spec.target_sql}) AS INTEGER) AS label
-                FROM ({base.replace(needle, f'SELECT * FROM {staging_view}')})
-                WHERE NOT ({excluded_any})"""
-            )
-        else:  # the feature SQL no longer reads staging this way: use the current table, filtered
-            source = "features"
-            con.execute(
-                f"CREATE TEMP TABLE {features_table} AS SELECT * FROM {spec.features_table} "
-                f"WHERE extract_id IN ({placeholders})",
-                list(extract_ids),
-            )
-        cut = int(round(spec.test_fraction * SPLIT_BUCKETS))
-        frame = con.execute(
-            f"""SELECT f.*, CASE WHEN md5_number(? || ':' || f.patient_key) % {SPLIT_BUCKETS} < {cut}
-                                THEN 'test' ELSE 'train' END AS _split
-                FROM {features_table} f ORDER BY f.encounter_id""",
-            [str(spec.split_seed)],
-        ).df()
-    finally:
-        con.execute(f"DROP TABLE IF EXISTS {features_table}")
-        con.execute(f"DROP TABLE IF EXISTS {staging_view}")
-    train = frame[frame["_split"] == "train"].drop(columns="_split").reset_index(drop=True)
-    test = frame[frame["_split"] == "test"].drop(columns="_split").reset_index(drop=True)
-    return RecordedInputs(
-        train=train,
-        test=test,
-        train_ids_sha256=_id_set_hash(train["patient_key"]),
-        test_ids_sha256=_id_set_hash(test["patient_key"]),
-        source=source,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
 # the report
 # ---------------------------------------------------------------------------------------------
 
@@ -256,9 +173,7 @@ def _recorded_run(tracking_uri: str | None, artifact_root, run_id: str) -> dict[
     if tracking_uri is None:
         return None
     try:
-        from clinical_mlops.audit.model_card import mlflow_client
-
-        run = mlflow_client(tracking_uri, artifact_root).get_run(run_id)
+        run = lineage.mlflow_client(tracking_uri, artifact_root).get_run(run_id)
         return {"tags": dict(run.data.tags), "params": dict(run.data.params)}
     except Exception:  # noqa: BLE001 - the registry is optional for a replay
         return None

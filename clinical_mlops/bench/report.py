@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clinical_mlops.core.reporting import format_number
+
 
 def _fmt(value: float | int | None, digits: int = 1) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1000):
-        return f"{int(value):,}"
-    return f"{value:,.{digits}f}"
+    """Bench figures: thousands separators, ``digits`` decimals (one by default), whole numbers ≥ 1,000 without."""
+    return format_number(value, digits, thousands=True)
 
 
 def markdown(results: dict) -> str:

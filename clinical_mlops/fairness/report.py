@@ -20,6 +20,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from clinical_mlops.core import reporting
+from clinical_mlops.core.reporting import format_number
 from clinical_mlops.fairness.audit import FairnessAudit
 from clinical_mlops.governance.policy import SEVERITIES, Policy
 
@@ -41,11 +43,12 @@ def _esc(value: object) -> str:
 
 
 def _fmt(value: object, digits: int = 3) -> str:
+    """Anything float-like through :func:`format_number` (NaN as —); anything else as escaped text."""
     try:
         v = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return _esc(value)
-    return "—" if math.isnan(v) else f"{v:.{digits}f}"
+    return format_number(v, digits)
 
 
 def _ci(lo: object, hi: object) -> str:
@@ -341,37 +344,5 @@ def governance_markdown(policy: Policy) -> str:
 
 
 def governance_html(policy: Policy) -> str:
-    """The governance document as a standalone HTML page (a small Markdown subset rendered)."""
-    out, table = [], []
-
-    def flush() -> None:
-        if table:
-            header, *body = [r for r in table if not set(r.replace("|", "").strip()) <= {"-"}]
-            cells = lambda row: [c.strip() for c in row.strip().strip("|").split("|")]  # noqa: E731
-            out.append("<table><tr>" + "".join(f'<th class="l">{_inline(c)}</th>' for c in cells(header)) + "</tr>"
-                       + "".join("<tr>" + "".join(f'<td class="l">{_inline(c)}</td>' for c in cells(r)) + "</tr>"
-                                 for r in body) + "</table>")
-            table.clear()
-
-    for line in governance_markdown(policy).splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush()
-        if line.startswith("# "):
-            out.append(f"<h1>{_inline(line[2:])}</h1>")
-        elif line.startswith("## "):
-            out.append(f"<h2>{_inline(line[3:])}</h2>")
-        elif line.strip():
-            out.append(f"<p>{_inline(line)}</p>")
-    flush()
-    return _page("Clinical model governance", out)
-
-
-def _inline(text: str) -> str:
-    import re
-
-    escaped = _esc(text)
-    escaped = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", escaped)
-    escaped = re.sub(r"\*(.+?)\*", r"<i>\1</i>", escaped)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", escaped)
+    """The governance document as a standalone HTML page (its Markdown rendered by :func:`reporting.page`)."""
+    return reporting.page(governance_markdown(policy), "Clinical model governance")

@@ -1,9 +1,9 @@
 """A small trained graph for the audit tests: two extracts landed, one cohort trained and carded.
 
 Built the way ``test_assets.py`` materializes assets, on its own temporary warehouse, landing
-zone, MLflow store and ledger, and shared by the audit test modules that run in the same worker
-process (:func:`shared`). Tests that change the warehouse do it inside a transaction they roll
-back, so the shared graph stays as built.
+zone, MLflow store and ledger; the session-scoped ``graph`` fixture of ``conftest.py`` builds it
+once per worker process for the audit test modules. Tests that change the warehouse do it inside
+a transaction they roll back, so the shared graph stays as built.
 """
 
 from __future__ import annotations
@@ -40,16 +40,6 @@ class TrainedGraph:
     @property
     def reports(self) -> Path:
         return self.workspace.root / "reports"
-
-
-_SHARED: dict[str, TrainedGraph] = {}
-
-
-def shared(tmp_path_factory, mlflow_template: Path, encounters) -> TrainedGraph:
-    """One graph per worker process, built on first use."""
-    if "graph" not in _SHARED:
-        _SHARED["graph"] = build(tmp_path_factory.mktemp("audit_graph"), mlflow_template, encounters)
-    return _SHARED["graph"]
 
 
 def build(root: Path, mlflow_template: Path, encounters, *, candidate_iterations: int = 30) -> TrainedGraph:

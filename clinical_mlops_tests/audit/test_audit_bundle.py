@@ -14,7 +14,6 @@ import pytest
 from clinical_mlops.audit import bundle as audit_bundle, ledger
 from clinical_mlops.cli import audit as cli_audit
 from clinical_mlops.core import warehouse
-from clinical_mlops_tests.audit import _audit_graph
 from clinical_mlops_tests.audit._audit_graph import COHORT
 
 EXPECTED_FILES = {
@@ -25,11 +24,6 @@ EXPECTED_FILES = {
     "model_card/model_card.md", "model_card/model_card.html", "model_card/tripod_report.md",
     "model_card/tripod_report.html", "ledger/segment.jsonl", "ledger/head.json", "ledger/verification.json",
 }
-
-
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory, mlflow_template, small_encounters):
-    return _audit_graph.shared(tmp_path_factory, mlflow_template, small_encounters)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import pytest
 
 from clinical_mlops.cli import audit as cli_audit
 from clinical_mlops.audit import ledger
+from clinical_mlops.core.reporting import canonical_json
 
 KEY = "test-ledger-key"
 
@@ -47,9 +48,9 @@ def _forged(seq: int, prev_hash: str, subject: str = "asset:forged") -> bytes:
     payload = {"run_id": "forged"}
     body = {"seq": seq, "ts": "2026-01-01T00:00:00.000000Z", "actor": "mallory", "event_type": "approval",
             "subject": subject, "payload": payload,
-            "payload_sha256": hashlib.sha256(ledger.canonical_json(payload)).hexdigest(), "prev_hash": prev_hash}
-    body["hash"] = hashlib.sha256(ledger.canonical_json(body)).hexdigest()
-    return ledger.canonical_json(body) + b"\n"
+            "payload_sha256": hashlib.sha256(canonical_json(payload).encode()).hexdigest(), "prev_hash": prev_hash}
+    body["hash"] = hashlib.sha256(canonical_json(body).encode()).hexdigest()
+    return canonical_json(body).encode() + b"\n"
 
 
 def test_entries_are_hash_chained_over_a_canonical_serialization(tmp_path):
@@ -65,11 +66,53 @@ def test_entries_are_hash_chained_over_a_canonical_serialization(tmp_path):
         body = {k: v for k, v in data.items() if k != "hash"}
         assert data["hash"] == hashlib.sha256(
             json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
-        assert data["payload_sha256"] == hashlib.sha256(ledger.canonical_json(data["payload"])).hexdigest()
+        assert data["payload_sha256"] == hashlib.sha256(canonical_json(data["payload"]).encode()).hexdigest()
         assert data["ts"].endswith("Z") and data["actor"] == "tester"
-        assert line == ledger.canonical_json(data) + b"\n"
+        assert line == canonical_json(data).encode() + b"\n"
     result = ledger.verify(path)
     assert result.ok and result.entries == 3 and result.head_seq == 3 and result.last_hash == entries[-1].hash
+
+
+def test_entry_bytes_and_head_signature_are_pinned(tmp_path):
+    """The bytes of a ledger and its head's MAC for fixed events: any change here breaks every recorded chain."""
+    path = tmp_path / "ledger.jsonl"
+    events = [
+        ledger.Event("t", f"s{i}", {"a": i, "u": "é✓", "f": 0.1 * i, "n": None, "l": [1, (2, 3)],
+                                     "nested": {"z": 1, "a": [True, False]}},
+                     actor="me", ts=f"2026-01-01T00:00:0{i}.000000Z", natural_key=None if i % 2 else f"k{i}")
+        for i in range(5)
+    ]
+    ledger.append_many(path, events, key="golden-key")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == (
+        "bc2b0f353d1e0cbabfdec1a57f9614e98e2443cb938f60c4c82e7d9c39613cd8")
+    head = ledger.read_head(path)
+    assert (head["seq"], head["hash"], head["key_fingerprint"], head["mac"]) == (
+        5, "05cb4943c9b35ff25fc34f2eeafdc0b50defef7ae19466adc069c38a5b311dd0", "dca1764f5c84f532",
+        "21f0b22c926ead32c03ce8cbc0238cb52c5727b78dad5b5083487e62ed39009e")
+    assert ledger.verify(path, key="golden-key").ok
+
+
+def test_json_safe_makes_payload_values_plain_json():
+    import datetime
+
+    import numpy as np
+
+    value = {"t": (1, 2), 3: float("nan"), "inf": float("inf"), "f": np.float64(0.5), "i": np.int64(7),
+             "d": datetime.datetime(2026, 1, 2, 3, 4, 5), "day": datetime.date(2026, 1, 2), "n": [None, True]}
+    assert ledger.json_safe(value) == {"t": [1, 2], "3": None, "inf": None, "f": 0.5, "i": 7,
+                                       "d": "2026-01-02T03:04:05", "day": "2026-01-02", "n": [None, True]}
+    with pytest.raises(ledger.PayloadError, match=r"rows\[0\]: a list of 501 items looks like rows"):
+        ledger.json_safe({"rows": [list(range(501))]}, "rows")
+    with pytest.raises(ledger.PayloadError, match="payload.x: object is not JSON"):
+        ledger.json_safe({"x": object()}, "payload")
+
+
+def test_the_signing_key_is_the_argument_then_the_environment_then_the_development_key(monkeypatch):
+    assert ledger.signing_key("given") == b"given" and ledger.signing_key(b"raw") == b"raw"
+    assert ledger.signing_key() == KEY.encode()
+    monkeypatch.delenv(ledger.KEY_ENV)
+    assert ledger.signing_key() == ledger.DEVELOPMENT_KEY
+    assert ledger.key_fingerprint(b"a") != ledger.key_fingerprint(b"b") and len(ledger.key_fingerprint(b"a")) == 16
 
 
 def _change_byte(lines, k):
@@ -158,11 +201,11 @@ def test_a_rewritten_chain_with_a_forged_head_is_detected(tmp_path):
     _write(path, lines)
     last = json.loads(lines[-1])
     mallory_key = b"not-the-ledger-key"
-    ledger._write_head(path, 4, last["hash"], mallory_key)
+    ledger.write_head(path, 4, last["hash"], mallory_key)
     result = ledger.verify(path)
     assert not result.ok and "another key" in result.problem
     ledger.head_path(path).write_text(json.dumps({"seq": 4, "hash": last["hash"], "key_fingerprint":
-                                                  ledger._key_fingerprint(KEY.encode()), "mac": "0" * 64}))
+                                                  ledger.key_fingerprint(KEY.encode()), "mac": "0" * 64}))
     assert "signature does not verify" in ledger.verify(path).problem
 
 
@@ -176,7 +219,7 @@ def test_the_duckdb_mirror_localises_a_chain_rewritten_with_the_key(tmp_path):
     for seq in (4, 5, 6):
         lines.append(_forged(seq, json.loads(lines[-1])["hash"], subject=f"asset:rewritten/{seq}"))
     _write(path, lines)
-    ledger._write_head(path, 6, json.loads(lines[-1])["hash"], KEY.encode())
+    ledger.write_head(path, 6, json.loads(lines[-1])["hash"], KEY.encode())
     assert ledger.verify(path).ok, "the file alone is consistent"
     result = ledger.verify(path, con=con)
     assert not result.ok and result.first_bad_seq == 4 and "mirror" in result.problem
@@ -316,7 +359,7 @@ def test_natural_keys_make_recording_idempotent(tmp_path):
     events = [ledger.Event("model_registered", f"model:m/{v}", {"v": v}, natural_key=f"mv:{v}") for v in (1, 2)]
     assert len(ledger.append_many(path, events)) == 2
     assert ledger.append_many(path, events) == []
-    ledger._KEY_INDEXES.clear()  # a fresh process re-reads the keys from the file
+    ledger.clear_key_index()  # a fresh process re-reads the keys from the file
     assert ledger.append_many(path, [*events, ledger.Event("model_registered", "model:m/3", {}, natural_key="mv:3")])[0].seq == 3
 
 

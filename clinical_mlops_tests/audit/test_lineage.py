@@ -12,19 +12,7 @@ import pytest
 from clinical_mlops.cli import audit as cli_audit
 from clinical_mlops.audit import ledger, lineage
 from clinical_mlops.core import provenance, warehouse
-from clinical_mlops_tests.audit import _audit_graph
 from clinical_mlops_tests.audit._audit_graph import COHORT
-
-
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory, mlflow_template, small_encounters):
-    return _audit_graph.shared(tmp_path_factory, mlflow_template, small_encounters)
-
-
-@pytest.fixture
-def con(graph):
-    with warehouse.connect(graph.workspace.warehouse) as connection:
-        yield connection
 
 
 def test_which_extracts_and_which_code_trained_a_version(graph, con):

@@ -5,24 +5,11 @@ from __future__ import annotations
 import hashlib
 import re
 
-import pytest
 from mlflow.tracking import MlflowClient
 
 from clinical_mlops.audit import ledger, model_card
-from clinical_mlops.core import tracking, warehouse
-from clinical_mlops_tests.audit import _audit_graph
+from clinical_mlops.core import tracking
 from clinical_mlops_tests.audit._audit_graph import COHORT
-
-
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory, mlflow_template, small_encounters):
-    return _audit_graph.shared(tmp_path_factory, mlflow_template, small_encounters)
-
-
-@pytest.fixture
-def con(graph):
-    with warehouse.connect(graph.workspace.warehouse) as connection:
-        yield connection
 
 
 def _card_dir(graph, name: str, version: str):
@@ -126,3 +113,10 @@ def test_recording_an_unchanged_card_again_adds_no_entry(con, graph, tmp_path):
     card = model_card.build_model_card(con, graph.candidate, graph.candidate_version)
     paths = model_card.write_model_card(card, tmp_path / "card")
     assert model_card.record_model_card(card, paths, ledger_path=graph.ledger_path) is None
+
+
+def test_estimates_are_written_with_their_interval_or_say_there_is_none():
+    assert model_card.with_ci(0.71234, 0.6901, 0.7349) == "0.712 (0.690–0.735)"
+    assert model_card.with_ci(0.5, float("nan"), 0.6) == "0.500 (no CI)"
+    assert model_card.with_ci(0.5, None, None) == "0.500 (no CI)"
+    assert model_card.with_ci(float("nan"), 0.1, 0.2) == "—"

@@ -10,21 +10,8 @@ import pytest
 from clinical_mlops.cli import audit as cli_audit
 from clinical_mlops.audit import ledger, replay
 from clinical_mlops.training import modelling
-from clinical_mlops.core import warehouse
 from clinical_mlops.features.cohort import load_cohort
-from clinical_mlops_tests.audit import _audit_graph
 from clinical_mlops_tests.audit._audit_graph import COHORT
-
-
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory, mlflow_template, small_encounters):
-    return _audit_graph.shared(tmp_path_factory, mlflow_template, small_encounters)
-
-
-@pytest.fixture
-def con(graph):
-    with warehouse.connect(graph.workspace.warehouse) as connection:
-        yield connection
 
 
 def _replay(con, graph, name, version):

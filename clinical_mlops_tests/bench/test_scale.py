@@ -270,5 +270,5 @@ def test_training_subsample_is_patient_grouped_deterministic_and_recorded(con, w
         "SELECT train_rows_used, train_rows_full, subsample_seed, subsampled FROM ml.training_samples "
         "WHERE model_version = ?", [outcome.model.version]).fetchone()
     assert recorded == (sample.used_rows, full.full_rows, 5, True)
-    text = model_card._sample_text(model_card._training_sample(con, outcome.model.name, outcome.model.version))
+    text = model_card.sample_text(model_card.training_sample(con, outcome.model.name, outcome.model.version))
     assert f"{sample.used_rows:,} of {full.full_rows:,}" in text and "seed 5" in text

@@ -98,7 +98,7 @@ def test_governance_document_is_generated_from_the_policy():
     assert "| block_promotion |" in doc and "24 h" in doc and "4 h" in doc
     assert policy.owners.clinical_lead in doc
     page = fairness_report.governance_html(policy)
-    assert page.startswith("<!doctype html>") and "<table>" in page and "recall_gap_within_policy" in page
+    assert page.startswith("<!DOCTYPE html>") and "<table>" in page and "recall_gap_within_policy" in page
 
 
 def _cli(argv: list[str]) -> int:

@@ -1,0 +1,61 @@
+"""Model cards (Mitchell et al., 2019) and TRIPOD+AI development reports, generated per version.
+
+Both documents are built from what the warehouse and the registry recorded — lineage
+(``ml.model_versions``, ``raw.extracts``), held-out performance with bootstrap CIs overall and
+per subgroup (``ml.evaluation_metrics``), fairness verdicts where the fairness stage has written
+them — and from the cohort specification and the governance policy. Nothing in them is typed by
+hand, and they hold aggregates only: counts below :data:`SMALL_CELL` are suppressed.
+
+A card is deterministic for a given record (no generation timestamp), so its sha256 identifies
+its content: :func:`record_model_card` stores that hash as the MLflow model-version tag
+``model_card_sha256``, logs the documents (Markdown, and HTML rendered by
+:func:`clinical_mlops.core.reporting.page`) as artifacts of the model's run and appends a
+``model_card_generated`` entry to the audit ledger.
+
+The parts: ``_facts`` (what was recorded, and how a fact is written), ``_card`` (the nine
+sections), ``_tripod`` (the checklist), ``_record`` (build, write, record).
+"""
+
+from clinical_mlops.audit.model_card._card import (
+    MITCHELL_SECTIONS,
+    TAG_CARD,
+    TAG_TRIPOD,
+    composition_table,
+    extract_table,
+)
+from clinical_mlops.audit.model_card._facts import (
+    CARD_METRICS,
+    SMALL_CELL,
+    Facts,
+    gather_facts,
+    sample_text,
+    training_sample,
+    with_ci,
+)
+from clinical_mlops.audit.model_card._record import (
+    ModelCard,
+    build_model_card,
+    record_model_card,
+    write_model_card,
+)
+from clinical_mlops.audit.model_card._tripod import TripodItem
+
+__all__ = [
+    "CARD_METRICS",
+    "MITCHELL_SECTIONS",
+    "SMALL_CELL",
+    "TAG_CARD",
+    "TAG_TRIPOD",
+    "Facts",
+    "ModelCard",
+    "TripodItem",
+    "build_model_card",
+    "composition_table",
+    "extract_table",
+    "gather_facts",
+    "record_model_card",
+    "sample_text",
+    "training_sample",
+    "with_ci",
+    "write_model_card",
+]
