@@ -2,9 +2,9 @@
 
 One small graph is trained (``_audit_graph.build``: two extracts, baseline, candidate,
 evaluation, model card; ``record_run`` after each run, as the CLI does), then fairness, change
-control, promotion and drift run on top. The candidate's training run must then hold one nested
-run per step with its metrics and report files, linked to the Dagster run, and recording again
-must add nothing.
+control and promotion (recorded by ``record_run``) and drift (left to ``audit_ledger_sensor``) run
+on top. The candidate's training run must then hold one nested run per step with its metrics and
+report files, linked to the Dagster run, and recording again must add nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from clinical_mlops.audit import ledger
 from clinical_mlops.core import tracking
 from clinical_mlops.definitions import defs as load_defs
 from clinical_mlops.defs.audit import evidence, sensors
+from clinical_mlops.defs.resources import WarehouseResource
 from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH
 from clinical_mlops_tests.audit import _audit_graph
 from clinical_mlops_tests.audit._audit_graph import COHORT
@@ -57,8 +58,13 @@ def graph(tmp_path_factory, mlflow_template, small_encounters):
     )
     for run in (release, drift):
         assert run.get_asset_materialization_events(), "the later steps materialized"
-        sensors.record_run(graph.instance, run.run_id, warehouse_path=graph.workspace.warehouse,
-                           tracking_uri=graph.workspace.tracking_uri)
+    sensors.record_run(graph.instance, release.run_id, warehouse_path=graph.workspace.warehouse,
+                       tracking_uri=graph.workspace.tracking_uri)
+    # The drift run is left to the audit sensor, as a run launched from the UI or a schedule would be;
+    # it sees every finished run of the instance and must log only what is not yet logged.
+    tracking.configure(graph.workspace.tracking_uri, graph.workspace.artifacts)  # the code location's store
+    sensors.audit_ledger_sensor(dg.build_sensor_context(
+        instance=graph.instance, resources={"warehouse": WarehouseResource(path=str(graph.workspace.warehouse))}))
     graph.later_run_ids = [release.run_id, drift.run_id]
     return graph
 
@@ -135,6 +141,7 @@ def test_fairness_change_control_and_drift_log_their_reports_and_checks(graph, c
     (promotion,) = steps["promotion"]
     assert "check.promotion_criteria_met.passed" in promotion.data.metrics
     (drift,) = steps["drift"]
+    assert drift.data.tags[tracking.DAGSTER_RUN_TAG] == graph.later_run_ids[1], "logged by the audit sensor"
     assert drift.data.tags[tracking.PARTITION_TAG] == graph.extract_ids[-1]
     assert "drift_share" in drift.data.metrics and "check.no_dataset_drift.passed" in drift.data.metrics
     assert f"{graph.extract_ids[-1]}.html" in _artifacts(client, drift)

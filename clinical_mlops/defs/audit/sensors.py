@@ -164,7 +164,8 @@ audit_job = dg.define_asset_job(
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
     description="Writes every finished run's materializations, check results and failures to the hash-chained "
-    "audit ledger, then requests audit_job to record new governance rows and refresh the DuckDB mirror.",
+    "audit ledger and its evidence about each model version to MLflow (nested under the version's run), then "
+    "requests audit_job to record new governance rows and refresh the DuckDB mirror.",
 )
 def audit_ledger_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
     cursors = json.loads(context.cursor) if context.cursor else {}
