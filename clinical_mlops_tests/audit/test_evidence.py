@@ -137,7 +137,9 @@ def test_fairness_change_control_and_drift_log_their_reports_and_checks(graph, c
     assert any(f.startswith("fairness_report_") and f.endswith(".html") for f in _artifacts(client, fairness))
     (change,) = steps["change_control"]
     assert "auroc_challenger" in change.data.metrics and "gate_passes" in change.data.metrics
-    assert any(f.endswith(".md") and f.startswith(f"{graph.candidate}_v") for f in _artifacts(client, change))
+    change_files = _artifacts(client, change)
+    assert any(f.endswith(".md") and f.startswith(f"{graph.candidate}_v") for f in change_files)
+    assert "report.md" not in change_files, "the Markdown metadata is the report file: logged once"
     (promotion,) = steps["promotion"]
     assert "check.promotion_criteria_met.passed" in promotion.data.metrics
     (drift,) = steps["drift"]

@@ -274,7 +274,9 @@ def _items_for(instance: dg.DagsterInstance, run_id: str, step: Step, asset_key:
             files: list[Path] = []
         else:
             metrics = {k: n for k, v in own.items() if (n := _number(v)) is not None}
-            texts, files = _texts(own), _report_files(own, subject, step.siblings)
+            files = _report_files(own, subject, step.siblings)
+            written = {f.read_text(encoding="utf-8") for f in files if f.suffix == ".md"}
+            texts = {name: text for name, text in _texts(own).items() if text not in written}  # no copy of a file
         check_metrics, check_summary = _check_evidence(checks)
         metrics.update(check_metrics)
         texts["evidence.json"] = json.dumps({
