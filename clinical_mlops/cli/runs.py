@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from clinical_mlops.core.settings import PROJECT_ROOT, switch_off_telemetry
+from clinical_mlops.defs import _dagster_internals as dagster_internals
 
 QUIET_RUN_CONFIG = {"loggers": {"progress": {}}}
 
@@ -74,7 +75,7 @@ def recover_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
         message = (f"run {run.run_id} ({run.job_name}) was abandoned: its process {run.tags[PID_TAG]} ended without "
                    "finishing it (killed?); marked failed and its warehouse pool slot freed")
         instance.report_run_failed(run, message)
-        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        dagster_internals.free_concurrency_slots(instance, run.run_id)
         recovered.append(message)
     return recovered
 
@@ -94,7 +95,7 @@ def project_instance() -> dg.DagsterInstance:
         try:
             instance = dg.DagsterInstance.get()
             instance.get_runs(limit=1)
-            instance.event_log_storage.get_concurrency_keys()
+            dagster_internals.open_concurrency_tables(instance)
             instance.all_instigator_state()
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

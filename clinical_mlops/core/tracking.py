@@ -4,13 +4,22 @@ Every fit is one MLflow run that records the git commit (and whether the tree wa
 the lock file's hash, the data version (sha256) of every input extract, hyperparameters,
 metrics and the model with its signature; the model is registered as a new version. No row
 of patient data is logged: the signature is built from column types, never from an example.
+
+Every later step that produces evidence about a version (validation counts of its extracts,
+evaluation, fairness, root cause, mitigation, drift, change control, model card) is one more
+run, nested under the version's training run: :func:`log_step_evidence`. Opening the version's
+run in the MLflow UI shows them all, each linked to the Dagster run that produced it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
-from collections.abc import Mapping
+import math
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +29,33 @@ switch_off_telemetry()
 
 import mlflow  # noqa: E402
 import mlflow.sklearn  # noqa: E402
+from mlflow.entities import Metric  # noqa: E402
 from mlflow.models.signature import ModelSignature  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.types import ColSpec, Schema  # noqa: E402
+
+__all__ = [
+    "DAGSTER_RUN_TAG",
+    "EVIDENCE_SUFFIXES",
+    "PARENT_RUN_TAG",
+    "PARTITION_TAG",
+    "STEP_TAG",
+    "RegisteredModel",
+    "StepEvidence",
+    "active_run_leftover",
+    "configure",
+    "configured_tracking_uri",
+    "delete_model_version",
+    "ensure_experiment",
+    "load_model",
+    "log_fitted_model",
+    "log_step_evidence",
+    "metric_key",
+    "model_artifact_problem",
+    "model_version_url",
+    "run_url",
+    "signature_for",
+]
 
 
 @dataclass(frozen=True)
@@ -44,9 +77,17 @@ def configure(tracking_uri: str, artifact_root: Path) -> None:
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     _initialise_store(tracking_uri)
+    global _configured_uri
+    _configured_uri = tracking_uri
 
 
 _initialised: set[str] = set()
+_configured_uri: str | None = None
+
+
+def configured_tracking_uri() -> str | None:
+    """The store :func:`configure` last pointed this process at (what its runs logged to), or None."""
+    return _configured_uri
 
 
 def _initialise_store(tracking_uri: str) -> None:
@@ -176,8 +217,117 @@ def active_run_leftover() -> bool:
     return mlflow.active_run() is not None
 
 
-
-
 def delete_model_version(name: str, version: str) -> None:
     """Remove a registered version whose warehouse records could not be written."""
     MlflowClient().delete_model_version(name, version)
+
+
+# ---------------------------------------------------------------------------------------------
+# evidence: one nested run per step, under the model version's training run
+# ---------------------------------------------------------------------------------------------
+
+PARENT_RUN_TAG = "mlflow.parentRunId"
+"""MLflow's own tag: the UI shows a run carrying it nested under that run."""
+STEP_TAG = "clinical_mlops.step"
+DAGSTER_RUN_TAG = "dagster.run_id"
+PARTITION_TAG = "dagster.partition"
+EVIDENCE_SUFFIXES = frozenset({".html", ".md", ".json", ".png"})
+"""Report files logged as evidence; anything else (data, models) is never picked up."""
+_MAX_BATCH = 1000  # MLflow's per-request metric limit
+
+
+@dataclass(frozen=True)
+class StepEvidence:
+    """The nested run holding one step's evidence; ``created`` is False when it already existed."""
+
+    run_id: str
+    parent_run_id: str
+    created: bool
+
+
+def metric_key(name: str) -> str:
+    """``name`` as a valid MLflow metric key ("/" becomes ".", other odd characters "_")."""
+    key = re.sub(r"[^A-Za-z0-9_.\- :]", "_", name.replace("/", "."))
+    return key.strip(". ") or "_"
+
+
+@contextlib.contextmanager
+def _evidence_lock(tracking_uri: str) -> Iterator[None]:
+    """Serialise check-then-create on a local store (the CLI and the audit sensor may record one run at once)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    with open(tracking_uri.removeprefix("sqlite:///") + ".evidence-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _existing_evidence(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) -> list:
+    keys = (PARENT_RUN_TAG, STEP_TAG, DAGSTER_RUN_TAG, PARTITION_TAG)
+    clauses = [f"tags.`{k}` = '{tags[k]}'" for k in keys if k in tags]
+    return list(client.search_runs([experiment_id], filter_string=" and ".join(clauses), max_results=10))
+
+
+def log_step_evidence(
+    *,
+    model_name: str,
+    model_version: str,
+    step: str,
+    metrics: Mapping[str, float],
+    artifacts: Sequence[Path] = (),
+    texts: Mapping[str, str] = {},
+    dagster_run_id: str,
+    dagster_run_url: str | None = None,
+    partition: str | None = None,
+    tags: Mapping[str, str] = {},
+    tracking_uri: str | None = None,
+) -> StepEvidence:
+    """Log one step's metrics and report files as a run nested under the version's training run.
+
+    Idempotent: the nested run is keyed by (training run, ``step``, ``dagster_run_id``,
+    ``partition``); a finished one is returned as is, an unfinished one (a crash mid-logging) is
+    replaced. On a local SQLite store the check and the logging hold a file lock, so the CLI and
+    the audit sensor recording the same run at once log it once; a remote tracking server has no
+    such lock (a rare race there leaves two identical nested runs). ``texts`` are small documents written as artefacts (``name`` → content). The
+    version gets the tag ``evidence.<step>`` = the latest nested run's id, so its page links it.
+    Metrics and files only: the caller passes counts, estimates and rendered reports, never rows.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    parent_run_id = client.get_model_version(model_name, str(model_version)).run_id
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    run_tags = {
+        PARENT_RUN_TAG: parent_run_id,
+        STEP_TAG: step,
+        DAGSTER_RUN_TAG: dagster_run_id,
+        "clinical_mlops.model_name": model_name,
+        "clinical_mlops.model_version": str(model_version),
+        **({PARTITION_TAG: partition} if partition else {}),
+        **({"dagster.run_url": dagster_run_url} if dagster_run_url else {}),
+        **{k: str(v)[:5000] for k, v in tags.items()},
+    }
+    with _evidence_lock(tracking_uri or mlflow.get_tracking_uri()):
+        for run in _existing_evidence(client, experiment_id, run_tags):
+            if run.info.status == "FINISHED":
+                return StepEvidence(run.info.run_id, parent_run_id, created=False)
+            client.delete_run(run.info.run_id)
+        run_id = client.create_run(experiment_id, tags=run_tags,
+                                   run_name=f"{step} {partition}" if partition else step).info.run_id
+        try:
+            now = int(time.time() * 1000)
+            entries = [Metric(metric_key(k), float(v), now, 0) for k, v in sorted(metrics.items())
+                       if v is not None and math.isfinite(float(v))]
+            for start in range(0, len(entries), _MAX_BATCH):
+                client.log_batch(run_id, metrics=entries[start:start + _MAX_BATCH])
+            for path in artifacts:
+                client.log_artifact(run_id, str(path))
+            for name, text in texts.items():
+                client.log_text(run_id, text, name)
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+        client.set_terminated(run_id, "FINISHED")
+    client.set_model_version_tag(model_name, str(model_version), f"evidence.{step}", run_id)
+    return StepEvidence(run_id, parent_run_id, created=True)

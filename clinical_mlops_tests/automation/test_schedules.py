@@ -5,7 +5,6 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
-from dagster._utils.schedules import cron_string_iterator
 
 from clinical_mlops.defs.automation import schedules
 
@@ -57,9 +56,16 @@ def test_bad_settings_fail_at_load_naming_the_variable(monkeypatch, variable, va
 def test_the_retrain_fires_at_two_local_time_across_a_daylight_saving_change(monkeypatch):
     monkeypatch.setenv("CLINICAL_MLOPS_SCHEDULE_TIMEZONE", "Europe/London")
     training = schedules.build_training_schedule()
-    start = datetime(2026, 3, 27, 12, 0, tzinfo=ZoneInfo("Europe/London")).timestamp()  # BST starts 29 March
-    ticks = cron_string_iterator(start, training.cron_schedule, training.execution_timezone)
-    local = [next(ticks) for _ in range(4)]
+    london = ZoneInfo("Europe/London")
+    # Ticks from Dagster's public API: a time-window partitioning on the schedule's cron and time zone
+    # starts one window at every tick (the same cron iterator the scheduler uses).
+    ticks = dg.TimeWindowPartitionsDefinition(
+        cron_schedule=training.cron_schedule, timezone=training.execution_timezone, fmt="%Y-%m-%d %H:%M",
+        start=datetime(2026, 3, 27, 12, 0, tzinfo=london),  # BST starts 29 March
+    )
+    keys = ticks.get_partition_keys(current_time=datetime(2026, 4, 1, 2, 0, tzinfo=london))
+    local = [ticks.time_window_for_partition_key(key).start for key in keys]
+    assert len(local) == 4
     assert [(t.day, t.hour, t.minute) for t in local] == [(28, 2, 0), (29, 2, 0), (30, 2, 0), (31, 2, 0)]
     assert [t.utcoffset().total_seconds() / 3600 for t in local] == [0, 1, 1, 1]
 

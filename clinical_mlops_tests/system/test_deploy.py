@@ -24,10 +24,10 @@ PG_ENV = ("DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_HOST", "DAGS
 
 
 def test_production_instance_config_is_valid_dagster_config(tmp_path, monkeypatch):
-    from dagster._core.instance.config import dagster_instance_config
+    from clinical_mlops.defs._dagster_internals import instance_config
 
     shutil.copy(DEPLOY / "dagster.postgres.yaml", tmp_path / "dagster.yaml")
-    config, _ = dagster_instance_config(str(tmp_path))
+    config = instance_config(tmp_path)
     assert config["telemetry"]["enabled"] is False
     assert "postgres" in config["storage"]
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"

@@ -9,6 +9,9 @@
   cursor and appends the events of every run that finished — runs launched from the UI,
   schedules or other sensors. Both paths key entries by ``dagster:<run_id>:<storage_id>``, so an
   event recorded by one is skipped by the other.
+* Both paths also log the run's evidence about each model version to MLflow, nested under the
+  version's training run (:mod:`clinical_mlops.defs.audit.evidence`), idempotently; an MLflow
+  failure there is a warning.
 
 The sensor never opens the warehouse itself: DuckDB admits one writing process, and a sensor
 holding it could make a running step fail. When it has recorded runs other than its own, it
@@ -28,6 +31,7 @@ from clinical_mlops.audit import events as audit_events, ledger, lineage
 from clinical_mlops.core import warehouse
 from clinical_mlops.defs.resources import WarehouseResource
 from clinical_mlops.core.settings import default_paths
+from clinical_mlops.defs.audit.evidence import EvidenceRecording, event_records, record_evidence
 
 RECORDED_EVENT_TYPES = {
     dg.DagsterEventType.ASSET_MATERIALIZATION,
@@ -46,6 +50,8 @@ class RunRecording:
     governance_appended: int
     mirrored: int
     warehouse_skipped: str | None = None
+    evidence: EvidenceRecording | None = None
+    """What was logged to MLflow (nested runs per step and model version)."""
 
 
 def _plain_metadata(metadata) -> dict:
@@ -79,41 +85,35 @@ def run_events(instance: dg.DagsterInstance, run_id: str) -> list[ledger.Event]:
     actor = (run.tags.get("clinical_mlops/actor") or run.tags.get("user")) if run is not None else None
     events: list[ledger.Event] = []
     step_failures: list[dict] = []
-    cursor = None
-    while True:
-        connection = instance.get_records_for_run(run_id, cursor=cursor, of_type=RECORDED_EVENT_TYPES, limit=1000)
-        for record in connection.records:
-            entry = record.event_log_entry
-            event = entry.dagster_event
-            if event is None:
-                continue
-            common = {"storage_id": record.storage_id, "run_id": run_id, "job_name": entry.job_name or "",
-                      "timestamp": entry.timestamp, "actor": actor}
-            if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
-                materialization = event.event_specific_data.materialization
-                events.append(audit_events.materialization_event(
-                    asset_key=materialization.asset_key.to_user_string(), partition=materialization.partition,
-                    metadata=_plain_metadata(materialization.metadata), tags=materialization.tags or {}, **common,
-                ))
-            elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-                evaluation = event.event_specific_data
-                events.append(audit_events.check_evaluation_event(
-                    asset_key=evaluation.asset_key.to_user_string(), check_name=evaluation.check_name,
-                    passed=evaluation.passed, severity=getattr(evaluation.severity, "value", str(evaluation.severity)),
-                    blocking=bool(getattr(evaluation, "blocking", False)), description=evaluation.description,
-                    metadata=_plain_metadata(evaluation.metadata), partition=getattr(evaluation, "partition", None),
-                    **common,
-                ))
-            elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
-                step_failures.append(_step_failure(event))
-            elif event.event_type == dg.DagsterEventType.RUN_FAILURE:
-                reason = getattr(event.event_specific_data, "failure_reason", None)
-                events.append(audit_events.run_failure_event(
-                    failure_reason=getattr(reason, "value", None), steps=step_failures, **common,
-                ))
-        if not connection.has_more:
-            break
-        cursor = connection.cursor
+    for record in event_records(instance, run_id, RECORDED_EVENT_TYPES):
+        entry = record.event_log_entry
+        event = entry.dagster_event
+        if event is None:
+            continue
+        common = {"storage_id": record.storage_id, "run_id": run_id, "job_name": entry.job_name or "",
+                  "timestamp": entry.timestamp, "actor": actor}
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            materialization = event.event_specific_data.materialization
+            events.append(audit_events.materialization_event(
+                asset_key=materialization.asset_key.to_user_string(), partition=materialization.partition,
+                metadata=_plain_metadata(materialization.metadata), tags=materialization.tags or {}, **common,
+            ))
+        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            events.append(audit_events.check_evaluation_event(
+                asset_key=evaluation.asset_key.to_user_string(), check_name=evaluation.check_name,
+                passed=evaluation.passed, severity=getattr(evaluation.severity, "value", str(evaluation.severity)),
+                blocking=bool(getattr(evaluation, "blocking", False)), description=evaluation.description,
+                metadata=_plain_metadata(evaluation.metadata), partition=getattr(evaluation, "partition", None),
+                **common,
+            ))
+        elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            step_failures.append(_step_failure(event))
+        elif event.event_type == dg.DagsterEventType.RUN_FAILURE:
+            reason = getattr(event.event_specific_data, "failure_reason", None)
+            events.append(audit_events.run_failure_event(
+                failure_reason=getattr(reason, "value", None), steps=step_failures, **common,
+            ))
     return [audit_events.safe_event(event) for event in events]
 
 
@@ -137,13 +137,16 @@ def record_run(
     *,
     ledger_path: Path | str | None = None,
     warehouse_path: Path | str | None = None,
+    tracking_uri: str | None = None,
 ) -> RunRecording:
-    """Append one finished run's events to the ledger, then governance rows and the mirror."""
+    """Append one finished run's events to the ledger, then governance rows and the mirror; then
+    log its evidence to MLflow (``tracking_uri``: by default the store this process's runs used)."""
     warehouse_path = Path(warehouse_path) if warehouse_path else default_paths().warehouse
     ledger_path = Path(ledger_path) if ledger_path else ledger.default_ledger_path(warehouse_path)
     written = ledger.append_many(ledger_path, run_events(instance, run_id))
     appended, mirrored, skipped = record_governance(warehouse_path, ledger_path)
-    return RunRecording(run_id, len(written), appended, mirrored, skipped)
+    evidence = record_evidence(instance, run_id, tracking_uri=tracking_uri)
+    return RunRecording(run_id, len(written), appended, mirrored, skipped, evidence)
 
 
 audit_job = dg.define_asset_job(
@@ -161,7 +164,8 @@ audit_job = dg.define_asset_job(
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
     description="Writes every finished run's materializations, check results and failures to the hash-chained "
-    "audit ledger, then requests audit_job to record new governance rows and refresh the DuckDB mirror.",
+    "audit ledger and its evidence about each model version to MLflow (nested under the version's run), then "
+    "requests audit_job to record new governance rows and refresh the DuckDB mirror.",
 )
 def audit_ledger_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
     cursors = json.loads(context.cursor) if context.cursor else {}
@@ -177,6 +181,8 @@ def audit_ledger_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
         for record in result.records:
             run_id = record.event_log_entry.run_id
             written = ledger.append_many(ledger_path, run_events(context.instance, run_id))
+            for problem in record_evidence(context.instance, run_id).problems:
+                context.log.warning(f"run {run_id}: evidence not logged to MLflow: {problem}")
             runs += 1
             events += len(written)
             last_storage_id = max(last_storage_id, record.storage_id)

@@ -29,6 +29,7 @@ import dagster as dg
 import duckdb
 
 from clinical_mlops.ingestion import landing
+from clinical_mlops.defs._dagster_internals import AssetCheckExecutionRecordStatus
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import LandingZoneResource, WarehouseResource
 
@@ -275,8 +276,6 @@ def retrain_selection(asset_graph, cohort: str) -> list[dg.AssetKey]:
 def drift_check_failed_sensor(
     context: dg.SensorEvaluationContext, warehouse: WarehouseResource
 ) -> dg.SensorResult | dg.SkipReason:
-    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-
     graph = context.repository_def.asset_graph
     keys = drift_check_keys(graph)
     if not keys:

@@ -10,13 +10,9 @@ import json
 
 import dagster as dg
 
+from clinical_mlops.defs._dagster_internals import AssetCheckExecutionRecordStatus
 from clinical_mlops.features.cohort import load_all_cohorts
 from clinical_mlops.governance.policy import load_policy
-
-try:  # the record status enum lives in an internal module
-    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-except ImportError:  # pragma: no cover
-    AssetCheckExecutionRecordStatus = None
 
 
 def remediation_keys(cohort: str) -> list[dg.AssetKey]:

@@ -5,6 +5,7 @@ import dagster as dg
 
 from clinical_mlops.features import build as features
 from clinical_mlops.core.chunking import bound_memory
+from clinical_mlops.defs._schemas import feature_table_schema
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, WarehouseResource
 
@@ -28,7 +29,7 @@ def build_encounter_features(spec: CohortSpec) -> dg.AssetsDefinition:
                 "compiled to SQL from the schema; Pandera on failing rows and a sample; uniqueness in SQL.",
             )
         ],
-        metadata={"cohort": spec.name, "target_definition": spec.target_definition},
+        metadata={"cohort": spec.name, "target_definition": spec.target_definition, **feature_table_schema(spec)},
     )
     def encounter_features(warehouse: WarehouseResource) -> dg.MaterializeResult:
         with warehouse.connect() as con:

@@ -5,6 +5,7 @@ import dagster as dg
 
 from clinical_mlops.validation import rules as validation
 from clinical_mlops.core.chunking import bound_memory
+from clinical_mlops.defs._schemas import validated_encounters_schema
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, PseudonymisationResource, WarehouseResource
 from clinical_mlops.ingestion.deid import key_fingerprint
@@ -28,6 +29,7 @@ class ValidationConfig(dg.Config):
     kinds={"duckdb", "pandera"},
     code_version="1",
     pool=WAREHOUSE_POOL,
+    metadata=validated_encounters_schema(),
     check_specs=[
         dg.AssetCheckSpec(
             "landed_rows_reconcile",
