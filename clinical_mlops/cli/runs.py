@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from clinical_mlops.core.settings import PROJECT_ROOT, switch_off_telemetry
-from clinical_mlops.defs import _dagster_internals as dagster_internals
+from clinical_mlops.defs import dagster_internals as dagster_internals
 
 QUIET_RUN_CONFIG = {"loggers": {"progress": {}}}
 

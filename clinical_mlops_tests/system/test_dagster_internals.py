@@ -1,4 +1,4 @@
-"""The Dagster internals the project relies on are where ``defs/_dagster_internals.py`` expects them.
+"""The Dagster internals the project relies on are where ``defs/dagster_internals.py`` expects them.
 
 A Dagster upgrade that moves or changes one of them fails here, naming it, instead of failing a
 sensor or the run launcher in production. Each test also checks that no public replacement has
@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from clinical_mlops.core.settings import PROJECT_ROOT
-from clinical_mlops.defs import _dagster_internals as internals
+from clinical_mlops.defs import dagster_internals as internals
 
 
 def test_the_check_record_status_enum_has_the_statuses_the_sensors_compare_against():
@@ -63,9 +63,7 @@ def test_instance_config_validates_and_refuses(tmp_path):
 
 @pytest.mark.parametrize("config_file", [
     "dagster.yaml",
-    pytest.param("deploy/dagster.postgres.yaml", marks=pytest.mark.xfail(
-        strict=True, reason="names `dagster.core.run_coordinator`, gone from Dagster 1.x; the public pointer "
-        "is `module: dagster` / `class: QueuedRunCoordinator` (deploy/ is outside this change)")),
+    "deploy/dagster.postgres.yaml",
 ])
 def test_the_classes_our_instance_config_names_still_exist(config_file):
     """``dagster.yaml`` names Dagster classes by module path (Dagster's documented way): they must load."""
@@ -78,7 +76,7 @@ def test_the_classes_our_instance_config_names_still_exist(config_file):
 
 
 def test_no_public_replacement_exists_yet():
-    """When one of these appears in ``dagster``, use it and shrink ``_dagster_internals``."""
+    """When one of these appears in ``dagster``, use it and shrink ``dagster_internals``."""
     assert not hasattr(dg, "AssetCheckExecutionRecordStatus")
     assert not hasattr(dg.DagsterInstance, "free_concurrency_slots_for_run")
 
@@ -90,6 +88,6 @@ def test_nothing_else_imports_dagster_internals():
         str(path.relative_to(root))
         for folder in ("clinical_mlops", "clinical_mlops_tests")
         for path in (root / folder).rglob("*.py")
-        if pattern.search(path.read_text(encoding="utf-8")) and path.name != "_dagster_internals.py"
+        if pattern.search(path.read_text(encoding="utf-8")) and path.name != "dagster_internals.py"
     ]
     assert offenders == []

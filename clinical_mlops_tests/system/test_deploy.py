@@ -24,7 +24,7 @@ PG_ENV = ("DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_HOST", "DAGS
 
 
 def test_production_instance_config_is_valid_dagster_config(tmp_path, monkeypatch):
-    from clinical_mlops.defs._dagster_internals import instance_config
+    from clinical_mlops.defs.dagster_internals import instance_config
 
     shutil.copy(DEPLOY / "dagster.postgres.yaml", tmp_path / "dagster.yaml")
     config = instance_config(tmp_path)

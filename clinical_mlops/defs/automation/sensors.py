@@ -29,7 +29,7 @@ import dagster as dg
 import duckdb
 
 from clinical_mlops.ingestion import landing
-from clinical_mlops.defs._dagster_internals import AssetCheckExecutionRecordStatus
+from clinical_mlops.defs.dagster_internals import AssetCheckExecutionRecordStatus
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import LandingZoneResource, WarehouseResource
 

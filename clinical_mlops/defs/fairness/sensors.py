@@ -10,7 +10,7 @@ import json
 
 import dagster as dg
 
-from clinical_mlops.defs._dagster_internals import AssetCheckExecutionRecordStatus
+from clinical_mlops.defs.dagster_internals import AssetCheckExecutionRecordStatus
 from clinical_mlops.features.cohort import load_all_cohorts
 from clinical_mlops.governance.policy import load_policy
 
