@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from clinical_mlops.core.chunking import bound_memory
 from clinical_mlops.ingestion import diabetes130
 
 SCHEMAS: tuple[str, ...] = ("raw", "staging", "features", "ml", "monitoring", "audit")
@@ -111,11 +112,9 @@ def quote_identifier(name: str) -> str:
 
 
 def _cap_memory(con: duckdb.DuckDBPyConnection) -> None:
-    """DuckDB's buffer cap (``CLINICAL_MLOPS_DUCKDB_MEMORY_LIMIT``, default 3GB; it spills to disk
-    beyond) instead of its own default of 80% of the machine's memory. Insertion order is kept:
-    landing numbers rows in file order."""
-    from clinical_mlops.core.chunking import bound_memory
-
+    """DuckDB's buffer cap (:func:`~clinical_mlops.core.chunking.bound_memory`: ``CLINICAL_MLOPS_DUCKDB_MEMORY_LIMIT``,
+    default ``chunking.DEFAULT_MEMORY_LIMIT``; it spills to disk beyond) instead of its own default of
+    80% of the machine's memory. Insertion order is kept: landing numbers rows in file order."""
     bound_memory(con, preserve_insertion_order=True)
 
 

@@ -101,10 +101,6 @@ def score_split(
     return np.concatenate(ids), np.concatenate(labels), np.concatenate(scores)
 
 
-def registered_name(spec: CohortSpec, role: str) -> str:
-    return f"{spec.name}_{role}"
-
-
 def train_and_register(
     con: duckdb.DuckDBPyConnection,
     spec: CohortSpec,
@@ -164,7 +160,7 @@ def train_and_register(
     model = tracking.log_fitted_model(
         experiment=spec.name,
         artifact_root=artifact_root,
-        registered_name=registered_name(spec, role),
+        registered_name=modelling.registered_model_name(spec.name, role),
         run_name=f"{spec.name}-{role}",
         model=fitted,
         signature=tracking.signature_for(list(spec.numeric_features), list(spec.categorical_features)),

@@ -202,6 +202,8 @@ def _typed_select(key: bytes) -> str:
 
 
 ENGINES = ("sql", "pandera")
+DEFAULT_ENGINE = "sql"
+"""SQL finds the failing rows, Pandera names their reasons (same result as ``pandera``, much faster)."""
 
 _REASONS_TABLE = "validation_reasons"
 _SUSPECTS_TABLE = "validation_suspects"
@@ -305,7 +307,7 @@ def validate_extract(
     *,
     pseudonym_key: bytes,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    engine: str = "sql",
+    engine: str = DEFAULT_ENGINE,
     crosscheck_rows: int = 20_000,
 ) -> ValidationOutcome:
     """Validate one landed extract; write valid rows to staging and the rest to quarantine.
