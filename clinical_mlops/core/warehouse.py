@@ -16,7 +16,6 @@ from pathlib import Path
 
 import duckdb
 
-from clinical_mlops.core.chunking import bound_memory
 from clinical_mlops.ingestion import diabetes130
 
 SCHEMAS: tuple[str, ...] = ("raw", "staging", "features", "ml", "monitoring", "audit")
@@ -115,6 +114,9 @@ def _cap_memory(con: duckdb.DuckDBPyConnection) -> None:
     """DuckDB's buffer cap (:func:`~clinical_mlops.core.chunking.bound_memory`: ``CLINICAL_MLOPS_DUCKDB_MEMORY_LIMIT``,
     default ``chunking.DEFAULT_MEMORY_LIMIT``; it spills to disk beyond) instead of its own default of
     80% of the machine's memory. Insertion order is kept: landing numbers rows in file order."""
+    from clinical_mlops.core.chunking import bound_memory  # not at the top: chunking imports pandas, which
+    # would slow every process that only opens the warehouse (lock waits are timed from process start)
+
     bound_memory(con, preserve_insertion_order=True)
 
 

@@ -15,6 +15,10 @@ from clinical_mlops.core.steps import report_path
 from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, Policy, load_policy
 from clinical_mlops.ingestion import deid
 
+__all__ = ["MLFLOW_UI", "POLICY_ENV", "WAREHOUSE_POOL", "LandingZoneResource", "PolicyResource",
+           "PseudonymisationResource", "ReportsResource", "TrackingResource", "WarehouseResource", "default_policy",
+           "default_resources"]
+
 WAREHOUSE_POOL = "duckdb_warehouse"
 """Every asset that writes the warehouse runs in this pool, so writers queue instead of failing."""
 
@@ -92,6 +96,11 @@ class PolicyResource(dg.ConfigurableResource):
         return load_policy(Path(chosen) if chosen else DEFAULT_POLICY_PATH)
 
 
+def default_policy() -> PolicyResource:
+    """The policy resource as deployed; the asset checks declared from the policy use the same file."""
+    return PolicyResource(path=os.environ.get(POLICY_ENV, ""))
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     paths = default_paths()
     return {
@@ -103,7 +112,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         ),
         "pseudonymisation": PseudonymisationResource(),
         "reports": ReportsResource(directory=str(paths.reports_dir)),
-        "policy": PolicyResource(path=os.environ.get(POLICY_ENV, "")),
+        "policy": default_policy(),
     }
 
 

@@ -1,0 +1,4 @@
+"""Training: the model families and their default hyperparameters (:mod:`.modelling`), the fit that
+tracks, registers and scores one model (:mod:`.fit`), and what the training assets do (:mod:`.steps`)."""
+
+__all__ = ["fit", "modelling", "steps"]

@@ -29,6 +29,9 @@ from clinical_mlops.core.chunking import DEFAULT_CHUNK_ROWS
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.core.warehouse import scalar, transaction
 
+__all__ = ["DEFAULT_MAX_TRAINING_ROWS", "DEFAULT_SUBSAMPLE_SEED", "TRAINING_SAMPLES_DDL", "TrainingOutcome",
+    "input_extracts", "latest_model_version", "sample_record", "score_split", "train_and_register"]
+
 
 @dataclass(frozen=True)
 class TrainingOutcome:

@@ -25,6 +25,10 @@ from clinical_mlops.ingestion import deid, diabetes130
 from clinical_mlops.core.chunking import DEFAULT_CHUNK_ROWS
 from clinical_mlops.core.warehouse import scalar, transaction
 
+__all__ = ["DEFAULT_ENGINE", "ENGINES", "INTEGER_CODE_COLUMNS", "STAGING_DDL", "FormatRule", "ValidationOutcome",
+    "find_failures", "format_rules", "raw_encounter_schema", "row_level_schema", "row_passes_sql", "rule_sql",
+    "validate_extract"]
+
 STAGING_DDL = """CREATE TABLE IF NOT EXISTS staging.encounters (
     extract_id VARCHAR NOT NULL,
     row_number BIGINT NOT NULL,

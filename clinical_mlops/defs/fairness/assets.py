@@ -24,10 +24,11 @@ from clinical_mlops.defs.resources import (
     ReportsResource,
     TrackingResource,
     WarehouseResource,
+    default_policy,
 )
 from clinical_mlops.fairness import audit as fairness, report as fairness_report, steps
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
-from clinical_mlops.governance.policy import Policy, load_policy
+from clinical_mlops.governance.policy import Policy
 
 GROUP = "fairness"
 
@@ -231,7 +232,7 @@ def build_mitigated_model(spec: CohortSpec) -> dg.AssetsDefinition:
 
 
 def fairness_assets(policy: Policy | None = None) -> list[dg.AssetsDefinition]:
-    declared = policy or load_policy()
+    declared = policy or default_policy().load()
     assets: list[dg.AssetsDefinition] = []
     for spec in load_all_cohorts():
         assets += [build_fairness_report(spec, declared), build_root_cause(spec), build_mitigated_model(spec)]

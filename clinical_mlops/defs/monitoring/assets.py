@@ -8,9 +8,9 @@ from pathlib import Path
 import dagster as dg
 
 from clinical_mlops.defs.failures import step_failures
-from clinical_mlops.defs.resources import WAREHOUSE_POOL, PolicyResource, WarehouseResource
+from clinical_mlops.defs.resources import WAREHOUSE_POOL, PolicyResource, WarehouseResource, default_policy
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
-from clinical_mlops.governance.policy import Policy, load_policy
+from clinical_mlops.governance.policy import Policy
 from clinical_mlops.monitoring import steps
 from clinical_mlops.scoring import prediction_log
 
@@ -106,7 +106,7 @@ def _monitoring_result(step: steps.ProductionStep, declared: Policy) -> dg.Mater
 
 
 def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
-    declared = load_policy()
+    declared = default_policy().load()
     ingest_key = dg.AssetKey([spec.name, "prediction_log_ingest"])
     outcomes_key = dg.AssetKey([spec.name, "prediction_outcomes"])
     monitoring_key = dg.AssetKey([spec.name, "production_monitoring"])
