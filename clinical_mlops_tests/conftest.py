@@ -51,6 +51,7 @@ class Workspace:
             "tracking": r.TrackingResource(tracking_uri=self.tracking_uri, artifact_root=str(self.artifacts)),
             "pseudonymisation": r.PseudonymisationResource(),
             "reports": r.ReportsResource(directory=str(self.root / "reports")),
+            "policy": r.PolicyResource(),
         }
 
 

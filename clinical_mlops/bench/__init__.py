@@ -4,7 +4,8 @@
 - :mod:`.plain` — the whole readmission pipeline as one plain script over the domain library.
 - :mod:`.orchestrated` — the same work as Dagster runs on a project instance.
 - :mod:`.overhead` — Dagster's cost per asset step with the default (in-process) executor.
-- :mod:`.scale` — every data stage at 100k, 1M and 10M synthetic encounters.
+- :mod:`.scale` — every stage at 100k, 1M and 10M synthetic encounters, through the step
+  functions the assets call.
 - :mod:`.run` — runs all of them side by side, each in its own process, and writes the report.
 
 Every variant runs in a fresh child process so its wall time includes its imports and its

@@ -1,8 +1,9 @@
 """The hand-written baseline: read the extracts, fit the candidate's model, predict the test set.
 
 No validation, no pseudonymisation, no tracking, no audit: what a data scientist writes first.
-Same model family and settings as ``readmission_30d/candidate_model`` (HistGradientBoosting,
-300 iterations), same patient-grouped 80/20 split rule. Run as
+Same model family and hyperparameters as ``readmission_30d/candidate_model`` (HistGradientBoosting
+with :class:`~clinical_mlops.training.modelling.GradientBoostingParams`' defaults), same
+patient-grouped 80/20 split rule. Run as
 ``python -m clinical_mlops.bench.bare --result out.json extract.csv [...]``.
 """
 
@@ -26,13 +27,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("extracts", nargs="+", type=Path)
     parser.add_argument("--result", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=None, help="default: the candidate's seed")
     args = parser.parse_args(argv)
 
     import numpy as np
     import pandas as pd
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
+
+    from clinical_mlops.training.modelling import GradientBoostingParams
+
+    params = GradientBoostingParams()
 
     frame = pd.concat(
         [pd.read_csv(p, usecols=["patient_nbr", "readmitted", *NUMERIC, *CATEGORICAL], dtype=str,
@@ -46,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     patient = pd.util.hash_pandas_object(frame["patient_nbr"], index=False).to_numpy()
     test = (patient % 10_000) < 2_000
     model = HistGradientBoostingClassifier(
-        max_iter=300, learning_rate=0.05, max_leaf_nodes=31, min_samples_leaf=40, l2_regularization=1.0,
-        categorical_features="from_dtype", early_stopping=False, random_state=args.seed,
+        max_iter=params.max_iter, learning_rate=params.learning_rate, max_leaf_nodes=params.max_leaf_nodes,
+        min_samples_leaf=params.min_samples_leaf, l2_regularization=params.l2_regularization,
+        categorical_features="from_dtype", early_stopping=False,
+        random_state=params.seed if args.seed is None else args.seed,
     )
     model.fit(x[~test], y[~test])
     scores = model.predict_proba(x[test])[:, 1]

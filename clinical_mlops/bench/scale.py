@@ -1,172 +1,257 @@
-"""Each data stage at a given number of synthetic encounters, one stage per process.
+"""Each stage of the graph at a given number of synthetic encounters, one stage per process.
 
-Stages run in order on one workspace (``--workspace``): generate the extracts, land,
-validate, features, split, train, then drift statistics, fairness aggregates, evaluation and
-batch scoring. Each call reads what the previous stages left in the workspace's warehouse.
-Run as ``python -m clinical_mlops.bench.scale STAGE --rows N --workspace DIR --result out.json``.
+Stages run in order on one workspace (``--workspace``): generate the extracts, then land,
+validate, features, split, train, drift, fairness, evaluation and batch scoring. Every stage but
+``generate`` is the step function its asset calls (``clinical_mlops.<domain>.steps``), with the
+asset's default settings, so the figures are the product's code path without Dagster. Each call
+reads what the previous stages left in the workspace: ``landing/`` (extract CSVs),
+``warehouse.duckdb``, ``mlflow/`` and ``reports/``; DuckDB spills to ``duckdb_tmp/`` beyond the
+memory cap of :func:`clinical_mlops.core.chunking.bound_memory`. Results are counts and
+aggregates, never rows.
+
+Run as ``python -m clinical_mlops.bench.scale STAGE --rows N --workspace DIR --result out.json``;
+``clinical-mlops bench`` (:mod:`.run`) runs each stage in its own process, so its peak RSS is its own.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import contextlib
 import json
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+COHORT = "readmission_30d"
+BENCH_PSEUDONYM_KEY = b"bench-key-not-secret"
+ROWS_PER_EXTRACT = 1_000_000
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
-    target: str
-    """``module:function`` taking ``(workspace: Path, rows: int)`` and returning a JSON-able dict."""
+    run: Callable[[Path, int], dict]
+    """Takes ``(workspace, encounters)``; returns a JSON-able dict with ``rows_processed``."""
 
 
-STAGES: tuple[Stage, ...] = (
-    Stage("generate", "clinical_mlops.bench.scale:generate"),
-    Stage("land", "clinical_mlops.bench.scale:land"),
-    Stage("validate", "clinical_mlops.bench.scale:validate"),
-    Stage("features", "clinical_mlops.bench.scale:features"),
-    Stage("split", "clinical_mlops.bench.scale:split"),
-    Stage("train", "clinical_mlops.bench.scale:train"),
-    Stage("drift_statistics", "clinical_mlops.bench.scale:drift_statistics"),
-    Stage("fairness_aggregates", "clinical_mlops.bench.scale:fairness_aggregates"),
-    Stage("evaluation", "clinical_mlops.bench.scale:evaluation"),
-    Stage("batch_scoring", "clinical_mlops.bench.scale:batch_scoring"),
-)
-COHORT = "readmission_30d"
-DUCKDB_MEMORY_LIMIT = "3GB"
-"""DuckDB's buffer cap in the ML stages (it spills to disk beyond); the 8 GB budget is per process."""
+# --- the workspace --------------------------------------------------------------------------------
 
 
-# --- data stages: clinical_mlops.bench.scale_stages works on the same workspace layout --------------
+@contextlib.contextmanager
+def _connect(workspace: Path) -> Iterator[Any]:
+    """The workspace's warehouse, opened as an asset opens it, spilling to ``<workspace>/duckdb_tmp``."""
+    from clinical_mlops.core import chunking, warehouse
 
-def generate(workspace: Path, rows: int) -> dict:
-    from clinical_mlops.bench import scale_stages
-
-    result = scale_stages.generate(workspace, n_encounters=rows)
-    return {**result, "rows_processed": rows}
-
-
-def land(workspace: Path, rows: int) -> dict:
-    from clinical_mlops.bench import scale_stages
-
-    return _processed(scale_stages.land(workspace), rows)
-
-
-def validate(workspace: Path, rows: int) -> dict:
-    from clinical_mlops.bench import scale_stages
-
-    return _processed(scale_stages.validate(workspace), rows)
+    con = warehouse.connect(Path(workspace) / "warehouse.duckdb")
+    temp = Path(workspace) / "duckdb_tmp"
+    temp.mkdir(parents=True, exist_ok=True)
+    chunking.bound_memory(con, temp_directory=temp, preserve_insertion_order=True)
+    try:
+        yield con
+    finally:
+        con.close()
 
 
-def features(workspace: Path, rows: int) -> dict:
-    from clinical_mlops.bench import scale_stages
-
-    return _processed(scale_stages.build_features(workspace, cohort=COHORT), rows)
-
-
-def split(workspace: Path, rows: int) -> dict:
-    from clinical_mlops.bench import scale_stages
-
-    return _processed(scale_stages.split(workspace, cohort=COHORT), rows)
+def _tracking(workspace: Path) -> dict[str, Any]:
+    root = Path(workspace) / "mlflow"
+    root.mkdir(parents=True, exist_ok=True)
+    return {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "artifact_root": root / "artifacts"}
 
 
-def train(workspace: Path, rows: int) -> dict:
-    from clinical_mlops.bench import scale_stages
+def _reports(workspace: Path) -> Path:
+    return Path(workspace) / "reports"
 
-    result = scale_stages.train(workspace, cohort=COHORT)
-    return {**result, "rows_processed": int(result.get("rows", rows))}
+
+def _spec():
+    from clinical_mlops.features.cohort import load_cohort
+
+    return load_cohort(COHORT)
+
+
+def _policy():
+    from clinical_mlops.governance.policy import load_policy
+
+    return load_policy()
+
+
+def _landed_extracts(workspace: Path) -> list[str]:
+    with _connect(workspace) as con:
+        return [row[0] for row in con.execute(
+            "SELECT extract_id FROM raw.extracts WHERE status = 'landed' ORDER BY extract_id").fetchall()]
 
 
 def _processed(result: dict, rows: int) -> dict:
     return {**result, "rows_processed": int(result.get("rows", rows))}
 
 
-# --- ML stages: clinical_mlops.bench.scale_ml_stages on the model the train stage registered ---------
-
-def _open(workspace: Path):
-    from clinical_mlops.bench import scale_ml_stages
-    from clinical_mlops.core import warehouse
-    from clinical_mlops.features.cohort import load_cohort
-    from clinical_mlops.governance.policy import load_policy
-
-    con = warehouse.connect(Path(workspace) / "warehouse.duckdb")
-    scale_ml_stages.limit_memory(con, memory_limit=DUCKDB_MEMORY_LIMIT)
-    return con, load_cohort(COHORT), load_policy()
+# --- the stages -----------------------------------------------------------------------------------
 
 
-def _newest_extract(con) -> str:
-    return con.execute(
-        "SELECT extract_id FROM raw.extracts WHERE status = 'landed' ORDER BY landed_at DESC, extract_id DESC LIMIT 1"
-    ).fetchone()[0]
+def generate(workspace: Path, rows: int) -> dict:
+    """Write ``rows`` synthetic encounters (with the subgroup bias) as extract CSVs in ``landing/``."""
+    from clinical_mlops.ingestion.synthetic import SubgroupBias, SyntheticConfig, write_synthetic_extracts
+
+    config = SyntheticConfig(n_encounters=rows, seed=42, bias=SubgroupBias(utilisation_undercount_rate=0.5))
+    paths = write_synthetic_extracts(config, Path(workspace) / "landing", rows_per_extract=ROWS_PER_EXTRACT,
+                                     chunk_rows=250_000)
+    return {"rows": rows, "extracts": len(paths), "bytes": sum(p.stat().st_size for p in paths),
+            "rows_processed": rows}
 
 
-def _candidate(con, spec, workspace: Path):
-    """The latest registered candidate, loaded from the workspace's MLflow store."""
-    from clinical_mlops.scoring import champion as scoring
-    from clinical_mlops.core import tracking
-    from clinical_mlops.training import fit as training
+def land(workspace: Path, rows: int) -> dict:
+    """``raw_encounters`` for every extract of the landing zone."""
+    from clinical_mlops.ingestion import landing, steps
 
-    root = Path(workspace) / "mlflow"
-    tracking.configure(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts")
-    row = training.latest_model_version(con, spec.name, "candidate")
-    ref = scoring.ModelRef(name=row["model_name"], version=str(row["model_version"]), run_id=row["mlflow_run_id"],
-                           source="bench: latest candidate", model_card_sha256=None,
-                           operating_threshold=float(row["operating_threshold"]))
-    return scoring.load_scoring_model(ref, spec)
+    results = []
+    for path in landing.list_extracts(Path(workspace) / "landing"):
+        with _connect(workspace) as con:
+            results.append(steps.land(con, path))
+    return _processed({"rows": sum(r.rows_landed for r in results), "extracts": len(results),
+                       "rejected": sum(r.status == "rejected" for r in results)}, rows)
 
 
-def drift_statistics(workspace: Path, rows: int) -> dict:
-    from clinical_mlops.bench import scale_ml_stages
+def validate(workspace: Path, rows: int) -> dict:
+    """``validated_encounters`` for every landed extract, in arrival order."""
+    from clinical_mlops.validation import steps
 
-    con, spec, policy = _open(workspace)
-    try:
-        model = _candidate(con, spec, workspace)
-        result = scale_ml_stages.drift_statistics(con, spec, _newest_extract(con), policy=policy, predict=model.score,
-                                                  html_path=Path(workspace) / "drift.html")
-    finally:
-        con.close()
+    outcomes = []
+    for extract_id in _landed_extracts(workspace):
+        with _connect(workspace) as con:
+            outcomes.append(steps.validate(con, extract_id, pseudonym_key=BENCH_PSEUDONYM_KEY).outcome)
+    return _processed({
+        "rows": sum(o.rows_landed for o in outcomes), "rows_valid": sum(o.rows_valid for o in outcomes),
+        "rows_quarantined": sum(o.rows_quarantined for o in outcomes),
+        "reconciles": all(o.reconciles for o in outcomes),
+    }, rows)
+
+
+def features(workspace: Path, rows: int) -> dict:
+    """``[cohort, encounter_features]``."""
+    from clinical_mlops.features import steps
+
+    with _connect(workspace) as con:
+        step = steps.build_features(con, _spec())
+    return _processed({"rows": step.build.rows_in, "rows_out": step.build.rows_out,
+                       "schema_failures": sum(step.schema_check.failures.values()),
+                       "rows_checked": step.schema_check.rows_checked,
+                       "build_seconds": round(step.build_seconds, 2)}, rows)
+
+
+def split(workspace: Path, rows: int) -> dict:
+    """``[cohort, training_split]``."""
+    from clinical_mlops.training import steps
+
+    with _connect(workspace) as con:
+        summary = steps.split(con, _spec()).summary
+    return _processed({"rows": summary.train_rows + summary.test_rows, "train_rows": summary.train_rows,
+                       "test_rows": summary.test_rows, "patient_overlap": summary.patient_overlap}, rows)
+
+
+def train(workspace: Path, rows: int) -> dict:
+    """``[cohort, baseline_model]`` and ``[cohort, candidate_model]`` (training rows capped, test scored whole)."""
+    from clinical_mlops.training import steps
+
+    spec, result = _spec(), {}
+    for role, fit in (("baseline", steps.train_baseline), ("candidate", steps.train_candidate)):
+        started = time.perf_counter()
+        with _connect(workspace) as con:
+            outcome = fit(con, spec, **_tracking(workspace))
+        result[role] = {"seconds": round(time.perf_counter() - started, 2),
+                        "train_rows_used": outcome.train_rows_used, "test_auroc": round(outcome.test_auroc, 4)}
+        result.update(rows=outcome.train_rows + outcome.test_rows, train_rows_used=outcome.train_rows_used,
+                      test_rows_scored=outcome.test_rows)
     return _processed(result, rows)
 
 
-def fairness_aggregates(workspace: Path, rows: int) -> dict:
-    from clinical_mlops.bench import scale_ml_stages
+def drift_statistics(workspace: Path, rows: int) -> dict:
+    """``[cohort, drift_report]`` for the newest extract (statistics, prediction drift, Evidently HTML)."""
+    from clinical_mlops.drift import steps
 
-    con, spec, policy = _open(workspace)
-    try:
-        return _processed(scale_ml_stages.fairness_aggregates(con, spec, policy=policy), rows)
-    finally:
-        con.close()
+    newest = _landed_extracts(workspace)[-1]
+    with _connect(workspace) as con:
+        step = steps.assess_drift(con, _spec(), newest, policy=_policy(), **_tracking(workspace),
+                                  html_path=_reports(workspace) / COHORT / "drift" / f"{newest}.html")
+    result = step.result
+    return _processed({
+        "rows": result.n_reference + result.n_current, "reference_rows": result.n_reference,
+        "current_rows": result.n_current, "features_tested": result.features_tested,
+        "features_drifted": len(result.drifted_features), "dataset_drift": result.dataset_drift,
+        "prediction_drift": None if result.prediction is None else result.prediction_drift,
+        "drift_run_id": step.drift_run_id, "statistics_seconds": round(step.statistics_seconds, 2),
+        "prediction_seconds": None if step.prediction_seconds is None else round(step.prediction_seconds, 2),
+        "evidently_seconds": None if step.html is None else round(step.html.seconds, 2),
+    }, rows)
+
+
+def fairness_aggregates(workspace: Path, rows: int) -> dict:
+    """``[cohort, fairness_report]``: the policy audit of the candidate (binned bootstrap at scale)."""
+    from clinical_mlops.fairness import steps
+
+    with _connect(workspace) as con:
+        step = steps.audit_candidate(con, _spec(), policy=_policy(), n_bootstrap=None,
+                                     reports_dir=_reports(workspace), run_id="bench")
+    audit = step.audit
+    return _processed({
+        "rows": audit.n, "groups": int(audit.groups[["slice", "group"]].drop_duplicates().shape[0]),
+        "verdicts": audit.verdict_counts, "blocking_failed": audit.blocking_failed,
+        "bootstrap": {"method": audit.bootstrap_method, "replicates": audit.n_bootstrap,
+                      "exact_max_rows": audit.exact_max_rows, "score_bins": audit.score_bins},
+        "audit_id": step.audit_id, "incidents": len(step.incidents),
+    }, rows)
 
 
 def evaluation(workspace: Path, rows: int) -> dict:
-    from clinical_mlops.bench import scale_ml_stages
+    """``[cohort, model_evaluation]``: both models with bootstrap CIs (binned above the exact cap)."""
+    from clinical_mlops.evaluation import steps
 
-    con, spec, _ = _open(workspace)
-    try:
-        return _processed(scale_ml_stages.evaluation(con, spec), rows)
-    finally:
-        con.close()
+    with _connect(workspace) as con:
+        step = steps.evaluate_models(con, _spec(), reports_dir=_reports(workspace))
+    result: dict = {"rows": 0, "plots": 0}
+    for evaluated in step.models:
+        auroc = evaluated.evaluation.overall("auroc")
+        result[evaluated.role] = {"bootstrap": evaluated.evaluation.bootstrap, "auroc": round(auroc.estimate, 4),
+                                  "auroc_ci": [round(auroc.lower, 4), round(auroc.upper, 4)]}
+        result["rows"] = int(evaluated.evaluation.bootstrap["rows"])
+        result["plots"] += len(evaluated.plot_paths)
+    return _processed(result, rows)
 
 
 def batch_scoring(workspace: Path, rows: int) -> dict:
-    from clinical_mlops.bench import scale_ml_stages
+    """``[cohort, batch_predictions]`` for the newest extract, by the champion (else the latest candidate)."""
+    from clinical_mlops.scoring import steps
 
-    con, spec, _ = _open(workspace)
-    try:
-        model = _candidate(con, spec, workspace)
-        return _processed(scale_ml_stages.batch_scoring(con, model, _newest_extract(con)), rows)
-    finally:
-        con.close()
+    newest = _landed_extracts(workspace)[-1]
+    with _connect(workspace) as con:
+        step = steps.score_batch(con, _spec(), newest, **_tracking(workspace))
+    summary = step.summary
+    return _processed({
+        "rows": summary.rows_scored, "rows_excluded": summary.rows_excluded, "rows_flagged": summary.rows_flagged,
+        "mean_score": round(summary.mean_score, 5), "scores_sha256": summary.scores_sha256,
+        "model_source": step.model.source, "traceable": step.traceable,
+    }, rows)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("generate", generate),
+    Stage("land", land),
+    Stage("validate", validate),
+    Stage("features", features),
+    Stage("split", split),
+    Stage("train", train),
+    Stage("drift_statistics", drift_statistics),
+    Stage("fairness_aggregates", fairness_aggregates),
+    Stage("evaluation", evaluation),
+    Stage("batch_scoring", batch_scoring),
+)
 
 
 def run_stage(name: str, workspace: Path, rows: int) -> dict:
     stage = next((s for s in STAGES if s.name == name), None)
     if stage is None:
         raise SystemExit(f"unknown stage {name!r}; stages: {', '.join(s.name for s in STAGES)}")
-    module, function = stage.target.split(":")
-    return getattr(importlib.import_module(module), function)(workspace, rows)
+    return stage.run(Path(workspace), rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,8 @@ import pandas as pd
 DEFAULT_CHUNK_ROWS = 200_000
 MEMORY_LIMIT_ENV = "CLINICAL_MLOPS_DUCKDB_MEMORY_LIMIT"
 DEFAULT_MEMORY_LIMIT = "3GB"
+"""DuckDB's buffer cap per connection unless ``CLINICAL_MLOPS_DUCKDB_MEMORY_LIMIT`` says otherwise: the
+one place it is set (every warehouse connection, every stage, the benchmark)."""
 _VECTOR_ROWS = 2048
 
 

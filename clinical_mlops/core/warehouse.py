@@ -111,10 +111,11 @@ def quote_identifier(name: str) -> str:
 
 
 def _cap_memory(con: duckdb.DuckDBPyConnection) -> None:
-    """DuckDB's buffer cap (``CLINICAL_MLOPS_DUCKDB_MEMORY_LIMIT``, default 3GB; it spills to disk
-    beyond) instead of its own default of 80% of the machine's memory. Insertion order is kept:
-    landing numbers rows in file order."""
-    from clinical_mlops.core.chunking import bound_memory
+    """DuckDB's buffer cap (:func:`~clinical_mlops.core.chunking.bound_memory`: ``CLINICAL_MLOPS_DUCKDB_MEMORY_LIMIT``,
+    default ``chunking.DEFAULT_MEMORY_LIMIT``; it spills to disk beyond) instead of its own default of
+    80% of the machine's memory. Insertion order is kept: landing numbers rows in file order."""
+    from clinical_mlops.core.chunking import bound_memory  # not at the top: chunking imports pandas, which
+    # would slow every process that only opens the warehouse (lock waits are timed from process start)
 
     bound_memory(con, preserve_insertion_order=True)
 

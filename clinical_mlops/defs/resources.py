@@ -9,12 +9,21 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from clinical_mlops.ingestion import deid
 from clinical_mlops.core import warehouse
 from clinical_mlops.core.settings import default_paths
+from clinical_mlops.core.steps import report_path
+from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, Policy, load_policy
+from clinical_mlops.ingestion import deid
+
+__all__ = ["MLFLOW_UI", "POLICY_ENV", "WAREHOUSE_POOL", "LandingZoneResource", "PolicyResource",
+           "PseudonymisationResource", "ReportsResource", "TrackingResource", "WarehouseResource", "default_policy",
+           "default_resources"]
 
 WAREHOUSE_POOL = "duckdb_warehouse"
 """Every asset that writes the warehouse runs in this pool, so writers queue instead of failing."""
+
+POLICY_ENV = "CLINICAL_MLOPS_POLICY"
+"""The governance policy file every asset and check judges by (default ``governance/policy.yaml``)."""
 
 MLFLOW_UI = "http://127.0.0.1:5000"
 """Where asset metadata links to MLflow; ``CLINICAL_MLOPS_MLFLOW_UI`` overrides it."""
@@ -80,9 +89,25 @@ class ReportsResource(dg.ConfigurableResource):
     directory: str
 
     def path(self, *parts: str) -> Path:
-        target = Path(self.directory).joinpath(*parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return target
+        return report_path(self.directory, *parts)
+
+
+class PolicyResource(dg.ConfigurableResource):
+    """The governance policy (``governance/policy.yaml``, or ``$CLINICAL_MLOPS_POLICY``): the one place
+    assets and checks get it from. Sensors and the command line call the same ``load_policy``."""
+
+    path: str = ""
+    """Policy file; empty = the default policy file."""
+
+    def load(self, override: str = "") -> Policy:
+        """The policy, parsed and validated; ``override`` (an asset config's ``policy_path``) wins if set."""
+        chosen = override or self.path
+        return load_policy(Path(chosen) if chosen else DEFAULT_POLICY_PATH)
+
+
+def default_policy() -> PolicyResource:
+    """The policy resource as deployed; the asset checks declared from the policy use the same file."""
+    return PolicyResource(path=os.environ.get(POLICY_ENV, ""))
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
@@ -96,6 +121,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         ),
         "pseudonymisation": PseudonymisationResource(),
         "reports": ReportsResource(directory=str(paths.reports_dir)),
+        "policy": default_policy(),
     }
 
 

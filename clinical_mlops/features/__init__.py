@@ -1,6 +1,5 @@
-"""Cohorts and their feature tables: cohort specifications — what a use case predicts, for whom,
-from which features — read from ``cohorts/*.yaml`` (:mod:`.cohort`), and the feature tables
-built from them in DuckDB SQL (``sql/``), with their Pandera schema and the patient split
-(:mod:`.build`). Wired by ``clinical_mlops/defs/features``."""
+"""Features: cohort specifications (:mod:`.cohort`, YAML under ``cohorts/``), the feature SQL, schema
+check and patient-grouped split (:mod:`.build`, SQL under ``sql/``), and what the features asset does
+(:mod:`.steps`)."""
 
-__all__ = ["build", "cohort"]
+__all__ = ["build", "cohort", "steps"]

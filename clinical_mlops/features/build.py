@@ -23,6 +23,11 @@ from clinical_mlops.core.chunking import DEFAULT_CHUNK_ROWS, iter_frames
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.core.warehouse import scalar, transaction
 
+__all__ = ["FEATURE_CHECK_ENGINES", "SQL_DIR", "FeatureBuild", "FeatureSchemaCheck", "SplitSummary",
+    "TrainingSample", "assign_split", "build_features", "check_feature_schema", "encounter_base_sql",
+    "feature_schema", "feature_schema_sql", "feature_sql_version", "iter_split_frames", "load_features",
+    "load_split_frame", "load_training_sample", "summarise_split"]
+
 SQL_DIR = Path(__file__).parent / "sql"
 
 

@@ -14,6 +14,9 @@ from typing import Any
 
 import yaml
 
+__all__ = ["COHORTS_DIR", "CohortSpec", "CohortSpecError", "Exclusion", "load_all_cohorts", "load_cohort",
+    "parse_cohort_spec"]
+
 COHORTS_DIR = Path(__file__).parent / "cohorts"
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 

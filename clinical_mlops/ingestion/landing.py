@@ -22,6 +22,9 @@ import duckdb
 from clinical_mlops.ingestion import deid, diabetes130
 from clinical_mlops.core.warehouse import scalar, transaction
 
+__all__ = ["EXTRACT_SUFFIXES", "ID_SHAPED_KINDS", "ExtractFormatError", "LandingResult", "check_header",
+    "describe_findings", "extract_id_for", "file_sha256", "land_extract", "list_extracts", "read_header"]
+
 EXTRACT_SUFFIXES = (".csv",)
 
 

@@ -1,5 +1,4 @@
-"""Model training: the scikit-learn pipelines for tabular clinical risk models
-(:mod:`.modelling`) and fitting, recording and registering one model of a cohort in MLflow
-(:mod:`.fit`). Wired by ``clinical_mlops/defs/training``."""
+"""Training: the model families and their default hyperparameters (:mod:`.modelling`), the fit that
+tracks, registers and scores one model (:mod:`.fit`), and what the training assets do (:mod:`.steps`)."""
 
-__all__ = ["fit", "modelling"]
+__all__ = ["fit", "modelling", "steps"]

@@ -29,6 +29,9 @@ from clinical_mlops.core.chunking import DEFAULT_CHUNK_ROWS
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.core.warehouse import scalar, transaction
 
+__all__ = ["DEFAULT_MAX_TRAINING_ROWS", "DEFAULT_SUBSAMPLE_SEED", "TRAINING_SAMPLES_DDL", "TrainingOutcome",
+    "input_extracts", "latest_model_version", "sample_record", "score_split", "train_and_register"]
+
 
 @dataclass(frozen=True)
 class TrainingOutcome:
@@ -101,10 +104,6 @@ def score_split(
     return np.concatenate(ids), np.concatenate(labels), np.concatenate(scores)
 
 
-def registered_name(spec: CohortSpec, role: str) -> str:
-    return f"{spec.name}_{role}"
-
-
 def train_and_register(
     con: duckdb.DuckDBPyConnection,
     spec: CohortSpec,
@@ -164,7 +163,7 @@ def train_and_register(
     model = tracking.log_fitted_model(
         experiment=spec.name,
         artifact_root=artifact_root,
-        registered_name=registered_name(spec, role),
+        registered_name=modelling.registered_model_name(spec.name, role),
         run_name=f"{spec.name}-{role}",
         model=fitted,
         signature=tracking.signature_for(list(spec.numeric_features), list(spec.categorical_features)),

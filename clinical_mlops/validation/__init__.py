@@ -1,6 +1,4 @@
-"""Validation of landed extracts against their declared format (:mod:`.rules`): the per-row rules,
-declared once and rendered as a Pandera schema and as DuckDB SQL, plus the cross-row rules; a
-failing row goes to ``staging.quarantine`` with the checks it failed, every other row typed and
-pseudonymised to ``staging.encounters``. Wired by ``clinical_mlops/defs/validation``."""
+"""Validation: the declared format's rules as Pandera and SQL, valid rows to staging and the rest to
+quarantine with reasons (:mod:`.rules`), and what the validation asset does (:mod:`.steps`)."""
 
-__all__ = ["rules"]
+__all__ = ["rules", "steps"]

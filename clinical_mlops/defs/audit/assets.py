@@ -2,17 +2,13 @@
 TRIPOD+AI report of each latest registered version."""
 
 
-from pathlib import Path
-
 import dagster as dg
 
-from clinical_mlops.audit import events as audit_events, ledger, lineage, model_card
-from clinical_mlops.training import fit as training
+from clinical_mlops.audit import ledger, model_card, steps
 from clinical_mlops.core import tracking as tracking_lib
-from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, ReportsResource, TrackingResource, WarehouseResource
-
-ROLES = ("candidate", "baseline")
+from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 
 LEDGER_VERIFIES = dg.AssetCheckSpec(
     "ledger_chain_verifies",
@@ -35,14 +31,9 @@ LEDGER_VERIFIES = dg.AssetCheckSpec(
 )
 def audit_ledger(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     ledger_path = ledger.default_ledger_path(warehouse.path)
-    with warehouse.connect() as con:
-        try:
-            outcome = audit_events.record_governance(con, ledger_path)
-        except ledger.LedgerIntegrityError as exc:
-            raise dg.Failure(description=f"The audit ledger does not verify; nothing was appended: {exc}",
-                             allow_retries=False) from None
-        lineage.create_views(con)
-        verification = ledger.verify(ledger_path, con=con)
+    with step_failures(), warehouse.connect() as con:
+        step = steps.sync_ledger(con, ledger_path)
+    outcome, verification = step.outcome, step.verification
     context.log.info(verification.summary())
     return dg.MaterializeResult(
         metadata={
@@ -85,37 +76,28 @@ def build_model_card_asset(spec: CohortSpec) -> dg.AssetsDefinition:
         reports: ReportsResource,
     ) -> dg.MaterializeResult:
         ledger_path = ledger.default_ledger_path(warehouse.path)
+        with step_failures(), warehouse.connect() as con:
+            step = steps.write_model_cards(con, spec, ledger_path=ledger_path, reports_dir=reports.directory,
+                                           tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root)
         metadata: dict[str, object] = {"ledger": dg.MetadataValue.path(str(ledger_path))}
-        with warehouse.connect() as con:
-            for role in ROLES:
-                version = training.latest_model_version(con, spec.name, role)
-                if version is None:
-                    raise dg.Failure(f"no {role} model registered for {spec.name}: materialize it first")
-                card = model_card.build_model_card(con, version["model_name"], version["model_version"])
-                folder = Path(reports.directory) / spec.name / "model_cards" / f"{card.model_name}_v{card.model_version}"
-                paths = model_card.write_model_card(card, folder)
-                entry = model_card.record_model_card(
-                    card, paths, ledger_path=ledger_path, tracking_uri=tracking.tracking_uri,
-                    artifact_root=tracking.artifact_root,
-                )
-                reported = sum(1 for item in card.tripod_items if item.applicable)
-                metadata.update({
-                    f"{role}_model": f"{card.model_name} v{card.model_version}",
-                    f"{role}_model_card_sha256": card.sha256,
-                    f"{role}_tripod_report_sha256": card.tripod_sha256,
-                    f"{role}_tripod_items": f"{reported} reported, {len(card.tripod_items) - reported} N/A with reason",
-                    f"{role}_subgroups_with_ci": card.subgroups_with_ci,
-                    f"{role}_model_card": dg.MetadataValue.path(str(paths["model_card.html"])),
-                    f"{role}_mlflow_model_version": dg.MetadataValue.url(
-                        tracking_lib.model_version_url(tracking.ui_url, card.model_name, card.model_version)
-                    ),
-                    f"{role}_ledger_seq": entry.seq if entry is not None else "unchanged (already recorded)",
-                })
-            governance = audit_events.record_governance(con, ledger_path)
-            lineage.create_views(con)
-        verification = ledger.verify(ledger_path)
+        for written in step.cards:
+            role, card, entry = written.role, written.card, written.ledger_entry
+            reported = sum(1 for item in card.tripod_items if item.applicable)
+            metadata.update({
+                f"{role}_model": f"{card.model_name} v{card.model_version}",
+                f"{role}_model_card_sha256": card.sha256,
+                f"{role}_tripod_report_sha256": card.tripod_sha256,
+                f"{role}_tripod_items": f"{reported} reported, {len(card.tripod_items) - reported} N/A with reason",
+                f"{role}_subgroups_with_ci": card.subgroups_with_ci,
+                f"{role}_model_card": dg.MetadataValue.path(str(written.paths["model_card.html"])),
+                f"{role}_mlflow_model_version": dg.MetadataValue.url(
+                    tracking_lib.model_version_url(tracking.ui_url, card.model_name, card.model_version)
+                ),
+                f"{role}_ledger_seq": entry.seq if entry is not None else "unchanged (already recorded)",
+            })
+        verification = step.verification
         metadata.update({
-            "governance_rows_recorded": governance.appended,
+            "governance_rows_recorded": step.governance.appended,
             "ledger_entries": verification.entries,
             "ledger_verified": verification.ok,
         })

@@ -313,11 +313,13 @@ def drift_check_failed_sensor(
 
     def escalate(con: duckdb.DuckDBPyConnection) -> list[str]:
         from clinical_mlops.monitoring import incidents
+        from clinical_mlops.training.modelling import registered_model_name
 
         opened = []
         for cohort, evidence in escalations.items():
             incident = incidents.open_incident(
-                con, policy=policy, severity=policy.drift.severity, cohort=cohort, model=f"{cohort}_candidate",
+                con, policy=policy, severity=policy.drift.severity, cohort=cohort,
+                model=registered_model_name(cohort, "candidate"),
                 check=f"{cohort}/drift_report:{','.join(evidence['checks'])}",
                 evidence={**evidence, "action": "retrain requested (training_job)"},
             )

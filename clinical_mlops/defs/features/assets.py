@@ -3,11 +3,10 @@
 
 import dagster as dg
 
-from clinical_mlops.features import build as features
-from clinical_mlops.core.chunking import bound_memory
 from clinical_mlops.defs._schemas import feature_table_schema
-from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, WarehouseResource
+from clinical_mlops.features import build as features, steps
+from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 
 
 def build_encounter_features(spec: CohortSpec) -> dg.AssetsDefinition:
@@ -33,10 +32,8 @@ def build_encounter_features(spec: CohortSpec) -> dg.AssetsDefinition:
     )
     def encounter_features(warehouse: WarehouseResource) -> dg.MaterializeResult:
         with warehouse.connect() as con:
-            bound_memory(con)
-            build = features.build_features(con, spec)
-            schema_check = features.check_feature_schema(con, spec)
-        failures = schema_check.failures
+            step = steps.build_features(con, spec)
+        build, schema_check = step.build, step.schema_check
         return dg.MaterializeResult(
             metadata={
                 "rows_in": build.rows_in,
@@ -50,8 +47,9 @@ def build_encounter_features(spec: CohortSpec) -> dg.AssetsDefinition:
             check_results=[
                 dg.AssetCheckResult(
                     check_name="feature_schema_valid",
-                    passed=not failures,
-                    metadata={"failures": dg.MetadataValue.json(failures), "rows_checked": schema_check.rows_checked},
+                    passed=step.schema_valid,
+                    metadata={"failures": dg.MetadataValue.json(schema_check.failures),
+                              "rows_checked": schema_check.rows_checked},
                 )
             ],
         )

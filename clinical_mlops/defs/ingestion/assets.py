@@ -3,9 +3,10 @@
 
 import dagster as dg
 
-from clinical_mlops.ingestion import landing
+from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, LandingZoneResource, WarehouseResource
+from clinical_mlops.ingestion import landing, steps
 
 NO_DIRECT_IDENTIFIERS = dg.AssetCheckSpec(
     "no_direct_identifiers",
@@ -32,15 +33,8 @@ def raw_encounters(
     Data version = sha256 of the file; landing the same bytes again is a no-op.
     """
     extract_id = context.partition_key
-    with warehouse.connect() as con:
-        try:
-            result = landing.land_extract(con, landing_zone.path_for(extract_id), extract_id=extract_id)
-        except landing.ExtractFormatError as exc:
-            raise dg.Failure(
-                description=f"Extract {extract_id} refused: {exc}. Nothing was landed.",
-                metadata={"extract_id": extract_id},
-                allow_retries=False,
-            ) from None
+    with step_failures(), warehouse.connect() as con:
+        result = steps.land(con, landing_zone.path_for(extract_id), extract_id=extract_id)
     if result.status == "already_landed":
         context.log.info(f"{extract_id}: identical content already landed as {result.duplicate_of}; no-op")
     gate = dg.AssetCheckResult(

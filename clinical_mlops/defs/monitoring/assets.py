@@ -7,12 +7,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from clinical_mlops.drift import statistics as drift
-from clinical_mlops.monitoring import incidents, production as monitoring
-from clinical_mlops.scoring import prediction_log
+from clinical_mlops.defs.failures import step_failures
+from clinical_mlops.defs.resources import WAREHOUSE_POOL, PolicyResource, WarehouseResource, default_policy
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
-from clinical_mlops.defs.resources import WAREHOUSE_POOL, WarehouseResource
-from clinical_mlops.governance.policy import load_policy
+from clinical_mlops.governance.policy import Policy
+from clinical_mlops.monitoring import steps
+from clinical_mlops.scoring import prediction_log
 
 GROUP = "monitoring"
 
@@ -49,14 +49,64 @@ class SkewConfig(dg.Config):
     """Largest share of encounters (seen served and in the warehouse) allowed a different served value."""
 
 
-def _open_incident(con, *, policy, severity: str, spec: CohortSpec, model: str, check: str, evidence: dict) -> dict:
-    incident = incidents.open_incident(con, policy=policy, severity=severity, cohort=spec.name, model=model,
-                                       check=check, evidence=evidence)
-    return incident.as_metadata()
+def _fairness_check(rule, step: steps.ProductionStep) -> dg.AssetCheckResult:
+    severity = dg.AssetCheckSeverity.ERROR if rule.blocking else dg.AssetCheckSeverity.WARN
+    fair, policy = step.fairness, step.policy
+    if fair.audit is None:
+        return dg.AssetCheckResult(
+            check_name=rule.check_name, passed=True, severity=severity,
+            description=f"insufficient_evidence: {fair.reason}",
+            metadata={"verdict": "insufficient_evidence", "policy_sha256": policy.sha256},
+        )
+    if rule.name not in {r.name for r in policy.fairness.metrics}:
+        return dg.AssetCheckResult(check_name=rule.check_name, passed=True, severity=severity,
+                                   metadata={"note": "metric not in the policy used for this run"})
+    outcome = fair.audit.outcome(rule.name)
+    return dg.AssetCheckResult(
+        check_name=rule.check_name,
+        passed=outcome.passed,
+        severity=severity,
+        description=(f"{rule.name}: {outcome.counts}" if outcome.passed
+                     else f"{rule.name} fails for {len(outcome.failing)} group(s) in production"),
+        metadata={"verdicts": dg.MetadataValue.json(outcome.counts),
+                  "failing": dg.MetadataValue.json(outcome.evidence()),
+                  "policy_sha256": policy.sha256, "audit_id": fair.audit_id or "",
+                  **step.incidents.get(rule.name, {})},
+    )
+
+
+def _monitoring_result(step: steps.ProductionStep, declared: Policy) -> dg.MaterializeResult:
+    performance = step.performance
+    check_results = [dg.AssetCheckResult(
+        check_name="production_auroc_within_tolerance",
+        passed=performance.verdict != "fail",
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{performance.verdict}: {performance.reason}",
+        metadata={"verdict": performance.verdict, "labelled_in_window": performance.window_n,
+                  "heldout_auroc": performance.heldout_auroc if performance.heldout_auroc is not None else -1.0},
+    )]
+    check_results += [_fairness_check(rule, step) for rule in declared.fairness.metrics]
+    metadata: dict = {
+        "policy_version": step.policy.version,
+        "policy_sha256": step.policy.sha256,
+        "model_in_service": step.model,
+        "labelled_in_window": performance.window_n,
+        "positives_in_window": performance.window_positives,
+        "performance_verdict": performance.verdict,
+        "fairness_groups_judged": step.fairness.n,
+    }
+    for name in ("auroc", "auprc", "brier", "tpr", "precision", "selection_rate"):
+        if name in performance.window:
+            e = performance.window[name]
+            metadata[f"window_{name}"] = round(e.estimate, 4) if e.estimate == e.estimate else -1.0
+    if step.auroc_plot is not None:
+        metadata["auroc_over_time"] = dg.MetadataValue.md(
+            f"![auroc](data:image/png;base64,{base64.b64encode(step.auroc_plot).decode()})")
+    return dg.MaterializeResult(metadata=metadata, check_results=check_results)
 
 
 def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
-    policy = load_policy()
+    declared = default_policy().load()
     ingest_key = dg.AssetKey([spec.name, "prediction_log_ingest"])
     outcomes_key = dg.AssetKey([spec.name, "prediction_outcomes"])
     monitoring_key = dg.AssetKey([spec.name, "production_monitoring"])
@@ -79,20 +129,13 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
         ],
     )
     def prediction_log_ingest(
-        context: dg.AssetExecutionContext, config: PredictionLogConfig, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext, config: PredictionLogConfig, warehouse: WarehouseResource,
+        policy: PolicyResource,
     ) -> dg.MaterializeResult:
-        log_root = config.root()
         with warehouse.connect() as con:
-            summary = prediction_log.ingest(con, log_root, spec.name)
-            heads = prediction_log.heads_digest(con, spec.name)
-            incident = {}
-            if not summary.ok:
-                incident = _open_incident(
-                    con, policy=policy, severity="open_incident", spec=spec, model="prediction_log",
-                    check=f"{ingest_key.to_user_string()}:prediction_log_chain_intact",
-                    evidence={"problems": summary.problems[:20], "run_id": context.run_id},
-                )
-        torn = sum(1 for s in summary.segments if s.torn_tail)
+            step = steps.ingest_prediction_log(con, spec, log_root=config.root(), policy=policy.load(),
+                                               run_id=context.run_id)
+        summary, torn = step.summary, step.torn_segments
         return dg.MaterializeResult(
             metadata={
                 "segments": len(summary.segments),
@@ -101,8 +144,8 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
                 "total_entries": summary.total_entries,
                 "total_predictions": summary.total_predictions,
                 "segments_with_torn_tail": torn,
-                "log_heads_sha256": heads,
-                "log_directory": dg.MetadataValue.path(str(prediction_log.cohort_directory(log_root, spec.name))),
+                "log_heads_sha256": step.heads_sha256,
+                "log_directory": dg.MetadataValue.path(str(step.log_directory)),
                 "dagster/row_count": summary.total_entries,
             },
             check_results=[
@@ -112,7 +155,7 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
                     severity=dg.AssetCheckSeverity.ERROR,
                     description=None if summary.ok else "; ".join(summary.problems[:5]),
                     metadata={"problems": dg.MetadataValue.json(summary.problems[:20]),
-                              "segments_with_torn_tail": torn, **incident},
+                              "segments_with_torn_tail": torn, **step.incident},
                 )
             ],
         )
@@ -128,15 +171,9 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
         "and once the label delay has passed; monitoring.prediction_outcomes.",
     )
     def prediction_outcomes(config: LabelJoinConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        labels_file = Path(config.labels_file) if config.labels_file else None
-        if labels_file is not None and not labels_file.exists():
-            raise dg.Failure(f"labels file {labels_file} does not exist", allow_retries=False)
-        with warehouse.connect() as con:
-            try:
-                summary = monitoring.join_labels(con, spec, label_delay_days=config.label_delay_days,
-                                                 labels_file=labels_file)
-            except ValueError as exc:
-                raise dg.Failure(str(exc), allow_retries=False) from None
+        with step_failures(), warehouse.connect() as con:
+            summary = steps.join_outcomes(con, spec, label_delay_days=config.label_delay_days,
+                                          labels_file=Path(config.labels_file) if config.labels_file else None)
         return dg.MaterializeResult(
             metadata={
                 "predictions": summary.predictions,
@@ -158,7 +195,7 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
             description=f"Production {rule.name.replace('_', ' ')}: {rule.describe()} for every group "
             f"(policy severity {rule.severity}).",
         )
-        for rule in policy.fairness.metrics
+        for rule in declared.fairness.metrics
     ]
 
     @dg.asset(
@@ -179,69 +216,16 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
         ],
     )
     def production_monitoring(
-        context: dg.AssetExecutionContext, config: ProductionMonitoringConfig, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext, config: ProductionMonitoringConfig, warehouse: WarehouseResource,
+        policy: PolicyResource,
     ) -> dg.MaterializeResult:
-        check_results = []
-        metadata: dict = {"policy_version": policy.version, "policy_sha256": policy.sha256}
         with warehouse.connect() as con:
-            performance = monitoring.performance_over_time(
-                con, spec, period=config.period, window_days=config.window_days, min_labelled=config.min_labelled,
-                auroc_tolerance=config.auroc_tolerance, n_boot=config.n_bootstrap,
+            step = steps.monitor_production(
+                con, spec, policy=policy.load(), period=config.period, window_days=config.window_days,
+                min_labelled=config.min_labelled, auroc_tolerance=config.auroc_tolerance,
+                n_bootstrap=config.n_bootstrap, run_id=context.run_id,
             )
-            fair = monitoring.production_fairness(con, spec, policy=policy, window_days=config.window_days,
-                                                  n_bootstrap=config.n_bootstrap)
-            model = "none" if performance.current_model is None else " v".join(performance.current_model)
-            check_results.append(dg.AssetCheckResult(
-                check_name="production_auroc_within_tolerance",
-                passed=performance.verdict != "fail",
-                severity=dg.AssetCheckSeverity.WARN,
-                description=f"{performance.verdict}: {performance.reason}",
-                metadata={"verdict": performance.verdict, "labelled_in_window": performance.window_n,
-                          "heldout_auroc": performance.heldout_auroc if performance.heldout_auroc is not None else -1.0},
-            ))
-            for rule in policy.fairness.metrics:
-                if fair.audit is None:
-                    check_results.append(dg.AssetCheckResult(
-                        check_name=rule.check_name, passed=True,
-                        severity=dg.AssetCheckSeverity.ERROR if rule.blocking else dg.AssetCheckSeverity.WARN,
-                        description=f"insufficient_evidence: {fair.reason}",
-                        metadata={"verdict": "insufficient_evidence", "policy_sha256": policy.sha256},
-                    ))
-                    continue
-                outcome = fair.audit.outcome(rule.name)
-                extra = {}
-                if not outcome.passed and rule.blocking:
-                    extra = _open_incident(
-                        con, policy=policy, severity=rule.severity, spec=spec, model=model,
-                        check=f"{monitoring_key.to_user_string()}:{rule.check_name}",
-                        evidence={"failing": outcome.evidence(), "audit_id": fair.audit_id, "run_id": context.run_id},
-                    )
-                check_results.append(dg.AssetCheckResult(
-                    check_name=rule.check_name,
-                    passed=outcome.passed,
-                    severity=dg.AssetCheckSeverity.ERROR if rule.blocking else dg.AssetCheckSeverity.WARN,
-                    description=(f"{rule.name}: {outcome.counts}" if outcome.passed
-                                 else f"{rule.name} fails for {len(outcome.failing)} group(s) in production"),
-                    metadata={"verdicts": dg.MetadataValue.json(outcome.counts),
-                              "failing": dg.MetadataValue.json(outcome.evidence()),
-                              "policy_sha256": policy.sha256, "audit_id": fair.audit_id or "", **extra},
-                ))
-        metadata.update({
-            "model_in_service": model,
-            "labelled_in_window": performance.window_n,
-            "positives_in_window": performance.window_positives,
-            "performance_verdict": performance.verdict,
-            "fairness_groups_judged": fair.n,
-        })
-        for name in ("auroc", "auprc", "brier", "tpr", "precision", "selection_rate"):
-            if name in performance.window:
-                e = performance.window[name]
-                metadata[f"window_{name}"] = round(e.estimate, 4) if e.estimate == e.estimate else -1.0
-        if not performance.table.empty:
-            png = monitoring.plot_over_time(performance.table, "auroc", title=f"{spec.name}: production AUROC")
-            metadata["auroc_over_time"] = dg.MetadataValue.md(
-                f"![auroc](data:image/png;base64,{base64.b64encode(png).decode()})")
-        return dg.MaterializeResult(metadata=metadata, check_results=check_results)
+        return _monitoring_result(step, declared)
 
     @dg.asset(
         key=skew_key,
@@ -260,29 +244,24 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
             )
         ],
     )
-    def training_serving_skew(config: SkewConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    def training_serving_skew(
+        config: SkewConfig, warehouse: WarehouseResource, policy: PolicyResource
+    ) -> dg.MaterializeResult:
         with warehouse.connect() as con:
-            result = monitoring.training_serving_skew(
-                con, spec, drift_settings=drift.DriftSettings.from_policy(policy.drift), window_days=config.window_days,
-                min_served=config.min_served, max_mismatch_rate=config.max_mismatch_rate, policy_sha256=policy.sha256,
-            )
-        top = []
-        if not result.table.empty:
-            ranked = result.table.sort_values(["skewed", "psi"], ascending=False).head(10)
-            top = [{"feature": r.feature, "psi": round(float(r.psi), 4) if r.psi == r.psi else None,
-                    "mismatch_rate": None if r.mismatch_rate is None or r.mismatch_rate != r.mismatch_rate
-                    else round(float(r.mismatch_rate), 4), "skewed": bool(r.skewed)}
-                   for r in ranked.itertuples(index=False)]
+            step = steps.training_serving_skew(con, spec, policy=policy.load(), window_days=config.window_days,
+                                               min_served=config.min_served,
+                                               max_mismatch_rate=config.max_mismatch_rate)
+        result = step.result
         return dg.MaterializeResult(
             metadata={"verdict": result.verdict, "n_reference": result.n_reference, "n_served": result.n_served,
                       "n_matched": result.n_matched, "skewed_features": len(result.skewed_features),
-                      "policy_sha256": policy.sha256},
+                      "policy_sha256": step.policy_sha256},
             check_results=[dg.AssetCheckResult(
                 check_name="no_training_serving_skew",
                 passed=result.verdict != "fail",
                 severity=dg.AssetCheckSeverity.ERROR,
                 description=f"{result.verdict}: {result.reason}",
-                metadata={"verdict": result.verdict, "top_features": dg.MetadataValue.json(top)},
+                metadata={"verdict": result.verdict, "top_features": dg.MetadataValue.json(step.top_features)},
             )],
         )
 

@@ -2,20 +2,24 @@
 
 
 import json
-from pathlib import Path
 
 import dagster as dg
 
-from clinical_mlops.registry import change_control, aliases as registry
-from clinical_mlops.training import fit as training
+from clinical_mlops.defs.failures import step_failures
+from clinical_mlops.defs.resources import (
+    WAREHOUSE_POOL,
+    PolicyResource,
+    ReportsResource,
+    TrackingResource,
+    WarehouseResource,
+)
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
-from clinical_mlops.defs.resources import WAREHOUSE_POOL, ReportsResource, TrackingResource, WarehouseResource
-from clinical_mlops.governance.policy import Policy, load_policy
+from clinical_mlops.registry import steps
 
 
 class ChangeControlConfig(dg.Config):
     policy_path: str = ""
-    """Governance policy file; empty = governance/policy.yaml (or CLINICAL_MLOPS_POLICY)."""
+    """Governance policy file; empty = the policy resource's (governance/policy.yaml or CLINICAL_MLOPS_POLICY)."""
     n_bootstrap: int = 0
     """Paired bootstrap replicates; 0 = the policy's fairness.n_bootstrap."""
     seed: int = -1
@@ -24,20 +28,40 @@ class ChangeControlConfig(dg.Config):
 
 class PromotionConfig(dg.Config):
     policy_path: str = ""
-    """Governance policy file; empty = governance/policy.yaml (or CLINICAL_MLOPS_POLICY)."""
-
-
-def _policy(path: str) -> Policy:
-    return load_policy(Path(path)) if path else load_policy()
+    """Governance policy file; empty = the policy resource's (governance/policy.yaml or CLINICAL_MLOPS_POLICY)."""
 
 
 def _actor(context: dg.AssetExecutionContext) -> str:
     return f"dagster:{context.run_id}"
 
 
-def build_change_control_report(spec: CohortSpec) -> dg.AssetsDefinition:
-    model_name = f"{spec.name}_candidate"
+def _change_control_metadata(step: steps.ChangeControlStep) -> dict:
+    report, decision, challenger, champion = step.report, step.decision, step.challenger, step.champion
+    auroc = report.overall("auroc")
+    return {
+        "challenger": challenger.label,
+        "champion": champion.label if champion else "none",
+        "mode": decision.mode,
+        "gate_passes": decision.passed,
+        "decision": decision.summary,
+        "modification_kinds": ", ".join(m.kind for m in report.modifications) or "—",
+        "envelope": report.envelope.describe() if report.envelope else "no champion: absolute criteria",
+        "auroc_challenger": round(auroc["challenger"], 4),
+        "auroc_delta": "—" if champion is None else round(auroc["delta"], 4),
+        "auroc_delta_ci": "—" if champion is None else f"{auroc['lower']:+.4f} to {auroc['upper']:+.4f}",
+        "new_fairness_failures": ", ".join(report.fairness.new_failures) or "none",
+        "fairness_source": report.fairness.source,
+        "evaluation_rows": report.evaluation_rows,
+        "evaluation_ids_sha256": report.evaluation_ids_sha256,
+        "report": dg.MetadataValue.md(step.markdown),
+        "report_path": dg.MetadataValue.path(str(step.path)),
+        "report_id": step.report_id,
+        "policy_sha256": step.policy.sha256,
+        "policy_version": step.policy.version,
+    }
 
+
+def build_change_control_report(spec: CohortSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=[spec.name, "change_control_report"],
         deps=[dg.AssetKey([spec.name, "model_evaluation"])],
@@ -58,65 +82,23 @@ def build_change_control_report(spec: CohortSpec) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
         tracking: TrackingResource,
         reports: ReportsResource,
+        policy: PolicyResource,
     ) -> dg.MaterializeResult:
-        policy = _policy(config.policy_path)
-        tracking.configure()
-        with warehouse.connect() as con:
-            latest = training.latest_model_version(con, spec.name, "candidate")
-            if latest is None or latest["model_name"] != model_name:
-                raise dg.Failure(f"no {model_name} registered: materialize {spec.name}/candidate_model first")
-            version = str(latest["model_version"])
-            registry.set_alias(con, model_name, registry.CHALLENGER, version, actor=_actor(context),
-                               reason="latest registered candidate", policy_sha256=policy.sha256)
-            champion_version = registry.current_alias(con, model_name, registry.CHAMPION)
-            challenger = change_control.describe_model(con, model_name, version)
-            champion = None
-            if champion_version is not None:
-                champion = challenger if champion_version == version else \
-                    change_control.describe_model(con, model_name, champion_version)
-            report = change_control.build_report(
-                con, spec, policy, challenger=challenger, champion=champion,
-                n_boot=config.n_bootstrap or None, seed=None if config.seed < 0 else config.seed,
+        with step_failures(), warehouse.connect() as con:
+            step = steps.change_control_report(
+                con, spec, policy=policy.load(config.policy_path), n_bootstrap=config.n_bootstrap or None,
+                seed=None if config.seed < 0 else config.seed, actor=_actor(context),
+                tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root, reports_dir=reports.directory,
             )
-            decision = change_control.decide(report, policy)
-            markdown = change_control.render_markdown(report, decision)
-            path = reports.path(spec.name, "change_control",
-                                f"{model_name}_v{version}_vs_{champion_version or 'none'}.md")
-            path.write_text(markdown, encoding="utf-8")
-            report_id = change_control.store_report(con, report, decision, markdown, path)
-        auroc = report.overall("auroc")
-        context.log.info(f"{spec.name}: {challenger.label} vs {champion.label if champion else 'no champion'} — "
-                         f"{decision.summary}")
-        return dg.MaterializeResult(
-            metadata={
-                "challenger": challenger.label,
-                "champion": champion.label if champion else "none",
-                "mode": decision.mode,
-                "gate_passes": decision.passed,
-                "decision": decision.summary,
-                "modification_kinds": ", ".join(m.kind for m in report.modifications) or "—",
-                "envelope": report.envelope.describe() if report.envelope else "no champion: absolute criteria",
-                "auroc_challenger": round(auroc["challenger"], 4),
-                "auroc_delta": "—" if champion is None else round(auroc["delta"], 4),
-                "auroc_delta_ci": "—" if champion is None else f"{auroc['lower']:+.4f} to {auroc['upper']:+.4f}",
-                "new_fairness_failures": ", ".join(report.fairness.new_failures) or "none",
-                "fairness_source": report.fairness.source,
-                "evaluation_rows": report.evaluation_rows,
-                "evaluation_ids_sha256": report.evaluation_ids_sha256,
-                "report": dg.MetadataValue.md(markdown),
-                "report_path": dg.MetadataValue.path(str(path)),
-                "report_id": report_id,
-                "policy_sha256": policy.sha256,
-                "policy_version": policy.version,
-            }
-        )
+        context.log.info(f"{spec.name}: {step.challenger.label} vs "
+                         f"{step.champion.label if step.champion else 'no champion'} — {step.decision.summary}")
+        return dg.MaterializeResult(metadata=_change_control_metadata(step))
 
     return change_control_report
 
 
 def build_promotion(spec: CohortSpec) -> dg.AssetsDefinition:
     key = dg.AssetKey([spec.name, "promotion"])
-    model_name = f"{spec.name}_candidate"
 
     @dg.asset(
         key=key,
@@ -142,55 +124,26 @@ def build_promotion(spec: CohortSpec) -> dg.AssetsDefinition:
         config: PromotionConfig,
         warehouse: WarehouseResource,
         tracking: TrackingResource,
+        policy: PolicyResource,
     ) -> dg.MaterializeResult:
-        policy = _policy(config.policy_path)
-        tracking.configure()
-        with warehouse.connect() as con:
-            stored = change_control.latest_report(con, spec.name)
-            if stored is None:
-                raise dg.Failure(f"no change-control report for {spec.name}: materialize change_control_report first")
-            report_id, report = stored
-            champion_now = registry.current_alias(con, model_name, registry.CHAMPION)
-            reported = report.champion.version if report.champion else None
-            if champion_now != reported:
-                raise dg.Failure(f"the champion moved (v{reported} → v{champion_now}) after the change-control report; "
-                                 "rematerialize change_control_report")
-            if report.policy_sha256 != policy.sha256:
-                raise dg.Failure("the governance policy changed after the change-control report; rematerialize it")
-            # The decision first; the alias moves only if it passes.
-            decision = change_control.decide(report, policy)
-            promoted = False
-            if decision.passed and decision.mode != "already_champion":
-                change = registry.promote(con, model_name, report.challenger.version, actor=_actor(context),
-                                          reason=decision.summary, policy_sha256=policy.sha256)
-                promoted = change is not None
-            decision_id = change_control.record_decision(
-                con, cohort=spec.name, model_name=model_name, challenger_version=report.challenger.version,
-                champion_version=reported, mode=decision.mode, passed=decision.passed, promoted=promoted,
-                modification_kinds=decision.modification_kinds, criteria_json=decision.criteria_json(),
-                reason=decision.summary, actor=_actor(context), policy_sha256=policy.sha256,
-                policy_version=policy.version, report_id=report_id,
-            )
-            champion_after = registry.current_alias(con, model_name, registry.CHAMPION)
+        with step_failures(), warehouse.connect() as con:
+            step = steps.promote_if_accepted(con, spec, policy=policy.load(config.policy_path), actor=_actor(context),
+                                             tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root)
+        decision, reported, after = step.decision, step.champion_before, step.champion_after
         criteria = {c.name: ("pass" if c.passed else "FAIL") + f" — {c.detail}" for c in decision.criteria}
-        escalation = {}
-        if not decision.passed:
-            rule = policy.escalation.for_severity("block_promotion")
-            escalation = {"escalation": dg.MetadataValue.json({
-                "severity": rule.severity, "notify": [policy.owners.contact(r) for r in rule.notify],
-                "within_hours": rule.within_hours, "action": rule.action})}
+        escalation = {} if step.escalation is None else {"escalation": dg.MetadataValue.json(step.escalation)}
         return dg.MaterializeResult(
             metadata={
-                "challenger": report.challenger.label,
+                "challenger": step.report.challenger.label,
                 "champion_before": f"v{reported}" if reported else "none",
-                "champion_after": f"v{champion_after}" if champion_after else "none",
-                "promoted": promoted,
+                "champion_after": f"v{after}" if after else "none",
+                "promoted": step.promoted,
                 "mode": decision.mode,
                 "decision": decision.summary,
                 "criteria": dg.MetadataValue.json(criteria),
-                "decision_id": decision_id,
-                "report_id": report_id,
-                "policy_sha256": policy.sha256,
+                "decision_id": step.decision_id,
+                "report_id": step.report_id,
+                "policy_sha256": step.policy.sha256,
                 **escalation,
             },
             check_results=[

@@ -3,11 +3,12 @@
 
 import dagster as dg
 
-from clinical_mlops.scoring import champion as scoring
 from clinical_mlops.core import tracking as tracking_lib
-from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, TrackingResource, WarehouseResource
+from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.scoring import champion as scoring, steps
 
 
 def new_extract_condition(model_key: dg.AssetKey) -> dg.AutomationCondition:
@@ -57,27 +58,10 @@ def build_batch_predictions(spec: CohortSpec) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, tracking: TrackingResource
     ) -> dg.MaterializeResult:
         extract_id = context.partition_key
-        tracking.configure()
-        try:
-            ref = scoring.resolve_champion(spec.name)
-        except scoring.NoModelError as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
-        if ref.source != scoring.SOURCE_ALIAS:
-            context.log.warning(f"{spec.name}: {ref.note}")
-        model = scoring.load_scoring_model(ref, spec)
-        with warehouse.connect() as con:
-            try:
-                summary = scoring.score_extract(con, model, extract_id, dagster_run_id=context.run_id)
-            except ValueError as exc:
-                raise dg.Failure(description=str(exc), allow_retries=False) from None
-            bad, out_of_range = con.execute(
-                """SELECT count(*) FILTER (WHERE model_version IS NULL OR input_sha256 IS NULL OR predicted_at IS NULL),
-                          count(*) FILTER (WHERE score < 0 OR score > 1 OR isnan(score))
-                   FROM ml.batch_predictions WHERE cohort = ? AND extract_id = ?""",
-                [spec.name, extract_id],
-            ).fetchall()[0]
-        context.log.info(f"{spec.name}/{extract_id}: {summary.rows_scored} encounters scored by "
-                         f"{ref.name} v{ref.version} ({ref.source})")
+        with step_failures(), warehouse.connect() as con:
+            step = steps.score_batch(con, spec, extract_id, tracking_uri=tracking.tracking_uri,
+                                     artifact_root=tracking.artifact_root, run_id=context.run_id, log=context.log)
+        ref, summary = step.model, step.summary
         run = tracking_lib.model_version_url(tracking.ui_url, ref.name, ref.version)
         return dg.MaterializeResult(
             data_version=dg.DataVersion(summary.scores_sha256[:32]),
@@ -100,9 +84,10 @@ def build_batch_predictions(spec: CohortSpec) -> dg.AssetsDefinition:
             check_results=[
                 dg.AssetCheckResult(
                     check_name="predictions_traceable",
-                    passed=int(bad) == 0 and int(out_of_range) == 0,
+                    passed=step.traceable,
                     severity=dg.AssetCheckSeverity.ERROR,
-                    metadata={"rows_missing_provenance": int(bad), "scores_out_of_range": int(out_of_range),
+                    metadata={"rows_missing_provenance": step.rows_missing_provenance,
+                              "scores_out_of_range": step.scores_out_of_range,
                               "model_card_recorded": ref.model_card_sha256 is not None},
                 )
             ],

@@ -1,16 +1,15 @@
 """Training: patient-grouped split, a logistic-regression baseline and a gradient-boosted candidate."""
 
 
-from pathlib import Path
-
 import dagster as dg
 
-from clinical_mlops.features import build as features
-from clinical_mlops.training import modelling, fit as training
 from clinical_mlops.core import tracking as tracking_lib
-from clinical_mlops.core.chunking import bound_memory
-from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, TrackingResource, WarehouseResource
+from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.training import fit as training, modelling, steps
+
+_BASELINE = modelling.LogisticRegressionParams()
+_CANDIDATE = modelling.GradientBoostingParams()
 
 
 class TrainingSampleConfig(dg.Config):
@@ -20,18 +19,28 @@ class TrainingSampleConfig(dg.Config):
 
 
 class BaselineModelConfig(TrainingSampleConfig):
-    C: float = 0.5
-    max_iter: int = 500
-    seed: int = 7
+    """Defaults: :class:`~clinical_mlops.training.modelling.LogisticRegressionParams`."""
+
+    C: float = _BASELINE.C
+    max_iter: int = _BASELINE.max_iter
+    seed: int = _BASELINE.seed
+
+    def params(self) -> modelling.LogisticRegressionParams:
+        return modelling.LogisticRegressionParams(C=self.C, max_iter=self.max_iter, seed=self.seed)
 
 
 class CandidateModelConfig(TrainingSampleConfig):
-    max_iter: int = 300
-    learning_rate: float = 0.05
-    max_leaf_nodes: int = 31
-    min_samples_leaf: int = 40
-    l2_regularization: float = 1.0
-    seed: int = 7
+    """Defaults: :class:`~clinical_mlops.training.modelling.GradientBoostingParams`."""
+
+    max_iter: int = _CANDIDATE.max_iter
+    learning_rate: float = _CANDIDATE.learning_rate
+    max_leaf_nodes: int = _CANDIDATE.max_leaf_nodes
+    min_samples_leaf: int = _CANDIDATE.min_samples_leaf
+    l2_regularization: float = _CANDIDATE.l2_regularization
+    seed: int = _CANDIDATE.seed
+
+    def params(self) -> modelling.GradientBoostingParams:
+        return modelling.GradientBoostingParams(**self.model_dump(exclude={"max_training_rows", "subsample_seed"}))
 
 
 def build_training_split(spec: CohortSpec) -> dg.AssetsDefinition:
@@ -52,7 +61,8 @@ def build_training_split(spec: CohortSpec) -> dg.AssetsDefinition:
     )
     def training_split(warehouse: WarehouseResource) -> dg.MaterializeResult:
         with warehouse.connect() as con:
-            summary = features.assign_split(con, spec)
+            step = steps.split(con, spec)
+        summary = step.summary
         return dg.MaterializeResult(
             metadata={
                 "train_rows": summary.train_rows,
@@ -62,12 +72,12 @@ def build_training_split(spec: CohortSpec) -> dg.AssetsDefinition:
                 "train_ids_sha256": summary.train_ids_sha256,
                 "test_ids_sha256": summary.test_ids_sha256,
                 "test_prevalence": round(summary.test_prevalence, 5),
-                "seed": spec.split_seed,
+                "seed": step.seed,
             },
             check_results=[
                 dg.AssetCheckResult(
                     check_name="no_patient_overlap",
-                    passed=summary.patient_overlap == 0 and summary.test_rows > 0 and summary.train_rows > 0,
+                    passed=step.no_patient_overlap,
                     metadata={"patients_in_both": summary.patient_overlap},
                 )
             ],
@@ -116,12 +126,9 @@ def build_model_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
     def baseline_model(
         config: BaselineModelConfig, warehouse: WarehouseResource, tracking: TrackingResource
     ) -> dg.MaterializeResult:
-        params = modelling.LogisticRegressionParams(C=config.C, max_iter=config.max_iter, seed=config.seed)
         with warehouse.connect() as con:
-            bound_memory(con)
-            outcome = training.train_and_register(
-                con, spec, role="baseline", pipeline=modelling.build_logistic_regression(spec, params),
-                params=params.as_dict(), tracking_uri=tracking.tracking_uri, artifact_root=Path(tracking.artifact_root),
+            outcome = steps.train_baseline(
+                con, spec, config.params(), tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root,
                 max_training_rows=config.max_training_rows, subsample_seed=config.subsample_seed,
             )
         return _model_result(outcome, tracking)
@@ -132,14 +139,9 @@ def build_model_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
     def candidate_model(
         config: CandidateModelConfig, warehouse: WarehouseResource, tracking: TrackingResource
     ) -> dg.MaterializeResult:
-        params = modelling.GradientBoostingParams(
-            **config.model_dump(exclude={"max_training_rows", "subsample_seed"})
-        )
         with warehouse.connect() as con:
-            bound_memory(con)
-            outcome = training.train_and_register(
-                con, spec, role="candidate", pipeline=modelling.build_gradient_boosting(spec, params),
-                params=params.as_dict(), tracking_uri=tracking.tracking_uri, artifact_root=Path(tracking.artifact_root),
+            outcome = steps.train_candidate(
+                con, spec, config.params(), tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root,
                 max_training_rows=config.max_training_rows, subsample_seed=config.subsample_seed,
             )
         return _model_result(outcome, tracking)

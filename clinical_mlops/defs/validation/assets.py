@@ -3,20 +3,19 @@
 
 import dagster as dg
 
-from clinical_mlops.validation import rules as validation
-from clinical_mlops.core.chunking import bound_memory
+from clinical_mlops.core.chunking import DEFAULT_CHUNK_ROWS
 from clinical_mlops.defs._schemas import validated_encounters_schema
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, PseudonymisationResource, WarehouseResource
-from clinical_mlops.ingestion.deid import key_fingerprint
+from clinical_mlops.validation import rules, steps
 
 
 class ValidationConfig(dg.Config):
-    max_quarantine_fraction: float = 0.05
+    max_quarantine_fraction: float = steps.DEFAULT_MAX_QUARANTINE_FRACTION
     """Above this share of quarantined rows the extract is flagged (WARN) for the data owner."""
-    chunk_rows: int = 200_000
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
     """Landed rows validated at a time: bounds memory whatever the extract's size."""
-    engine: str = "sql"
+    engine: str = rules.DEFAULT_ENGINE
     """``sql``: the format rules compiled to SQL find failing rows, Pandera names their reasons;
     ``pandera``: every row through Pandera (same result, about 20k rows/s)."""
 
@@ -56,11 +55,9 @@ def validated_encounters(
         context.log.warning("Using the documented development pseudonymisation key; set "
                             f"{pseudonymisation.key_env_var} in production.")
     with warehouse.connect() as con:
-        bound_memory(con)
-        outcome = validation.validate_extract(
-            con, context.partition_key, pseudonym_key=key, chunk_rows=config.chunk_rows, engine=config.engine
-        )
-    quarantine_fraction = outcome.rows_quarantined / outcome.rows_landed
+        step = steps.validate(con, context.partition_key, pseudonym_key=key, chunk_rows=config.chunk_rows,
+                              engine=config.engine, max_quarantine_fraction=config.max_quarantine_fraction)
+    outcome, quarantine_fraction = step.outcome, step.quarantine_fraction
     failures = {reason: dg.MetadataValue.int(n) for reason, n in outcome.failures.items()}
     return dg.MaterializeResult(
         metadata={
@@ -69,7 +66,7 @@ def validated_encounters(
             "rows_quarantined": outcome.rows_quarantined,
             "quarantine_fraction": round(quarantine_fraction, 5),
             "failed_checks": dg.MetadataValue.json(outcome.failures),
-            "pseudonym_key_fingerprint": key_fingerprint(key),
+            "pseudonym_key_fingerprint": step.pseudonym_key_fingerprint,
             "validation_engine": config.engine,
             "chunk_rows": config.chunk_rows,
             "dagster/row_count": outcome.rows_valid,
@@ -87,7 +84,7 @@ def validated_encounters(
             ),
             dg.AssetCheckResult(
                 check_name="quarantine_rate_within_limit",
-                passed=quarantine_fraction <= config.max_quarantine_fraction,
+                passed=step.quarantine_within_limit,
                 severity=dg.AssetCheckSeverity.WARN,
                 metadata={
                     "quarantine_fraction": round(quarantine_fraction, 5),

@@ -1,0 +1,280 @@
+"""What the fairness assets do, as plain functions (no Dagster), one per asset.
+
+* :func:`audit_candidate` — ``[cohort, fairness_report]``: the policy audit of the latest candidate;
+* :func:`analyse_root_cause` — ``[cohort, fairness_root_cause]``: why the failing groups fail;
+* :func:`mitigate` — ``[cohort, mitigated_model]``: the mitigations compared, the chosen one
+  registered as ``<cohort>_mitigated`` (a challenger) and audited.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import pandas as pd
+
+from clinical_mlops.core import provenance, tracking
+from clinical_mlops.core.steps import LOG, StepError, StepLog, report_path
+from clinical_mlops.core.warehouse import transaction
+from clinical_mlops.fairness import audit as fairness, mitigation, report, root_cause
+from clinical_mlops.features import build as features
+from clinical_mlops.features.cohort import CohortSpec
+from clinical_mlops.governance.policy import Policy
+from clinical_mlops.monitoring import incidents
+from clinical_mlops.training import fit, modelling
+
+__all__ = ["NO_FAILING_GROUP", "FairnessReportStep", "MitigationStep", "RootCauseStep", "analyse_root_cause",
+           "audit_candidate", "mitigate"]
+
+NO_FAILING_GROUP = "no failing group"
+
+
+@dataclass(frozen=True)
+class FairnessReportStep:
+    audit: fairness.FairnessAudit
+    audit_id: str | None
+    model_label: str
+    report_path: Path
+    incidents: dict[str, incidents.Incident]
+    """Rule name → the incident its blocking failure opened (or found already open)."""
+    recall_gap_plot: bytes | None
+
+
+def audit_candidate(
+    con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, policy: Policy, n_bootstrap: int | None,
+    reports_dir: Path | str, run_id: str | None, log: StepLog = LOG,
+) -> FairnessReportStep:
+    """``[cohort, fairness_report]``: audit the latest candidate at its operating threshold against the
+    policy (metrics, disparities with bootstrap CIs, corrected tests, a verdict per rule), store it in
+    ``monitoring.fairness_*``, render the HTML report, and open an incident for each failing blocking rule."""
+    model = fit.latest_model_version(con, spec.name, "candidate")
+    if model is None:
+        raise StepError(f"no candidate model registered for {spec.name}: materialize candidate_model first")
+    result, audit_id = fairness.audit_model(con, cohort=spec.name, features_table=spec.features_table,
+                                            model=model, policy=policy, n_bootstrap=n_bootstrap)
+    label = f"{model['model_name']} v{model['model_version']}"
+    path = report_path(reports_dir, spec.name, f"fairness_report_{model['model_name']}_v{model['model_version']}.html")
+    path.write_text(report.render_audit_html(result, title=f"Fairness report — {spec.title}", model=label,
+                                             policy=policy))
+    incident_by_rule = {}
+    for outcome in result.outcomes():
+        if outcome.passed or not outcome.rule.blocking:
+            continue
+        incident_by_rule[outcome.rule.name] = incidents.open_incident(
+            con, policy=policy, severity=outcome.rule.severity, cohort=spec.name, model=label,
+            check=f"{spec.name}/fairness_report:{outcome.rule.check_name}",
+            evidence={"audit_id": audit_id, "failing_groups": outcome.evidence(), "report": str(path),
+                      "dagster_run_id": run_id},
+        )
+    for rule_name, incident in incident_by_rule.items():
+        log.warning(f"{spec.name}: {rule_name} failed; incident {incident.incident_id} "
+                    f"({'opened' if incident.created else 'already open'}), owner {incident.owner}")
+    recall_rule = next((r for r in result.rules if r.name == "recall_gap"), None)
+    plot = None if recall_rule is None else report.plot_disparity(result, "recall_gap", recall_rule.bound)
+    return FairnessReportStep(result, audit_id, label, path, incident_by_rule, plot)
+
+
+def _failing_targets(con: duckdb.DuckDBPyConnection, cohort: str) -> tuple[dict | None, pd.DataFrame]:
+    """The audited candidate and its failing verdict rows, worst first (recall gap failures first)."""
+    verdicts = fairness.latest_verdicts(con, cohort, "candidate")
+    failing = verdicts[verdicts["verdict"] == "fail"].copy()
+    if failing.empty:
+        return None, failing
+    failing["order"] = (failing["rule"] != "recall_gap").astype(int)
+    failing["abs"] = -failing["estimate"].abs()
+    failing = failing.sort_values(["order", "blocking", "abs"], ascending=[True, False, True])
+    row = failing.iloc[0]
+    cursor = con.execute("SELECT * FROM ml.model_versions WHERE model_name = ? AND model_version = ?",
+                         [row["model_name"], row["model_version"]])
+    names = [d[0] for d in cursor.description]
+    found = cursor.fetchall()
+    return (dict(zip(names, found[0])) if found else None), failing
+
+
+def _load(model: dict, tracking_uri: str, artifact_root: Path | str):
+    tracking.configure(tracking_uri, Path(artifact_root))
+    return tracking.load_model(f"models:/{model['model_name']}/{model['model_version']}")
+
+
+@dataclass(frozen=True)
+class RootCauseStep:
+    status: str
+    policy_sha256: str
+    model_label: str | None = None
+    causes: tuple[root_cause.RootCause, ...] = ()
+    report_path: Path | None = None
+
+
+def analyse_root_cause(
+    con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, policy: Policy, tracking_uri: str,
+    artifact_root: Path | str, reports_dir: Path | str, log: StepLog = LOG,
+) -> RootCauseStep:
+    """``[cohort, fairness_root_cause]``: for up to three failing groups of the latest audit —
+    representation against the declared population, label prevalence, missingness, feature shifts,
+    per-group permutation importance, calibration and threshold effects — as findings and an HTML report."""
+    model, failing = _failing_targets(con, spec.name)
+    if model is None:
+        return RootCauseStep(status=NO_FAILING_GROUP, policy_sha256=policy.sha256)
+    train, test = features.load_split_frame(con, spec, "train"), features.load_split_frame(con, spec, "test")
+    fitted = _load(model, tracking_uri, artifact_root)
+    test_scores = modelling.predict_risk(fitted, test, spec)
+    frame = pd.concat([train, test], ignore_index=True)
+    targets = failing.drop_duplicates(["slice", "group"]).head(3)
+    causes = tuple(
+        root_cause.analyse(frame=frame, test=test, test_scores=test_scores, model=fitted, spec=spec, policy=policy,
+                           slice_name=r.slice, group=r.group, threshold=float(model["operating_threshold"]))
+        for r in targets.itertuples(index=False)
+    )
+    label = f"{model['model_name']} v{model['model_version']}"
+    path = report_path(reports_dir, spec.name,
+                       f"fairness_root_cause_{model['model_name']}_v{model['model_version']}.html")
+    path.write_text(report.root_cause_html(causes, title=f"Fairness root cause — {spec.title}", model=label,
+                                           policy=policy))
+    log.info(f"{spec.name}: root cause for {len(causes)} failing group(s)")
+    return RootCauseStep(f"{len(causes)} failing group(s) analysed", policy.sha256, label, causes, path)
+
+
+@dataclass(frozen=True)
+class MitigationStep:
+    outcome: Literal["no_failing_group", "none_chosen", "mitigated"]
+    status: str
+    policy_sha256: str
+    comparison: mitigation.Comparison | None = None
+    chosen: mitigation.MitigationResult | None = None
+    registered: tracking.RegisteredModel | None = None
+    target: dict | None = None
+    """The group mitigated for: ``slice``, ``group`` and the failing ``rule``."""
+    audit: fairness.FairnessAudit | None = None
+    """The mitigated model's own audit."""
+    audit_id: str | None = None
+    recall_gap_before: dict | None = None
+    recall_gap_after: dict | None = None
+    report_path: Path | None = None
+
+
+def mitigate(
+    con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, policy: Policy, methods: list[str] | None,
+    n_bootstrap: int | None, seed: int, eg_max_iter: int, tracking_uri: str, artifact_root: Path | str,
+    reports_dir: Path | str, log: StepLog = LOG,
+) -> MitigationStep:
+    """``[cohort, mitigated_model]``: compare post- and in-processing mitigations for the worst failing
+    group on the same test split (trade-off table), register the chosen one as ``<cohort>_mitigated``
+    with its test predictions and a ``ml.model_versions`` row, audit it and render the report."""
+    candidate, failing = _failing_targets(con, spec.name)
+    if candidate is None:
+        return MitigationStep("no_failing_group", NO_FAILING_GROUP, policy.sha256)
+    train, test = features.load_split_frame(con, spec, "train"), features.load_split_frame(con, spec, "test")
+    target_row = failing.iloc[0]
+    target = {"slice": target_row["slice"], "group": target_row["group"], "rule": target_row["rule"]}
+    base = _load(candidate, tracking_uri, artifact_root)
+    comparison = mitigation.compare_mitigations(
+        base_model=base, base_test_scores=modelling.predict_risk(base, test, spec), train=train, test=test,
+        spec=spec, policy=policy, slice_name=target["slice"], group=target["group"],
+        operating_threshold=float(candidate["operating_threshold"]), methods=methods or None,
+        n_bootstrap=n_bootstrap, seed=seed, eg_max_iter=eg_max_iter,
+    )
+    if comparison.chosen is None:
+        return MitigationStep("none_chosen", comparison.reason, policy.sha256, comparison)
+    chosen = comparison.results[comparison.chosen]
+    registered = _register_mitigated(spec, candidate, chosen, comparison, target, policy, artifact_root)
+    try:
+        _record_mitigated(con, spec, candidate, chosen, registered, test)
+    except BaseException:
+        tracking.delete_model_version(registered.name, registered.version)
+        raise
+    row = fit.latest_model_version(con, spec.name, "mitigated")
+    audited, audit_id = fairness.audit_model(con, cohort=spec.name, features_table=spec.features_table, model=row,
+                                             policy=policy, n_bootstrap=n_bootstrap)
+    label = f"{registered.name} v{registered.version}"
+    path = report_path(reports_dir, spec.name, f"fairness_mitigation_{registered.name}_v{registered.version}.html")
+    note = (f"<p><b>{chosen.method}</b> needs the sensitive attribute(s) {', '.join(chosen.attributes)} at prediction "
+            "time.</p>" if chosen.needs_sensitive_attribute else
+            f"<p><b>{chosen.method}</b> does not use the sensitive attribute at prediction time.</p>")
+    path.write_text(report.render_audit_html(
+        audited, title=f"Mitigated model — {spec.title}", model=label, policy=policy,
+        extra_sections=[report.tradeoff_html(comparison.table, comparison.reason), note]))
+    before = comparison.audits["none"].disparity(target["slice"], target["group"], "recall_gap")
+    after = audited.disparity(target["slice"], target["group"], "recall_gap")
+    log.info(f"{spec.name}: registered {label} ({chosen.method}); recall gap for {target['group']} "
+             f"{before['estimate']:+.3f} -> {after['estimate']:+.3f}")
+    return MitigationStep("mitigated", "mitigated", policy.sha256, comparison, chosen, registered, target, audited,
+                          audit_id, before, after, path)
+
+
+def _register_mitigated(spec: CohortSpec, candidate: dict, result: mitigation.MitigationResult,
+                        comparison: mitigation.Comparison, target: dict, policy: Policy,
+                        artifact_root: Path | str) -> tracking.RegisteredModel:
+    """Log and register the chosen mitigation in MLflow with the candidate's provenance and the trade-off."""
+    numeric = list(spec.numeric_features)
+    categorical = list(spec.categorical_features) + (list(result.attributes) if result.needs_sensitive_attribute else [])
+    code = provenance.code_provenance()
+    extracts = json.loads(candidate["input_extracts_json"])
+    params = {
+        "algorithm": f"{candidate['algorithm']}+{result.method}",
+        "mitigation": result.method,
+        "mitigation_kind": result.kind,
+        "needs_sensitive_attribute": result.needs_sensitive_attribute,
+        "sensitive_attributes": ",".join(result.attributes),
+        "base_model": f"{candidate['model_name']}/{candidate['model_version']}",
+        "constraint": policy.fairness.mitigation.constraint,
+        **{k: v for k, v in result.params.items() if not isinstance(v, dict)},
+    }
+    tradeoff = comparison.table.loc[comparison.table["method"] == result.method].iloc[0]
+    tags = {
+        **code, "cohort": spec.name, "cohort_spec_sha256": spec.spec_hash, "role": "mitigated",
+        "mitigation": result.method, "needs_sensitive_attribute": str(result.needs_sensitive_attribute).lower(),
+        "policy_sha256": policy.sha256, "policy_version": policy.version,
+        "train_ids_sha256": candidate["train_ids_sha256"], "test_ids_sha256": candidate["test_ids_sha256"],
+        "mitigation_target": f"{target['slice']}={target['group']}",
+        **{f"data_version.{e['extract_id']}": e["sha256"] for e in extracts},
+    }
+    return tracking.log_fitted_model(
+        experiment=spec.name, artifact_root=Path(artifact_root),
+        registered_name=modelling.registered_model_name(spec.name, "mitigated"),
+        run_name=f"{spec.name}-mitigated-{result.method}",
+        model=result.model, signature=tracking.signature_for(numeric, categorical), params=params,
+        metrics={
+            "test_auroc": float(tradeoff["auroc"]), "test_recall": float(tradeoff["recall"]),
+            "alerts_per_100": float(tradeoff["alerts_per_100"]), "operating_threshold": result.operating_threshold,
+            "target_recall_gap": float(tradeoff["recall_gap"]),
+        },
+        tags=tags,
+        json_artifacts={
+            "mitigation.json": {"method": result.method, "params": result.params, "target": target,
+                                "needs_sensitive_attribute": result.needs_sensitive_attribute,
+                                "chosen_because": comparison.reason},
+            "tradeoff.json": json.loads(comparison.table.to_json(orient="records")),
+        },
+        pip_requirements=provenance.pip_requirements(),
+    )
+
+
+def _record_mitigated(con: duckdb.DuckDBPyConnection, spec: CohortSpec, candidate: dict,
+                      result: mitigation.MitigationResult, model: tracking.RegisteredModel, test: pd.DataFrame) -> None:
+    """Test predictions into ml.predictions and a ml.model_versions row with role 'mitigated'."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    scored = pd.DataFrame({"encounter_id": test["encounter_id"].to_numpy(),
+                           "label": test["label"].to_numpy().astype("int32"), "score": result.test_scores})
+    params = {"algorithm": f"{candidate['algorithm']}+{result.method}", "mitigation": result.method,
+              "needs_sensitive_attribute": result.needs_sensitive_attribute, "attributes": list(result.attributes),
+              "base_model": f"{candidate['model_name']}/{candidate['model_version']}", **result.params}
+    code = provenance.code_provenance()
+    con.register("mitigated_scored", scored)
+    try:
+        with transaction(con):
+            con.execute("INSERT INTO ml.predictions SELECT ?, ?, ?, ?, 'test', encounter_id, label, score, ? "
+                        "FROM mitigated_scored", [spec.name, model.name, model.version, model.run_id, now])
+            con.execute(
+                "INSERT INTO ml.model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [now, spec.name, "mitigated", model.name, model.version, model.run_id, params["algorithm"],
+                 json.dumps(params, sort_keys=True, default=str), float(result.operating_threshold),
+                 candidate["train_rows"], candidate["test_rows"], candidate["input_extracts_json"],
+                 candidate["train_ids_sha256"], candidate["test_ids_sha256"], spec.spec_hash,
+                 code["git_commit"], code["git_dirty"] == "true", code["lock_sha256"]],
+            )
+    finally:
+        con.unregister("mitigated_scored")

@@ -1,0 +1,29 @@
+"""What the ingestion asset does, as a plain function (no Dagster): ``raw_encounters``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from clinical_mlops.core.chunking import bound_memory
+from clinical_mlops.core.steps import StepError
+from clinical_mlops.ingestion import landing
+
+__all__ = ["land"]
+
+
+def land(con: duckdb.DuckDBPyConnection, path: Path, *, extract_id: str | None = None) -> landing.LandingResult:
+    """``raw_encounters``: land one extract file into ``raw.encounters`` as text, versioned by its sha256.
+
+    Identical bytes landed again are a no-op (status ``already_landed``); identifiers found make
+    it ``rejected`` with the findings. A file that cannot be read as the declared format raises
+    :class:`StepError` (no retry: the same file fails the same way) and lands nothing.
+    """
+    extract_id = extract_id or landing.extract_id_for(path)
+    bound_memory(con, preserve_insertion_order=True)  # row numbers follow the file's lines
+    try:
+        return landing.land_extract(con, path, extract_id=extract_id)
+    except landing.ExtractFormatError as exc:
+        raise StepError(f"Extract {extract_id} refused: {exc}. Nothing was landed.",
+                        metadata={"extract_id": extract_id}, allow_retries=False) from None

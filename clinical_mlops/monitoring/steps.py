@@ -1,0 +1,144 @@
+"""What the production-monitoring assets do, as plain functions (no Dagster), one per asset.
+
+* :func:`ingest_prediction_log` — ``[cohort, prediction_log_ingest]``;
+* :func:`join_outcomes` — ``[cohort, prediction_outcomes]``;
+* :func:`monitor_production` — ``[cohort, production_monitoring]``;
+* :func:`training_serving_skew` — ``[cohort, training_serving_skew]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from clinical_mlops.core.steps import StepError
+from clinical_mlops.drift.statistics import DriftSettings
+from clinical_mlops.features.cohort import CohortSpec
+from clinical_mlops.governance.policy import Policy
+from clinical_mlops.monitoring import incidents, production
+from clinical_mlops.scoring import prediction_log
+
+__all__ = ["LogIngestStep", "ProductionStep", "SkewStep", "ingest_prediction_log", "join_outcomes",
+           "monitor_production", "training_serving_skew"]
+
+
+def _incident(con: duckdb.DuckDBPyConnection, *, policy: Policy, severity: str, spec: CohortSpec, model: str,
+              check: str, evidence: dict) -> dict:
+    incident = incidents.open_incident(con, policy=policy, severity=severity, cohort=spec.name, model=model,
+                                       check=check, evidence=evidence)
+    return incident.as_metadata()
+
+
+@dataclass(frozen=True)
+class LogIngestStep:
+    summary: prediction_log.IngestSummary
+    heads_sha256: str
+    log_directory: Path
+    incident: dict
+    """The incident a broken chain opened (``as_metadata``), else empty."""
+
+    @property
+    def torn_segments(self) -> int:
+        return sum(1 for s in self.summary.segments if s.torn_tail)
+
+
+def ingest_prediction_log(
+    con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, log_root: Path, policy: Policy, run_id: str | None,
+) -> LogIngestStep:
+    """``[cohort, prediction_log_ingest]``: verify the scoring service's hash-chained log and copy what is
+    new into ``monitoring.prediction_log``; a broken chain opens an incident."""
+    summary = prediction_log.ingest(con, log_root, spec.name)
+    heads = prediction_log.heads_digest(con, spec.name)
+    incident = {}
+    if not summary.ok:
+        incident = _incident(
+            con, policy=policy, severity="open_incident", spec=spec, model="prediction_log",
+            check=f"{spec.name}/prediction_log_ingest:prediction_log_chain_intact",
+            evidence={"problems": summary.problems[:20], "run_id": run_id},
+        )
+    return LogIngestStep(summary, heads, prediction_log.cohort_directory(log_root, spec.name), incident)
+
+
+def join_outcomes(
+    con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, label_delay_days: float, labels_file: Path | None,
+) -> production.LabelJoinSummary:
+    """``[cohort, prediction_outcomes]``: attach outcomes to production predictions (online and batch) once
+    observed and once the label delay has passed, from the extracts and an optional labels file."""
+    if labels_file is not None and not labels_file.exists():
+        raise StepError(f"labels file {labels_file} does not exist", allow_retries=False)
+    try:
+        return production.join_labels(con, spec, label_delay_days=label_delay_days, labels_file=labels_file)
+    except ValueError as exc:
+        raise StepError(str(exc), allow_retries=False) from None
+
+
+@dataclass(frozen=True)
+class ProductionStep:
+    performance: production.PerformanceSummary
+    fairness: production.ProductionFairness
+    model: str
+    """The model in service, ``name vN`` (``none`` without labelled predictions)."""
+    incidents: dict[str, dict]
+    """Rule name → the incident its blocking failure opened (``as_metadata``)."""
+    auroc_plot: bytes | None
+    policy: Policy
+
+
+def monitor_production(
+    con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, policy: Policy, period: str, window_days: float,
+    min_labelled: int, auroc_tolerance: float, n_bootstrap: int, run_id: str | None,
+) -> ProductionStep:
+    """``[cohort, production_monitoring]``: performance over time of the model in service on labelled
+    production predictions (verdict against its held-out AUROC) and fairness under the policy; each
+    failing blocking fairness rule opens an incident."""
+    performance = production.performance_over_time(
+        con, spec, period=period, window_days=window_days, min_labelled=min_labelled,
+        auroc_tolerance=auroc_tolerance, n_boot=n_bootstrap,
+    )
+    fair = production.production_fairness(con, spec, policy=policy, window_days=window_days,
+                                          n_bootstrap=n_bootstrap)
+    model = "none" if performance.current_model is None else " v".join(performance.current_model)
+    opened = {}
+    if fair.audit is not None:
+        for rule in policy.fairness.metrics:
+            outcome = fair.audit.outcome(rule.name)
+            if not outcome.passed and rule.blocking:
+                opened[rule.name] = _incident(
+                    con, policy=policy, severity=rule.severity, spec=spec, model=model,
+                    check=f"{spec.name}/production_monitoring:{rule.check_name}",
+                    evidence={"failing": outcome.evidence(), "audit_id": fair.audit_id, "run_id": run_id},
+                )
+    plot = None
+    if not performance.table.empty:
+        plot = production.plot_over_time(performance.table, "auroc", title=f"{spec.name}: production AUROC")
+    return ProductionStep(performance, fair, model, opened, plot, policy)
+
+
+@dataclass(frozen=True)
+class SkewStep:
+    result: production.SkewResult
+    top_features: list[dict]
+    """The ten most skewed features: PSI, value mismatch rate, verdict."""
+    policy_sha256: str
+
+
+def training_serving_skew(
+    con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, policy: Policy, window_days: float, min_served: int,
+    max_mismatch_rate: float,
+) -> SkewStep:
+    """``[cohort, training_serving_skew]``: served features (prediction log) against the training split's,
+    per feature under the drift policy, and value agreement for encounters seen on both sides."""
+    result = production.training_serving_skew(
+        con, spec, drift_settings=DriftSettings.from_policy(policy.drift), window_days=window_days,
+        min_served=min_served, max_mismatch_rate=max_mismatch_rate, policy_sha256=policy.sha256,
+    )
+    top = []
+    if not result.table.empty:
+        ranked = result.table.sort_values(["skewed", "psi"], ascending=False).head(10)
+        top = [{"feature": r.feature, "psi": round(float(r.psi), 4) if r.psi == r.psi else None,
+                "mismatch_rate": None if r.mismatch_rate is None or r.mismatch_rate != r.mismatch_rate
+                else round(float(r.mismatch_rate), 4), "skewed": bool(r.skewed)}
+               for r in ranked.itertuples(index=False)]
+    return SkewStep(result, top, policy.sha256)
