@@ -132,7 +132,7 @@ def build_drift_report(spec: CohortSpec) -> dg.AssetsDefinition:
             step = steps.assess_drift(
                 con, spec, extract_id, policy=declared, tracking_uri=tracking.tracking_uri,
                 artifact_root=tracking.artifact_root, prediction_drift=config.prediction_drift, html_path=html_path,
-                run_id=context.run_id, log=context.log,
+                run_id=context.run.run_id, log=context.log,
             )
         return _result(extract_id, step)
 

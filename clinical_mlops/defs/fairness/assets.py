@@ -114,7 +114,7 @@ def build_fairness_report(spec: CohortSpec, declared: Policy) -> dg.AssetsDefini
     ) -> dg.MaterializeResult:
         with step_failures(), warehouse.connect() as con:
             step = steps.audit_candidate(con, spec, policy=policy.load(config.policy_path), n_bootstrap=config.n_boot(),
-                                         reports_dir=reports.directory, run_id=context.run_id, log=context.log)
+                                         reports_dir=reports.directory, run_id=context.run.run_id, log=context.log)
         result = step.audit
         plots = [] if step.recall_gap_plot is None else [_md_image(step.recall_gap_plot, "recall gap")]
         return dg.MaterializeResult(

@@ -134,7 +134,7 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         with warehouse.connect() as con:
             step = steps.ingest_prediction_log(con, spec, log_root=config.root(), policy=policy.load(),
-                                               run_id=context.run_id)
+                                               run_id=context.run.run_id)
         summary, torn = step.summary, step.torn_segments
         return dg.MaterializeResult(
             metadata={
@@ -223,7 +223,7 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
             step = steps.monitor_production(
                 con, spec, policy=policy.load(), period=config.period, window_days=config.window_days,
                 min_labelled=config.min_labelled, auroc_tolerance=config.auroc_tolerance,
-                n_bootstrap=config.n_bootstrap, run_id=context.run_id,
+                n_bootstrap=config.n_bootstrap, run_id=context.run.run_id,
             )
         return _monitoring_result(step, declared)
 

@@ -32,7 +32,7 @@ class PromotionConfig(dg.Config):
 
 
 def _actor(context: dg.AssetExecutionContext) -> str:
-    return f"dagster:{context.run_id}"
+    return f"dagster:{context.run.run_id}"
 
 
 def _change_control_metadata(step: steps.ChangeControlStep) -> dict:

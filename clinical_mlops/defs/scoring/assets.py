@@ -60,7 +60,7 @@ def build_batch_predictions(spec: CohortSpec) -> dg.AssetsDefinition:
         extract_id = context.partition_key
         with step_failures(), warehouse.connect() as con:
             step = steps.score_batch(con, spec, extract_id, tracking_uri=tracking.tracking_uri,
-                                     artifact_root=tracking.artifact_root, run_id=context.run_id, log=context.log)
+                                     artifact_root=tracking.artifact_root, run_id=context.run.run_id, log=context.log)
         ref, summary = step.model, step.summary
         run = tracking_lib.model_version_url(tracking.ui_url, ref.name, ref.version)
         return dg.MaterializeResult(
