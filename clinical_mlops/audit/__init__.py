@@ -7,6 +7,16 @@ TRIPOD+AI reports (``model_card``), a version's training rows rebuilt from its r
 extracts (``recorded_inputs``), the rebuild-and-compare replay of a registered model
 (``replay``), and the self-verifying audit bundle (``bundle``) with its standard-library
 verifier (``bundle_verifier``). It is wired into Dagster by ``clinical_mlops/defs/audit``.
-"""
+What each of its assets does is one function in :mod:`.steps`."""
 
-__all__ = ["bundle", "bundle_verifier", "events", "ledger", "lineage", "model_card", "recorded_inputs", "replay"]
+__all__ = [
+    "bundle",
+    "bundle_verifier",
+    "events",
+    "ledger",
+    "lineage",
+    "model_card",
+    "recorded_inputs",
+    "replay",
+    "steps",
+]

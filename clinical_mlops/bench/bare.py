@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+__all__ = ["CATEGORICAL", "NUMERIC", "main"]
+
 NUMERIC = [
     "time_in_hospital", "num_lab_procedures", "num_procedures", "num_medications",
     "number_outpatient", "number_emergency", "number_inpatient", "number_diagnoses",

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+__all__ = ["main"]
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)

@@ -10,6 +10,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+__all__ = ["BenchStepError", "Measurement", "POLL_SECONDS", "measure", "python_module"]
+
 
 POLL_SECONDS = 0.02
 """How often the child's memory high-water mark is read; a peak in its last 20 ms can be missed."""

@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+__all__ = ["COHORT", "MODEL_STEPS", "main", "run"]
+
 COHORT = "readmission_30d"
 MODEL_STEPS = ("encounter_features", "training_split", "baseline_model", "candidate_model",
                "model_evaluation", "fairness_report")

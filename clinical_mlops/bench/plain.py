@@ -21,6 +21,8 @@ import time
 import uuid
 from pathlib import Path
 
+__all__ = ["COHORT", "main", "run"]
+
 COHORT = "readmission_30d"
 
 

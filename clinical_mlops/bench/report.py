@@ -6,6 +6,8 @@ from pathlib import Path
 
 from clinical_mlops.core.reporting import format_number
 
+__all__ = ["markdown", "plot", "write"]
+
 
 def _fmt(value: float | int | None, digits: int = 1) -> str:
     """Bench figures: thousands separators, ``digits`` decimals (one by default), whole numbers ≥ 1,000 without."""

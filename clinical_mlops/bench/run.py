@@ -17,6 +17,21 @@ from clinical_mlops.bench import report
 from clinical_mlops.bench.measure import Measurement, measure, python_module
 from clinical_mlops.core.settings import PROJECT_ROOT
 
+__all__ = [
+    "BENCH_DIR",
+    "BENCH_PSEUDONYM_KEY",
+    "BenchOptions",
+    "DEFAULT_SIZES",
+    "INSTANCE_YAML",
+    "comparison_extracts",
+    "machine",
+    "run_bench",
+    "run_comparison",
+    "run_overhead",
+    "run_scale",
+    "workspace_env",
+]
+
 DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)
 BENCH_DIR = PROJECT_ROOT / ".bench"
 BENCH_PSEUDONYM_KEY = "bench-key-not-secret"

@@ -24,6 +24,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "BENCH_PSEUDONYM_KEY",
+    "COHORT",
+    "ROWS_PER_EXTRACT",
+    "STAGES",
+    "Stage",
+    "batch_scoring",
+    "drift_statistics",
+    "evaluation",
+    "fairness_aggregates",
+    "features",
+    "generate",
+    "land",
+    "main",
+    "run_stage",
+    "split",
+    "train",
+    "validate",
+]
+
 COHORT = "readmission_30d"
 BENCH_PSEUDONYM_KEY = b"bench-key-not-secret"
 ROWS_PER_EXTRACT = 1_000_000

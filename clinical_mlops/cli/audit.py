@@ -30,6 +30,19 @@ import duckdb
 from clinical_mlops.audit import ledger
 from clinical_mlops.core.settings import default_paths, switch_off_telemetry
 
+__all__ = [
+    "cmd_amend",
+    "cmd_card",
+    "cmd_export",
+    "cmd_lineage",
+    "cmd_record",
+    "cmd_replay",
+    "cmd_reseal",
+    "cmd_verify",
+    "main",
+    "register",
+]
+
 switch_off_telemetry()
 
 

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+__all__ = ["register"]
+
 
 def _sizes(text: str) -> tuple[int, ...]:
     try:

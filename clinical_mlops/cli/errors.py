@@ -13,6 +13,8 @@ import duckdb
 
 from clinical_mlops.core.settings import default_paths
 
+__all__ = ["describe", "describe_warehouse_error"]
+
 _OS_HINTS: dict[int, str] = {
     errno.ENOSPC: "free space on that file system and rerun",
     errno.EDQUOT: "the disk quota is exhausted; free space and rerun",

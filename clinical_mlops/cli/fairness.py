@@ -9,6 +9,8 @@ from pathlib import Path
 
 from clinical_mlops.core.settings import default_paths
 
+__all__ = ["register"]
+
 
 def _policy(args: argparse.Namespace):
     from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, load_policy

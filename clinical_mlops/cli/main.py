@@ -12,6 +12,8 @@ from pathlib import Path
 
 from clinical_mlops.core.settings import PROJECT_ROOT, default_paths, switch_off_telemetry
 
+__all__ = ["UI_HINT", "build_parser", "cmd_demo", "cmd_land", "main"]
+
 switch_off_telemetry()
 
 UI_HINT = (

@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 
 from clinical_mlops.core.settings import default_paths, switch_off_telemetry
 
+__all__ = ["cmd_alias_history", "cmd_champion", "cmd_promote", "cmd_rollback", "register"]
+
 switch_off_telemetry()
 
 

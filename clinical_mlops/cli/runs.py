@@ -18,6 +18,22 @@ import dagster as dg
 from clinical_mlops.core.settings import PROJECT_ROOT, switch_off_telemetry
 from clinical_mlops.defs import dagster_internals as dagster_internals
 
+__all__ = [
+    "HOST_TAG",
+    "PID_TAG",
+    "PROCESS_STARTED_TAG",
+    "QUIET_RUN_CONFIG",
+    "RunOutcome",
+    "UNFINISHED",
+    "load_definitions",
+    "project_instance",
+    "recover_abandoned_runs",
+    "register_extracts",
+    "run_ingestion",
+    "run_job",
+    "run_training",
+]
+
 QUIET_RUN_CONFIG = {"loggers": {"progress": {}}}
 
 

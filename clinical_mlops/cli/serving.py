@@ -8,6 +8,17 @@ import json
 import sys
 from pathlib import Path
 
+__all__ = [
+    "LOOPBACK_NAMES",
+    "cmd_api_key_create",
+    "cmd_api_key_list",
+    "cmd_api_key_revoke",
+    "cmd_prediction_log_verify",
+    "cmd_serve",
+    "main",
+    "register",
+]
+
 LOOPBACK_NAMES = {"localhost"}
 
 

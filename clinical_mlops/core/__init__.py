@@ -1,15 +1,17 @@
 """What every domain package stands on: where things live (settings), the DuckDB warehouse,
 bounded-memory chunking, provenance facts, MLflow tracking and registry, and the shared
-statistics and report helpers (bootstrap from counts, multiple-comparison correction,
-canonical JSON, number format, page rendering). Nothing here knows about a particular domain."""
+statistics and report helpers (the one bootstrap kernel, exact and binned, multiple-comparison correction,
+canonical JSON, number format, page rendering). Nothing here knows about a particular domain; :mod:`.steps` holds what every step function shares
+(its error type, log and report paths)."""
 
 __all__ = [
-    "binned_bootstrap",
+    "bootstrap",
     "chunking",
     "multiple_testing",
     "provenance",
     "reporting",
     "settings",
+    "steps",
     "tracking",
     "warehouse",
 ]

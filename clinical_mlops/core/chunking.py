@@ -15,6 +15,14 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+__all__ = [
+    "DEFAULT_CHUNK_ROWS",
+    "DEFAULT_MEMORY_LIMIT",
+    "MEMORY_LIMIT_ENV",
+    "bound_memory",
+    "iter_frames",
+]
+
 DEFAULT_CHUNK_ROWS = 200_000
 MEMORY_LIMIT_ENV = "CLINICAL_MLOPS_DUCKDB_MEMORY_LIMIT"
 DEFAULT_MEMORY_LIMIT = "3GB"

@@ -10,6 +10,16 @@ from pathlib import Path
 
 from clinical_mlops.core.settings import PROJECT_ROOT
 
+__all__ = [
+    "TRACKED_PACKAGES",
+    "code_provenance",
+    "git_commit",
+    "git_dirty",
+    "lock_file_sha256",
+    "package_versions",
+    "pip_requirements",
+]
+
 TRACKED_PACKAGES = ("dagster", "mlflow", "scikit-learn", "pandas", "numpy", "duckdb", "pandera", "evidently", "fairlearn")
 
 

@@ -11,6 +11,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+__all__ = [
+    "PROJECT_ROOT",
+    "Paths",
+    "TELEMETRY_OFF",
+    "THREAD_DEFAULTS",
+    "default_paths",
+    "switch_off_telemetry",
+]
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 TELEMETRY_OFF: dict[str, str] = {

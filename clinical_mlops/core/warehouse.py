@@ -18,6 +18,20 @@ import duckdb
 
 from clinical_mlops.ingestion import diabetes130
 
+__all__ = [
+    "DDL",
+    "LOCK_WAIT_SECONDS",
+    "MODEL_VERSIONS_DDL",
+    "SCHEMAS",
+    "WarehouseBusyError",
+    "columns",
+    "connect",
+    "quote_identifier",
+    "scalar",
+    "table_exists",
+    "transaction",
+]
+
 SCHEMAS: tuple[str, ...] = ("raw", "staging", "features", "ml", "monitoring", "audit")
 
 _RAW_COLUMNS_SQL = ",\n    ".join(f'"{c}" VARCHAR' for c in diabetes130.COLUMNS)

@@ -4,6 +4,6 @@
 counts, corrected across features), and keeps the results as a time series in the
 ``monitoring`` schema; :mod:`.report` draws Evidently's HTML report for people on a
 reproducible sample. Wired by ``clinical_mlops/defs/drift``.
-"""
+What each of its assets does is one function in :mod:`.steps`."""
 
-__all__ = ["report", "statistics"]
+__all__ = ["report", "statistics", "steps"]

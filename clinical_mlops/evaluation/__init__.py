@@ -1,5 +1,5 @@
 """Evaluation of registered models on held-out data: metrics with bootstrap CIs, overall and per subgroup
 (:mod:`metrics`, plain numpy/pandas/matplotlib), and the evaluation of a registered version from the
-warehouse into ``ml.evaluation_metrics`` (:mod:`models`)."""
+warehouse into ``ml.evaluation_metrics`` (:mod:`models`). What each of its assets does is one function in :mod:`.steps`."""
 
-__all__ = ["metrics", "models"]
+__all__ = ["metrics", "models", "steps"]

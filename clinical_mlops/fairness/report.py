@@ -25,6 +25,22 @@ from clinical_mlops.core.reporting import format_number
 from clinical_mlops.fairness.audit import FairnessAudit
 from clinical_mlops.governance.policy import SEVERITIES, Policy
 
+__all__ = [
+    "SMALL_CELL",
+    "governance_html",
+    "governance_markdown",
+    "img_tag",
+    "plot_disparity",
+    "plot_group_metric",
+    "recall_gap_markdown",
+    "render_audit_html",
+    "root_cause_html",
+    "summary_markdown",
+    "tradeoff_html",
+    "tradeoff_markdown",
+    "verdict_summary",
+]
+
 SMALL_CELL = 11
 """Groups with fewer rows than this show counts only, no rates."""
 

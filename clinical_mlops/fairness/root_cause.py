@@ -33,6 +33,8 @@ from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.fairness.mitigation import sensitive_feature
 from clinical_mlops.governance.policy import Policy
 
+__all__ = ["Finding", "RootCause", "UNRECORDED", "analyse"]
+
 UNRECORDED = frozenset({"?", "None", "Unknown", "missing", "", "NA"})
 
 

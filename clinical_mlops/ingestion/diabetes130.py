@@ -6,6 +6,36 @@ the real-data loader and the raw validation schema, so all three agree on one fo
 
 from __future__ import annotations
 
+__all__ = [
+    "A1C_RESULTS",
+    "ADMISSION_SOURCE_IDS",
+    "ADMISSION_TYPE_IDS",
+    "AGE_BANDS",
+    "CATEGORICAL_VOCABULARIES",
+    "CHANGE_VALUES",
+    "COLUMNS",
+    "COUNT_COLUMNS",
+    "DEATH_OR_HOSPICE_DISPOSITIONS",
+    "DISCHARGE_DISPOSITION_IDS",
+    "ENCOUNTER_ID",
+    "GENDERS",
+    "GLUCOSE_RESULTS",
+    "ICD9_PATTERN",
+    "MEDICAL_SPECIALTIES",
+    "MEDICATIONS",
+    "MEDICATION_STATES",
+    "MISSING",
+    "NOT_MEASURED",
+    "NULLABLE_COLUMNS",
+    "PATIENT_ID",
+    "PAYER_CODES",
+    "RACES",
+    "READMITTED_VALUES",
+    "TARGET_COLUMN",
+    "WEIGHT_BANDS",
+    "YES_NO",
+]
+
 MISSING = "?"
 """Marker for a missing value in every column of the extract."""
 

@@ -4,6 +4,6 @@
 performance, fairness and training–serving skew from them; :mod:`.incidents` records what a
 failing blocking gate opens (owner, deadline, evidence) and every status change. Wired by
 ``clinical_mlops/defs/monitoring``.
-"""
+What each of its assets does is one function in :mod:`.steps`."""
 
-__all__ = ["incidents", "production"]
+__all__ = ["incidents", "production", "steps"]

@@ -5,6 +5,6 @@
 holds its callers' keys (hashed); :mod:`.prediction_log` is its append-only, hash-chained log
 and the ingestion of that log into the warehouse. Wired by ``clinical_mlops/defs/scoring``
 (the log's ingestion by ``defs/monitoring``).
-"""
+What each of its assets does is one function in :mod:`.steps`."""
 
-__all__ = ["api_keys", "champion", "prediction_log", "service"]
+__all__ = ["api_keys", "champion", "prediction_log", "service", "steps"]

@@ -75,7 +75,7 @@ class NoModelError(LookupError):
 
 def registered_model_name(cohort: str) -> str:
     """The registered model whose ``champion`` alias serves the cohort."""
-    return f"{cohort}_candidate"
+    return modelling.registered_model_name(cohort, "candidate")
 
 
 @dataclass(frozen=True)

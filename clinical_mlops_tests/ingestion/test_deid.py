@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from clinical_mlops.ingestion import deid, diabetes130
+from clinical_mlops.core.warehouse import quote_identifier
 
 DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "diabetes130"
 RELEASE_ZIP = DATA_DIR / "dataset_diabetes.zip"
@@ -30,7 +31,7 @@ def _make_table(con: duckdb.DuckDBPyConnection, name: str, columns: dict[str, li
     """Create a VARCHAR table ``name`` holding ``columns`` (NULL for None)."""
     frame = pd.DataFrame({c: pd.Series(v, dtype=object) for c, v in columns.items()})
     con.register("_frame", frame)
-    casts = ", ".join(f"CAST({deid._quote_ident(c)} AS VARCHAR) AS {deid._quote_ident(c)}" for c in columns)
+    casts = ", ".join(f"CAST({quote_identifier(c)} AS VARCHAR) AS {quote_identifier(c)}" for c in columns)
     con.execute(f'CREATE TABLE "{name}" AS SELECT {casts} FROM _frame')
     con.unregister("_frame")
 

@@ -233,7 +233,7 @@ def test_batch_scoring_follows_new_validated_extracts_only():
 
     def requested(cursor):
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance,
-                                                   asset_selection=dg.AssetSelection.keys(key), cursor=cursor)
+                                                   asset_selection=dg.AssetSelection.assets(key), cursor=cursor)
         return set(result.get_requested_partitions(key)), result.cursor
 
     cursor = requested(None)[1]

@@ -15,7 +15,7 @@ def new_extract_condition(model_key: dg.AssetKey) -> dg.AutomationCondition:
     """Score an extract once it is validated (blocking checks passed); never re-score old extracts
     just because a new model was trained (a model update is ignored as a trigger, though a
     model must exist)."""
-    ignore_model = dg.AssetSelection.keys(model_key)
+    ignore_model = dg.AssetSelection.assets(model_key)
     return (
         dg.AutomationCondition.in_latest_time_window()
         & (

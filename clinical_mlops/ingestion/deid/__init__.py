@@ -37,7 +37,6 @@ from clinical_mlops.ingestion.deid._scan import (
     NAME_STOPWORDS_PATTERN,
     VALUE_PATTERNS,
     IdentifierFinding,
-    _quote_ident,  # noqa: F401 - kept from the former module: the deid tests build their SQL with it
     scan_column_names,
     scan_table_values,
 )

@@ -1,0 +1,120 @@
+"""Every domain package's public face: lazy, curated, complete; small modules; no import cycle."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import clinical_mlops
+
+ROOT = Path(clinical_mlops.__file__).parent
+DOMAINS = sorted(p.name for p in ROOT.iterdir() if (p / "__init__.py").exists() and p.name != "defs")
+
+
+def _public_children(package: Path) -> list[str]:
+    return sorted(p.stem if p.suffix == ".py" else p.name for p in package.iterdir()
+                  if not p.name.startswith("_") and (p.suffix == ".py" or (p / "__init__.py").exists()))
+
+
+def test_the_root_holds_only_the_entry_points():
+    assert sorted(p.name for p in ROOT.glob("*.py")) == ["__init__.py", "definitions.py"]
+
+
+def test_every_domain_has_its_defs_folder_or_is_a_library():
+    wired = {p.name for p in (ROOT / "defs").iterdir() if (p / "__init__.py").exists()}
+    assert wired - set(DOMAINS) == {"automation"}, "defs/<domain> wires clinical_mlops/<domain>"
+    assert set(DOMAINS) - wired == {"bench", "cli", "core", "governance"}
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_each_package_lists_exactly_its_public_modules_and_each_declares_all(domain):
+    package = importlib.import_module(f"clinical_mlops.{domain}")
+    assert package.__doc__, domain
+    assert sorted(package.__all__) == _public_children(ROOT / domain)
+    for name in package.__all__:
+        module = importlib.import_module(f"clinical_mlops.{domain}.{name}")
+        if name == "__main__":
+            continue
+        assert getattr(module, "__all__", None), f"{domain}.{name} declares no __all__"
+        missing = [public for public in module.__all__ if not hasattr(module, public)]
+        assert not missing, f"{domain}.{name}: {missing}"
+
+
+def test_importing_a_package_loads_none_of_its_modules():
+    code = ("import sys, importlib; "
+            f"[importlib.import_module('clinical_mlops.' + d) for d in {DOMAINS!r}]; "
+            "print(sorted(m for m in sys.modules if m.count('.') >= 2 and m.startswith('clinical_mlops.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_no_module_is_over_500_lines():
+    long = {str(p.relative_to(ROOT)): n for p in ROOT.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500}
+    assert long == {}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_private_name_crosses_a_package_boundary():
+    offenders = []
+    for path in ROOT.rglob("*.py"):
+        here = _module_name(path)
+        package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("clinical_mlops"):
+                segments = node.module.split(".")
+                for i, segment in enumerate(segments):
+                    owner = ".".join(segments[:i])
+                    if segment.startswith("_") and not (package == owner or package.startswith(owner + ".")):
+                        offenders.append(f"{here} imports {node.module}")
+                for alias in node.names:
+                    if alias.name.startswith("_") and not (package + ".").startswith(node.module + "."):
+                        offenders.append(f"{here} imports {node.module}.{alias.name}")
+    assert offenders == []
+
+
+def test_no_import_cycle_even_through_function_level_imports():
+    modules = {_module_name(p): p for p in ROOT.rglob("*.py")}
+
+    def target(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("clinical_mlops"):
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    edges.add(target(full) if full in modules else target(node.module))
+            elif isinstance(node, ast.Import):
+                edges.update(target(a.name) for a in node.names if a.name.startswith("clinical_mlops"))
+        graph[name] = {e for e in edges if e and e != name}
+
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                cycles.append(trail[trail.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = 2
+
+    sys.setrecursionlimit(10_000)
+    for start in graph:
+        if start not in state:
+            visit(start, [start])
+    assert cycles == []
