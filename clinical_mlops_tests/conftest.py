@@ -96,3 +96,21 @@ def extract_file(workspace: Workspace, small_encounters) -> Path:
 def requires_real_data() -> None:
     if not UCI_ZIP.exists():
         pytest.skip("the UCI extract is not at ../shared/data/diabetes130 (skipped on a user's clone)")
+
+
+@pytest.fixture(scope="module")
+def defs():
+    """The project's Definitions, loaded once per test module."""
+    from clinical_mlops.definitions import defs as load_defs
+
+    return load_defs()
+
+
+@pytest.fixture
+def con(workspace):
+    """A read-write connection to the test's temporary warehouse (files needing another kind override it)."""
+    from clinical_mlops.core import warehouse
+
+    connection = warehouse.connect(workspace.warehouse)
+    yield connection
+    connection.close()

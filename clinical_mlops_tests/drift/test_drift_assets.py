@@ -7,21 +7,15 @@ import json
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from clinical_mlops.registry import aliases as registry
 from clinical_mlops.ingestion import synthetic, uci
 from clinical_mlops.core import tracking, warehouse
-from clinical_mlops.definitions import defs as load_defs
 from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH
 
 COHORT = "readmission_30d"
 MODEL = f"{COHORT}_candidate"
 
-
-@pytest.fixture(scope="module")
-def defs() -> dg.Definitions:
-    return load_defs()
 
 
 GROUPS = {"ingestion", "validation", "features", "training", "evaluation", "drift", "registry"}

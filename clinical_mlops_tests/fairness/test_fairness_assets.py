@@ -11,17 +11,12 @@ from clinical_mlops.fairness import audit as fairness
 from clinical_mlops.monitoring import incidents
 from clinical_mlops.core import tracking, warehouse
 from clinical_mlops.ingestion import uci
-from clinical_mlops.definitions import defs as load_defs
 from clinical_mlops.defs.fairness.sensors import fairness_check_failed_sensor
 from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, load_policy
 
 COHORT = "readmission_30d"
 GROUPS = {"ingestion", "validation", "features", "training", "evaluation", "fairness"}
 
-
-@pytest.fixture(scope="module")
-def defs() -> dg.Definitions:
-    return load_defs()
 
 
 @pytest.fixture

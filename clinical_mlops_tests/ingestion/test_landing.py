@@ -11,12 +11,6 @@ from clinical_mlops.ingestion import diabetes130, landing
 from clinical_mlops.core import warehouse
 
 
-@pytest.fixture
-def con(workspace):
-    connection = warehouse.connect(workspace.warehouse)
-    yield connection
-    connection.close()
-
 
 def _raw_count(con) -> int:
     return con.execute("SELECT count(*) FROM raw.encounters").fetchone()[0]

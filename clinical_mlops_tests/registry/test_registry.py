@@ -32,12 +32,6 @@ def versions(workspace):
     return ["1", "2", "3"]
 
 
-@pytest.fixture
-def con(workspace):
-    connection = warehouse.connect(workspace.warehouse)
-    yield connection
-    connection.close()
-
 
 def _promote(con, version, who="dr.lee"):
     return registry.promote(con, MODEL, version, actor=who, reason=f"promote v{version}", policy_sha256=POLICY)

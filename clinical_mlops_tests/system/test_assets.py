@@ -8,7 +8,6 @@ from mlflow.tracking import MlflowClient
 
 from clinical_mlops.core import tracking, warehouse
 from clinical_mlops.ingestion import uci
-from clinical_mlops.definitions import defs as load_defs
 
 FAST_MODELS = {
     "ops": {
@@ -17,10 +16,6 @@ FAST_MODELS = {
     }
 }
 
-
-@pytest.fixture(scope="module")
-def defs() -> dg.Definitions:
-    return load_defs()
 
 
 def _assets(defs: dg.Definitions) -> list:

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import dagster as dg
-import pytest
 
 from clinical_mlops.features.cohort import load_all_cohorts
-from clinical_mlops.definitions import defs as load_defs
 from clinical_mlops.defs.resources import WAREHOUSE_POOL
 
-
-@pytest.fixture(scope="module")
-def defs() -> dg.Definitions:
-    return load_defs()
 
 
 def test_every_job_resolves(defs):

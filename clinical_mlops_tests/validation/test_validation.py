@@ -6,16 +6,9 @@ import pytest
 
 from clinical_mlops.ingestion import deid, landing
 from clinical_mlops.validation import rules as validation
-from clinical_mlops.core import warehouse
 
 KEY = b"test-key"
 
-
-@pytest.fixture
-def con(workspace):
-    connection = warehouse.connect(workspace.warehouse)
-    yield connection
-    connection.close()
 
 
 def _land(con, workspace, frame, name="extract.csv"):
