@@ -73,7 +73,9 @@ def evaluate_models(
             paths[name] = report_path(reports_dir, spec.name, f"{result.model_name}_v{result.model_version}_{name}.png")
             paths[name].write_bytes(png)
         evaluated.append(EvaluatedModel(role, result, paths))
-    return EvaluationStep(models=tuple(evaluated), report_dir=report_path(reports_dir, spec.name, "x").parent)
+    report_dir = Path(reports_dir) / spec.name
+    report_dir.mkdir(parents=True, exist_ok=True)
+    return EvaluationStep(models=tuple(evaluated), report_dir=report_dir)
 
 
 def by_group_markdown(evaluation: models.ModelEvaluation) -> str:

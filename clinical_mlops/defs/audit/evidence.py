@@ -47,6 +47,7 @@ __all__ = [
     "Step",
     "Subject",
     "event_records",
+    "plain_metadata",
     "record_evidence",
     "run_evidence",
 ]
@@ -211,8 +212,9 @@ def _texts(metadata: Mapping[str, Any]) -> dict[str, str]:
     return texts
 
 
-def _plain(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: getattr(value, "value", value) for key, value in metadata.items()}
+def plain_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Metadata values as plain Python (summarised later: bulky values become hashes)."""
+    return {key: getattr(value, "value", value) for key, value in (metadata or {}).items()}
 
 
 def _check_evidence(checks: list[Any]) -> tuple[dict[str, float], dict[str, Any]]:
@@ -229,7 +231,7 @@ def _check_evidence(checks: list[Any]) -> tuple[dict[str, float], dict[str, Any]
             "passed": bool(check.passed),
             "severity": getattr(check.severity, "value", str(check.severity)),
             **audit_events.summarise_metadata({"description": check.description}),
-            "metadata": audit_events.summarise_metadata(_plain(check.metadata or {})),
+            "metadata": audit_events.summarise_metadata(plain_metadata(check.metadata)),
         }
     return metrics, summary
 
@@ -281,7 +283,7 @@ def _items_for(instance: dg.DagsterInstance, run_id: str, step: Step, asset_key:
         metrics.update(check_metrics)
         texts["evidence.json"] = json.dumps({
             "step": step.name, "model": subject.label, "asset_key": asset_key, "partition": partition,
-            "dagster_run_id": run_id, "metadata": audit_events.summarise_metadata(_plain(own)),
+            "dagster_run_id": run_id, "metadata": audit_events.summarise_metadata(plain_metadata(own)),
             "checks": check_summary,
         }, indent=2, sort_keys=True, default=str)
         items.append(EvidenceItem(step.name, subject, asset_key, partition, metrics, tuple(files), texts))

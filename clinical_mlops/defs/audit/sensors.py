@@ -31,7 +31,7 @@ from clinical_mlops.audit import events as audit_events, ledger, lineage
 from clinical_mlops.core import warehouse
 from clinical_mlops.defs.resources import WarehouseResource
 from clinical_mlops.core.settings import default_paths
-from clinical_mlops.defs.audit.evidence import EvidenceRecording, event_records, record_evidence
+from clinical_mlops.defs.audit.evidence import EvidenceRecording, event_records, plain_metadata, record_evidence
 
 RECORDED_EVENT_TYPES = {
     dg.DagsterEventType.ASSET_MATERIALIZATION,
@@ -52,11 +52,6 @@ class RunRecording:
     warehouse_skipped: str | None = None
     evidence: EvidenceRecording | None = None
     """What was logged to MLflow (nested runs per step and model version)."""
-
-
-def _plain_metadata(metadata) -> dict:
-    """Metadata values as plain Python (summarised later: bulky values become hashes)."""
-    return {key: getattr(value, "value", value) for key, value in (metadata or {}).items()}
 
 
 def _error_classes(error) -> list[str]:
@@ -96,7 +91,7 @@ def run_events(instance: dg.DagsterInstance, run_id: str) -> list[ledger.Event]:
             materialization = event.event_specific_data.materialization
             events.append(audit_events.materialization_event(
                 asset_key=materialization.asset_key.to_user_string(), partition=materialization.partition,
-                metadata=_plain_metadata(materialization.metadata), tags=materialization.tags or {}, **common,
+                metadata=plain_metadata(materialization.metadata), tags=materialization.tags or {}, **common,
             ))
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
@@ -104,7 +99,7 @@ def run_events(instance: dg.DagsterInstance, run_id: str) -> list[ledger.Event]:
                 asset_key=evaluation.asset_key.to_user_string(), check_name=evaluation.check_name,
                 passed=evaluation.passed, severity=getattr(evaluation.severity, "value", str(evaluation.severity)),
                 blocking=bool(getattr(evaluation, "blocking", False)), description=evaluation.description,
-                metadata=_plain_metadata(evaluation.metadata), partition=getattr(evaluation, "partition", None),
+                metadata=plain_metadata(evaluation.metadata), partition=getattr(evaluation, "partition", None),
                 **common,
             ))
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
