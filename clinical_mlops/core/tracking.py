@@ -99,15 +99,10 @@ def _initialise_store(tracking_uri: str) -> None:
     """
     if not tracking_uri.startswith("sqlite:///") or tracking_uri in _initialised:
         return
-    lock_path = Path(tracking_uri.removeprefix("sqlite:///") + ".init-lock")
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-            client.search_experiments(max_results=1)
-            client.search_registered_models(max_results=1)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with _store_lock(tracking_uri, "init"):
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
     _initialised.add(tracking_uri)
 
 
@@ -252,12 +247,12 @@ def metric_key(name: str) -> str:
 
 
 @contextlib.contextmanager
-def _evidence_lock(tracking_uri: str) -> Iterator[None]:
-    """Serialise check-then-create on a local store (the CLI and the audit sensor may record one run at once)."""
+def _store_lock(tracking_uri: str, purpose: str) -> Iterator[None]:
+    """An exclusive file lock beside a local SQLite store (``<db>.<purpose>-lock``); no-op for a server."""
     if not tracking_uri.startswith("sqlite:///"):
         yield
         return
-    with open(tracking_uri.removeprefix("sqlite:///") + ".evidence-lock", "a") as lock:
+    with open(tracking_uri.removeprefix("sqlite:///") + f".{purpose}-lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -308,7 +303,7 @@ def log_step_evidence(
         **({"dagster.run_url": dagster_run_url} if dagster_run_url else {}),
         **{k: str(v)[:5000] for k, v in tags.items()},
     }
-    with _evidence_lock(tracking_uri or mlflow.get_tracking_uri()):
+    with _store_lock(tracking_uri or mlflow.get_tracking_uri(), "evidence"):  # CLI and sensor may record one run at once
         for run in _existing_evidence(client, experiment_id, run_tags):
             if run.info.status == "FINISHED":
                 return StepEvidence(run.info.run_id, parent_run_id, created=False)
