@@ -264,6 +264,7 @@ GOVERNANCE_TABLES: tuple[GovernanceTable, ...] = (
     GovernanceTable("audit.alias_history", "alias_changed"),
     GovernanceTable("audit.promotion_decisions", "promotion_decision"),
     GovernanceTable("audit.approvals", "approval"),
+    GovernanceTable("audit.waivers", "waiver"),
     GovernanceTable("monitoring.fairness_verdicts", "fairness_verdict"),
     GovernanceTable("monitoring.incidents", "incident"),
 )
