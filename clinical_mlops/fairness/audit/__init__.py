@@ -36,6 +36,7 @@ No row-level data leaves this package: audits are aggregates per group.
 """
 
 from clinical_mlops.fairness.audit._audit import audit, audit_arrays, audit_model
+from clinical_mlops.fairness.audit._gate import FairnessGate, GroupFinding, RuleStatus, rule_statuses
 from clinical_mlops.fairness.audit._group_metrics import (
     DISPARITY_METRICS,
     EXACT_MAX_ROWS,
@@ -58,14 +59,17 @@ __all__ = [
     "DISPARITY_METRICS",
     "EXACT_MAX_ROWS",
     "FAIRNESS_DDL",
+    "FairnessAudit",
+    "FairnessGate",
     "GROUP_METRICS",
+    "GroupFinding",
     "INTERSECTION_SEPARATOR",
     "MISSING_GROUP",
     "NONNEGATIVE_DISPARITIES",
-    "VERDICTS",
-    "FairnessAudit",
     "RuleOutcome",
+    "RuleStatus",
     "Slice",
+    "VERDICTS",
     "audit",
     "audit_arrays",
     "audit_model",
@@ -73,6 +77,7 @@ __all__ = [
     "ensure_tables",
     "latest_verdicts",
     "predictions_with_attributes",
+    "rule_statuses",
     "slices_from_codes",
     "store_audit",
     "summary_for",
