@@ -3,66 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
-from clinical_mlops.core.settings import PROJECT_ROOT, default_paths, switch_off_telemetry
+from clinical_mlops.core.settings import default_paths, switch_off_telemetry
 
-__all__ = ["UI_HINT", "build_parser", "cmd_demo", "cmd_land", "main"]
+__all__ = ["build_parser", "cmd_demo", "cmd_land", "main"]
 
 switch_off_telemetry()
 
-UI_HINT = (
-    "Dagster UI: make ui  → http://127.0.0.1:3000 (assets, lineage, checks)\n"
-    "MLflow UI: started by make ui → http://127.0.0.1:5000 (runs, registered models)"
-)
 
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _prepare_extracts(
-    source: Path | None, seed: int, n_encounters: int, n_extracts: int, landing_dir: Path, bias: float
-) -> list[Path]:
-    from clinical_mlops.ingestion import uci
-
-    if source is None:
-        from clinical_mlops.ingestion import synthetic
-
-        injected = synthetic.SubgroupBias("race", "AfricanAmerican", utilisation_undercount_rate=bias) if bias else None
-        _say(f"Generating {n_encounters:,} synthetic encounters (seed {seed}"
-             + (f"; prior visits of AfricanAmerican patients under-recorded at rate {bias}" if bias else "") + ") …")
-        encounters = synthetic.generate_encounters(
-            synthetic.SyntheticConfig(n_encounters=n_encounters, seed=seed, bias=injected)
-        )
-        prefix = f"synthetic_s{seed}_n{n_encounters}_of{n_extracts}" + (f"_bias{bias:g}" if bias else "")
-    else:
-        _say(f"Reading the UCI extract from {source} …")
-        encounters = uci.load_uci_encounters(source)
-        prefix = f"uci_of{n_extracts}"
-    landing_dir.mkdir(parents=True, exist_ok=True)
-    return uci.write_sequential_extracts(encounters, landing_dir, n_extracts, prefix=prefix)
-
-
-def _cohort_summary(metadata: dict[str, dict]) -> dict[str, dict]:
-    summary: dict[str, dict] = {}
-    for key, values in metadata.items():
-        cohort, _, asset = key.partition("/")
-        if asset in ("baseline_model", "candidate_model"):
-            summary.setdefault(cohort, {})[asset] = {
-                k: values[k] for k in ("registered_model", "model_version", "mlflow_run_id", "test_auroc",
-                                       "operating_threshold", "train_rows", "test_rows") if k in values
-            }
-        elif asset == "model_evaluation":
-            summary.setdefault(cohort, {})["evaluation"] = {
-                k: v for k, v in values.items() if isinstance(v, (int, float, str)) and not k.endswith(("_plots", "_by_group"))
-            }
-    return summary
 
 
 def _record(instance, outcome) -> None:
@@ -86,137 +41,10 @@ def _record_or_warn(instance, outcome) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from clinical_mlops.cli import runs
+    """The whole governed graph (see :mod:`clinical_mlops.cli.demo`)."""
+    from clinical_mlops.cli import demo
 
-    started = time.perf_counter()
-    paths = default_paths()
-    source = args.source.resolve() if args.source else None
-    extracts = _prepare_extracts(source, args.seed, args.encounters, args.extracts, paths.landing_dir, args.bias)
-    instance = runs.project_instance()
-    defs = runs.load_definitions()
-    summary: dict = {"source": str(source) if source else "synthetic", "seed": args.seed, "extracts": []}
-    failures: list[str] = []
-    stages = len(extracts) + 4
-    for i, path in enumerate(extracts, 1):
-        _say(f"[{i}/{stages}] Landing and validating {path.name}")
-        outcome = runs.run_ingestion(defs, instance, path.name)
-        _record(instance, outcome)
-        raw = outcome.metadata.get("raw_encounters", {})
-        valid = outcome.metadata.get("validated_encounters", {})
-        summary["extracts"].append({
-            "extract_id": path.name, "status": raw.get("status"), "rows_landed": raw.get("rows_landed"),
-            "rows_valid": valid.get("rows_valid"), "rows_quarantined": valid.get("rows_quarantined"),
-            "run_id": outcome.run_id, "failed_checks": outcome.failed_checks,
-        })
-        if not outcome.success or outcome.blocking_failures:
-            failures.append(f"{path.name}: {outcome.error or ', '.join(outcome.blocking_failures)}")
-
-    step = len(extracts)
-    _say(f"[{step + 1}/{stages}] Features, split, models and evaluation for every cohort")
-    training = runs.run_training(defs, instance)
-    _record(instance, training)
-    summary["training_run_id"] = training.run_id
-    summary["cohorts"] = _cohort_summary(training.metadata)
-    if not training.success:
-        failures.append(f"training: {training.error}")
-        return _finish(summary, failures, started, paths, args)
-
-    _say(f"[{step + 2}/{stages}] Fairness audit against governance/policy.yaml")
-    fairness = runs.run_job(defs, instance, "fairness_job")
-    _record(instance, fairness)
-    blocked = [c for c in fairness.blocking_failures if "fairness_report" in c]
-    warned = [c for c in fairness.failed_checks if "fairness_report" in c and c not in blocked]
-    if blocked:
-        _say(f"  fairness gate failed ({', '.join(blocked)}): promotion blocked; root cause and mitigation")
-    elif warned:
-        _say(f"  fairness warnings ({', '.join(warned)}): root cause and mitigation for the reviewer")
-    if blocked or warned:
-        remediation = runs.run_job(defs, instance, "fairness_remediation_job")
-        _record(instance, remediation)
-        if not remediation.success:
-            failures.append(f"fairness remediation: {remediation.error}")
-    summary["fairness_failed_checks"] = fairness.failed_checks
-
-    _say(f"[{step + 3}/{stages}] Change control, promotion gate and model cards")
-    release = runs.run_job(defs, instance, "release_job")
-    _record(instance, release)
-    summary["release_failed_checks"] = release.failed_checks
-    summary["promotion"] = {
-        key: {k: v for k, v in values.items() if isinstance(v, (int, float, str, bool))}
-        for key, values in release.metadata.items() if key.endswith("/promotion")
-    }
-
-    last = extracts[-1].name
-    _say(f"[{step + 4}/{stages}] Drift of the newest extract and batch scoring with the champion")
-    for job_name in ("drift_job", "scoring_job"):
-        outcome = runs.run_job(defs, instance, job_name, partition_key=last)
-        _record(instance, outcome)
-        if not outcome.success:
-            failures.append(f"{job_name}: {outcome.error}")
-        summary[job_name.replace("_job", "")] = {
-            key: {k: v for k, v in values.items() if isinstance(v, (int, float, str, bool))}
-            for key, values in outcome.metadata.items()
-        }
-    summary["fairness"] = _fairness_summary(paths)
-    return _finish(summary, failures, started, paths, args)
-
-
-def _fairness_summary(paths) -> dict:
-    from clinical_mlops.fairness import audit as fairness
-    from clinical_mlops.core import warehouse
-    from clinical_mlops.features.cohort import load_all_cohorts
-
-    with contextlib.closing(warehouse.connect(paths.warehouse)) as con:
-        return {spec.name: fairness.summary_for(con, spec.name) for spec in load_all_cohorts()}
-
-
-def _finish(summary: dict, failures: list[str], started: float, paths, args: argparse.Namespace) -> int:
-    summary["failures"] = failures
-    summary["wall_seconds"] = round(time.perf_counter() - started, 1)
-    summary["warehouse"] = str(paths.warehouse)
-    summary["mlflow_tracking_uri"] = paths.mlflow_tracking_uri
-    _print_summary(summary)
-    if args.summary_json:
-        args.summary_json.parent.mkdir(parents=True, exist_ok=True)
-        args.summary_json.write_text(json.dumps(summary, indent=2, default=str))
-    return 1 if failures else 0
-
-
-def _print_summary(summary: dict) -> None:
-    landed = sum(e["rows_landed"] or 0 for e in summary["extracts"])
-    quarantined = sum(e["rows_quarantined"] or 0 for e in summary["extracts"])
-    print(f"\nclinical_mlops demo — {summary['source']} — {summary['wall_seconds']} s")
-    print(f"  extracts: {len(summary['extracts'])}; rows landed {landed:,}; quarantined {quarantined:,}")
-    for cohort, parts in summary.get("cohorts", {}).items():
-        evaluation = parts.get("evaluation", {})
-        print(f"  {cohort}:")
-        for role in ("baseline", "candidate"):
-            model = parts.get(f"{role}_model", {})
-            if not model:
-                continue
-            print(
-                f"    {role:9s} {model['registered_model']} v{model['model_version']} (run {model['mlflow_run_id'][:8]})"
-                f"  AUROC {evaluation.get(f'{role}_auroc', float('nan'))} [{evaluation.get(f'{role}_auroc_ci', '')}]"
-                f"  AUPRC {evaluation.get(f'{role}_auprc', float('nan'))}  Brier {evaluation.get(f'{role}_brier', float('nan'))}"
-            )
-    for cohort, fair in summary.get("fairness", {}).items():
-        gap = fair.get("recall_gap") or {}
-        before, after = gap.get("before"), gap.get("after")
-        verdicts = (fair.get("candidate") or {}).get("verdicts", {})
-        line = f"  fairness {cohort}: verdicts {verdicts}"
-        if before:
-            line += (f"; largest recall gap {gap['slice']}={gap['group']} vs {gap['reference']}: "
-                     f"{before['estimate']:+.3f} [{before['ci'][0]:+.3f}, {before['ci'][1]:+.3f}]")
-        if after:
-            line += f" → after mitigation {after['estimate']:+.3f} [{after['ci'][0]:+.3f}, {after['ci'][1]:+.3f}]"
-        print(line)
-    for key, decision in summary.get("promotion", {}).items():
-        state = "PROMOTED" if decision.get("promoted") else "BLOCKED"
-        print(f"  promotion {key.split('/')[0]}: {state} — {decision.get('decision', '')}")
-    for failure in summary.get("failures", []):
-        print(f"  FAILED: {failure}")
-    print(f"  warehouse: {summary['warehouse']}\n  MLflow: {summary['mlflow_tracking_uri']}")
-    print("  " + UI_HINT.replace("\n", "\n  "))
+    return demo.cmd_demo(args)
 
 
 def cmd_land(args: argparse.Namespace) -> int:
@@ -275,12 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--source", type=Path, help="the UCI zip or diabetic_data.csv (default: synthetic data)")
     demo.add_argument("--seed", type=int, default=42, help="synthetic data seed")
     demo.add_argument("--encounters", type=int, default=30_000, help="synthetic encounters to generate")
-    demo.add_argument("--extracts", type=int, default=4, help="monthly extracts to cut the source into")
+    demo.add_argument("--extracts", type=int, default=4,
+                      help="extracts: all but the last train the models, the last arrives after release")
     demo.add_argument("--summary-json", type=Path, help="write the summary figures as JSON here")
     demo.add_argument(
         "--bias", type=float, default=1.0,
         help="synthetic only: share of AfricanAmerican encounters whose prior visits are under-recorded "
-        "(a measurement bias the fairness gate should catch); 0 for unbiased data",
+        "(counts not recorded, history not linked: a measurement bias the fairness gate should catch); "
+        "0 for unbiased data",
+    )
+    demo.add_argument(
+        "--shift", type=float, default=1.0,
+        help="synthetic only: covariate shift of the extract that arrives after release (0 = none, 1 = strong)",
     )
     demo.set_defaults(func=cmd_demo)
 

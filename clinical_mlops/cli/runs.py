@@ -136,6 +136,8 @@ class RunOutcome:
     """The first failed step's error: the message of the exception that caused it, not Dagster's wrapper."""
     error_class: str | None = None
     """That exception's class name (``IOException``, ``OSError`` …), for the command line to classify."""
+    step_errors: list[str] = field(default_factory=list)
+    """Every failed step's error, first line each (a job over several cohorts may fail in more than one)."""
     metadata: dict[str, dict] = field(default_factory=dict)
 
 
@@ -151,13 +153,15 @@ def _outcome(result: dg.ExecuteInProcessResult) -> RunOutcome:
         for event in result.get_asset_materialization_events()
     }
     error = error_class = None
+    step_errors: list[str] = []
     if not result.success:
         failures = result.get_step_failure_events()
-        info = failures[0].step_failure_data.error if failures else None
-        error, error_class = _root_error(info) if info else ("the run failed", None)
+        roots = [_root_error(f.step_failure_data.error) for f in failures if f.step_failure_data.error]
+        step_errors = [message.partition("\n")[0] for message, _ in roots]
+        error, error_class = roots[0] if roots else ("the run failed", None)
     return RunOutcome(
         run_id=result.run_id, success=result.success, failed_checks=failed, blocking_failures=blocking,
-        error=error, error_class=error_class, metadata=metadata,
+        error=error, error_class=error_class, step_errors=step_errors, metadata=metadata,
     )
 
 

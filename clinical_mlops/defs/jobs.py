@@ -18,11 +18,19 @@ training_job = dg.define_asset_job(
     description="Rebuild features, split, fit and register baseline and candidate, evaluate — every cohort.",
 )
 
+features_job = dg.define_asset_job(
+    "features_job",
+    selection=dg.AssetSelection.groups("features"),
+    description="Rebuild every cohort's features from the validated extracts (no retraining): what drift and "
+    "scoring of a newly arrived extract read.",
+)
+
 release_job = dg.define_asset_job(
     "release_job",
-    selection=dg.AssetSelection.groups("registry")
+    selection=dg.AssetSelection.groups("fairness", "registry")
     | dg.AssetSelection.assets(*[dg.AssetKey([spec.name, "model_card"]) for spec in load_all_cohorts()]),
-    description="Change-control report, promotion gate (moves the champion alias when it passes) and model cards.",
+    description="The governance path, in the graph's order: fairness audit, root cause and mitigation, model card, "
+    "change control, and the promotion gate (moves the champion alias only when the evidence says so).",
 )
 
 drift_job = dg.define_asset_job(

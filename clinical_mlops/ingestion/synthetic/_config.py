@@ -33,8 +33,11 @@ class SubgroupBias:
     ``A1Cresult`` / ``max_glu_serum`` in the group is recorded as ``None`` with this probability.
     ``utilisation_undercount_rate``: with this probability an encounter in the group has its
     prior visits (inpatient, emergency, outpatient) recorded as 0 — care received elsewhere,
-    invisible to this hospital. The outcome is unchanged, so a model that relies on prior
-    visits under-detects readmissions in the group: a real recall gap.
+    invisible to this hospital. ``history_unlinked_rate``: with this probability an encounter in
+    the group is not linked to the patient's record (a record-linkage failure: it gets a patient
+    number of its own), so the patient's earlier encounters at this hospital are invisible too.
+    Both leave the outcome unchanged, so a model that relies on prior visits under-detects
+    readmissions in the group: a real recall gap.
     """
 
     attribute: str = "race"
@@ -42,6 +45,7 @@ class SubgroupBias:
     label_flip_rate: float = 0.0
     measurement_missing_rate: float = 0.0
     utilisation_undercount_rate: float = 0.0
+    history_unlinked_rate: float = 0.0
 
     def __post_init__(self) -> None:
         allowed = {"race": (*d130.RACES, d130.MISSING), "gender": d130.GENDERS, "age": d130.AGE_BANDS}
@@ -51,7 +55,8 @@ class SubgroupBias:
             )
         if self.group not in allowed[self.attribute]:
             raise ValueError(f"{self.group!r} is not a value of {self.attribute!r}")
-        for name in ("label_flip_rate", "measurement_missing_rate", "utilisation_undercount_rate"):
+        for name in ("label_flip_rate", "measurement_missing_rate", "utilisation_undercount_rate",
+                     "history_unlinked_rate"):
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"SubgroupBias.{name} must be in [0, 1], got {value}")

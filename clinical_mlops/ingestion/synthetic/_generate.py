@@ -42,9 +42,13 @@ def _empty_frame() -> pd.DataFrame:
     return pd.DataFrame({c: np.array([], dtype=object) for c in d130.COLUMNS}, columns=list(d130.COLUMNS))
 
 
-def generate_encounters(config: SyntheticConfig) -> pd.DataFrame:
-    """Synthetic encounters: all 50 Diabetes 130 columns as ``str``, ordered by encounter_id."""
-    return _generate(config)[0]
+def generate_encounters(config: SyntheticConfig, *, patient_offset: int = 0) -> pd.DataFrame:
+    """Synthetic encounters: all 50 Diabetes 130 columns as ``str``, ordered by encounter_id.
+
+    ``patient_offset`` is added to every patient number: a later batch (``first_encounter_id``
+    after the earlier batch's last) then shares no patient with it.
+    """
+    return _generate(config, patient_offset=patient_offset)[0]
 
 
 def _generate(
@@ -129,7 +133,7 @@ def _generate(
     if config.bias is not None:
         # Own random stream, so rows outside the group are identical to the unbiased output.
         brng = np.random.default_rng([int(config.seed), 0xB1A5] + ([] if chunk is None else [int(chunk)]))
-        u = brng.random((4, n))
+        u = brng.random((5, n))  # row-major: the first four rows are the same draws as before
         in_group = _bias_mask(config.bias, race, gender, band)
         readmitted[in_group & (readmitted == 2) & (u[0] < config.bias.label_flip_rate)] = 0
         a1c[in_group & (u[1] < config.bias.measurement_missing_rate)] = 0
@@ -139,6 +143,10 @@ def _generate(
             rows = dict(rows)
             for column in ("number_inpatient", "number_emergency", "number_outpatient"):
                 rows[column] = np.where(hidden, 0, rows[column])
+        unlinked = in_group & (u[4] < config.bias.history_unlinked_rate)
+        if unlinked.any():  # a patient number of its own, above every linked one
+            patient_nbr = patient_nbr.copy()
+            patient_nbr[unlinked] = int(patient_nbr.max()) + 1 + np.arange(int(unlinked.sum()))
 
     def pick(values: tuple[str, ...] | np.ndarray, codes: np.ndarray) -> np.ndarray:
         return np.asarray(values, dtype=object)[codes]
