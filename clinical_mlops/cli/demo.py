@@ -259,7 +259,7 @@ def _decisions(con, cohort: str, since: datetime) -> list[dict]:
 def _finish(summary: dict, launch: _Launcher, started: float, began: datetime, paths, args) -> int:
     from clinical_mlops.core import warehouse
 
-    with contextlib.closing(warehouse.connect(paths.warehouse, read_only=True)) as con:
+    with contextlib.closing(warehouse.connect(paths.warehouse)) as con:
         summary["cohorts"] = story(con, began)
     summary["refused"] = launch.refusals
     summary["failures"] = launch.failures
