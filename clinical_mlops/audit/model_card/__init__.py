@@ -26,6 +26,7 @@ from clinical_mlops.audit.model_card._card import (
     MITCHELL_SECTIONS,
     TAG_CARD,
     TAG_TRIPOD,
+    card_markdown,
     composition_table,
     extract_table,
 )
@@ -45,7 +46,7 @@ from clinical_mlops.audit.model_card._record import (
     write_model_card,
 )
 from clinical_mlops.audit.model_card._governance import GovernanceFacts, gather_governance
-from clinical_mlops.audit.model_card._tripod import NOT_REPORTED, REPORTED, TripodItem
+from clinical_mlops.audit.model_card._tripod import NOT_REPORTED, REPORTED, TripodItem, tripod_items, tripod_markdown
 
 __all__ = [
     "CARD_METRICS",
@@ -60,6 +61,7 @@ __all__ = [
     "ModelCard",
     "TripodItem",
     "build_model_card",
+    "card_markdown",
     "composition_table",
     "extract_table",
     "gather_facts",
@@ -67,6 +69,8 @@ __all__ = [
     "record_model_card",
     "sample_text",
     "training_sample",
+    "tripod_items",
+    "tripod_markdown",
     "with_ci",
     "write_model_card",
 ]

@@ -53,12 +53,18 @@ class GovernanceFacts:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
+_GATE_COLUMNS = frozenset({"audit_id", "evaluated_at", "model_name", "model_version", "policy_sha256", "rule",
+                           "severity", "blocking", "slice", "group", "n", "estimate", "lower", "upper", "verdict",
+                           "reason"})
+
+
 def _gate(con: duckdb.DuckDBPyConnection, name: str, version: str, notes: list[str]) -> Any | None:
-    try:
-        return fairness_audit.rule_statuses(con, name, version)
-    except duckdb.Error as exc:  # a verdict table of another shape: no gate can be read from it
-        notes.append(f"The fairness verdicts could not be read as a gate ({type(exc).__name__}).")
+    table = "monitoring.fairness_verdicts"
+    if _table_exists(con, table) and not _GATE_COLUMNS <= set(_columns(con, table)):
+        # checked, not tried: a failed query would abort the caller's transaction
+        notes.append("The fairness verdicts are not in the fairness stage's format; no gate could be read from them.")
         return None
+    return fairness_audit.rule_statuses(con, name, version)
 
 
 def _waivers(con: duckdb.DuckDBPyConnection, name: str, version: str) -> tuple[governance_waivers.Waiver, ...]:
