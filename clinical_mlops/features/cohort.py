@@ -14,11 +14,13 @@ from typing import Any
 
 import yaml
 
-__all__ = ["COHORTS_DIR", "CohortSpec", "CohortSpecError", "Exclusion", "load_all_cohorts", "load_cohort",
-    "parse_cohort_spec"]
+__all__ = ["COHORTS_DIR", "MOMENTS", "CohortSpec", "CohortSpecError", "Exclusion", "PredictionTime", "load_all_cohorts",
+    "load_cohort", "parse_cohort_spec"]
 
 COHORTS_DIR = Path(__file__).parent / "cohorts"
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+MOMENTS: tuple[str, ...] = ("admission", "during_stay", "discharge")
+"""The moments of an encounter, in order, at which a prediction is made or a feature's value is complete."""
 
 
 class CohortSpecError(ValueError):
@@ -30,6 +32,26 @@ class Exclusion:
     name: str
     sql: str
     reason: str
+
+
+@dataclass(frozen=True)
+class PredictionTime:
+    """When the prediction is made, and when each feature's value is complete — as the spec declares it."""
+
+    at: str
+    """One of :data:`MOMENTS`."""
+    statement: str
+    features_available_at: tuple[tuple[str, tuple[str, ...]], ...]
+    """(moment, the features whose value is complete at that moment), declared features only, in spec order."""
+    limitation: str = ""
+
+    def available_at(self, feature: str) -> str | None:
+        return next((m for m, names in self.features_available_at if feature in names), None)
+
+    def late_features(self) -> tuple[str, ...]:
+        """Declared features whose value is complete only after the prediction time."""
+        cutoff = MOMENTS.index(self.at)
+        return tuple(f for m, names in self.features_available_at if MOMENTS.index(m) > cutoff for f in names)
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,8 @@ class CohortSpec:
     threshold_strategy: str
     threshold_value: float
     spec_hash: str
+    prediction_time: PredictionTime | None = None
+    """None when the spec declares no prediction time: the card then says "not reported"."""
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -67,6 +91,34 @@ def _require(raw: dict[str, Any], key: str, source: str) -> Any:
     if key not in raw or raw[key] in (None, ""):
         raise CohortSpecError(f"{source}: missing required field '{key}'")
     return raw[key]
+
+
+def _prediction_time(raw: Any, features: tuple[str, ...], source: str) -> PredictionTime | None:
+    """The optional ``prediction_time`` block: ``at`` (a moment), ``statement``, ``features_available_at``."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise CohortSpecError(f"{source}: prediction_time must be a mapping with 'at' and 'statement'")
+    at = _require(raw, "at", f"{source} prediction_time")
+    if at not in MOMENTS:
+        raise CohortSpecError(f"{source}: prediction_time.at '{at}' must be one of {', '.join(MOMENTS)}")
+    available: list[tuple[str, tuple[str, ...]]] = []
+    seen: set[str] = set()
+    for moment, names in (raw.get("features_available_at") or {}).items():
+        if moment not in MOMENTS:
+            raise CohortSpecError(f"{source}: prediction_time.features_available_at.{moment} is not one of "
+                                  f"{', '.join(MOMENTS)}")
+        unknown = sorted(set(names or ()) - set(features))
+        if unknown:
+            raise CohortSpecError(f"{source}: prediction_time.features_available_at.{moment} lists columns that are "
+                                  f"not features: {unknown}")
+        twice = sorted(seen & set(names or ()))
+        if twice:
+            raise CohortSpecError(f"{source}: prediction_time.features_available_at lists {twice} at two moments")
+        seen |= set(names or ())
+        available.append((moment, tuple(names or ())))
+    return PredictionTime(at=at, statement=str(_require(raw, "statement", f"{source} prediction_time")).strip(),
+                          features_available_at=tuple(available), limitation=str(raw.get("limitation") or "").strip())
 
 
 def parse_cohort_spec(text: str, source: str = "<string>") -> CohortSpec:
@@ -114,6 +166,7 @@ def parse_cohort_spec(text: str, source: str = "<string>") -> CohortSpec:
         threshold_strategy=threshold.get("strategy", "top_fraction"),
         threshold_value=float(threshold.get("value", 0.2)),
         spec_hash=hashlib.sha256(text.encode()).hexdigest(),
+        prediction_time=_prediction_time(raw.get("prediction_time"), numeric + categorical, source),
     )
 
 

@@ -73,20 +73,22 @@ def test_small_cells_are_suppressed_and_no_identifier_appears(con, graph):
         assert "patient_key" not in text
 
 
-def test_tripod_items_are_each_filled_or_not_applicable_with_a_reason(con, graph):
+def test_tripod_items_are_each_reported_from_facts_or_not_reported(con, graph):
     card = model_card.build_model_card(con, graph.baseline, graph.baseline_version)
     items = {i.item: i for i in card.tripod_items}
     assert len(items) == len(card.tripod_items) >= 40, "every checklist item appears once"
     for item in card.tripod_items:
         assert item.text.strip(), f"item {item.item} is empty"
-    for required in ("5a", "6b", "8a", "9a", "10", "11", "12c", "13", "14", "15", "16", "20b", "23a"):
-        assert items[required].applicable, required
-    assert not items["12d"].applicable and "centres" in items["12d"].text
+    for required in ("5a", "6b", "8a", "9a", "10", "11", "12c", "13", "15", "16", "20b", "23a"):
+        assert items[required].reported, required
+    assert not items["14"].reported, "no fairness audit was recorded in this graph"
+    assert not items["12d"].reported and "centre" in items["12d"].text
     assert "logistic regression" in items["1"].text
     assert f"{graph.extract_ids[0]}" in items["5a"].text
     table_rows = [line for line in card.tripod_markdown.splitlines() if re.match(r"^\| \d+[a-g]? \|", line)]
     assert len(table_rows) == len(items)
-    assert all(("| reported |" in row) or ("| N/A |" in row) for row in table_rows)
+    assert all(("| reported |" in row) or ("| not reported |" in row) for row in table_rows)
+    assert "All are available at discharge" not in card.tripod_markdown
 
 
 def test_the_card_is_deterministic_so_its_hash_identifies_its_content(con, graph):

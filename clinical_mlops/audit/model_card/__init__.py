@@ -12,14 +12,21 @@ its content: :func:`record_model_card` stores that hash as the MLflow model-vers
 :func:`clinical_mlops.core.reporting.page`) as artifacts of the model's run and appends a
 ``model_card_generated`` entry to the audit ledger.
 
-The parts: ``_facts`` (what was recorded, and how a fact is written), ``_card`` (the nine
-sections), ``_tripod`` (the checklist), ``_record`` (build, write, record).
+The card also carries the governance record of the version: the fairness gate per rule under the
+one evidence rule (failing groups with gap and interval, required groups lacking evidence, groups not
+assessable — or, in red, that fairness was not assessed), the waivers, the previous promotion decision,
+the newest drift report and the declared prediction time. TRIPOD+AI items are ``reported`` only with a
+recorded fact behind them, otherwise ``not reported``, and the counts are computed from the items.
+
+The parts: ``_facts`` (what was recorded, and how a fact is written), ``_governance`` (gate, waivers,
+decision, drift), ``_card`` (the nine sections), ``_tripod`` (the checklist), ``_record`` (build, write, record).
 """
 
 from clinical_mlops.audit.model_card._card import (
     MITCHELL_SECTIONS,
     TAG_CARD,
     TAG_TRIPOD,
+    card_markdown,
     composition_table,
     extract_table,
 )
@@ -38,24 +45,32 @@ from clinical_mlops.audit.model_card._record import (
     record_model_card,
     write_model_card,
 )
-from clinical_mlops.audit.model_card._tripod import TripodItem
+from clinical_mlops.audit.model_card._governance import GovernanceFacts, gather_governance
+from clinical_mlops.audit.model_card._tripod import NOT_REPORTED, REPORTED, TripodItem, tripod_items, tripod_markdown
 
 __all__ = [
     "CARD_METRICS",
     "MITCHELL_SECTIONS",
+    "NOT_REPORTED",
+    "REPORTED",
     "SMALL_CELL",
     "TAG_CARD",
     "TAG_TRIPOD",
     "Facts",
+    "GovernanceFacts",
     "ModelCard",
     "TripodItem",
     "build_model_card",
+    "card_markdown",
     "composition_table",
     "extract_table",
     "gather_facts",
+    "gather_governance",
     "record_model_card",
     "sample_text",
     "training_sample",
+    "tripod_items",
+    "tripod_markdown",
     "with_ci",
     "write_model_card",
 ]

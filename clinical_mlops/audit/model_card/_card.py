@@ -7,6 +7,13 @@ import math
 import pandas as pd
 
 from clinical_mlops.audit import lineage
+from clinical_mlops.audit.model_card._governance import (
+    ALERT,
+    decision_lines,
+    drift_lines,
+    fairness_gate_lines,
+    waiver_lines,
+)
 from clinical_mlops.audit.model_card._facts import (
     CARD_METRICS,
     SMALL_CELL,
@@ -20,7 +27,8 @@ from clinical_mlops.audit.model_card._facts import (
     with_ci,
 )
 
-__all__ = ["MITCHELL_SECTIONS", "TAG_CARD", "TAG_TRIPOD", "card_markdown", "composition_table", "extract_table"]
+__all__ = ["MITCHELL_SECTIONS", "TAG_CARD", "TAG_TRIPOD", "card_markdown", "composition_table", "extract_table",
+           "prediction_time_lines"]
 
 MITCHELL_SECTIONS: tuple[str, ...] = (
     "Model Details",
@@ -126,6 +134,51 @@ def extract_table(record: lineage.ModelLineage) -> list[str]:
     return lines
 
 
+def prediction_time_lines(facts: Facts) -> list[str]:
+    """When the model predicts and when its features are complete, as the cohort spec declares it."""
+    declared = facts.spec.prediction_time
+    if declared is None:
+        return [f"**{ALERT} Prediction time: not declared** in the cohort specification, so when the features are "
+                "available relative to the prediction is not reported."]
+    lines = [f"**Prediction time ({declared.at.replace('_', ' ')}).** {declared.statement}"]
+    for moment, names in declared.features_available_at:
+        lines += ["", f"- complete at {moment.replace('_', ' ')} ({len(names)}): " + ", ".join(f"`{n}`" for n in names)]
+    undeclared = [f for f in facts.spec.features if declared.available_at(f) is None]
+    if undeclared:
+        lines += ["", f"- availability not declared ({len(undeclared)}): " + ", ".join(f"`{n}`" for n in undeclared)]
+    return lines
+
+
+def _prediction_time_caveats(facts: Facts) -> list[str]:
+    declared = facts.spec.prediction_time
+    if declared is None:
+        return [f"- **{ALERT} Prediction time not declared:** whether every feature is known when the prediction is "
+                "made has not been stated."]
+    caveats = []
+    late = declared.late_features()
+    if late:
+        caveats.append(f"- **{ALERT} {len(late)} feature(s) are complete only after the prediction time "
+                       f"({declared.at.replace('_', ' ')}):** " + ", ".join(f"`{n}`" for n in late) + ".")
+    if declared.limitation:
+        caveats.append(f"- **{ALERT} Prediction-time limitation:** {declared.limitation}")
+    return caveats
+
+
+def _fairness_caveats(facts: Facts) -> list[str]:
+    gate = facts.governance.gate
+    if gate is None:
+        return [f"- **{ALERT} Fairness was not assessed:** no fairness audit is recorded for this version."]
+    caveats = []
+    for rule in gate.blocking:
+        if rule.status != "pass":
+            caveats.append(f"- **{ALERT} Blocking fairness rule {rule.rule}: {rule.status.replace('_', ' ')}** "
+                           f"({rule.reason}).")
+    small = sorted({f"{f.slice}={f.group}" for r in gate.rules for f in getattr(r, "not_assessable", ())})
+    if small:
+        caveats.append(f"- Not assessable (too little evidence, acknowledged at promotion): {', '.join(small)}.")
+    return caveats
+
+
 def card_markdown(facts: Facts) -> tuple[str, int]:
     """The card in Markdown, and how many subgroups have an AUROC interval."""
     r, spec = facts.lineage, facts.spec
@@ -161,6 +214,8 @@ def card_markdown(facts: Facts) -> tuple[str, int]:
         "",
         "**Out of scope.** Use outside the source population and care setting; use as the sole basis of a "
         "clinical decision; denying or rationing care; individual prognosis communicated to patients.",
+        "",
+        *prediction_time_lines(facts),
         *(["", "**Synthetic data.** This version was trained on synthetic extracts: it demonstrates the "
            "pipeline and must not be used for care."] if synthetic else []),
     ]
@@ -209,16 +264,30 @@ def card_markdown(facts: Facts) -> tuple[str, int]:
         "",
         *composition_table(facts),
     ]
-    sections["Quantitative Analyses"] = quantitative
+    sections["Quantitative Analyses"] = [*quantitative, "", "### Fairness gate (one evidence rule)", "",
+                                         *fairness_gate_lines(facts.governance.gate)]
     sections["Ethical Considerations"] = [
         "- Data: de-identified extracts (HIPAA Safe Harbor gate before landing; patient ids replaced by a keyed "
         "HMAC). This card holds aggregates only; counts below 11 are suppressed.",
         "- Sensitive attributes are recorded to measure performance gaps, not to drive predictions; gaps are "
-        "tested against the governance policy and block promotion when outside it.",
+        "tested against the governance policy and block promotion when outside it, or when a blocking rule lacks "
+        "evidence and no named approver has waived it.",
         "- Risks: automation bias, and unequal error rates translating into unequal access to transitional "
         "care. Flags are decision support for a care-team review, never a reason to withhold care.",
         "- Race and ethnicity in the source are administratively recorded categories with an `Unknown` level; "
         "performance for small groups is uncertain (wide or absent intervals).",
+        "",
+        "### Waivers",
+        "",
+        *waiver_lines(facts.governance.waivers),
+        "",
+        "### Previous promotion decision",
+        "",
+        *decision_lines(facts.governance.decision),
+        "",
+        "### Input drift",
+        "",
+        *drift_lines(facts.governance.drift),
     ]
     caveats = [
         "- Internal validation only (patient-grouped random split of the same extracts); validate externally and "
@@ -228,6 +297,7 @@ def card_markdown(facts: Facts) -> tuple[str, int]:
         "- Groups below the policy's minimum size have point estimates without intervals: treat them as "
         "insufficient evidence, not as a pass.",
     ]
+    caveats += _prediction_time_caveats(facts) + _fairness_caveats(facts)
     if r.git_dirty:
         caveats.append("- The code had uncommitted changes at training time: the git commit alone does not rebuild it.")
     if synthetic:

@@ -16,6 +16,7 @@ import duckdb
 import pandas as pd
 
 from clinical_mlops.audit import ledger, lineage
+from clinical_mlops.audit.model_card._governance import GovernanceFacts, gather_governance
 from clinical_mlops.audit.recorded_inputs import rebuild_recorded_inputs
 from clinical_mlops.core.reporting import format_number
 from clinical_mlops.core.warehouse import columns as _columns, table_exists as _table_exists
@@ -38,6 +39,7 @@ __all__ = [
     "quarantine_counts",
     "sample_text",
     "split_composition",
+    "stored_test_predictions",
     "training_sample",
     "with_ci",
 ]
@@ -165,6 +167,17 @@ class Facts:
     policy: Any | None
     notes: list[str]
     sample: dict[str, Any] | None = None
+    governance: GovernanceFacts = GovernanceFacts(gate=None)
+    test_predictions: int = 0
+    """Held-out predictions stored with the version (``ml.predictions``, split ``test``)."""
+
+
+def stored_test_predictions(con: duckdb.DuckDBPyConnection, name: str, version: str) -> int:
+    """How many held-out predictions of this version are stored (a count, no rows)."""
+    if not _table_exists(con, "ml.predictions"):
+        return 0
+    return int(con.execute("SELECT count(*) FROM ml.predictions WHERE model_name = ? AND model_version = ? "
+                           "AND split = 'test'", [name, version]).fetchone()[0])
 
 
 def training_sample(con: duckdb.DuckDBPyConnection, name: str, version: str) -> dict[str, Any] | None:
@@ -234,6 +247,8 @@ def gather_facts(con: duckdb.DuckDBPyConnection, model_name: str, version: str) 
                      "current specification.")
     evaluation = latest_evaluation(con, record.model_name, record.model_version)
     demographics, split_counts = split_composition(con, spec, record, notes)
+    governance = gather_governance(con, record.cohort, record.model_name, record.model_version)
+    notes += governance.notes
     return Facts(
         lineage=record,
         spec=spec,
@@ -246,6 +261,8 @@ def gather_facts(con: duckdb.DuckDBPyConnection, model_name: str, version: str) 
         policy=load_policy_or_none(),
         notes=notes,
         sample=training_sample(con, record.model_name, record.model_version),
+        governance=governance,
+        test_predictions=stored_test_predictions(con, record.model_name, record.model_version),
     )
 
 

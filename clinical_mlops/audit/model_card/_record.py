@@ -16,11 +16,20 @@ import duckdb
 from clinical_mlops.audit import events as audit_events, ledger, lineage
 from clinical_mlops.audit.model_card._card import TAG_CARD, TAG_TRIPOD, card_markdown
 from clinical_mlops.audit.model_card._facts import gather_facts
+from clinical_mlops.audit.model_card._governance import ALERT
 from clinical_mlops.audit.model_card._tripod import TripodItem, tripod_items, tripod_markdown
 from clinical_mlops.core import reporting
 from clinical_mlops.features.cohort import CohortSpecError
 
 __all__ = ["ModelCard", "build_model_card", "record_model_card", "write_model_card"]
+
+_RED = '<strong style="color:#b00020">' + ALERT
+
+
+def _red_alerts(html: str) -> str:
+    """Bold text that starts with the alert sign is shown in red (the Markdown cannot carry colour)."""
+    return html.replace("<strong>" + ALERT, _RED)
+
 
 @dataclass(frozen=True)
 class ModelCard:
@@ -36,6 +45,20 @@ class ModelCard:
     tripod_items: tuple[TripodItem, ...]
     subgroups_with_ci: int
     notes: tuple[str, ...] = field(default_factory=tuple)
+    fairness_rules: tuple[tuple[str, bool, str], ...] | None = None
+    """(rule, blocking, status) of the latest fairness audit; None when fairness was not assessed."""
+    waiver_criteria: tuple[str, ...] = ()
+    """The criteria of the waivers recorded for this version, oldest first."""
+
+    @property
+    def tripod_reported(self) -> int:
+        """TRIPOD+AI items reported from recorded facts."""
+        return sum(1 for item in self.tripod_items if item.reported)
+
+    @property
+    def tripod_not_reported(self) -> int:
+        """TRIPOD+AI items without a recorded fact behind them."""
+        return len(self.tripod_items) - self.tripod_reported
 
     @property
     def sha256(self) -> str:
@@ -48,11 +71,12 @@ class ModelCard:
 
     @property
     def html(self) -> str:
-        return reporting.page(self.markdown, f"Model card — {self.model_name} v{self.model_version}")
+        return _red_alerts(reporting.page(self.markdown, f"Model card — {self.model_name} v{self.model_version}"))
 
     @property
     def tripod_html(self) -> str:
-        return reporting.page(self.tripod_markdown, f"TRIPOD+AI report — {self.model_name} v{self.model_version}")
+        return _red_alerts(reporting.page(self.tripod_markdown,
+                                          f"TRIPOD+AI report — {self.model_name} v{self.model_version}"))
 
 
 def build_model_card(con: duckdb.DuckDBPyConnection, model_name: str, version: str | int) -> ModelCard:
@@ -64,6 +88,7 @@ def build_model_card(con: duckdb.DuckDBPyConnection, model_name: str, version: s
         raise LookupError(f"{model_name} v{version}: {exc}") from exc
     markdown, subgroups_with_ci = card_markdown(facts)
     items = tripod_items(facts)
+    gate = facts.governance.gate
     return ModelCard(
         model_name=facts.lineage.model_name,
         model_version=facts.lineage.model_version,
@@ -75,6 +100,8 @@ def build_model_card(con: duckdb.DuckDBPyConnection, model_name: str, version: s
         tripod_items=tuple(items),
         subgroups_with_ci=subgroups_with_ci,
         notes=tuple(facts.notes),
+        fairness_rules=None if gate is None else tuple((r.rule, r.blocking, r.status) for r in gate.rules),
+        waiver_criteria=tuple(w.criterion for w in facts.governance.waivers),
     )
 
 
@@ -125,8 +152,8 @@ def record_model_card(
             "model_card_sha256": card.sha256,
             "model_card_html_sha256": hashlib.sha256(card.html.encode()).hexdigest(),
             "tripod_report_sha256": card.tripod_sha256,
-            "tripod_items_reported": sum(1 for i in card.tripod_items if i.applicable),
-            "tripod_items_not_applicable": sum(1 for i in card.tripod_items if not i.applicable),
+            "tripod_items_reported": card.tripod_reported,
+            "tripod_items_not_reported": card.tripod_not_reported,
             "subgroups_with_ci": card.subgroups_with_ci,
             "mlflow_tag": TAG_CARD if tracking_uri is not None else None,
         },

@@ -60,13 +60,16 @@ def audit_ledger(context: dg.AssetExecutionContext, warehouse: WarehouseResource
 def build_model_card_asset(spec: CohortSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=[spec.name, "model_card"],
-        deps=[dg.AssetKey([spec.name, "model_evaluation"])],
+        deps=[dg.AssetKey([spec.name, "model_evaluation"]), dg.AssetKey([spec.name, "fairness_report"]),
+              dg.AssetKey([spec.name, "mitigated_model"])],
         group_name="audit",
         kinds={"mlflow", "markdown"},
-        code_version="1",
+        code_version="2",
         pool=WAREHOUSE_POOL,
-        description="Model card (Mitchell et al.: nine sections, subgroup analyses with CIs) and TRIPOD+AI development "
-        "report for the latest candidate and baseline; sha256 recorded in the audit ledger and as MLflow tag "
+        description="Model card (Mitchell et al.: nine sections, subgroup analyses with CIs, the fairness gate per rule, "
+        "waivers, the previous promotion decision, the declared prediction time) and TRIPOD+AI development report "
+        "(items reported only from recorded facts) for the latest candidate and baseline; written after the fairness "
+        "audit and mitigation, before change control; sha256 recorded in the audit ledger and as MLflow tag "
         f"`{model_card.TAG_CARD}`.",
     )
     def model_card_asset(
@@ -82,13 +85,19 @@ def build_model_card_asset(spec: CohortSpec) -> dg.AssetsDefinition:
         metadata: dict[str, object] = {"ledger": dg.MetadataValue.path(str(ledger_path))}
         for written in step.cards:
             role, card, entry = written.role, written.card, written.ledger_entry
-            reported = sum(1 for item in card.tripod_items if item.applicable)
             metadata.update({
                 f"{role}_model": f"{card.model_name} v{card.model_version}",
                 f"{role}_model_card_sha256": card.sha256,
                 f"{role}_tripod_report_sha256": card.tripod_sha256,
-                f"{role}_tripod_items": f"{reported} reported, {len(card.tripod_items) - reported} N/A with reason",
+                f"{role}_tripod_items": f"{card.tripod_reported} reported, {card.tripod_not_reported} not reported",
+                f"{role}_tripod_items_reported": card.tripod_reported,
+                f"{role}_tripod_items_not_reported": card.tripod_not_reported,
                 f"{role}_subgroups_with_ci": card.subgroups_with_ci,
+                f"{role}_fairness": dg.MetadataValue.json(
+                    {"assessed": False} if card.fairness_rules is None else
+                    {"assessed": True, "rules": {rule: {"blocking": blocking, "status": status}
+                                                 for rule, blocking, status in card.fairness_rules}}),
+                f"{role}_waivers": list(card.waiver_criteria),
                 f"{role}_model_card": dg.MetadataValue.path(str(written.paths["model_card.html"])),
                 f"{role}_mlflow_model_version": dg.MetadataValue.url(
                     tracking_lib.model_version_url(tracking.ui_url, card.model_name, card.model_version)
