@@ -128,7 +128,8 @@ def service(tmp_path_factory, mlflow_template, small_encounters):
                 break
             time.sleep(0.2)
         yield {"server": server, "key": key, "key_id": record.key_id, "trained": trained, "rows": rows,
-               "health": health, "unavailable": unavailable, "log_dir": prediction_log.cohort_directory(root / "serving" / "prediction_log", COHORT)}
+               "health": health, "unavailable": unavailable,
+               "log_dir": prediction_log.cohort_directory(root / "serving" / "prediction_log", COHORT)}
     finally:
         server.stop()
 
