@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 
+from clinical_mlops.core import evidence
 from clinical_mlops.core.steps import StepError
 from clinical_mlops.drift.statistics import DriftSettings
 from clinical_mlops.features.cohort import CohortSpec
@@ -42,6 +43,17 @@ class LogIngestStep:
     @property
     def torn_segments(self) -> int:
         return sum(1 for s in self.summary.segments if s.torn_tail)
+
+    def evidence(self) -> evidence.Evidence:
+        """``prediction_log_chain_intact``: fail on any broken link; no segment at all is nothing verified."""
+        summary = self.summary
+        if not summary.ok:
+            return evidence.Evidence(evidence.FAIL, "; ".join(summary.problems[:5]))
+        if not summary.segments:
+            return evidence.Evidence(evidence.INSUFFICIENT, f"no prediction log segment for {summary.cohort} "
+                                     "to verify (the scoring service has logged nothing yet)")
+        return evidence.Evidence(evidence.PASS, f"{len(summary.segments)} segment(s), {summary.total_entries} "
+                                 "entries: every hash chain verifies and links to its predecessor")
 
 
 def ingest_prediction_log(
@@ -91,8 +103,9 @@ def monitor_production(
     min_labelled: int, auroc_tolerance: float, n_bootstrap: int, run_id: str | None,
 ) -> ProductionStep:
     """``[cohort, production_monitoring]``: performance over time of the model in service on labelled
-    production predictions (verdict against its held-out AUROC) and fairness under the policy; each
-    failing blocking fairness rule opens an incident."""
+    production predictions (its AUROC interval against the held-out AUROC minus the tolerance) and fairness
+    under the policy, each judged pass / fail / insufficient evidence; each failing blocking fairness rule
+    opens an incident (insufficient evidence opens none: it is a lack of evidence, not a finding)."""
     performance = production.performance_over_time(
         con, spec, period=period, window_days=window_days, min_labelled=min_labelled,
         auroc_tolerance=auroc_tolerance, n_boot=n_bootstrap,
@@ -101,15 +114,14 @@ def monitor_production(
                                           n_bootstrap=n_bootstrap)
     model = "none" if performance.current_model is None else " v".join(performance.current_model)
     opened = {}
-    if fair.audit is not None:
-        for rule in policy.fairness.metrics:
-            outcome = fair.audit.outcome(rule.name)
-            if not outcome.passed and rule.blocking:
-                opened[rule.name] = _incident(
-                    con, policy=policy, severity=rule.severity, spec=spec, model=model,
-                    check=f"{spec.name}/production_monitoring:{rule.check_name}",
-                    evidence={"failing": outcome.evidence(), "audit_id": fair.audit_id, "run_id": run_id},
-                )
+    for rule in policy.fairness.metrics:
+        judged = fair.rule_evidence(rule.name)
+        if judged.evidence.status == evidence.FAIL and rule.blocking:  # a finding, not a lack of evidence
+            opened[rule.name] = _incident(
+                con, policy=policy, severity=rule.severity, spec=spec, model=model,
+                check=f"{spec.name}/production_monitoring:{rule.check_name}",
+                evidence={"failing": judged.failing, "audit_id": fair.audit_id, "run_id": run_id},
+            )
     plot = None
     if not performance.table.empty:
         plot = production.plot_over_time(performance.table, "auroc", title=f"{spec.name}: production AUROC")

@@ -1,9 +1,10 @@
 """Scoring with the current champion: resolve it in the registry, score frames, build prediction rows.
 
-The champion is the version of ``<cohort>_candidate`` that carries the MLflow alias
-``champion`` (moved only by the promotion gate). When no alias has been set yet (no promotion
-has run), scoring falls back to the latest registered candidate version and says so: every
-prediction records ``model_source`` = ``champion_alias`` or ``latest_candidate_fallback``.
+The champion is the version that carries the MLflow alias ``champion`` on ``<cohort>_candidate``
+or on ``<cohort>_mitigated`` (moved only by the promotion gate or an approver's
+``clinical-mlops promote``). There is no fallback: with no champion — or with the alias on both
+names at once — nothing scores, and the refusal names the cohort and the command that promotes
+(:class:`NoModelError`). Every prediction records ``model_source`` = ``champion_alias``.
 
 Every prediction carries what a reader needs to trust it (GMLP principle 9): the registered
 model and version, the model card's sha256 (MLflow model-version tag ``model_card_sha256``,
@@ -37,10 +38,11 @@ from clinical_mlops.core.reporting import canonical_json
 from clinical_mlops.core.warehouse import transaction
 
 __all__ = [
-    "BATCH_PREDICTIONS_DDL", "CARD_TAG", "CHAMPION_ALIAS", "CHUNK_ROWS", "SOURCE_ALIAS", "SOURCE_FALLBACK",
-    "BatchScoringSummary", "ModelRef", "NoModelError", "ScoringModel", "canonical_features", "ensure_tables",
-    "excluded_count", "extract_feature_chunks", "extract_feature_frame", "input_hashes", "input_sha256",
-    "load_scoring_model", "prediction_rows", "registered_model_name", "resolve_champion", "score_extract",
+    "BATCH_PREDICTIONS_DDL", "CARD_TAG", "CHAMPION_ALIAS", "CHAMPION_ROLES", "CHUNK_ROWS", "SOURCE_ALIAS",
+    "AmbiguousChampionError", "BatchScoringSummary", "ModelRef", "NoModelError", "ScoringModel",
+    "canonical_features", "champion_model_names", "ensure_tables", "excluded_count", "extract_feature_chunks",
+    "extract_feature_frame", "input_hashes", "input_sha256", "load_scoring_model", "no_champion_reason",
+    "prediction_rows", "registered_card_sha256", "registered_model_name", "resolve_champion", "score_extract",
     "utc_now", "write_batch_predictions",
 ]
 
@@ -49,7 +51,8 @@ CHUNK_ROWS = 100_000
 """Encounters fetched, scored and inserted at a time by batch scoring."""
 CARD_TAG = "model_card_sha256"
 SOURCE_ALIAS = "champion_alias"
-SOURCE_FALLBACK = "latest_candidate_fallback"
+CHAMPION_ROLES = ("candidate", "mitigated")
+"""The registered models (``<cohort>_<role>``) whose ``champion`` alias may serve the cohort."""
 
 BATCH_PREDICTIONS_DDL = """CREATE TABLE IF NOT EXISTS ml.batch_predictions (
     cohort VARCHAR NOT NULL,
@@ -57,7 +60,8 @@ BATCH_PREDICTIONS_DDL = """CREATE TABLE IF NOT EXISTS ml.batch_predictions (
     encounter_id BIGINT NOT NULL,
     model_name VARCHAR NOT NULL,
     model_version VARCHAR NOT NULL,
-    model_source VARCHAR NOT NULL,          -- champion_alias | latest_candidate_fallback
+    model_source VARCHAR NOT NULL,          -- champion_alias (rows written before issue 13 may say
+                                            -- latest_candidate_fallback: that fallback is gone)
     mlflow_run_id VARCHAR NOT NULL,
     model_card_sha256 VARCHAR,              -- null until a model card has been recorded
     input_sha256 VARCHAR NOT NULL,          -- sha256 of the canonical feature JSON of the row
@@ -70,12 +74,30 @@ BATCH_PREDICTIONS_DDL = """CREATE TABLE IF NOT EXISTS ml.batch_predictions (
 
 
 class NoModelError(LookupError):
-    """No champion and no registered candidate version exists for the cohort."""
+    """The cohort has no champion: nothing may score (the message says how to promote one)."""
+
+
+class AmbiguousChampionError(NoModelError):
+    """The ``champion`` alias is on more than one of the cohort's registered models: refused, not guessed."""
 
 
 def registered_model_name(cohort: str) -> str:
-    """The registered model whose ``champion`` alias serves the cohort."""
+    """The cohort's candidate model: the one a first promotion (or ``clinical-mlops promote``) names."""
     return modelling.registered_model_name(cohort, "candidate")
+
+
+def champion_model_names(cohort: str) -> tuple[str, ...]:
+    """Every registered model whose ``champion`` alias may serve the cohort (candidate, mitigated)."""
+    return tuple(modelling.registered_model_name(cohort, role) for role in CHAMPION_ROLES)
+
+
+def no_champion_reason(cohort: str) -> str:
+    """The one line batch scoring fails with and the service answers 503 with, when there is no champion."""
+    return (
+        f"no champion for {cohort}: no model has passed the promotion gate; run the release "
+        f"(clinical-mlops demo, or materialize {cohort}/promotion) or approve one with clinical-mlops promote "
+        f"--model {registered_model_name(cohort)} --version N --approver NAME --reason TEXT"
+    )
 
 
 @dataclass(frozen=True)
@@ -112,41 +134,61 @@ def _threshold_of_run(client, run_id: str) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def resolve_champion(cohort: str, *, alias: str = CHAMPION_ALIAS) -> ModelRef:
-    """The champion version of the cohort's candidate model, or the latest version as a fallback.
+_NO_ALIAS_CODES = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST")
+"""MLflow's error codes for "this alias is not set" and "this registered model does not exist"."""
 
+
+def _aliased_version(client, name: str, alias: str):
+    """The version carrying ``alias`` on ``name``, or None when it carries none (other errors propagate)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", None) in _NO_ALIAS_CODES:
+            return None
+        raise
+
+
+def resolve_champion(cohort: str, *, alias: str = CHAMPION_ALIAS) -> ModelRef:
+    """The version carrying the ``champion`` alias on the cohort's candidate or mitigated model.
+
+    Raises :class:`NoModelError` when neither carries it, and :class:`AmbiguousChampionError`
+    when both do (a promotion clears the other name; two champions are refused, never guessed).
     Uses the tracking/registry URI MLflow is configured with (``tracking.configure``).
     """
-    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
-    name = registered_model_name(cohort)
-    try:
-        version = client.get_model_version_by_alias(name, alias)
-        source, note = SOURCE_ALIAS, f"alias '{alias}'"
-    except MlflowException:
-        try:
-            versions = list(client.search_model_versions(f"name = '{name}'"))
-        except MlflowException:
-            versions = []
-        if not versions:
-            raise NoModelError(
-                f"no model to score {cohort}: '{name}' has no '{alias}' alias and no registered version"
-            ) from None
-        version = max(versions, key=lambda v: int(v.version))
-        source = SOURCE_FALLBACK
-        note = f"no '{alias}' alias on {name} yet: using its latest registered version"
+    found = [(name, version) for name in champion_model_names(cohort)
+             if (version := _aliased_version(client, name, alias)) is not None]
+    if not found:
+        raise NoModelError(no_champion_reason(cohort))
+    if len(found) > 1:
+        both = " and ".join(f"{name} v{version.version}" for name, version in found)
+        raise AmbiguousChampionError(
+            f"two champions for {cohort}: the '{alias}' alias is on {both}; nothing scores until it is "
+            f"removed from one of them"
+        )
+    name, version = found[0]
     tags = dict(version.tags or {})
     return ModelRef(
         name=name,
         version=str(version.version),
         run_id=str(version.run_id),
-        source=source,
+        source=SOURCE_ALIAS,
         model_card_sha256=tags.get(CARD_TAG) or None,
         operating_threshold=_threshold_of_run(client, version.run_id),
-        note=note,
+        note=f"alias '{alias}' on {name}",
     )
+
+
+def registered_card_sha256(name: str, version: str) -> str | None:
+    """The ``model_card_sha256`` tag the registry holds now for one version (None if not recorded)."""
+    from mlflow.tracking import MlflowClient
+
+    tags = dict(MlflowClient().get_model_version(name, str(version)).tags or {})
+    return tags.get(CARD_TAG) or None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
 from clinical_mlops.features import build as features
 from clinical_mlops.monitoring import production as monitoring
@@ -60,6 +61,7 @@ def base(tmp_path_factory, mlflow_template, small_encounters):
     root = tmp_path_factory.mktemp("monitoring")
     trained = _trained.build(root, mlflow_template, small_encounters, n_extracts=3, train_on=2)
     tracking.configure(trained.workspace.tracking_uri, trained.workspace.artifacts)
+    MlflowClient().set_registered_model_alias("readmission_30d_candidate", "champion", trained.outcome.model.version)
     model = scoring.load_scoring_model(scoring.resolve_champion(COHORT), trained.spec)
     with warehouse.connect(trained.workspace.warehouse) as con:
         served = _served_frame(con, trained.spec, [trained.extract_ids[2]])
@@ -189,7 +191,7 @@ def test_performance_passes_when_outcomes_follow_the_scores_and_fails_when_they_
         failing = monitoring.performance_over_time(con, spec, min_labelled=100, n_boot=50)
         stored = con.execute("SELECT count(DISTINCT computed_at), count(*) FROM monitoring.production_metrics").fetchall()[0]
     assert passing.verdict == "pass", passing.reason
-    assert failing.verdict == "fail" and "lies below the held-out" in failing.reason
+    assert failing.verdict == "fail" and "lies below" in failing.reason and "the held-out" in failing.reason
     assert passing.current_model == ("readmission_30d_candidate", base["trained"].outcome.model.version)
     assert stored[0] == 2 and stored[1] > 0
     assert set(passing.table["period"]) == {"week", "window"}
@@ -199,7 +201,28 @@ def test_too_few_labels_is_insufficient_evidence_not_a_pass(base, ws):
     spec = base["trained"].spec
     with _connect(ws) as con:
         result = monitoring.performance_over_time(con, spec, min_labelled=100)
-    assert result.verdict == "insufficient_evidence"
+        fairness = monitoring.production_fairness(con, spec, policy=load_policy())
+    assert result.verdict == "insufficient_evidence" and not result.evidence.passed
+    assert result.reason == monitoring.no_labels_reason(90.0) and "0 labelled outcomes" in result.reason
+    for rule in load_policy().fairness.metrics:
+        judged = fairness.rule_evidence(rule.name)
+        assert judged.evidence.status == "insufficient_evidence" and "0 labelled outcomes" in judged.evidence.reason
+
+
+def test_an_auroc_interval_that_straddles_the_floor_is_insufficient_evidence(base, ws):
+    """The offline gate's rule: a pass needs the whole interval at or above held-out AUROC minus tolerance."""
+    spec = base["trained"].spec
+    with _connect(ws) as con:
+        _ingest(con, ws)
+        con.execute("DELETE FROM ml.batch_predictions")
+        monitoring.join_labels(con, spec, label_delay_days=0)  # the real outcomes of the served encounters
+        real = monitoring.performance_over_time(con, spec, min_labelled=100, n_boot=50, store=False)
+        auroc = real.window["auroc"]
+        straddling = real.heldout_auroc - (auroc.lower + auroc.upper) / 2  # floor inside the interval
+        judged = monitoring.performance_over_time(con, spec, min_labelled=100, n_boot=50, store=False,
+                                                  auroc_tolerance=straddling)
+    assert auroc.lower < auroc.upper
+    assert judged.verdict == "insufficient_evidence" and "straddles" in judged.reason, judged.reason
 
 
 def test_production_fairness_fails_when_one_group_is_missed(base, ws):
@@ -215,9 +238,9 @@ def test_production_fairness_fails_when_one_group_is_missed(base, ws):
         monitoring.join_labels(con, spec, label_delay_days=0, labels_file=_write_labels(ws / "l.csv", labels))
         result = monitoring.production_fairness(con, spec, policy=policy, n_bootstrap=50)
         stored = con.execute("SELECT DISTINCT model_role, policy_sha256 FROM monitoring.fairness_verdicts").fetchall()
-    outcome = result.audit.outcome("recall_gap")
-    assert not outcome.passed
-    assert any(e["group"] == "AfricanAmerican" for e in outcome.evidence())
+    judged = result.rule_evidence("recall_gap")
+    assert judged.evidence.status == "fail", judged.evidence.reason
+    assert any(e["group"] == "AfricanAmerican" for e in judged.failing)
     assert stored == [("production", policy.sha256)]
 
 
@@ -332,3 +355,90 @@ def test_a_tampered_log_fails_the_blocking_check_and_opens_an_incident(base, ws)
         (severity, check_name), = con.execute(
             "SELECT severity, \"check\" FROM monitoring.incidents WHERE model = 'prediction_log'").fetchall()
     assert severity == "open_incident" and check_name.endswith("prediction_log_chain_intact")
+
+
+def _production_checks(base, ws, *, outcomes: dict, monitoring_config: dict | None = None):
+    """Materialize the monitoring assets; the evaluations of production_monitoring's checks by name."""
+    from clinical_mlops.defs.monitoring.assets import build_monitoring_assets
+
+    result = dg.materialize(
+        build_monitoring_assets(base["trained"].spec),
+        resources=_resources(base, ws),
+        run_config=dg.RunConfig(ops={
+            **_log_config(ws),
+            f"{COHORT}__prediction_outcomes": {"config": outcomes},
+            f"{COHORT}__production_monitoring": {"config": {"min_labelled": 100, "n_bootstrap": 30,
+                                                            **(monitoring_config or {})}},
+            f"{COHORT}__training_serving_skew": {"config": {"min_served": 100}},
+        }),
+        raise_on_error=False,
+    )
+    monitored = dg.AssetKey([COHORT, "production_monitoring"])
+    return result, {c.check_name: c for c in result.get_asset_check_evaluations() if c.asset_key == monitored}
+
+
+def test_production_checks_without_labelled_outcomes_are_insufficient_evidence_never_passed(base, ws):
+    """Predictions made today, a 30-day label delay: no outcome in the window. Before issue 13 every one of
+    these checks returned passed=True."""
+    result, checks = _production_checks(base, ws, outcomes={"label_delay_days": 30.0})
+    policy = load_policy()
+    assert set(checks) == {"production_auroc_within_tolerance", *(r.check_name for r in policy.fairness.metrics)}
+    for name, check in checks.items():
+        assert not check.passed, name
+        assert check.metadata["evidence"].value == "insufficient_evidence", name
+        reason = check.metadata["evidence_reason"].value
+        assert reason.startswith("0 labelled outcomes in the window") and "labels arrive after 30 days" in reason
+        assert check.description.startswith("insufficient evidence: "), name
+        assert check.severity == dg.AssetCheckSeverity.WARN, name  # shown, not a finding: the run goes on
+    assert result.success
+    production = result.asset_materializations_for_node(f"{COHORT}__production_monitoring")[0].metadata
+    assert production["labelled_in_window"].value == 0 and production["performance_verdict"].value == (
+        "insufficient_evidence")
+    assert not any("incident_id" in check.metadata for check in checks.values()), "no evidence opens no incident"
+
+
+def test_production_checks_fail_on_a_clear_gap(base, ws):
+    """Labels where every AfricanAmerican readmission goes unflagged (recall gap) and, separately, outcomes
+    that run against the scores (AUROC far below the held-out): the checks fail on evidence."""
+    with _connect(ws) as con:
+        _ingest(con, ws)
+        scored = _scored(con)
+    missed = [(int(r.encounter_id), int(not r.flagged) if r.race == "AfricanAmerican" else int(r.flagged))
+              for r in scored.itertuples()]
+    labels = _write_labels(ws / "missed.csv", missed)
+    result, checks = _production_checks(base, ws, outcomes={"label_delay_days": 0.0, "labels_file": str(labels)})
+    gap = checks["recall_gap_within_policy"]
+    assert not gap.passed and gap.metadata["evidence"].value == "fail"
+    assert gap.severity == dg.AssetCheckSeverity.ERROR
+    assert any(g["group"] == "AfricanAmerican" for g in gap.metadata["failing"].value)
+    assert "incident_id" in gap.metadata  # a blocking failure on evidence opens an incident
+    assert not result.success  # and fails the run, as a blocking ERROR does
+
+    low = scored["score"].quantile(0.2)
+    inverted = _write_labels(ws / "inverted.csv", [(int(r.encounter_id), int(r.score < low))
+                                                    for r in scored.itertuples()])
+    with _connect(ws) as con:
+        con.execute("DELETE FROM monitoring.prediction_outcomes")  # joined outcomes are never rewritten
+    _, checks = _production_checks(base, ws, outcomes={"label_delay_days": 0.0, "labels_file": str(inverted)})
+    auroc = checks["production_auroc_within_tolerance"]
+    assert not auroc.passed and auroc.metadata["evidence"].value == "fail"
+    assert "lies below" in auroc.metadata["evidence_reason"].value
+
+
+def test_an_empty_prediction_log_is_insufficient_evidence_and_no_served_features_no_skew_pass(base, ws):
+    from clinical_mlops.defs.monitoring.assets import build_monitoring_assets
+
+    shutil.rmtree(ws / "serving" / "prediction_log")
+    (ws / "serving" / "prediction_log").mkdir()
+    wanted = (dg.AssetKey([COHORT, "prediction_log_ingest"]), dg.AssetKey([COHORT, "training_serving_skew"]))
+    assets = [a for a in build_monitoring_assets(base["trained"].spec) if a.key in wanted]
+    skew_config = {f"{COHORT}__training_serving_skew": {"config": {"min_served": 100}}}
+    result = dg.materialize(assets, resources=_resources(base, ws), raise_on_error=False,
+                            run_config=dg.RunConfig(ops={**_log_config(ws), **skew_config}))
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    chain, skew = checks["prediction_log_chain_intact"], checks["no_training_serving_skew"]
+    assert not chain.passed and chain.metadata["evidence"].value == "insufficient_evidence"
+    assert chain.metadata["evidence_reason"].value.startswith("no prediction log segment for readmission_30d")
+    assert chain.severity == dg.AssetCheckSeverity.WARN
+    assert not skew.passed and skew.metadata["evidence"].value == "insufficient_evidence"
+    assert result.success  # nothing to verify is shown (WARN), and does not stop the batch outcomes

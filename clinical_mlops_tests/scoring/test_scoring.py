@@ -1,4 +1,5 @@
-"""Batch scoring: champion resolution with fallback, canonical input hashes, and the batch_predictions asset."""
+"""Batch scoring: champion resolution (no fallback), canonical input hashes, the batch_predictions asset and
+its provenance check."""
 
 from __future__ import annotations
 
@@ -24,10 +25,49 @@ def trained(tmp_path_factory, mlflow_template, small_encounters):
                           n_extracts=3, train_on=2)
 
 
+CANDIDATE = "readmission_30d_candidate"
+CARD = "cd" * 32
+
+
 @pytest.fixture
 def configured(trained):
     tracking.configure(trained.workspace.tracking_uri, trained.workspace.artifacts)
     return trained
+
+
+@pytest.fixture
+def no_champion(configured):
+    """The candidate registered, no ``champion`` alias anywhere (restored afterwards)."""
+    client = MlflowClient()
+    held = {name: client.get_registered_model(name).aliases.get("champion")
+            for name in scoring.champion_model_names(COHORT) if _registered(client, name)}
+    for name, version in held.items():
+        if version is not None:
+            client.delete_registered_model_alias(name, "champion")
+    yield configured
+    for name, version in held.items():
+        if version is not None:
+            client.set_registered_model_alias(name, "champion", version)
+
+
+@pytest.fixture
+def champion(configured):
+    """The trained candidate made champion by setting the MLflow alias, with a model card hash recorded."""
+    client = MlflowClient()
+    version = configured.outcome.model.version
+    client.set_model_version_tag(CANDIDATE, version, "model_card_sha256", CARD)
+    client.set_registered_model_alias(CANDIDATE, "champion", version)
+    return configured
+
+
+def _registered(client, name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,16 +115,48 @@ def test_batch_and_row_hashes_agree():
 
 
 def test_no_registered_model_is_a_clear_error(configured):
-    with pytest.raises(scoring.NoModelError, match="prolonged_stay_candidate"):
+    with pytest.raises(scoring.NoModelError, match="^no champion for prolonged_stay: "):
         scoring.resolve_champion("prolonged_stay")
 
 
-def test_without_a_champion_alias_the_latest_candidate_is_used_and_said(configured):
+def test_without_a_champion_alias_nothing_is_chosen(no_champion):
+    """The latest registered version is no fallback: no alias, no model, and the line says how to promote."""
+    with pytest.raises(scoring.NoModelError) as refused:
+        scoring.resolve_champion(COHORT)
+    assert str(refused.value) == scoring.no_champion_reason(COHORT)
+    assert str(refused.value) == (
+        "no champion for readmission_30d: no model has passed the promotion gate; run the release (clinical-mlops "
+        "demo, or materialize readmission_30d/promotion) or approve one with clinical-mlops promote --model "
+        "readmission_30d_candidate --version N --approver NAME --reason TEXT")
+    assert not hasattr(scoring, "SOURCE_FALLBACK")
+
+
+def test_the_champion_alias_is_resolved_with_its_card_and_threshold(champion):
     ref = scoring.resolve_champion(COHORT)
-    assert ref.source == scoring.SOURCE_FALLBACK and "no 'champion' alias" in ref.note
-    assert ref.name == "readmission_30d_candidate" and ref.version == configured.outcome.model.version
-    assert ref.model_card_sha256 is None
-    assert ref.operating_threshold == pytest.approx(configured.outcome.operating_threshold)
+    assert (ref.name, ref.version, ref.source) == (CANDIDATE, champion.outcome.model.version, scoring.SOURCE_ALIAS)
+    assert ref.model_card_sha256 == CARD
+    assert ref.operating_threshold == pytest.approx(champion.outcome.operating_threshold)
+
+
+def test_a_mitigated_champion_is_found_and_two_champions_are_refused(champion):
+    client = MlflowClient()
+    version = champion.outcome.model.version
+    source = client.get_model_version(CANDIDATE, version).source
+    mitigated = "readmission_30d_mitigated"
+    if not _registered(client, mitigated):
+        client.create_registered_model(mitigated)
+    mv = client.create_model_version(mitigated, source, run_id=champion.outcome.model.run_id).version
+    client.set_registered_model_alias(mitigated, "champion", mv)
+    try:
+        with pytest.raises(scoring.AmbiguousChampionError) as refused:
+            scoring.resolve_champion(COHORT)
+        assert f"{CANDIDATE} v{version}" in str(refused.value) and f"{mitigated} v{mv}" in str(refused.value)
+        client.delete_registered_model_alias(CANDIDATE, "champion")
+        ref = scoring.resolve_champion(COHORT)
+        assert (ref.name, ref.version, ref.source) == (mitigated, str(mv), scoring.SOURCE_ALIAS)
+    finally:
+        client.delete_registered_model_alias(mitigated, "champion")
+        client.set_registered_model_alias(CANDIDATE, "champion", version)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,45 +164,115 @@ def test_without_a_champion_alias_the_latest_candidate_is_used_and_said(configur
 # ---------------------------------------------------------------------------------------------
 
 
-def _materialize(trained, extract_id):
+def _materialize(trained, extract_id, *, raise_on_error: bool = True):
     from clinical_mlops.defs.scoring.assets import build_batch_predictions
 
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("extracts", [extract_id])
     return dg.materialize(
         [build_batch_predictions(trained.spec)], partition_key=extract_id, instance=instance,
-        resources=trained.workspace.resources(),
+        resources=trained.workspace.resources(), raise_on_error=raise_on_error,
     )
 
 
-def test_batch_predictions_score_a_new_extract_with_full_provenance(configured):
-    spec, new_extract = configured.spec, configured.extract_ids[2]
-    result = _materialize(configured, new_extract)
+def test_batch_predictions_score_a_new_extract_with_full_provenance(champion):
+    spec, new_extract = champion.spec, champion.extract_ids[2]
+    result = _materialize(champion, new_extract)
     assert result.success
     (check,) = result.get_asset_check_evaluations()
     assert check.check_name == "predictions_traceable" and check.passed
+    assert check.metadata["evidence"].value == "pass" and check.severity == dg.AssetCheckSeverity.ERROR
     metadata = result.asset_materializations_for_node("readmission_30d__batch_predictions")[0].metadata
-    assert metadata["model_source"].value == scoring.SOURCE_FALLBACK
-    with warehouse.connect(configured.workspace.warehouse) as con:
+    assert metadata["model_source"].value == scoring.SOURCE_ALIAS
+    with warehouse.connect(champion.workspace.warehouse) as con:
         rows = con.execute(
             """SELECT count(*), count(DISTINCT model_version), min(model_version), count(input_sha256),
-                      count(predicted_at), count(model_card_sha256)
+                      count(predicted_at), count(*) FILTER (WHERE model_card_sha256 = ?),
+                      count(*) FILTER (WHERE model_source = 'champion_alias')
                FROM ml.batch_predictions WHERE cohort = ? AND extract_id = ?""",
-            [spec.name, new_extract],
+            [CARD, spec.name, new_extract],
         ).fetchall()[0]
         in_cohort = len(scoring.extract_feature_frame(con, spec, new_extract))
-    n, versions, version, hashes, stamps, cards = rows
+    n, versions, version, hashes, stamps, cards, aliased = rows
     assert n == metadata["rows_scored"].value == in_cohort > 0
-    assert versions == 1 and version == configured.outcome.model.version
-    assert hashes == stamps == n and cards == 0  # no model card recorded yet: null, not invented
+    assert versions == 1 and version == champion.outcome.model.version
+    assert hashes == stamps == cards == aliased == n
     text = str({k: v.value for k, v in metadata.items()})
-    with warehouse.connect(configured.workspace.warehouse) as con:
+    with warehouse.connect(champion.workspace.warehouse) as con:
         some_ids = [str(r[0]) for r in con.execute(
             "SELECT encounter_id FROM ml.batch_predictions WHERE extract_id = ? LIMIT 20", [new_extract]).fetchall()]
     assert not any(i in text for i in some_ids), "metadata must not carry encounter ids"
 
 
-def test_batch_scores_match_the_training_time_test_predictions(configured):
+def test_without_a_champion_batch_scoring_fails_with_one_line_and_writes_nothing(no_champion):
+    from clinical_mlops.scoring import steps
+
+    extract = no_champion.extract_ids[1]
+    reason = scoring.no_champion_reason(COHORT)
+    with warehouse.connect(no_champion.workspace.warehouse) as con:
+        scoring.ensure_tables(con)
+        con.execute("DELETE FROM ml.batch_predictions WHERE extract_id = ?", [extract])
+        with pytest.raises(steps.StepError) as refused:
+            steps.score_batch(con, no_champion.spec, extract, tracking_uri=no_champion.workspace.tracking_uri,
+                              artifact_root=no_champion.workspace.artifacts)
+    assert refused.value.description == reason and refused.value.allow_retries is False
+    assert "\n" not in reason
+    result = _materialize(no_champion, extract, raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_failure_data.user_failure_data.description == reason
+    assert result.get_asset_check_evaluations() == []
+    with warehouse.connect(no_champion.workspace.warehouse) as con:
+        written = con.execute("SELECT count(*) FROM ml.batch_predictions WHERE extract_id = ?", [extract]).fetchall()
+    assert written == [(0,)], "nothing may be written as a prediction without a champion"
+
+
+def test_predictions_traceable_fails_on_a_champion_without_a_model_card(configured):
+    """The check reads the nullable provenance: a champion whose card was never recorded cannot pass."""
+    client = MlflowClient()
+    version = configured.outcome.model.version
+    if client.get_model_version(CANDIDATE, version).tags.get("model_card_sha256"):
+        client.delete_model_version_tag(CANDIDATE, version, "model_card_sha256")
+    client.set_registered_model_alias(CANDIDATE, "champion", version)
+    result = _materialize(configured, configured.extract_ids[2])
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert check.metadata["evidence"].value == "fail"
+    assert check.metadata["card_missing"].value == check.metadata["rows_checked"].value > 0
+    assert "have no model card sha256" in check.description
+
+
+def test_provenance_fails_on_a_row_with_a_null_card_or_another_source_or_version(champion):
+    from clinical_mlops.scoring import steps
+
+    extract = champion.extract_ids[2]
+    assert _materialize(champion, extract).success
+    ref = scoring.resolve_champion(COHORT)
+    with warehouse.connect(champion.workspace.warehouse) as con:
+        clean = steps.check_provenance(con, COHORT, extract, ref, CARD)
+        assert clean.evidence().status == "pass", clean.evidence().reason
+        one = con.execute("SELECT min(encounter_id) FROM ml.batch_predictions WHERE extract_id = ?",
+                          [extract]).fetchall()[0][0]
+        edits = {
+            "model_card_sha256 = NULL": "card_missing",
+            "model_card_sha256 = '" + "ef" * 32 + "'": "card_mismatch",
+            "model_source = 'latest_candidate_fallback'": "not_champion_alias",
+            "model_version = '999'": "not_the_champion",
+            "input_sha256 = 'abc'": "bad_input_hash",
+        }
+        for edit, counter in edits.items():
+            con.execute("BEGIN TRANSACTION")
+            con.execute(f"UPDATE ml.batch_predictions SET {edit} WHERE extract_id = ? AND encounter_id = ?",
+                        [extract, one])
+            found = steps.check_provenance(con, COHORT, extract, ref, CARD)
+            con.execute("ROLLBACK")
+            assert getattr(found, counter) == 1, edit
+            assert found.evidence().status == "fail" and "1 of" in found.evidence().reason, edit
+        unregistered = steps.check_provenance(con, COHORT, extract, ref, None)
+    assert unregistered.evidence().status == "fail" and unregistered.card_mismatch == unregistered.rows
+
+
+def test_batch_scores_match_the_training_time_test_predictions(champion, configured):
     """Same model, same feature SQL: an encounter scored in batch gets its held-out test score."""
     spec, first_extract = configured.spec, configured.extract_ids[0]
     assert _materialize(configured, first_extract).success
@@ -155,7 +297,7 @@ def test_batch_scores_match_the_training_time_test_predictions(configured):
     assert stored == scoring.input_hashes(features, spec)
 
 
-def test_rescoring_a_partition_replaces_its_rows(configured):
+def test_rescoring_a_partition_replaces_its_rows(champion, configured):
     extract = configured.extract_ids[2]
     assert _materialize(configured, extract).success
     with warehouse.connect(configured.workspace.warehouse) as con:
@@ -184,15 +326,16 @@ def test_the_champion_alias_wins_and_its_card_hash_is_carried(configured):
     assert versions == [(str(v2), "ab" * 32)]
 
 
-def test_a_model_trained_on_other_features_is_refused(configured):
+def test_a_model_trained_on_other_features_is_refused(champion, configured):
     spec = load_cohort("prolonged_stay")  # different feature list
     ref = scoring.resolve_champion(COHORT)
     with pytest.raises(ValueError, match="other features than the cohort spec"):
         scoring.load_scoring_model(ref, spec)
 
 
-def _automation_fixture(gate_passes: dict):
-    """Stand-ins for the upstream assets (same keys), with the blocking gate of validated_encounters."""
+def _automation_fixture(gate_passes: dict, promotion_passes: list[bool]):
+    """Stand-ins for the upstream assets (same keys): validated_encounters with its per-extract blocking gate,
+    and the promotion with its blocking ``promotion_criteria_met`` (its next verdict: ``promotion_passes[0]``)."""
     from clinical_mlops.defs.partitions import extract_partitions
     from clinical_mlops.defs.scoring.assets import build_batch_predictions
 
@@ -207,26 +350,31 @@ def _automation_fixture(gate_passes: dict):
         yield dg.Output(None)
         yield dg.AssetCheckResult(passed=gate_passes.get(context.partition_key, True))
 
-    @dg.asset(key=[COHORT, "candidate_model"], kinds={"python"})
-    def candidate() -> None:
-        return None
+    promotion_key = dg.AssetKey([COHORT, "promotion"])
+
+    @dg.asset(key=promotion_key, kinds={"python"},
+              check_specs=[dg.AssetCheckSpec("promotion_criteria_met", asset=promotion_key, blocking=True)])
+    def promotion():
+        yield dg.Output(None)
+        yield dg.AssetCheckResult(passed=promotion_passes.pop(0))
 
     batch = build_batch_predictions(load_cohort(COHORT))
-    return validated, candidate, batch
+    return validated, promotion, batch
 
 
 def test_batch_scoring_follows_new_validated_extracts_only():
-    """Declarative automation: a validated extract is scored once; a retrained model does not
-    re-score old extracts; an extract whose blocking gate failed is not scored."""
+    """Declarative automation: a validated extract is scored once a promotion has run; a promotion (a new
+    champion) does not re-score old extracts; an extract whose blocking gate failed is not scored; a blocked
+    challenger does not stop the champion in force from scoring the next extract."""
     gate = {"bad.csv": False}
-    validated, candidate, batch = _automation_fixture(gate)
+    validated, promotion, batch = _automation_fixture(gate, [True, True, False])
     instance = dg.DagsterInstance.ephemeral()
     key = dg.AssetKey([COHORT, "batch_predictions"])
 
     from clinical_mlops.defs.resources import TrackingResource, WarehouseResource
 
     defs = dg.Definitions(  # the resources are never used: conditions are only evaluated
-        assets=[validated, candidate, batch],
+        assets=[validated, promotion, batch],
         resources={"warehouse": WarehouseResource(path="unused.duckdb"),
                    "tracking": TrackingResource(tracking_uri="sqlite:///unused.db", artifact_root="unused")},
     )
@@ -238,29 +386,35 @@ def test_batch_scoring_follows_new_validated_extracts_only():
 
     cursor = requested(None)[1]
     instance.add_dynamic_partitions("extracts", ["month_000.csv", "bad.csv"])
-    dg.materialize([candidate], instance=instance)
-    parts, cursor = requested(cursor)
-    assert parts == set()  # not validated yet
     for partition in ("month_000.csv", "bad.csv"):
         dg.materialize([validated], instance=instance, partition_key=partition, raise_on_error=False)
     parts, cursor = requested(cursor)
+    assert parts == set()  # no promotion has run yet: nothing can name a champion
+    dg.materialize([promotion], instance=instance)
+    parts, cursor = requested(cursor)
     assert parts == {"month_000.csv"}  # the failed gate blocks "bad.csv"
-    dg.materialize([candidate], instance=instance)  # a retrain
+    dg.materialize([promotion], instance=instance)  # a new champion
     parts, cursor = requested(cursor)
     assert parts == set()  # neither the scored extract nor the gated one
+    dg.materialize([promotion], instance=instance, raise_on_error=False)  # a blocked challenger
+    instance.add_dynamic_partitions("extracts", ["month_001.csv"])
+    dg.materialize([validated], instance=instance, partition_key="month_001.csv")
+    parts, cursor = requested(cursor)
+    assert parts == {"month_001.csv"}  # the champion in force scores it
 
 
-def test_batch_predictions_depend_on_the_extract_and_the_candidate():
+def test_batch_predictions_depend_on_the_extract_and_the_promotion():
+    """The champion comes from the promotion, not from whichever candidate was trained last."""
     from clinical_mlops.defs.scoring.assets import build_batch_predictions
 
     asset = build_batch_predictions(load_cohort(COHORT))
     key = dg.AssetKey([COHORT, "batch_predictions"])
     assert {d.asset_key for d in asset.specs_by_key[key].deps} == {
-        dg.AssetKey("validated_encounters"), dg.AssetKey([COHORT, "candidate_model"])}
+        dg.AssetKey("validated_encounters"), dg.AssetKey([COHORT, "promotion"])}
     assert asset.automation_conditions_by_key[key].get_label() == "score_new_extract"
 
 
-def test_chunked_scoring_equals_scoring_in_one_chunk(configured):
+def test_chunked_scoring_equals_scoring_in_one_chunk(champion, configured):
     """Streaming in small chunks stores the same rows and hashes as one chunk; a rerun replaces them."""
     spec, extract = configured.spec, configured.extract_ids[2]
     model = scoring.load_scoring_model(scoring.resolve_champion(spec.name), spec)

@@ -63,6 +63,18 @@ class Server:
             time.sleep(0.25)
         raise TimeoutError("the server did not become ready")
 
+    def wait_up(self, timeout: float = 120.0) -> httpx.Response:
+        """The first answer of /healthz, whatever its status (503 while no champion is in service)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {(self.root / 'server.log').read_text()[-2000:]}")
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=2)
+            except httpx.TransportError:
+                time.sleep(0.25)
+        raise TimeoutError("the server did not start")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
@@ -84,21 +96,30 @@ def service(tmp_path_factory, mlflow_template, small_encounters):
         "MLFLOW_TRACKING_URI": ws.tracking_uri,
         "CLINICAL_MLOPS_SCHEDULES": "stopped",
     }
-    # Started before the model exists: it answers 503 until a version is registered, then loads it
-    # (and the process start-up overlaps with the training below).
+    # Started before the model exists; a registered version is no champion: it answers 503 with the reason
+    # until the alias is set, then loads it (and the process start-up overlaps with the training below).
     server = Server(root, env)
     try:
         spec = _trained.load_cohort(COHORT)
         _trained.land_and_validate(ws, small_encounters, 2)
         outcome = _trained.train_candidate(ws, spec)
         tracking.configure(ws.tracking_uri, ws.artifacts)
-        MlflowClient().set_model_version_tag(MODEL, outcome.model.version, "model_card_sha256", CARD)
+        client = MlflowClient()
+        client.set_model_version_tag(MODEL, outcome.model.version, "model_card_sha256", CARD)
         trained = _trained.Trained(workspace=ws, spec=spec, extract_ids=[], outcome=outcome)
         with warehouse.connect(ws.warehouse, read_only=True) as con:
             rows = con.execute(
                 f"SELECT encounter_id, {', '.join(spec.features)} FROM {spec.features_table} "
                 "ORDER BY encounter_id LIMIT 200"
             ).df()
+        time.sleep(1.5)  # three polls with the version registered and no alias: no fallback may pick it up
+        unavailable = {"health": server.wait_up()}
+        first = rows.iloc[0].to_dict()
+        body = {"encounter_id": int(first["encounter_id"]), "features": scoring.canonical_features(first, spec)}
+        unavailable["predict"] = httpx.post(f"{server.url}/v1/predict", json=body, headers={"X-API-Key": key},
+                                            timeout=30)
+        unavailable["model"] = httpx.get(f"{server.url}/v1/model", headers={"X-API-Key": key}, timeout=30)
+        client.set_registered_model_alias(MODEL, "champion", outcome.model.version)
         health = server.wait_ready()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # the card tag was set after the first load: wait for the poll
@@ -107,7 +128,8 @@ def service(tmp_path_factory, mlflow_template, small_encounters):
                 break
             time.sleep(0.2)
         yield {"server": server, "key": key, "key_id": record.key_id, "trained": trained, "rows": rows,
-               "health": health, "log_dir": prediction_log.cohort_directory(root / "serving" / "prediction_log", COHORT)}
+               "health": health, "unavailable": unavailable,
+               "log_dir": prediction_log.cohort_directory(root / "serving" / "prediction_log", COHORT)}
     finally:
         server.stop()
 
@@ -132,10 +154,28 @@ def _log_records(service) -> list[dict]:
     return out
 
 
+def test_without_a_champion_the_service_answers_503_with_the_reason_and_scores_nothing(service):
+    """A registered version without the alias is not served: no fallback to the latest version."""
+    reason = scoring.no_champion_reason(COHORT)
+    health = service["unavailable"]["health"]
+    assert health.status_code == 503
+    assert health.json()["status"] == "no_model" and health.json()["reason"] == reason
+    predict = service["unavailable"]["predict"]
+    assert predict.status_code == 503
+    answer = predict.json()
+    assert answer["detail"] == reason and "risk" not in answer
+    assert answer["errors"] == [{"field": "model", "type": "unavailable", "message": reason}]
+    info = service["unavailable"]["model"]
+    assert info.status_code == 200 and info.json()["model"] is None and info.json()["reason"] == reason
+    entries = [r for r in _log_records(service) if r["record"].get("request_id") == answer["request_id"]]
+    assert [(e["kind"], e["record"]["response"]["status"]) for e in entries] == [("rejected", 503)]
+    assert "risk" not in entries[0]["record"]["response"]
+
+
 def test_health_is_open_and_names_the_model(service):
-    assert service["health"]["status"] == "ok"
+    assert service["health"]["status"] == "ok" and service["health"]["reason"] is None
     assert service["health"]["model_version"] == service["trained"].outcome.model.version
-    assert service["health"]["model_source"] == scoring.SOURCE_FALLBACK
+    assert service["health"]["model_source"] == scoring.SOURCE_ALIAS
 
 
 @pytest.mark.parametrize("key", [None, "cmk_deadbeef_not-a-real-key", "something-else"])
@@ -155,7 +195,7 @@ def test_a_prediction_returns_risk_model_version_and_card_hash(service):
     answer = response.json()
     trained = service["trained"]
     assert answer["model"] == {"name": MODEL, "version": trained.outcome.model.version,
-                               "source": scoring.SOURCE_FALLBACK, "card_sha256": CARD}
+                               "source": scoring.SOURCE_ALIAS, "card_sha256": CARD}
     assert 0.0 <= answer["risk"] <= 1.0
     assert answer["operating_threshold"] == pytest.approx(trained.outcome.operating_threshold)
     assert answer["flagged"] == (answer["risk"] >= answer["operating_threshold"])
@@ -253,6 +293,27 @@ def test_a_newly_promoted_champion_is_served_without_downtime(service):
         model = client.get("/v1/model").json()["model"]
     assert (model["model_version"], model["model_source"]) == (str(v2), scoring.SOURCE_ALIAS)
     assert model["model_card_sha256"] is None  # v2 has no card yet: null, not the old card's hash
+
+
+def test_a_withdrawn_champion_stops_being_served(service):
+    """Removing the alias withdraws the model in service: 503 with the reason, no prediction."""
+    client_mlflow = MlflowClient()
+    version = client_mlflow.get_registered_model(MODEL).aliases["champion"]
+    client_mlflow.delete_registered_model_alias(MODEL, "champion")
+    try:
+        deadline = time.monotonic() + 30
+        health = httpx.get(f"{service['server'].url}/healthz", timeout=5)
+        while time.monotonic() < deadline and health.status_code == 200:
+            time.sleep(0.2)
+            health = httpx.get(f"{service['server'].url}/healthz", timeout=5)
+        assert health.status_code == 503 and health.json()["reason"] == scoring.no_champion_reason(COHORT)
+        with _client(service) as client:
+            response = client.post("/v1/predict", json=_body(service, 7))
+        assert response.status_code == 503 and "risk" not in response.json()
+        assert response.json()["detail"] == scoring.no_champion_reason(COHORT)
+    finally:
+        client_mlflow.set_registered_model_alias(MODEL, "champion", version)
+    assert service["server"].wait_ready(timeout=30)["model_version"] == str(version)
 
 
 def test_kill_9_under_load_loses_no_acknowledged_prediction(service):

@@ -1,5 +1,12 @@
 """Production monitoring: the prediction log ingested and verified, outcomes joined as they arrive,
-performance and fairness over time under the policy, and training–serving skew (per cohort)."""
+performance and fairness over time under the policy, and training–serving skew (per cohort).
+
+Every check goes through :func:`clinical_mlops.defs.checks.evidence_check`: no labelled outcome in
+the window, too few, nothing served or nothing logged is ``insufficient_evidence`` — a failed check
+that says why, never ``passed=True``. Its severity is WARN: a lack of evidence after deployment is
+shown, not treated as a finding, so the monitoring run goes on (labels arrive weeks after the
+predictions); a blocking rule that *fails* on evidence is an ERROR and fails the run.
+"""
 
 
 import base64
@@ -7,11 +14,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from clinical_mlops.core import evidence
+from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, PolicyResource, WarehouseResource, default_policy
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.governance.policy import Policy
-from clinical_mlops.monitoring import steps
+from clinical_mlops.monitoring import production, steps
 from clinical_mlops.scoring import prediction_log
 
 GROUP = "monitoring"
@@ -27,7 +36,7 @@ class PredictionLogConfig(dg.Config):
 
 
 class LabelJoinConfig(dg.Config):
-    label_delay_days: float = 30.0
+    label_delay_days: float = production.DEFAULT_LABEL_DELAY_DAYS
     """Days after a prediction before its outcome counts as known (30-day readmission: 30)."""
     labels_file: str = ""
     """Optional CSV ``encounter_id,label[,observed_at]`` of outcomes from outside the extracts."""
@@ -49,40 +58,29 @@ class SkewConfig(dg.Config):
     """Largest share of encounters (seen served and in the warehouse) allowed a different served value."""
 
 
+def _erroring(blocking: bool, judged: evidence.Evidence) -> bool:
+    """ERROR severity for a blocking rule that fails on evidence; WARN for insufficient evidence."""
+    return blocking and judged.status != evidence.INSUFFICIENT
+
+
 def _fairness_check(rule, step: steps.ProductionStep) -> dg.AssetCheckResult:
-    severity = dg.AssetCheckSeverity.ERROR if rule.blocking else dg.AssetCheckSeverity.WARN
+    """One policy rule on production predictions: pass / fail / insufficient evidence, per group on its interval."""
     fair, policy = step.fairness, step.policy
-    if fair.audit is None:
-        return dg.AssetCheckResult(
-            check_name=rule.check_name, passed=True, severity=severity,
-            description=f"insufficient_evidence: {fair.reason}",
-            metadata={"verdict": "insufficient_evidence", "policy_sha256": policy.sha256},
-        )
-    if rule.name not in {r.name for r in policy.fairness.metrics}:
-        return dg.AssetCheckResult(check_name=rule.check_name, passed=True, severity=severity,
-                                   metadata={"note": "metric not in the policy used for this run"})
-    outcome = fair.audit.outcome(rule.name)
-    return dg.AssetCheckResult(
-        check_name=rule.check_name,
-        passed=outcome.passed,
-        severity=severity,
-        description=(f"{rule.name}: {outcome.counts}" if outcome.passed
-                     else f"{rule.name} fails for {len(outcome.failing)} group(s) in production"),
-        metadata={"verdicts": dg.MetadataValue.json(outcome.counts),
-                  "failing": dg.MetadataValue.json(outcome.evidence()),
-                  "policy_sha256": policy.sha256, "audit_id": fair.audit_id or "",
-                  **step.incidents.get(rule.name, {})},
-    )
+    judged = fair.rule_evidence(rule.name)
+    metadata: dict = {"labelled_in_window": fair.n, "policy_sha256": policy.sha256, "audit_id": fair.audit_id or ""}
+    if judged.counts:
+        metadata["verdicts"] = dg.MetadataValue.json(judged.counts)
+    if judged.failing:
+        metadata["failing"] = dg.MetadataValue.json(judged.failing)
+    return evidence_check(rule.check_name, judged.evidence, blocking=_erroring(rule.blocking, judged.evidence),
+                          metadata={**metadata, **step.incidents.get(rule.name, {})})
 
 
 def _monitoring_result(step: steps.ProductionStep, declared: Policy) -> dg.MaterializeResult:
     performance = step.performance
-    check_results = [dg.AssetCheckResult(
-        check_name="production_auroc_within_tolerance",
-        passed=performance.verdict != "fail",
-        severity=dg.AssetCheckSeverity.WARN,
-        description=f"{performance.verdict}: {performance.reason}",
-        metadata={"verdict": performance.verdict, "labelled_in_window": performance.window_n,
+    check_results = [evidence_check(
+        "production_auroc_within_tolerance", performance.evidence, blocking=False,
+        metadata={"labelled_in_window": performance.window_n,
                   "heldout_auroc": performance.heldout_auroc if performance.heldout_auroc is not None else -1.0},
     )]
     check_results += [_fairness_check(rule, step) for rule in declared.fairness.metrics]
@@ -135,7 +133,7 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
         with warehouse.connect() as con:
             step = steps.ingest_prediction_log(con, spec, log_root=config.root(), policy=policy.load(),
                                                run_id=context.run.run_id)
-        summary, torn = step.summary, step.torn_segments
+        summary, torn, chain = step.summary, step.torn_segments, step.evidence()
         return dg.MaterializeResult(
             metadata={
                 "segments": len(summary.segments),
@@ -149,14 +147,11 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
                 "dagster/row_count": summary.total_entries,
             },
             check_results=[
-                dg.AssetCheckResult(
-                    check_name="prediction_log_chain_intact",
-                    passed=summary.ok,
-                    severity=dg.AssetCheckSeverity.ERROR,
-                    description=None if summary.ok else "; ".join(summary.problems[:5]),
-                    metadata={"problems": dg.MetadataValue.json(summary.problems[:20]),
-                              "segments_with_torn_tail": torn, **step.incident},
-                )
+                # An empty log is insufficient evidence at WARN: nothing to verify must not stop the batch
+                # outcomes downstream; a broken chain is a failure at ERROR and blocks them.
+                evidence_check("prediction_log_chain_intact", chain, blocking=_erroring(True, chain),
+                               metadata={"problems": dg.MetadataValue.json(summary.problems[:20]),
+                                         "segments_with_torn_tail": torn, **step.incident})
             ],
         )
 
@@ -210,7 +205,8 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
         check_specs=[
             dg.AssetCheckSpec(
                 "production_auroc_within_tolerance", asset=monitoring_key,
-                description="The production AUROC interval is not wholly below the held-out AUROC minus the tolerance.",
+                description="The production AUROC interval lies wholly at or above the held-out AUROC minus the "
+                "tolerance (wholly below: fail; straddling, or too few labelled outcomes: insufficient evidence).",
             ),
             *fairness_checks,
         ],
@@ -256,12 +252,9 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
             metadata={"verdict": result.verdict, "n_reference": result.n_reference, "n_served": result.n_served,
                       "n_matched": result.n_matched, "skewed_features": len(result.skewed_features),
                       "policy_sha256": step.policy_sha256},
-            check_results=[dg.AssetCheckResult(
-                check_name="no_training_serving_skew",
-                passed=result.verdict != "fail",
-                severity=dg.AssetCheckSeverity.ERROR,
-                description=f"{result.verdict}: {result.reason}",
-                metadata={"verdict": result.verdict, "top_features": dg.MetadataValue.json(step.top_features)},
+            check_results=[evidence_check(
+                "no_training_serving_skew", result.evidence, blocking=_erroring(True, result.evidence),
+                metadata={"n_served": result.n_served, "top_features": dg.MetadataValue.json(step.top_features)},
             )],
         )
 

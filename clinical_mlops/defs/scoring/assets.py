@@ -4,6 +4,7 @@
 import dagster as dg
 
 from clinical_mlops.core import tracking as tracking_lib
+from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, TrackingResource, WarehouseResource
@@ -11,46 +12,49 @@ from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.scoring import champion as scoring, steps
 
 
-def new_extract_condition(model_key: dg.AssetKey) -> dg.AutomationCondition:
-    """Score an extract once it is validated (blocking checks passed); never re-score old extracts
-    just because a new model was trained (a model update is ignored as a trigger, though a
-    model must exist)."""
-    ignore_model = dg.AssetSelection.assets(model_key)
+def new_extract_condition(promotion_key: dg.AssetKey) -> dg.AutomationCondition:
+    """Score an extract once it is validated (its blocking checks passed) and a promotion has run; never
+    re-score old extracts because a promotion moved the champion (the promotion is ignored as a trigger),
+    and a blocked challenger does not stop the champion in force from scoring new extracts (the promotion's
+    blocking check is not a gate here: with no champion at all the run fails and says so)."""
+    promotion = dg.AssetSelection.assets(promotion_key)
     return (
         dg.AutomationCondition.in_latest_time_window()
         & (
-            dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated().ignore(ignore_model)
+            dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated().ignore(promotion)
         ).since_last_handled()
         & ~dg.AutomationCondition.any_deps_missing()
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
-        & dg.AutomationCondition.all_deps_blocking_checks_passed()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed().ignore(promotion)
     ).with_label("score_new_extract")
 
 
 def build_batch_predictions(spec: CohortSpec) -> dg.AssetsDefinition:
     key = dg.AssetKey([spec.name, "batch_predictions"])
-    model_key = dg.AssetKey([spec.name, "candidate_model"])
+    promotion_key = dg.AssetKey([spec.name, "promotion"])
 
     @dg.asset(
         key=key,
         partitions_def=extract_partitions,
-        deps=[dg.AssetDep("validated_encounters"), model_key],
+        deps=[dg.AssetDep("validated_encounters"), promotion_key],
         group_name="scoring",
         kinds={"scikit-learn", "mlflow", "duckdb"},
         code_version="1",
         pool=WAREHOUSE_POOL,
-        automation_condition=new_extract_condition(model_key),
+        automation_condition=new_extract_condition(promotion_key),
         description=(
             f"{spec.title}: the extract's in-cohort encounters scored by the champion (alias 'champion' on "
-            f"{scoring.registered_model_name(spec.name)}, else its latest version), in ml.batch_predictions; each row "
-            "carries model version, model card sha256, input sha256 and a UTC timestamp."
+            f"{' or '.join(scoring.champion_model_names(spec.name))}; with none, the run fails and names the "
+            "command that promotes), in ml.batch_predictions; each row carries model version, model card sha256, "
+            "input sha256 and a UTC timestamp."
         ),
         check_specs=[
             dg.AssetCheckSpec(
                 "predictions_traceable", asset=key,
-                description="Every prediction row names its model version, input hash and time, and scores are "
-                "probabilities in [0, 1].",
+                description="Every prediction row of the extract names the champion's version (as resolved at "
+                "scoring time) with source champion_alias, carries the registered version's model card sha256 and a "
+                "64-hex input sha256, and scores are probabilities in [0, 1].",
             )
         ],
     )
@@ -82,14 +86,8 @@ def build_batch_predictions(spec: CohortSpec) -> dg.AssetsDefinition:
                 "dagster/row_count": summary.rows_scored,
             },
             check_results=[
-                dg.AssetCheckResult(
-                    check_name="predictions_traceable",
-                    passed=step.traceable,
-                    severity=dg.AssetCheckSeverity.ERROR,
-                    metadata={"rows_missing_provenance": step.rows_missing_provenance,
-                              "scores_out_of_range": step.scores_out_of_range,
-                              "model_card_recorded": ref.model_card_sha256 is not None},
-                )
+                evidence_check("predictions_traceable", step.provenance.evidence(), blocking=True,
+                               metadata=step.provenance.as_metadata())
             ],
         )
 

@@ -25,13 +25,19 @@ the training SQL. Everything stored is aggregate; no row leaves the warehouse.
 
 Parts: ``_tables`` (the monitoring tables), ``_outcomes`` (the label join), ``_performance``
 (metrics over time, the verdict, the plot), ``_fairness``, ``_skew``.
+
+Every verdict follows :mod:`clinical_mlops.core.evidence`: no labelled outcome in the window (or too
+few, one class, nothing served) is ``insufficient_evidence``, never a pass; AUROC is judged on its
+interval against the held-out AUROC minus the tolerance, fairness per group on its interval.
 """
 
-from clinical_mlops.monitoring.production._fairness import ProductionFairness, production_fairness
+from clinical_mlops.monitoring.production._fairness import ProductionFairness, RuleEvidence, production_fairness
 from clinical_mlops.monitoring.production._outcomes import (
+    DEFAULT_LABEL_DELAY_DAYS,
     LabelJoinSummary,
     join_labels,
     labelled_predictions,
+    no_labels_reason,
     production_predictions_sql,
     read_labels_file,
     stage_warehouse_outcomes,
@@ -47,6 +53,7 @@ from clinical_mlops.monitoring.production._skew import SkewResult, training_serv
 from clinical_mlops.monitoring.production._tables import OUTCOMES_DDL, PRODUCTION_METRICS_DDL, SKEW_DDL, ensure_tables, utc_now
 
 __all__ = [
+    "DEFAULT_LABEL_DELAY_DAYS",
     "OUTCOMES_DDL",
     "PRODUCTION_METRICS_DDL",
     "REPORTED_METRICS",
@@ -54,11 +61,13 @@ __all__ = [
     "LabelJoinSummary",
     "PerformanceSummary",
     "ProductionFairness",
+    "RuleEvidence",
     "SkewResult",
     "ensure_tables",
     "heldout_auroc",
     "join_labels",
     "labelled_predictions",
+    "no_labels_reason",
     "performance_over_time",
     "plot_over_time",
     "production_fairness",

@@ -21,13 +21,25 @@ from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.monitoring.production._tables import ensure_tables, utc_now
 
 __all__ = [
+    "DEFAULT_LABEL_DELAY_DAYS",
     "LabelJoinSummary",
     "join_labels",
     "labelled_predictions",
+    "no_labels_reason",
     "production_predictions_sql",
     "read_labels_file",
     "stage_warehouse_outcomes",
 ]
+
+
+DEFAULT_LABEL_DELAY_DAYS = 30.0
+"""Days after a prediction before its outcome counts as known (a 30-day readmission is not known before)."""
+
+
+def no_labels_reason(window_days: float, label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS) -> str:
+    """Why a production check has no evidence when no labelled outcome is in its window."""
+    return (f"0 labelled outcomes in the window (the last {window_days:g} days); labels arrive after "
+            f"{label_delay_days:g} days")
 
 
 def production_predictions_sql(con: duckdb.DuckDBPyConnection, cohort: str) -> tuple[str, list]:
@@ -124,7 +136,7 @@ def join_labels(
     con: duckdb.DuckDBPyConnection,
     spec: CohortSpec,
     *,
-    label_delay_days: float = 30.0,
+    label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS,
     labels_file: Path | None = None,
     now: datetime | None = None,
 ) -> LabelJoinSummary:

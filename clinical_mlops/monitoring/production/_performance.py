@@ -11,10 +11,11 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from clinical_mlops.core import evidence
 from clinical_mlops.core.warehouse import table_exists, transaction
 from clinical_mlops.evaluation import metrics as evaluation
 from clinical_mlops.features.cohort import CohortSpec
-from clinical_mlops.monitoring.production._outcomes import labelled_predictions
+from clinical_mlops.monitoring.production._outcomes import labelled_predictions, no_labels_reason
 from clinical_mlops.monitoring.production._tables import ensure_tables, utc_now
 
 __all__ = [
@@ -37,8 +38,12 @@ class PerformanceSummary:
     window_n: int
     window_positives: int
     heldout_auroc: float | None
-    verdict: str                     # pass | fail | insufficient_evidence
+    verdict: evidence.Status         # pass | fail | insufficient_evidence
     reason: str
+
+    @property
+    def evidence(self) -> evidence.Evidence:
+        return evidence.Evidence(self.verdict, self.reason)
 
 
 def heldout_auroc(con: duckdb.DuckDBPyConnection, model_name: str, model_version: str) -> float | None:
@@ -88,10 +93,11 @@ def performance_over_time(
 ) -> PerformanceSummary:
     """Metrics with CIs per period and model version; the verdict judges the current model's window.
 
-    The current model is the version that made the most recent labelled prediction. The verdict
-    fails only when the window's AUROC interval lies entirely below the held-out AUROC minus the
-    tolerance; with fewer than ``min_labelled`` labelled predictions (or one class) it is
-    ``insufficient_evidence``.
+    The current model is the version that made the most recent labelled prediction. The verdict is
+    the offline gate's rule (:func:`clinical_mlops.core.evidence.at_least`) on the window's AUROC
+    interval against the held-out AUROC minus the tolerance: ``pass`` only when the whole interval
+    clears it, ``fail`` when the whole interval lies below, else ``insufficient_evidence`` — as it
+    is with no labelled outcome in the window, fewer than ``min_labelled``, or one class.
     """
     if period not in ("day", "week", "month"):
         raise ValueError("period must be day, week or month")
@@ -112,7 +118,7 @@ def performance_over_time(
     window: dict[str, evaluation.MetricEstimate] = {}
     window_n = window_pos = 0
     reference = None
-    verdict, reason = "insufficient_evidence", "no labelled production predictions yet"
+    verdict, reason = evidence.INSUFFICIENT, no_labels_reason(window_days)
     if not frame.empty:
         last = frame.iloc[-1]
         current = (str(last["model_name"]), str(last["model_version"]))
@@ -126,7 +132,8 @@ def performance_over_time(
                 e = window[metric]
                 rows.append((now - timedelta(days=window_days), "window", current[0], current[1], window_n, window_pos,
                              metric, e.estimate, e.lower, e.upper))
-        verdict, reason = _performance_verdict(window, window_n, window_pos, reference, min_labelled, auroc_tolerance)
+        verdict, reason = _performance_verdict(window, window_n, window_pos, reference, min_labelled, auroc_tolerance,
+                                               window_days)
     table = pd.DataFrame(rows, columns=["period_start", "period", "model_name", "model_version", "n", "n_positive",
                                         "metric", "estimate", "lower", "upper"])
     if store and not table.empty:
@@ -147,22 +154,22 @@ def latest_threshold(frame: pd.DataFrame) -> float:
     return float(values.iloc[-1]) if len(values) else 0.5
 
 
-def _performance_verdict(window, n, positives, reference, min_labelled, tolerance) -> tuple[str, str]:
+def _performance_verdict(window, n, positives, reference, min_labelled, tolerance,
+                         window_days) -> tuple[evidence.Status, str]:
+    if n == 0:
+        return evidence.INSUFFICIENT, no_labels_reason(window_days)
     if n < min_labelled:
-        return "insufficient_evidence", f"{n} labelled predictions in the window (need {min_labelled})"
+        return evidence.INSUFFICIENT, f"{n} labelled outcomes in the window (need {min_labelled})"
     if positives == 0 or positives == n:
-        return "insufficient_evidence", "the window holds a single outcome class"
+        return evidence.INSUFFICIENT, "the window holds a single outcome class"
     auroc = window.get("auroc")
     if auroc is None or math.isnan(auroc.estimate):
-        return "insufficient_evidence", "AUROC undefined in the window"
+        return evidence.INSUFFICIENT, "AUROC undefined in the window"
     if reference is None:
-        return "insufficient_evidence", "no held-out AUROC recorded for the model"
+        return evidence.INSUFFICIENT, "no held-out AUROC recorded for the model"
     floor = reference - tolerance
-    if auroc.upper < floor:
-        return "fail", (f"production AUROC {auroc.estimate:.3f} (CI {auroc.lower:.3f}–{auroc.upper:.3f}) lies below "
-                        f"the held-out {reference:.3f} minus tolerance {tolerance:g}")
-    return "pass", (f"production AUROC {auroc.estimate:.3f} (CI {auroc.lower:.3f}–{auroc.upper:.3f}); held-out "
-                    f"{reference:.3f}, tolerance {tolerance:g}")
+    judged = evidence.at_least(auroc.lower, auroc.upper, floor, what=f"production AUROC {auroc.estimate:.3f}")
+    return judged.status, f"{judged.reason} (the held-out {reference:.3f} minus tolerance {tolerance:g})"
 
 
 def plot_over_time(table: pd.DataFrame, metric: str, *, title: str) -> bytes:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 import duckdb
 import pandas as pd
 
+from clinical_mlops.core import evidence
 from clinical_mlops.core.warehouse import table_exists, transaction
 from clinical_mlops.drift import statistics as drift
 from clinical_mlops.features.cohort import CohortSpec
@@ -27,9 +28,13 @@ class SkewResult:
     n_reference: int
     n_served: int
     n_matched: int
-    verdict: str                     # pass | fail | insufficient_evidence
+    verdict: evidence.Status         # pass | fail | insufficient_evidence
     reason: str
     skewed_features: tuple[str, ...] = field(default=())
+
+    @property
+    def evidence(self) -> evidence.Evidence:
+        return evidence.Evidence(self.verdict, self.reason)
 
 
 def _served_features_sql(spec: CohortSpec) -> str:
@@ -65,17 +70,21 @@ def training_serving_skew(
     now = now or utc_now()
     settings = drift_settings or drift.DriftSettings()
     since = now - timedelta(days=window_days)
-    if not table_exists(con, "monitoring.prediction_log") or not table_exists(con, spec.features_table):
-        return SkewResult(pd.DataFrame(), 0, 0, 0, "insufficient_evidence", "no served or no training features yet")
+    if not all(table_exists(con, t) for t in ("monitoring.prediction_log", spec.features_table, "ml.splits")):
+        return SkewResult(pd.DataFrame(), 0, 0, 0, evidence.INSUFFICIENT, "no served or no training features yet")
     served_sql = _served_features_sql(spec)
     n_served = int(con.execute(f"SELECT count(*) FROM ({served_sql})", [spec.name, since]).fetchall()[0][0])
     if n_served < min_served:
-        return SkewResult(pd.DataFrame(), 0, n_served, 0, "insufficient_evidence",
+        return SkewResult(pd.DataFrame(), 0, n_served, 0, evidence.INSUFFICIENT,
                           f"{n_served} served requests in the last {window_days:g} days (need {min_served})")
     n_ref, n_cur = drift.stage_populations(
         con, _training_features_sql(spec), served_sql, list(spec.features),
         reference_params=[spec.name], current_params=[spec.name, since], table="skew_population",
     )
+    if n_ref == 0:
+        con.execute("DROP TABLE IF EXISTS skew_population")
+        return SkewResult(pd.DataFrame(), 0, n_cur, 0, evidence.INSUFFICIENT,
+                          "no training-split features to compare the served features with")
     result = drift.compare(con, numeric=spec.numeric_features, categorical=spec.categorical_features,
                            settings=settings, table="skew_population")
     con.execute("DROP TABLE IF EXISTS skew_population")
@@ -108,9 +117,10 @@ def training_serving_skew(
         })
     table = pd.DataFrame(rows)
     skewed = tuple(table.loc[table["skewed"], "feature"]) if not table.empty else ()
-    verdict = "fail" if skewed else "pass"
+    verdict = evidence.FAIL if skewed else evidence.PASS if not table.empty else evidence.INSUFFICIENT
     reason = (f"{len(skewed)} of {len(table)} features skewed: {', '.join(skewed[:8])}" if skewed
-              else f"no feature skewed across {len(table)} features ({n_cur} served, {n_matched} matched)")
+              else f"no feature skewed across {len(table)} features ({n_cur} served, {n_matched} matched)"
+              if not table.empty else "no feature could be compared")
     if store and not table.empty:
         ensure_tables(con)
         stored = table.assign(computed_at=now, cohort=spec.name, policy_sha256=policy_sha256)

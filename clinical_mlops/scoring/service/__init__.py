@@ -10,7 +10,9 @@
    nothing else accepted — an unexpected field could carry an identifier). Errors are 422 with
    the field path and the kind of problem, never the value.
 3. **Scoring** with the champion (``clinical_mlops.scoring.champion``): alias ``champion`` on
-   ``<cohort>_candidate``, else the latest registered version (and the response says so).
+   ``<cohort>_candidate`` or ``<cohort>_mitigated``. With no champion (none promoted, withdrawn,
+   or the alias on both) every request is a 503 whose detail is the one-line reason batch scoring
+   fails with, ``/healthz`` is 503 with that ``reason``, and nothing is scored or logged as a prediction.
 4. **Logging**: request and response are appended to the hash-chained prediction log
    (``clinical_mlops.scoring.prediction_log``) and fsync'ed *before* the response is sent; if the log
    cannot be written the request fails with 503 and no risk is returned. Rejected requests

@@ -155,10 +155,9 @@ def create_app(config: ServingConfig, *, spec: CohortSpec | None = None) -> Fast
         try:
             assert state.batcher is not None
             risk, model = state.batcher.score(features)  # the model that scored this row
-        except NoModelAvailable as exc:
+        except NoModelAvailable as exc:  # nothing scored: the 503 says why, the log records a rejection only
             errors = [{"field": "model", "type": "unavailable", "message": str(exc)}]
-            return _reject(503, request_id, caller, parsed.model_dump_json().encode(),
-                           "no champion model is available yet", errors)
+            return _reject(503, request_id, caller, parsed.model_dump_json().encode(), str(exc), errors)
         model_ms = (time.perf_counter() - started) * 1000
         threshold = model.ref.operating_threshold
         response = {
@@ -233,6 +232,7 @@ def create_app(config: ServingConfig, *, spec: CohortSpec | None = None) -> Fast
         return JSONResponse({
             "cohort": spec.name,
             "model": None if model is None else {**model.ref.as_dict(), "note": model.ref.note},
+            "reason": state.holder.unavailable_reason,
             "input_schema": Body.model_json_schema(),
             "log_segment": state.log.segment if state.log else None,
         })
@@ -245,6 +245,7 @@ def create_app(config: ServingConfig, *, spec: CohortSpec | None = None) -> Fast
             "cohort": spec.name,
             "model_version": None if model is None else model.ref.version,
             "model_source": None if model is None else model.ref.source,
+            "reason": state.holder.unavailable_reason,
             "uptime_seconds": round(time.time() - state.started_at, 1),
         }
         return JSONResponse(body, status_code=200 if model is not None else 503)

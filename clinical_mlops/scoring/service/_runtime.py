@@ -15,6 +15,9 @@ __all__ = ["ChampionHolder", "MicroBatcher", "NoModelAvailable"]
 
 logger = logging.getLogger("clinical_mlops.scoring.service")
 
+CONFIRM_SECONDS = 0.25
+"""How long the holder waits to confirm that a champion in service has really been withdrawn."""
+
 
 class ChampionHolder:
     """Holds the model in service; ``refresh`` loads a newly promoted champion and swaps it in."""
@@ -33,11 +36,19 @@ class ChampionHolder:
         return self._current
 
     def refresh(self) -> bool:
-        """Resolve the alias; load and swap if it points elsewhere. True when the model changed."""
+        """Resolve the alias; load and swap if it points elsewhere, withdraw the model if there is no champion
+        any more. True when the model in service changed."""
         with self._lock:
             try:
-                ref = scoring.resolve_champion(self.spec.name)
-            except Exception as exc:  # noqa: BLE001 - keep serving the current model
+                ref = self._resolve()
+            except scoring.NoModelError as exc:  # no champion (withdrawn, or two): serve nothing
+                changed = self._current is not None
+                if changed:
+                    logger.error("withdrawing %s v%s: %s", self._current.ref.name, self._current.ref.version, exc)
+                self._current = None
+                self.last_error = str(exc)
+                return changed
+            except Exception as exc:  # noqa: BLE001 - the registry is unreachable: keep serving the current model
                 self.last_error = f"{exc.__class__.__name__}: {exc}"
                 return False
             current = self._current
@@ -58,6 +69,24 @@ class ChampionHolder:
             logger.info("serving %s v%s (%s)", ref.name, ref.version, ref.note or ref.source)
             return True
 
+    def _resolve(self) -> scoring.ModelRef:
+        """The champion; while a model is in service, "no champion" must be seen twice, a moment apart, before
+        it is withdrawn (an alias moving between the candidate and mitigated names is not a withdrawal)."""
+        try:
+            return scoring.resolve_champion(self.spec.name)
+        except scoring.NoModelError:
+            if self._current is None:
+                raise
+        self._stop.wait(CONFIRM_SECONDS)
+        return scoring.resolve_champion(self.spec.name)
+
+    @property
+    def unavailable_reason(self) -> str | None:
+        """Why no model is in service (the same line batch scoring fails with), or None when one is."""
+        if self._current is not None:
+            return None
+        return self.last_error or scoring.no_champion_reason(self.spec.name)
+
     def start(self, interval: float) -> None:
         def loop() -> None:
             while not self._stop.wait(interval):
@@ -73,7 +102,7 @@ class ChampionHolder:
 
 
 class NoModelAvailable(RuntimeError):
-    """No champion could be loaded yet."""
+    """No champion is in service (none promoted, withdrawn, or not loadable): the request gets a 503."""
 
 
 @dataclass
@@ -134,7 +163,7 @@ class MicroBatcher:
             model = self.holder.current
             try:
                 if model is None:
-                    raise NoModelAvailable(self.holder.last_error or "no champion model is available yet")
+                    raise NoModelAvailable(self.holder.unavailable_reason or "no champion model is available")
                 risks = model.score(pd.DataFrame([job.features for job in batch]))
                 for job, risk in zip(batch, risks):
                     job.risk, job.model = float(risk), model
