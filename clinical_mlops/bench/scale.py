@@ -238,13 +238,35 @@ def evaluation(workspace: Path, rows: int) -> dict:
     return _processed(result, rows)
 
 
+BENCH_APPROVER = "clinical-mlops bench"
+
+
 def batch_scoring(workspace: Path, rows: int) -> dict:
-    """``[cohort, batch_predictions]`` for the newest extract, by the champion (else the latest candidate)."""
+    """``[cohort, batch_predictions]`` for the newest extract, by the champion only.
+
+    The scale benchmark measures speed, not the governance path (no model card, change control or
+    promotion gate runs here), so before scoring it approves the latest candidate by hand, as a named
+    approver (``clinical-mlops bench``) whose change is in ``audit.alias_history`` like any manual
+    promotion. With no model card recorded, its predictions are not traceable to one (``traceable``
+    is False): the product's graph always makes the card before promotion.
+    """
+    from clinical_mlops.core import tracking
+    from clinical_mlops.registry import aliases
     from clinical_mlops.scoring import steps
+    from clinical_mlops.training import fit
+    from clinical_mlops.training.modelling import registered_model_name
 
     newest = _landed_extracts(workspace)[-1]
+    settings = _tracking(workspace)
     with _connect(workspace) as con:
-        step = steps.score_batch(con, _spec(), newest, **_tracking(workspace))
+        name = registered_model_name(COHORT, "candidate")
+        if aliases.current_alias(con, name, aliases.CHAMPION) is None:
+            tracking.configure(settings["tracking_uri"], settings["artifact_root"])
+            latest = fit.latest_model_version(con, COHORT, "candidate")
+            aliases.promote(con, name, str(latest["model_version"]), actor=BENCH_APPROVER,
+                            reason="benchmark only: scoring speed with a hand-approved champion",
+                            policy_sha256=_policy().sha256)
+        step = steps.score_batch(con, _spec(), newest, **settings)
     summary = step.summary
     return _processed({
         "rows": summary.rows_scored, "rows_excluded": summary.rows_excluded, "rows_flagged": summary.rows_flagged,

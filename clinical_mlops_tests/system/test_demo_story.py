@@ -1,0 +1,50 @@
+"""The demo's bias story at the default settings, for seeds 1, 7 and 42: a reduced graph.
+
+The demo's own extracts (``cli.demo.prepare_extracts``: 30,000 encounters, bias 1, cut into three
+training extracts) go through the step functions the assets call — land, validate, features, split,
+candidate, fairness audit — and the candidate must fail the blocking recall gate for
+AfricanAmerican as a real ``fail`` (the whole interval below the bound), not insufficient evidence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from clinical_mlops.cli import demo
+from clinical_mlops.core import warehouse
+from clinical_mlops.fairness import steps as fairness_steps
+from clinical_mlops.features import steps as feature_steps
+from clinical_mlops.features.cohort import load_cohort
+from clinical_mlops.governance.policy import load_policy
+from clinical_mlops.ingestion import deid, steps as ingestion_steps
+from clinical_mlops.training import steps as training_steps
+from clinical_mlops.validation import steps as validation_steps
+
+COHORT = "readmission_30d"
+
+
+@pytest.mark.parametrize("seed", [1, 7, 42])
+def test_injected_bias_fails_the_recall_gate_at_the_default_size(workspace, seed):
+    extracts = demo.prepare_extracts(None, seed, 30_000, 4, workspace.landing, bias=1.0, shift=1.0)
+    assert len(extracts.training) == 3 and len(extracts.later) == 1
+    spec, policy = load_cohort(COHORT), load_policy()
+    key, _ = deid.pseudonym_key_from_env()
+    with contextlib.closing(warehouse.connect(workspace.warehouse)) as con:
+        for path in extracts.training:
+            landed = ingestion_steps.land(con, path)
+            validation_steps.validate(con, landed.extract_id, pseudonym_key=key)
+        feature_steps.build_features(con, spec)
+        training_steps.split(con, spec)
+        training_steps.train_candidate(con, spec, tracking_uri=workspace.tracking_uri,
+                                       artifact_root=workspace.artifacts)
+        step = fairness_steps.audit_candidate(con, spec, policy=policy, n_bootstrap=None,
+                                              reports_dir=workspace.root / "reports", run_id=None)
+    verdicts = step.audit.verdicts
+    row = verdicts[(verdicts["rule"] == "recall_gap") & (verdicts["slice"] == "race")
+                   & (verdicts["group"] == "AfricanAmerican")].iloc[0]
+    bound = policy.fairness.metric("recall_gap").bound
+    assert row["verdict"] == "fail", (seed, row["estimate"], row["lower"], row["upper"])
+    assert row["upper"] < -bound
+    assert step.audit.outcome("recall_gap").status == "fail"
