@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from clinical_mlops.core import reporting
 from clinical_mlops.core.reporting import format_number
-from clinical_mlops.fairness.audit import FairnessAudit
+from clinical_mlops.fairness.audit import SMALL_CELL, FairnessAudit
 from clinical_mlops.governance.policy import SEVERITIES, Policy
 
 __all__ = [
@@ -34,15 +34,16 @@ __all__ = [
     "plot_group_metric",
     "recall_gap_markdown",
     "render_audit_html",
+    "required_groups_markdown",
     "root_cause_html",
+    "shown_count",
     "summary_markdown",
     "tradeoff_html",
     "tradeoff_markdown",
     "verdict_summary",
 ]
 
-SMALL_CELL = 11
-"""Groups with fewer rows than this show counts only, no rates."""
+_STATUS_WORDS = {"pass": "PASS", "fail": "FAIL", "insufficient_evidence": "INSUFFICIENT EVIDENCE (not a pass)"}
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;max-width:1100px;color:#1d2733}
@@ -65,6 +66,21 @@ def _fmt(value: object, digits: int = 3) -> str:
     except (TypeError, ValueError):
         return _esc(value)
     return format_number(v, digits)
+
+
+def shown_count(value: object) -> int | str:
+    """A group count as a report shows it: below :data:`SMALL_CELL` (and above 0) only as ``<11``."""
+    n = int(value)  # type: ignore[call-overload]
+    return n if n >= SMALL_CELL or n == 0 else f"<{SMALL_CELL}"
+
+
+def _gap(value: object) -> str:
+    """A minimum detectable gap; — when none was computed or no drop is detectable at this size."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "—"
+    return "—" if math.isnan(v) else f"{v:.3f}"
 
 
 def _ci(lo: object, hi: object) -> str:
@@ -148,16 +164,24 @@ def plot_group_metric(result: FairnessAudit, slice_name: str, metric: str) -> by
 # --------------------------------------------------------------------------------------------
 
 
+def _labels(rows: pd.DataFrame) -> str:
+    return ", ".join(f"{r.slice}={r.group}" for r in rows.itertuples(index=False)) or "—"
+
+
 def verdict_summary(result: FairnessAudit) -> pd.DataFrame:
-    """One row per policy rule: severity, bound, counts of each verdict and the failing groups."""
+    """One row per policy rule: its status under the evidence rule, why, counts of each verdict, the
+    failing groups, the required groups without evidence and the groups not assessable."""
     rows = []
     for outcome in result.outcomes():
         rule = outcome.rule
         rows.append({
             "rule": rule.name, "severity": rule.severity, "bound": rule.describe(),
+            "status": outcome.status, "status_text": _STATUS_WORDS[outcome.status], "reason": outcome.reason,
             "pass": outcome.counts["pass"], "fail": outcome.counts["fail"],
             "insufficient_evidence": outcome.counts["insufficient_evidence"],
             "failing_groups": ", ".join(f"{r['slice']}={r['group']}" for r in outcome.evidence()) or "—",
+            "insufficient_required": _labels(outcome.insufficient_required),
+            "not_assessable": _labels(outcome.not_assessable),
             "check": rule.check_name, "blocking": rule.blocking,
         })
     return pd.DataFrame(rows)
@@ -165,23 +189,56 @@ def verdict_summary(result: FairnessAudit) -> pd.DataFrame:
 
 def summary_markdown(result: FairnessAudit) -> str:
     table = verdict_summary(result)
-    lines = ["| rule | severity | bound | pass | fail | insufficient | failing groups |", "|---|---|---|---|---|---|---|"]
+    lines = ["| rule | severity | bound | status | pass | fail | insufficient | failing groups | "
+             "required, no evidence | not assessable |", "|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
-        lines.append(f"| {r['rule']} | {r['severity']} | {r['bound']} | {r['pass']} | {r['fail']} | "
-                     f"{r['insufficient_evidence']} | {r['failing_groups']} |")
+        lines.append(f"| {r['rule']} | {r['severity']} | {r['bound']} | **{r['status_text']}** | {r['pass']} | "
+                     f"{r['fail']} | {r['insufficient_evidence']} | {r['failing_groups']} | "
+                     f"{r['insufficient_required']} | {r['not_assessable']} |")
+    return "\n".join(lines)
+
+
+def _required_table(result: FairnessAudit) -> pd.DataFrame:
+    """Required groups with their counts, minimum detectable recall gap and recall-gap verdict."""
+    req = result.required_groups().copy()
+    verdicts = result.verdicts[result.verdicts["rule"] == "recall_gap"].set_index(["slice", "group"])["verdict"]
+    req["recall_gap_verdict"] = [verdicts.get((s, g), "—") for s, g in zip(req["slice"], req["group"])]
+    for col in ("n", "n_positive", "reference_n_positive"):
+        req[col] = [str(shown_count(v)) for v in req[col]]
+    req["min_detectable_gap"] = [_gap(v) for v in req["min_detectable_gap"]]
+    return req
+
+
+def required_groups_markdown(result: FairnessAudit) -> str:
+    """The required groups and the smallest recall gap each could show (80 % power)."""
+    req = _required_table(result)
+    if req.empty:
+        return "No group is required by the policy."
+    lines = ["| slice | group | n | positives | reference positives | min detectable recall gap | recall-gap verdict |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.slice} | {r.group} | {r.n} | {r.n_positive} | {r.reference_n_positive} | "
+              f"{r.min_detectable_gap} | {r.recall_gap_verdict} |" for r in req.itertuples(index=False)]
     return "\n".join(lines)
 
 
 def recall_gap_markdown(result: FairnessAudit) -> str:
     v = result.verdicts[result.verdicts["rule"] == "recall_gap"]
-    lines = ["| slice | group | n | recall gap | CI | p (adj.) | verdict |", "|---|---|---|---|---|---|---|"]
+    lines = ["| slice | group | required | n | recall gap | CI | p (adj.) | verdict |", "|---|---|---|---|---|---|---|---|"]
     for r in v.itertuples(index=False):
+        req = "yes" if r.required else "no"
         if r.n < SMALL_CELL:
-            lines.append(f"| {r.slice} | {r.group} | <{SMALL_CELL} | — | — | — | {r.verdict} |")
+            lines.append(f"| {r.slice} | {r.group} | {req} | {shown_count(r.n)} | — | — | — | {r.verdict} |")
             continue
-        lines.append(f"| {r.slice} | {r.group} | {r.n} | {_fmt(r.estimate)} | {_ci(r.lower, r.upper)} | "
+        lines.append(f"| {r.slice} | {r.group} | {req} | {r.n} | {_fmt(r.estimate)} | {_ci(r.lower, r.upper)} | "
                      f"{_fmt(r.p_adjusted, 3)} | {r.verdict} |")
     return "\n".join(lines)
+
+
+def _power_note(policy: Policy) -> str:
+    return (f"<p class=muted>Minimum detectable gap: the smallest drop in recall against the reference that a two-sided "
+            f"test at alpha {policy.fairness.significance.alpha:g} detects with 80 % power at the group's and the "
+            "reference's numbers of positives (normal approximation on the arcsine scale, Cohen's h). A bound tighter "
+            "than this cannot be shown to hold at this sample size; — means no drop is detectable.</p>")
 
 
 def render_audit_html(result: FairnessAudit, *, title: str, model: str, policy: Policy,
@@ -197,11 +254,20 @@ def render_audit_html(result: FairnessAudit, *, title: str, model: str, policy: 
         "<p class=muted>A gap <b>fails</b> only when its whole interval lies outside the policy bound, "
         "<b>passes</b> only when its whole interval lies inside it, and is otherwise "
         "<b>insufficient evidence</b> — as is every group below the minimum group size "
-        f"({policy.fairness.min_group_size}).</p>",
-        "<h2>Verdicts by policy rule</h2>",
-        _table(summary, [("rule", "rule"), ("severity", "severity"), ("bound", "bound"), ("pass", "pass"),
-                         ("fail", "fail"), ("insufficient_evidence", "insufficient"), ("failing_groups", "failing groups"),
-                         ("check", "asset check")], left=("rule", "severity", "bound", "failing_groups", "check")),
+        f"({policy.fairness.min_group_size}). A rule <b>fails</b> if any group fails; it is <b>insufficient "
+        "evidence</b> — which is not a pass and blocks a blocking rule — if a required group lacks evidence or no "
+        "group could be assessed; it <b>passes</b> otherwise. Groups that are not required and lack evidence are "
+        "<b>not assessable</b>: listed here and acknowledged at promotion.</p>",
+        "<h2>Status by policy rule</h2>",
+        _table(summary, [("rule", "rule"), ("severity", "severity"), ("bound", "bound"), ("status_text", "status"),
+                         ("reason", "why"), ("pass", "pass"), ("fail", "fail"),
+                         ("insufficient_evidence", "insufficient"), ("failing_groups", "failing groups"),
+                         ("insufficient_required", "required, without evidence"),
+                         ("not_assessable", "not assessable"), ("check", "asset check")],
+               row_class="status", left=("rule", "severity", "bound", "status_text", "reason", "failing_groups",
+                                         "insufficient_required", "not_assessable", "check")),
+        "<h2>Required groups and minimum detectable gaps</h2>",
+        _required_html(result, policy),
     ]
     for rule in result.rules:
         parts.append(f"<h2>{_esc(rule.name)} ({_esc(rule.severity)}, {_esc(rule.describe())})</h2>")
@@ -214,8 +280,10 @@ def render_audit_html(result: FairnessAudit, *, title: str, model: str, policy: 
                 ("ci", "CI")]
         if rule.name == "recall_gap":
             cols.append(("p_adjusted", "p (adjusted)"))
-        cols += [("verdict", "verdict"), ("reason", "reason")]
-        parts.append(_table(v, cols, row_class="verdict", left=("slice", "group", "reference", "n", "ci", "verdict", "reason")))
+        v["required"] = v["required"].map({True: "yes", False: "no"})
+        cols += [("required", "required"), ("verdict", "verdict"), ("reason", "reason")]
+        parts.append(_table(v, cols, row_class="verdict",
+                            left=("slice", "group", "reference", "n", "ci", "required", "verdict", "reason")))
     parts.append("<h2>Per-group metrics</h2>")
     slices = list(dict.fromkeys(result.groups["slice"]))
     for slice_name in slices:
@@ -234,6 +302,24 @@ def render_audit_html(result: FairnessAudit, *, title: str, model: str, policy: 
                         left=("slice", "group", "n", "n_positive")))
     parts.extend(extra_sections)
     return _page(title, parts)
+
+
+def _required_html(result: FairnessAudit, policy: Policy) -> str:
+    fp = policy.fairness
+    listed = "; ".join(f"{a.name}: {', '.join(a.required_groups)}" for a in fp.sensitive_attributes if a.required_groups)
+    share = ("" if fp.required_population_share is None else
+             f" and every group of an attribute with at least {fp.required_population_share:.0%} of the audited rows")
+    intro = f"<p>Required by the policy: {_esc(listed or 'no listed group')}{_esc(share)} (never the reference).</p>"
+    req = _required_table(result)
+    if req.empty:
+        return intro + "<p>No group is required.</p>"
+    table = _table(req, [("slice", "slice"), ("group", "group"), ("reference", "reference"), ("n", "n"),
+                         ("n_positive", "positives"), ("reference_n_positive", "reference positives"),
+                         ("min_detectable_gap", "min detectable recall gap"),
+                         ("recall_gap_verdict", "recall-gap verdict")],
+                   left=("slice", "group", "reference", "n", "n_positive", "reference_n_positive",
+                         "min_detectable_gap", "recall_gap_verdict"))
+    return intro + table + _power_note(policy)
 
 
 def _page(title: str, parts: Iterable[str]) -> str:
@@ -311,6 +397,17 @@ def governance_markdown(policy: Policy) -> str:
         f"A group with fewer than **{fp.min_group_size}** held-out encounters is *insufficient evidence*, never a pass. "
         "A gap *fails* only when its whole interval lies outside the bound and *passes* only when its whole interval "
         "lies inside it.",
+        "",
+        "A rule *fails* if any group fails. It is *insufficient evidence* — not a pass: a blocking rule then stops "
+        "promotion until a named approver records a waiver — if a required group lacks evidence or no group could be "
+        "assessed at all. Required groups: "
+        + ("; ".join(f"{a.name}: {', '.join(a.required_groups)}" for a in fp.sensitive_attributes if a.required_groups)
+           or "none listed")
+        + ("" if fp.required_population_share is None else
+           f"; and every group of an attribute with at least {fp.required_population_share:.0%} of the audited rows")
+        + " (never the reference; intersections have none). Other groups without evidence are listed as *not "
+        "assessable* and acknowledged at promotion. For each required group the report states the smallest recall gap "
+        f"detectable with 80 % power at alpha {fp.significance.alpha:g}.",
         "",
         "| metric | bound | severity | enforced by asset check | blocks promotion |", "|---|---|---|---|---|",
         *[f"| {m.name} | {m.describe()} | {m.severity} | `{m.check_name}` | {'yes' if m.blocking else 'no'} |"

@@ -17,7 +17,7 @@ from typing import Literal
 import duckdb
 import pandas as pd
 
-from clinical_mlops.core import provenance, tracking
+from clinical_mlops.core import evidence, provenance, tracking
 from clinical_mlops.core.steps import LOG, StepError, StepLog, report_path
 from clinical_mlops.core.warehouse import transaction
 from clinical_mlops.fairness import audit as fairness, mitigation, report, root_cause
@@ -50,7 +50,8 @@ def audit_candidate(
 ) -> FairnessReportStep:
     """``[cohort, fairness_report]``: audit the latest candidate at its operating threshold against the
     policy (metrics, disparities with bootstrap CIs, corrected tests, a verdict per rule), store it in
-    ``monitoring.fairness_*``, render the HTML report, and open an incident for each failing blocking rule."""
+    ``monitoring.fairness_*``, render the HTML report, and open an incident for each blocking rule whose
+    status is ``fail`` (insufficient evidence blocks promotion through the stored gate, without an incident)."""
     model = fit.latest_model_version(con, spec.name, "candidate")
     if model is None:
         raise StepError(f"no candidate model registered for {spec.name}: materialize candidate_model first")
@@ -62,7 +63,9 @@ def audit_candidate(
                                              policy=policy))
     incident_by_rule = {}
     for outcome in result.outcomes():
-        if outcome.passed or not outcome.rule.blocking:
+        # an incident records a breach shown by the evidence; insufficient evidence blocks promotion
+        # (the registry's gate) but is not a breach
+        if outcome.status != evidence.FAIL or not outcome.rule.blocking:
             continue
         incident_by_rule[outcome.rule.name] = incidents.open_incident(
             con, policy=policy, severity=outcome.rule.severity, cohort=spec.name, model=label,

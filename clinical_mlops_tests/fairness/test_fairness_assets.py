@@ -7,6 +7,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from clinical_mlops.core import evidence
 from clinical_mlops.fairness import audit as fairness
 from clinical_mlops.monitoring import incidents
 from clinical_mlops.core import tracking, warehouse
@@ -35,12 +36,37 @@ def trained(defs, workspace, small_encounters, tmp_path):
                           run_config=dg.RunConfig(ops={f"{COHORT}__candidate_model": {"config": {"max_iter": 20}},
                                                        f"{COHORT}__model_evaluation": {"config": {"n_bootstrap": 10}}})
                           ).success
+    return instance, assets, _policy_file(tmp_path, "policy.yaml")
+
+
+def _policy_file(tmp_path, name: str, edit=None) -> str:
+    """The shipped policy for the small fixture (~600 held-out encounters), edited by ``edit``."""
     raw = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
-    raw["fairness"]["min_group_size"] = 20  # the small fixture has ~600 held-out encounters
+    raw["fairness"]["min_group_size"] = 20
     raw["fairness"]["n_bootstrap"] = 30
-    policy_path = tmp_path / "policy.yaml"
-    policy_path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return instance, assets, str(policy_path)
+    if edit is not None:
+        edit(raw["fairness"])
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return str(path)
+
+
+def _loose(fp: dict) -> None:
+    """Bounds no gap can breach and no required group: every assessed group passes every rule."""
+    for spec in fp["metrics"].values():
+        if "max_difference" in spec:
+            spec["max_difference"] = 1.0
+        else:
+            spec["min_ratio"] = 0.001
+    fp.pop("required_population_share")
+    for attr in fp["sensitive_attributes"].values():
+        attr.pop("required_groups", None)
+
+
+def _without_evidence(fp: dict) -> None:
+    """No group reaches the minimum size, and one declared rule is missing from the run's policy."""
+    fp["min_group_size"] = 10_000
+    fp["metrics"].pop("calibration_gap")
 
 
 def _run(assets, keys, instance, workspace, config):
@@ -56,42 +82,64 @@ def _inject_recall_bias(workspace):
                 SELECT encounter_id FROM features.{COHORT} WHERE race = 'AfricanAmerican')""")
 
 
-def test_fairness_gate_incident_sensor_and_remediation(trained, workspace):
-    instance, assets, policy_path = trained
+def _checks(result) -> dict:
+    return {c.check_name: c for c in result.get_asset_check_evaluations()}
+
+
+def test_fairness_gate_incident_sensor_and_remediation(trained, workspace, tmp_path):
+    instance, assets, _ = trained
     report_key = dg.AssetKey([COHORT, "fairness_report"])
     remediation = [dg.AssetKey([COHORT, "fairness_root_cause"]), dg.AssetKey([COHORT, "mitigated_model"])]
-    config = {f"{COHORT}__fairness_report": {"config": {"policy_path": policy_path}}}
+    loose = _policy_file(tmp_path, "loose.yaml", _loose)
+    policy_path = _policy_file(tmp_path, "small.yaml")
 
-    # 1. the unbiased candidate passes the blocking gate; remediation has nothing to do
-    first = _run(assets, [report_key], instance, workspace, config)
+    def config(path: str) -> dict:
+        return {f"{COHORT}__fairness_report": {"config": {"policy_path": path}}}
+
+    # the checks are Dagster-non-blocking (the promotion asset enforces the gate), ERROR for blocking rules
+    (report_asset,) = [a for a in assets if report_key in a.keys]
+    specs = {s.name: s for s in report_asset.check_specs}
+    assert specs and not any(s.blocking for s in specs.values())
+    assert "promotion asset enforces the gate" in specs["recall_gap_within_policy"].description
+
+    # 1. evidence of compliance: every assessed group inside the (loose) bounds passes; nothing to remediate
+    first = _run(assets, [report_key], instance, workspace, config(loose))
     assert first.success
-    checks = {c.check_name: c for c in first.get_asset_check_evaluations()}
+    checks = _checks(first)
     assert set(checks) == {r.check_name for r in load_policy().fairness.metrics}
-    assert checks["recall_gap_within_policy"].passed
+    recall = checks["recall_gap_within_policy"]
+    assert recall.passed and recall.metadata["evidence"].value == evidence.PASS
+    assert recall.metadata["status"].value == evidence.PASS and recall.metadata["groups_pass"].value > 0
+    assert recall.metadata["insufficient_required_groups"].value == []
     meta = first.asset_materializations_for_node(f"{COHORT}__fairness_report")[0].metadata
-    assert meta["policy_sha256"].value == load_policy(policy_path).sha256
-    assert meta["report"].value.endswith(".html")
+    assert meta["policy_sha256"].value == load_policy(loose).sha256
+    assert meta["report"].value.endswith(".html") and meta["blocking_status"].value == evidence.PASS
     quiet = _run(assets, remediation, instance, workspace, {
-        f"{COHORT}__fairness_root_cause": {"config": {"policy_path": policy_path}},
-        f"{COHORT}__mitigated_model": {"config": {"policy_path": policy_path}}})
+        f"{COHORT}__fairness_root_cause": {"config": {"policy_path": loose}},
+        f"{COHORT}__mitigated_model": {"config": {"policy_path": loose}}})
     assert quiet.success
     for node in ("fairness_root_cause", "mitigated_model"):
         assert quiet.asset_materializations_for_node(f"{COHORT}__{node}")[0].metadata["status"].value == "no failing group"
     context = dg.build_sensor_context(instance=instance)
     assert isinstance(fairness_check_failed_sensor(context), dg.SkipReason)
 
-    # 2. a biased candidate fails the blocking gate (ERROR), the run stops, an incident opens
+    # 2. a biased candidate fails the blocking gate (ERROR), an incident opens; the run itself completes
+    #    (non-blocking checks), so root cause and mitigation can follow
     _inject_recall_bias(workspace)
-    second = _run(assets, [report_key], instance, workspace, config)
-    assert not second.success
-    recall = [c for c in second.get_asset_check_evaluations() if c.check_name == "recall_gap_within_policy"][0]
+    second = _run(assets, [report_key], instance, workspace, config(policy_path))
+    assert second.success
+    recall = _checks(second)["recall_gap_within_policy"]
     assert not recall.passed and recall.severity == dg.AssetCheckSeverity.ERROR
+    assert recall.metadata["evidence"].value == evidence.FAIL and recall.metadata["status"].value == evidence.FAIL
     failing = recall.metadata["failing_groups"].value
     assert any(g["group"] == "AfricanAmerican" and g["ci"][1] < -0.1 for g in failing)
+    assert "AfricanAmerican" in recall.description and not recall.description.startswith("insufficient")
     incident_id = recall.metadata["incident_id"].value
     with warehouse.connect(workspace.warehouse) as con:
         opened = incidents.list_incidents(con, COHORT)
-        verdict_hashes = con.execute("SELECT DISTINCT policy_sha256 FROM monitoring.fairness_verdicts").fetchall()
+        verdict_hashes = con.execute("SELECT DISTINCT policy_sha256 FROM monitoring.fairness_verdicts "
+                                     "WHERE audit_id = ?", [second.asset_materializations_for_node(
+                                         f"{COHORT}__fairness_report")[0].metadata["audit_id"].value]).fetchall()
     assert list(opened["incident_id"]) == [incident_id]
     row = opened.iloc[0]
     assert (row["severity"], row["owner"], row["status"]) == ("block_promotion", "model_owner", "open")
@@ -129,7 +177,43 @@ def test_fairness_gate_incident_sensor_and_remediation(trained, workspace):
         summary = fairness.summary_for(con, COHORT)
     assert dict(roles)["mitigated"] == 1 and scored[0][0] > 0
     assert summary["candidate"]["blocking_failed"] and summary["mitigated"] is not None
+    assert summary["candidate"]["blocking_status"] == evidence.FAIL
+    recall_rule = next(r for r in summary["candidate"]["rules"] if r["rule"] == "recall_gap")
+    assert recall_rule["status"] == evidence.FAIL and recall_rule["blocking"]
+    assert any(g["group"] == "AfricanAmerican" and g["ci"][1] < -0.1 for g in recall_rule["failing"])
+    assert {r["rule"] for r in summary["mitigated"]["rules"]} == {r.name for r in load_policy().fairness.metrics}
     assert summary["recall_gap"]["before"]["estimate"] < -0.1 and summary["recall_gap"]["after"] is not None
     assert summary["open_incidents"] == 1
     loaded = tracking.load_model(f"models:/{COHORT}_mitigated/{mitigated['model_version'].value}")
     assert hasattr(loaded, "predict_proba")
+
+    # 5. no evidence: no group reaches the minimum size, and the run's policy lacks a declared rule.
+    #    Neither is a pass; the description names the required groups with their minimum detectable gap.
+    bare = _policy_file(tmp_path, "bare.yaml", _without_evidence)
+    fourth = _run(assets, [report_key], instance, workspace, config(bare))
+    assert fourth.success
+    checks = _checks(fourth)
+    recall = checks["recall_gap_within_policy"]
+    assert not recall.passed and recall.severity == dg.AssetCheckSeverity.ERROR
+    assert recall.metadata["evidence"].value == evidence.INSUFFICIENT
+    assert recall.metadata["status"].value == evidence.INSUFFICIENT
+    assert recall.description.startswith("insufficient evidence: required group(s) without sufficient evidence: ")
+    assert "race=AfricanAmerican (n=" in recall.description and "min detectable gap" in recall.description
+    required = {(g["slice"], g["group"]): g for g in recall.metadata["insufficient_required_groups"].value}
+    assert ("race", "AfricanAmerican") in required and ("gender", "Male") in required
+    assert "min_group_size" in required[("race", "AfricanAmerican")]["reason"]
+    assert "not_assessable_groups" in recall.metadata
+    missing = checks["calibration_gap_within_policy"]
+    assert not missing.passed and missing.metadata["evidence"].value == evidence.INSUFFICIENT
+    assert "not in the policy used for this run" in missing.description
+    assert missing.severity == dg.AssetCheckSeverity.WARN
+    with warehouse.connect(workspace.warehouse) as con:
+        candidate = con.execute(f"SELECT model_name, model_version FROM ml.model_versions WHERE cohort = '{COHORT}' "
+                                "AND role = 'candidate' ORDER BY registered_at DESC LIMIT 1").fetchone()
+        gate = fairness.rule_statuses(con, *candidate)
+        assert len(incidents.list_incidents(con, COHORT)) == 1, "insufficient evidence blocks; it opens no incident"
+    assert gate is not None and gate.policy_sha256 == load_policy(bare).sha256
+    status = gate.rule("recall_gap")
+    assert status.status == evidence.INSUFFICIENT and status.blocking and gate.rule("calibration_gap") is None
+    aa = next(f for f in status.insufficient_required if (f.slice, f.group) == ("race", "AfricanAmerican"))
+    assert aa.required and aa.n_positive is not None and aa.n_positive > 0

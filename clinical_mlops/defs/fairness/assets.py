@@ -3,9 +3,14 @@
 Per cohort:
 
 * ``[cohort, "fairness_report"]`` audits the latest candidate's held-out predictions against
-  ``governance/policy.yaml``. One asset check per policy metric (``recall_gap_within_policy`` …):
-  blocking with ERROR severity for block_promotion/open_incident metrics, WARN otherwise. A
-  failing blocking check opens an incident (owner and deadline from the policy).
+  ``governance/policy.yaml``. One asset check per policy metric (``recall_gap_within_policy`` …)
+  under the evidence rule (:func:`clinical_mlops.defs.checks.evidence_check`): passed only on
+  ``pass``; ``insufficient_evidence`` is a failed check whose description starts "insufficient
+  evidence:" and names the required groups lacking evidence. Severity ERROR for
+  block_promotion/open_incident metrics, WARN otherwise; the checks are *not* Dagster-blocking:
+  the promotion asset enforces the gate from the stored verdicts, so root cause, mitigation and
+  change control still run when a check fails. A failing blocking rule opens an incident (owner
+  and deadline from the policy).
 * ``[cohort, "fairness_root_cause"]`` and ``[cohort, "mitigated_model"]`` run when a fairness
   check fails (``fairness_check_failed_sensor``) or by hand; with nothing failing they say so.
 
@@ -16,7 +21,8 @@ import base64
 
 import dagster as dg
 
-from clinical_mlops.core import tracking as tracking_lib
+from clinical_mlops.core import evidence, tracking as tracking_lib
+from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.resources import (
     WAREHOUSE_POOL,
@@ -28,7 +34,7 @@ from clinical_mlops.defs.resources import (
 )
 from clinical_mlops.fairness import audit as fairness, report as fairness_report, steps
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
-from clinical_mlops.governance.policy import Policy
+from clinical_mlops.governance.policy import MetricRule, Policy
 
 GROUP = "fairness"
 
@@ -54,14 +60,37 @@ def _md_image(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
+def _group_text(g: dict) -> str:
+    gap = g.get("min_detectable_gap")
+    mdg = f"min detectable gap {gap:.3f}" if gap is not None else "min detectable gap: none, no drop is detectable at this size"
+    return f"{g['slice']}={g['group']} (n={g['n']}, positives={g['n_positive']}, {mdg})"
+
+
+def _description(rule: MetricRule, outcome: fairness.RuleOutcome) -> str:
+    if outcome.status == evidence.FAIL:
+        return "; ".join(f"{e['slice']}={e['group']}: {e['estimate']:+.3f} CI [{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}]"
+                         for e in outcome.evidence(5))
+    listed = len(outcome.not_assessable)
+    tail = f"; {listed} group(s) not assessable (listed, need an acknowledgement at promotion)" if listed else ""
+    if outcome.status == evidence.INSUFFICIENT:
+        missing = outcome.required_evidence()
+        if missing:
+            return "required group(s) without sufficient evidence: " + "; ".join(map(_group_text, missing)) + tail
+        return outcome.reason
+    return f"every assessed group's interval lies inside the bound ({rule.describe()}){tail}"
+
+
 def _check_results(result: fairness.FairnessAudit, declared: Policy, incident_by_rule: dict) -> list[dg.AssetCheckResult]:
+    """One result per declared rule under the evidence rule: passed only on ``pass``."""
     results = []
     active = {r.name for r in result.rules}
     for rule in declared.fairness.metrics:
-        severity = dg.AssetCheckSeverity.ERROR if rule.blocking else dg.AssetCheckSeverity.WARN
         if rule.name not in active:
-            results.append(dg.AssetCheckResult(check_name=rule.check_name, passed=True, severity=severity,
-                                               metadata={"note": "metric not in the policy used for this run"}))
+            missing = evidence.Evidence(evidence.INSUFFICIENT, f"rule {rule.name} is not in the policy used for this "
+                                                               f"run (sha256 {result.policy_sha256[:12]})")
+            results.append(evidence_check(rule.check_name, missing, blocking=rule.blocking, metadata={
+                "policy_version": result.policy_version, "policy_sha256": result.policy_sha256,
+                "severity_in_policy": rule.severity}))
             continue
         outcome = result.outcome(rule.name)
         metadata = {
@@ -69,30 +98,47 @@ def _check_results(result: fairness.FairnessAudit, declared: Policy, incident_by
             "policy_sha256": result.policy_sha256,
             "bound": rule.describe(),
             "severity_in_policy": rule.severity,
+            "status": outcome.status,
             "groups_pass": outcome.counts["pass"],
             "groups_fail": outcome.counts["fail"],
             "groups_insufficient_evidence": outcome.counts["insufficient_evidence"],
             "failing_groups": dg.MetadataValue.json(outcome.evidence()),
+            "insufficient_required_groups": dg.MetadataValue.json(outcome.required_evidence()),
+            "not_assessable_groups": dg.MetadataValue.json(outcome.not_assessable_evidence()),
+            "required_groups": dg.MetadataValue.json(_required_groups(result)),
         }
         if rule.name in incident_by_rule:
             metadata["incident_id"] = incident_by_rule[rule.name].incident_id
             metadata["incident_owner"] = incident_by_rule[rule.name].owner
-        description = (
-            "; ".join(f"{e['slice']}={e['group']}: {e['estimate']:+.3f} CI [{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}]"
-                      for e in outcome.evidence(5))
-            if not outcome.passed else f"no group's interval lies outside the bound ({rule.describe()})"
-        )
-        results.append(dg.AssetCheckResult(check_name=rule.check_name, passed=outcome.passed, severity=severity,
-                                           metadata=metadata, description=description))
+        results.append(evidence_check(rule.check_name, outcome.as_evidence, blocking=rule.blocking, metadata=metadata,
+                                      description=_description(rule, outcome)))
     return results
+
+
+def _required_groups(result: fairness.FairnessAudit) -> list[dict]:
+    """Each required group with its counts and minimum detectable recall gap (80 % power)."""
+    out = []
+    for r in result.required_groups().itertuples(index=False):
+        gap = float(r.min_detectable_gap)
+        out.append({"slice": r.slice, "group": r.group, "n": fairness_report.shown_count(r.n),
+                    "n_positive": fairness_report.shown_count(r.n_positive),
+                    "reference_n_positive": fairness_report.shown_count(r.reference_n_positive),
+                    "min_detectable_gap": None if gap != gap else round(gap, 4)})
+    return out
 
 
 def build_fairness_report(spec: CohortSpec, declared: Policy) -> dg.AssetsDefinition:
     key = dg.AssetKey([spec.name, "fairness_report"])
     check_specs = [
-        dg.AssetCheckSpec(rule.check_name, asset=key, blocking=rule.blocking,
-                          description=f"{rule.name}: {rule.describe()} for every group with enough evidence "
-                                      f"(severity {rule.severity}; fails only when the whole CI is outside the bound).")
+        dg.AssetCheckSpec(
+            rule.check_name, asset=key, blocking=False,
+            description=f"{rule.name}: {rule.describe()} (severity {rule.severity}"
+                        f"{', ERROR: blocks promotion' if rule.blocking else ', WARN'}). Passes only on evidence: fails when "
+                        "a group's whole CI is outside the bound; insufficient evidence (not a pass) when a required "
+                        "group lacks evidence or no group could be assessed; other groups without evidence are listed "
+                        "as not assessable. Not Dagster-blocking by design: the promotion asset enforces the gate from "
+                        "the stored verdicts, because a Dagster-blocking check would also skip root cause, mitigation "
+                        "and change control in the same run, which must run exactly when this check fails.")
         for rule in declared.fairness.metrics
     ]
 
@@ -130,6 +176,8 @@ def build_fairness_report(spec: CohortSpec, declared: Policy) -> dg.AssetsDefini
                 "audit_id": step.audit_id,
                 "verdicts": dg.MetadataValue.json(result.verdict_counts),
                 "blocking_failed": result.blocking_failed,
+                "blocking_status": result.blocking_status,
+                "required_groups": dg.MetadataValue.md(fairness_report.required_groups_markdown(result)),
                 "summary": dg.MetadataValue.md(fairness_report.summary_markdown(result)),
                 "recall_gaps": dg.MetadataValue.md(fairness_report.recall_gap_markdown(result)),
                 "recall_gap_plot": dg.MetadataValue.md("\n\n".join(plots)),

@@ -29,20 +29,33 @@ Verdicts
 For each policy metric and each non-reference group: ``fail`` only when the whole interval lies
 outside the policy bound (evidence of a breach); ``pass`` only when the whole interval lies
 inside it (evidence of compliance); otherwise ``insufficient_evidence`` — as it is, always, for a
-group (or reference) below ``min_group_size`` or a metric that is undefined. A small group is
-never a pass.
+group (or reference) below ``min_group_size``, a metric that is undefined, every group of a slice
+whose reference group is absent from the data ("reference group X absent from the data"), and a
+required group absent from the data. A small group is never a pass.
+
+Rule status (the evidence rule, :func:`rule_evidence`)
+------------------------------------------------------
+A policy rule *fails* if any group fails; else it is ``insufficient_evidence`` if any
+*required* group lacks evidence or no group at all could be assessed; else it passes. Required
+groups are the policy's ``required_groups`` of each attribute and every group whose share of the
+audited rows reaches ``fairness.required_population_share`` (never the reference; intersections
+have none). Other groups without evidence are *not assessable*: listed in the check, the report
+and the gate, acknowledged at promotion, not blocking by themselves. For each required group the
+audit states the **minimum detectable recall gap** (80 % power, two-sided ``significance.alpha``,
+:func:`min_detectable_gap`). The registry reads the stored result through :func:`rule_statuses`.
 
 No row-level data leaves this package: audits are aggregates per group.
 """
 
 from clinical_mlops.fairness.audit._audit import audit, audit_arrays, audit_model
-from clinical_mlops.fairness.audit._gate import FairnessGate, GroupFinding, RuleStatus, rule_statuses
+from clinical_mlops.fairness.audit._gate import FairnessGate, GroupFinding, RuleStatus, gate_for_audit, rule_statuses
 from clinical_mlops.fairness.audit._group_metrics import (
     DISPARITY_METRICS,
     EXACT_MAX_ROWS,
     GROUP_METRICS,
     NONNEGATIVE_DISPARITIES,
 )
+from clinical_mlops.fairness.audit._power import DEFAULT_POWER, min_detectable_gap
 from clinical_mlops.fairness.audit._slices import INTERSECTION_SEPARATOR, MISSING_GROUP, Slice, slices_from_codes
 from clinical_mlops.fairness.audit._statistics import confusion_rates, two_proportion_z_test
 from clinical_mlops.fairness.audit._store import (
@@ -53,9 +66,18 @@ from clinical_mlops.fairness.audit._store import (
     store_audit,
     summary_for,
 )
-from clinical_mlops.fairness.audit._verdicts import VERDICTS, FairnessAudit, RuleOutcome, verdict_for
+from clinical_mlops.fairness.audit._verdicts import (
+    SMALL_CELL,
+    VERDICTS,
+    FairnessAudit,
+    RuleOutcome,
+    group_label,
+    rule_evidence,
+    verdict_for,
+)
 
 __all__ = [
+    "DEFAULT_POWER",
     "DISPARITY_METRICS",
     "EXACT_MAX_ROWS",
     "FAIRNESS_DDL",
@@ -68,6 +90,7 @@ __all__ = [
     "NONNEGATIVE_DISPARITIES",
     "RuleOutcome",
     "RuleStatus",
+    "SMALL_CELL",
     "Slice",
     "VERDICTS",
     "audit",
@@ -75,8 +98,12 @@ __all__ = [
     "audit_model",
     "confusion_rates",
     "ensure_tables",
+    "gate_for_audit",
+    "group_label",
     "latest_verdicts",
+    "min_detectable_gap",
     "predictions_with_attributes",
+    "rule_evidence",
     "rule_statuses",
     "slices_from_codes",
     "store_audit",

@@ -12,8 +12,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from clinical_mlops.core import evidence
 from clinical_mlops.core.warehouse import transaction
-from clinical_mlops.fairness.audit._verdicts import VERDICTS, FairnessAudit
+from clinical_mlops.fairness.audit._gate import GroupFinding, RuleStatus, gate_for_audit
+from clinical_mlops.fairness.audit._verdicts import SMALL_CELL, VERDICTS, FairnessAudit
 from clinical_mlops.monitoring import incidents
 
 __all__ = [
@@ -75,6 +77,29 @@ FAIRNESS_DDL: tuple[str, ...] = (
     policy_version VARCHAR NOT NULL,
     policy_sha256 VARCHAR NOT NULL
 )""",
+    # Added for the evidence rule (older warehouses gain them; NULL in older rows reads as required).
+    'ALTER TABLE monitoring.fairness_verdicts ADD COLUMN IF NOT EXISTS required BOOLEAN',
+    'ALTER TABLE monitoring.fairness_verdicts ADD COLUMN IF NOT EXISTS n_positive BIGINT',
+    'ALTER TABLE monitoring.fairness_verdicts ADD COLUMN IF NOT EXISTS reference_n_positive BIGINT',
+    'ALTER TABLE monitoring.fairness_verdicts ADD COLUMN IF NOT EXISTS min_detectable_gap DOUBLE',
+    """CREATE TABLE IF NOT EXISTS monitoring.fairness_rule_outcomes (
+    audit_id VARCHAR NOT NULL,
+    evaluated_at TIMESTAMP NOT NULL,
+    cohort VARCHAR NOT NULL,
+    model_name VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,
+    model_role VARCHAR NOT NULL,
+    rule VARCHAR NOT NULL,
+    severity VARCHAR NOT NULL,
+    blocking BOOLEAN NOT NULL,
+    status VARCHAR NOT NULL,              -- pass | fail | insufficient_evidence (the evidence rule)
+    reason VARCHAR NOT NULL,
+    groups_fail BIGINT NOT NULL,
+    groups_insufficient_required BIGINT NOT NULL,
+    groups_not_assessable BIGINT NOT NULL,
+    policy_version VARCHAR NOT NULL,
+    policy_sha256 VARCHAR NOT NULL
+)""",
 )
 
 
@@ -127,18 +152,30 @@ def store_audit(
         "rule": v["rule"], "severity": v["severity"], "blocking": v["blocking"].astype(bool), "bound": v["bound"],
         "estimate": v["estimate"], "lower": v["lower"], "upper": v["upper"], "p_adjusted": v["p_adjusted"],
         "verdict": v["verdict"], "reason": v["reason"],
+        "required": v["required"].astype(bool), "n_positive": v["n_positive"],
+        "reference_n_positive": v["reference_n_positive"], "min_detectable_gap": v["min_detectable_gap"],
         "policy_version": result.policy_version, "policy_sha256": result.policy_sha256,
     })
-    con.register("fairness_metric_rows", metrics)
-    con.register("fairness_verdict_rows", verdicts)
+    outcomes = pd.DataFrame([
+        {**common, "rule": o.rule.name, "severity": o.rule.severity, "blocking": o.rule.blocking, "status": o.status,
+         "reason": o.reason, "groups_fail": len(o.failing), "groups_insufficient_required": len(o.insufficient_required),
+         "groups_not_assessable": len(o.not_assessable), "policy_version": result.policy_version,
+         "policy_sha256": result.policy_sha256}
+        for o in result.outcomes()
+    ])
+    tables = {"fairness_metric_rows": ("fairness_metrics", metrics),
+              "fairness_verdict_rows": ("fairness_verdicts", verdicts),
+              "fairness_outcome_rows": ("fairness_rule_outcomes", outcomes)}
+    for view, (_, frame) in tables.items():
+        con.register(view, frame)
     try:
         with transaction(con):
-            con.execute("INSERT INTO monitoring.fairness_metrics BY NAME SELECT * FROM fairness_metric_rows")
-            if not verdicts.empty:
-                con.execute("INSERT INTO monitoring.fairness_verdicts BY NAME SELECT * FROM fairness_verdict_rows")
+            for view, (table, frame) in tables.items():
+                if not frame.empty:
+                    con.execute(f"INSERT INTO monitoring.{table} BY NAME SELECT * FROM {view}")
     finally:
-        con.unregister("fairness_metric_rows")
-        con.unregister("fairness_verdict_rows")
+        for view in tables:
+            con.unregister(view)
     return audit_id
 
 
@@ -188,11 +225,41 @@ def _round(value: object, digits: int = 4) -> float | None:
     return None if math.isnan(v) else round(v, digits)
 
 
-def summary_for(con: duckdb.DuckDBPyConnection, cohort: str) -> dict:
-    """Verdicts of the latest candidate and mitigated audits, and the recall gap before and after.
+def _shown_n(n: int) -> int | str:
+    return n if n >= SMALL_CELL or n == 0 else f"<{SMALL_CELL}"
 
-    The group followed is the one with the largest failing recall gap of the candidate (else the
-    largest recall gap among groups of at least the minimum size that were judged). JSON-ready.
+
+def _group_summary(f: GroupFinding, *, interval: bool = False) -> dict:
+    out: dict = {"slice": f.slice, "group": f.group}
+    if interval:
+        out |= {"estimate": _round(f.estimate), "ci": [_round(f.lower), _round(f.upper)]}
+    else:
+        out |= {"n": _shown_n(f.n), "reason": f.reason}
+    if f.required and not interval:
+        out |= {"n_positive": None if f.n_positive is None else _shown_n(f.n_positive),
+                "min_detectable_gap": _round(f.min_detectable_gap)}
+    return out
+
+
+def _rule_summary(r: RuleStatus) -> dict:
+    """One rule of one audit: status and why, failing groups with gap and interval, required groups
+    without evidence (with their minimum detectable gap), and the groups not assessable."""
+    return {"rule": r.rule, "severity": r.severity, "blocking": r.blocking, "status": r.status, "reason": r.reason,
+            "failing": [_group_summary(f, interval=True) for f in r.failing],
+            "insufficient_required": [_group_summary(f) for f in r.insufficient_required],
+            "not_assessable": [{"slice": f.slice, "group": f.group} for f in r.not_assessable]}
+
+
+def summary_for(con: duckdb.DuckDBPyConnection, cohort: str) -> dict:
+    """Verdicts and rule statuses of the latest candidate and mitigated audits, and the recall gap
+    before and after.
+
+    Per role, ``rules`` holds each policy rule's status under the evidence rule (``pass`` |
+    ``fail`` | ``insufficient_evidence``), its failing groups with gap and interval, the required
+    groups without sufficient evidence and the groups not assessable; ``blocking_status`` combines
+    the blocking rules. The group followed is the one with the largest failing recall gap of the
+    candidate (else the largest recall gap among groups of at least the minimum size that were
+    judged). JSON-ready.
     """
     ensure_tables(con)
     summary: dict = {"cohort": cohort}
@@ -202,6 +269,8 @@ def summary_for(con: duckdb.DuckDBPyConnection, cohort: str) -> dict:
             summary[role] = None
             continue
         failing = verdicts[verdicts["verdict"] == "fail"]
+        gate = gate_for_audit(con, str(verdicts["audit_id"].iloc[0]))
+        rules = gate.rules if gate is not None else ()
         summary[role] = {
             "model": f"{verdicts['model_name'].iloc[0]} v{verdicts['model_version'].iloc[0]}",
             "policy_version": verdicts["policy_version"].iloc[0],
@@ -213,6 +282,8 @@ def summary_for(con: duckdb.DuckDBPyConnection, cohort: str) -> dict:
                  "estimate": _round(r.estimate), "ci": [_round(r.lower), _round(r.upper)]}
                 for r in failing.itertuples(index=False)
             ],
+            "blocking_status": evidence.combine(r.status for r in rules if r.blocking),
+            "rules": [_rule_summary(r) for r in rules],
         }
     summary["recall_gap"] = None
     before = _latest_recall_gaps(con, cohort, "candidate")

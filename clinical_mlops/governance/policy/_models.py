@@ -60,6 +60,7 @@ Constraint = choice(MITIGATION_CONSTRAINTS)
 Fraction = number(0, 1)
 OpenFraction = number(0, 1, low_open=True)
 Bound = number(0, 1, low_open=True, optional=True)
+Share = number(0, 1, low_open=True, optional=True)
 Alpha = number(0, 0.5, low_open=True)
 Confidence = number(0.5, 0.999)
 Hours = number(0, 24 * 365, low_open=True)
@@ -130,18 +131,45 @@ class Escalation:
         return tuple(self.for_severity(s) for s in SEVERITIES)
 
 
+def _group_labels(value: Any) -> Any:
+    """Group names as text (YAML may read a group such as ``1`` as a number)."""
+    if isinstance(value, tuple):
+        value = list(value)
+    if isinstance(value, list) and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+        return [str(v) for v in value]
+    return value
+
+
+GroupNames = Annotated[Names, BeforeValidator(_group_labels)]
+
+
 @section
 class SensitiveAttribute:
-    """A protected attribute, its reference group, and optionally the population it should mirror."""
+    """A protected attribute, its reference group, and optionally the population it should mirror.
+
+    ``required_groups`` must be assessed: a required group without sufficient evidence blocks the
+    rule (insufficient evidence), whereas any other group without evidence is only listed as
+    "not assessable". The reference group is never assessed against itself, so it cannot be required.
+    """
 
     name: str
     reference: Label
     reference_population: dict[str, Fraction] = field(default_factory=dict)
+    required_groups: GroupNames = ()
 
     @field_validator("reference_population", mode="before")
     @classmethod
     def _group_names_as_text(cls, value: Any) -> Any:
         return {str(k): v for k, v in value.items()} if isinstance(value, Mapping) else value
+
+    @model_validator(mode="after")
+    def _required_groups_are_not_the_reference(self) -> SensitiveAttribute:
+        if self.reference in self.required_groups:
+            raise fail(f"must not name the reference group '{self.reference}' (it is never assessed against itself)",
+                       at=("required_groups",))
+        if len(set(self.required_groups)) != len(self.required_groups):
+            raise fail("lists a group twice", at=("required_groups",))
+        return self
 
     @model_validator(mode="after")
     def _shares_describe_a_population(self) -> SensitiveAttribute:
@@ -270,6 +298,10 @@ class FairnessPolicy:
     bootstrap_seed: Seed = 0
     significance: Significance = field(default_factory=Significance)
     mitigation: MitigationPolicy = field(default_factory=MitigationPolicy)
+    required_population_share: Share = None
+    """Every group of a sensitive attribute whose share of the audited rows is at least this must be
+    assessed (as if listed in ``required_groups``); ``None``: only the listed groups. Intersections
+    are required by neither: their groups are "not assessable" when they lack evidence."""
 
     @model_validator(mode="before")
     @classmethod
@@ -302,6 +334,16 @@ class FairnessPolicy:
                 raise fail(f"names attributes not declared in fairness.sensitive_attributes: {missing}",
                            at=("intersections", i))
         return self
+
+    def required_groups(self, attribute: str, shares: Mapping[str, float] | None = None) -> frozenset[str]:
+        """The groups of ``attribute`` that must be assessed: those listed, and those whose share of the
+        audited rows (``shares``: group -> share) reaches :attr:`required_population_share`."""
+        attr = self.attribute(attribute)
+        required = set(attr.required_groups)
+        if self.required_population_share is not None and shares:
+            required |= {str(g) for g, s in shares.items() if s >= self.required_population_share}
+        required.discard(attr.reference)
+        return frozenset(required)
 
     def attribute(self, name: str) -> SensitiveAttribute:
         for attr in self.sensitive_attributes:
