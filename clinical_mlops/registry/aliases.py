@@ -12,7 +12,10 @@ an edit of the one it undoes. Rollback follows the champion *lineage*: promotion
 rollbacks pop one, so two rollbacks after three promotions restore the first champion.
 
 Registered models are named ``<cohort>_<role>`` (``readmission_30d_candidate``); the functions
-take any model name.
+take any model name. A cohort has **one** champion across the roles that may serve
+(:data:`CHAMPION_ROLES`: the candidate and its mitigated challenger): promoting one clears the
+``champion`` alias of the other, recorded as a ``clear`` change, and :func:`cohort_champion` says
+which (model, version) is the cohort's champion.
 """
 
 from __future__ import annotations
@@ -29,12 +32,15 @@ from clinical_mlops.core.warehouse import table_exists, transaction
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
+    "CHAMPION_ROLES",
     "AliasChange",
     "RegistryError",
     "ScoringModel",
     "alias_at",
     "champion_at",
     "champion_lineage",
+    "cohort_champion",
+    "cohort_model_names",
     "current_alias",
     "ensure_tables",
     "history",
@@ -50,6 +56,8 @@ __all__ = [
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+CHAMPION_ROLES: tuple[str, ...] = ("candidate", "mitigated")
+"""Roles whose registered model may hold a cohort's champion alias (one of them at a time)."""
 
 DDL: tuple[str, ...] = (
     "CREATE SCHEMA IF NOT EXISTS audit",
@@ -299,9 +307,66 @@ def promote(
     policy_sha256: str,
     meaning: str | None = None,
 ) -> AliasChange | None:
-    """Make ``version`` the champion (None if it already is)."""
-    return set_alias(con, model, CHAMPION, str(version), actor=actor, reason=reason,
-                     policy_sha256=policy_sha256, action="promote", meaning=meaning)
+    """Make ``version`` the champion (None if it already is), and clear the ``champion`` alias of the
+    cohort's other serving model (``<cohort>_candidate`` / ``<cohort>_mitigated``), recorded as ``clear``."""
+    change = set_alias(con, model, CHAMPION, str(version), actor=actor, reason=reason,
+                       policy_sha256=policy_sha256, action="promote", meaning=meaning)
+    for sibling in _siblings(model):
+        if current_alias(con, sibling, CHAMPION) is None and CHAMPION not in mlflow_aliases(sibling):
+            continue
+        set_alias(con, sibling, CHAMPION, None, actor=actor, policy_sha256=policy_sha256, action="clear",
+                  reason=f"{model} v{version} became the cohort's champion (one champion per cohort)",
+                  meaning=f"withdrew the champion: {model} v{version} replaces it")
+    return change
+
+
+def cohort_model_names(cohort: str) -> tuple[str, ...]:
+    """The registered models that may hold the cohort's champion alias."""
+    return tuple(f"{cohort}_{role}" for role in CHAMPION_ROLES)
+
+
+def _siblings(model: str) -> tuple[str, ...]:
+    """The other serving models of ``model``'s cohort (none when the name has no serving role)."""
+    for role in CHAMPION_ROLES:
+        if model.endswith(f"_{role}"):
+            cohort = model.removesuffix(f"_{role}")
+            return tuple(m for m in cohort_model_names(cohort) if m != model)
+    return ()
+
+
+def cohort_champion(source, cohort: str) -> tuple[str, str] | None:
+    """The cohort's champion as ``(model_name, version)``, or None when no serving model holds the alias.
+
+    ``source`` is a warehouse connection (the recorded alias history: the latest champion change
+    per model, the most recent one winning) or an ``MlflowClient`` (the aliases MLflow holds; two
+    champions there are an inconsistency and raise :class:`RegistryError`).
+    """
+    names = list(cohort_model_names(cohort))
+    if isinstance(source, duckdb.DuckDBPyConnection):
+        if not _recorded(source):
+            return None
+        row = source.execute(
+            f"""SELECT model, version FROM (
+                    SELECT model, version, seq, row_number() OVER (PARTITION BY model ORDER BY seq DESC) AS rn
+                    FROM audit.alias_history WHERE alias = ? AND model IN ({', '.join('?' * len(names))}))
+                WHERE rn = 1 AND version IS NOT NULL ORDER BY seq DESC LIMIT 1""",
+            [CHAMPION, *names],
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+    from mlflow.exceptions import MlflowException
+
+    found = []
+    for name in names:
+        try:
+            aliases = source.get_registered_model(name).aliases
+        except MlflowException:
+            continue
+        if CHAMPION in aliases:
+            found.append((name, str(aliases[CHAMPION])))
+    if len(found) > 1:
+        raise RegistryError(f"cohort {cohort} has two champions in MLflow ({', '.join(f'{m} v{v}' for m, v in found)}); "
+                            "promote one of them again to clear the other")
+    return found[0] if found else None
 
 
 def rollback(

@@ -133,15 +133,25 @@ def test_paired_bootstrap_is_deterministic_for_a_seed():
 # ---------------------------------------------------------------------------------------------
 
 
-def _report(champion, challenger, *, delta_ci=(-0.01, 0.02), fairness=("computed_gap_rules", (), ()),
-            drift=(), auroc=0.70, brier=0.09) -> cc.ChangeControlReport:
+def _assessed(*rules: cc.RuleAssessment, not_assessable=(), champion_failures=(), challenger_failures=()):
+    rules = rules or (cc.RuleAssessment("recall_gap", "pass", "all 6 group(s) inside the bound"),)
+    return cc.FairnessComparison("fairness_audit", "audit a1 of the challenger", "a1", None, rules,
+                                 tuple(not_assessable), tuple(champion_failures), tuple(challenger_failures))
+
+
+NOT_AUDITED = cc.FairnessComparison("not_assessed", "fairness was never assessed for c_candidate v2: "
+                                    "materialize c/fairness_report")
+
+
+def _report(champion, challenger, *, delta_ci=(-0.01, 0.02), fairness=None, drift=(), auroc=0.70, brier=0.09,
+            ci=0.03) -> cc.ChangeControlReport:
     rows = []
     for metric, value in (("auroc", auroc), ("brier", brier)):
         rows.append({"attribute": "overall", "group": "all", "n": 2000, "n_positive": 240, "metric": metric,
                      "champion": value - 0.005 if champion else float("nan"), "challenger": value,
                      "delta": 0.005 if champion else float("nan"),
                      "lower": delta_ci[0] if champion else float("nan"), "upper": delta_ci[1] if champion else float("nan"),
-                     "challenger_lower": value - 0.03, "challenger_upper": value + 0.03})
+                     "challenger_lower": value - ci, "challenger_upper": value + ci})
     mods = tuple(cc.classify_modifications(champion, challenger)) if champion else ()
     envelope = cc.check_envelope(mods, POLICY.change_control.allowed_modifications,
                                  POLICY.change_control.requires_new_review) if champion else None
@@ -149,7 +159,7 @@ def _report(champion, challenger, *, delta_ci=(-0.01, 0.02), fairness=("computed
         cohort="c", model_name=challenger.name, created_at="2026-11-28T00:00:00Z", policy_sha256=POLICY.sha256,
         policy_version=POLICY.version, challenger=challenger, champion=champion, evaluation_rows=2000,
         evaluation_positives=240, evaluation_ids_sha256="e" * 64, metrics=pd.DataFrame(rows), modifications=mods,
-        envelope=envelope, fairness=cc.FairnessComparison(*fairness), drift=tuple(drift), caveats=(),
+        envelope=envelope, fairness=fairness or _assessed(), drift=tuple(drift), caveats=(),
         n_boot=200, seed=1, confidence=0.95, min_group_size=100,
     )
 
@@ -157,28 +167,40 @@ def _report(champion, challenger, *, delta_ci=(-0.01, 0.02), fairness=("computed
 RETRAINED = {"input_extracts": (("month_000.csv", "a" * 64), ("month_001.csv", "b" * 64))}
 
 
+def _status(decision, name):
+    return next(c for c in decision.criteria if c.name == name).status
+
+
 def test_retrain_without_regression_passes():
     decision = cc.decide(_report(_model("1"), _model("2", **RETRAINED)), POLICY)
-    assert decision.passed and decision.mode == "champion_comparison"
+    assert decision.passed and decision.status == cc.PROMOTED and decision.mode == "champion_comparison"
     assert [c.name for c in decision.criteria] == [
-        "no_significant_auroc_regression", "inside_change_envelope", "no_new_fairness_failures"]
+        "no_significant_auroc_regression", "inside_change_envelope", "fairness_assessed", "fairness:recall_gap",
+        "not_assessable_groups"]
+    assert all(c.status == "pass" for c in decision.criteria) and decision.next_command is None
     assert decision.modification_kinds == ("retrain_on_new_data",)
 
 
-@pytest.mark.parametrize("kwargs,failing", [
-    ({"delta_ci": (-0.035, 0.01)}, "no_significant_auroc_regression"),
-    ({"fairness": ("fairness_verdicts", (), ("recall_gap:race",))}, "no_new_fairness_failures"),
-])
-def test_regression_or_new_fairness_failure_blocks(kwargs, failing):
-    decision = cc.decide(_report(_model("1"), _model("2", **RETRAINED), **kwargs), POLICY)
-    assert not decision.passed
-    assert [c.name for c in decision.failed] == [failing]
-    assert decision.summary.startswith("blocked: " + failing)
+@pytest.mark.parametrize("delta_ci,status", [((-0.015, 0.02), "pass"), ((-0.035, -0.025), "fail"),
+                                             ((-0.035, 0.01), "insufficient_evidence")])
+def test_auroc_regression_is_judged_on_the_paired_interval(delta_ci, status):
+    decision = cc.decide(_report(_model("1"), _model("2", **RETRAINED), delta_ci=delta_ci), POLICY)
+    assert _status(decision, "no_significant_auroc_regression") == status
+    assert decision.status == {"pass": cc.PROMOTED, "fail": cc.BLOCKED,
+                               "insufficient_evidence": cc.PENDING_APPROVAL}[status]
+    if status == "fail":
+        assert decision.summary.startswith("blocked: no_significant_auroc_regression")
+    if status == "insufficient_evidence":
+        assert decision.next_command == cc.waive_command("c", "c_candidate", "2", "no_significant_auroc_regression")
 
 
-def test_a_fairness_failure_the_champion_already_had_is_not_new():
-    fairness = ("fairness_verdicts", ("recall_gap:race",), ("recall_gap:race",))
-    assert cc.decide(_report(_model("1"), _model("2", **RETRAINED), fairness=fairness), POLICY).passed
+def test_a_new_fairness_failure_blocks():
+    rule = cc.RuleAssessment("recall_gap", "fail", "race=B outside the bound; a failure the champion does not have",
+                             failing=("race=B",), new_failures=("race=B",))
+    fairness = _assessed(rule, challenger_failures=("recall_gap:race=B",))
+    decision = cc.decide(_report(_model("1"), _model("2", **RETRAINED), fairness=fairness), POLICY)
+    assert decision.status == cc.BLOCKED and [c.name for c in decision.failed] == ["fairness:recall_gap"]
+    assert decision.summary.startswith("blocked: fairness:recall_gap")
 
 
 def test_extra_feature_is_blocked_by_the_envelope_even_when_better():
@@ -188,11 +210,97 @@ def test_extra_feature_is_blocked_by_the_envelope_even_when_better():
     assert "requires new review: feature_set_change" in decision.summary
 
 
-@pytest.mark.parametrize("auroc,brier,passed", [(0.66, 0.10, True), (0.58, 0.10, False), (0.66, 0.16, False)])
-def test_absolute_criteria_without_a_champion(auroc, brier, passed):
-    decision = cc.decide(_report(None, _model("1"), auroc=auroc, brier=brier), POLICY)
-    assert decision.mode == "absolute" and decision.passed is passed
-    assert {c.name for c in decision.criteria} == {"min_auroc", "max_brier", "no_new_fairness_failures"}
+@pytest.mark.parametrize("auroc,ci,status", [
+    (0.66, 0.03, "pass"),                    # [0.63, 0.69] clears 0.60
+    (0.62, 0.04, "insufficient_evidence"),   # point above 0.60, interval [0.58, 0.66] straddles it
+    (0.55, 0.03, "fail"),                    # [0.52, 0.58] below
+])
+def test_min_auroc_is_judged_on_the_interval_not_the_point(auroc, ci, status):
+    decision = cc.decide(_report(None, _model("1"), auroc=auroc, brier=0.10, ci=ci), POLICY)
+    assert decision.mode == "absolute" and _status(decision, "min_auroc") == status
+    assert decision.passed is (status == "pass")
+    assert decision.status != cc.PROMOTED or status == "pass"
+
+
+@pytest.mark.parametrize("brier,status", [(0.10, "pass"), (0.14, "insufficient_evidence"), (0.19, "fail")])
+def test_max_brier_is_judged_on_the_interval(brier, status):
+    decision = cc.decide(_report(None, _model("1"), auroc=0.70, brier=brier), POLICY)
+    assert _status(decision, "max_brier") == status
+    assert {c.name for c in decision.criteria} == {"min_auroc", "max_brier", "fairness_assessed",
+                                                   "fairness:recall_gap", "not_assessable_groups"}
+
+
+def test_no_fairness_audit_blocks_and_no_waiver_can_replace_it():
+    report = _report(None, _model("2"), fairness=NOT_AUDITED)
+    waiver = _waiver("fairness:recall_gap")
+    for waivers in ({}, {"fairness:recall_gap": waiver, "fairness_assessed": _waiver("fairness_assessed")}):
+        decision = cc.decide(report, POLICY, waivers=waivers)
+        assert decision.status == cc.BLOCKED and not decision.passed
+        assert _status(decision, "fairness:recall_gap") == "insufficient_evidence"
+        assert "fairness was never assessed" in decision.summary
+        assert decision.waiver_ids == ()
+
+
+def test_insufficient_fairness_waits_for_a_waiver_by_a_named_approver():
+    rule = cc.RuleAssessment("recall_gap", "insufficient_evidence", "no group could be assessed",
+                             insufficient_required=("race=B", "race=C"))
+    report = _report(None, _model("2"), fairness=_assessed(rule))
+    pending = cc.decide(report, POLICY)
+    assert pending.status == cc.PENDING_APPROVAL and not pending.passed
+    assert [c.name for c in pending.missing] == ["fairness:recall_gap"]
+    assert pending.next_command == ('clinical-mlops waive --cohort c --model c_candidate --version 2 '
+                                    '--criterion fairness:recall_gap --approver "<name>" --reason "<why>"')
+    waiver = _waiver("fairness:recall_gap")
+    decision = cc.decide(report, POLICY, waivers={"fairness:recall_gap": waiver})
+    assert decision.status == cc.PROMOTED and decision.waiver_ids == (waiver.waiver_id,)
+    assert "waived by Dr Lee (CMIO)" in next(c for c in decision.criteria if c.name == "fairness:recall_gap").reason
+    expired = cc.decide(report, POLICY, waivers={"fairness:recall_gap": waiver}, now=waiver.expires_at)
+    assert expired.status == cc.PENDING_APPROVAL and expired.waiver_ids == ()
+    other = dataclasses.replace(waiver, model_version="1")
+    assert cc.decide(report, POLICY, waivers={"fairness:recall_gap": other}).status == cc.PENDING_APPROVAL
+
+
+def test_a_waiver_never_covers_a_failure():
+    rule = cc.RuleAssessment("recall_gap", "fail", "race=B outside", failing=("race=B",), new_failures=("race=B",))
+    decision = cc.decide(_report(None, _model("2"), fairness=_assessed(rule)), POLICY,
+                         waivers={"fairness:recall_gap": _waiver("fairness:recall_gap")})
+    assert decision.status == cc.BLOCKED and decision.waiver_ids == ()
+
+
+def test_not_assessable_groups_need_an_acknowledgement():
+    report = _report(None, _model("2"), fairness=_assessed(not_assessable=("recall_gap: race=Asian (n=12)",)))
+    decision = cc.decide(report, POLICY)
+    assert decision.status == cc.PENDING_APPROVAL
+    assert [c.name for c in decision.missing] == [cc.NOT_ASSESSABLE_GROUPS]
+    assert "race=Asian" in decision.summary
+    acknowledged = cc.decide(report, POLICY, waivers={cc.NOT_ASSESSABLE_GROUPS: _waiver(cc.NOT_ASSESSABLE_GROUPS)})
+    assert acknowledged.passed
+
+
+def test_a_mitigated_challenger_is_at_best_pending_approval():
+    mitigated = _model("4", name="c_mitigated", algorithm="hist_gradient_boosting+group_thresholds",
+                       params={"algorithm": "hist_gradient_boosting+group_thresholds", "mitigation": "group_thresholds"})
+    review = "a mitigation (group_thresholds) of c_candidate/2 is a modification"
+    alone = cc.decide(_report(None, mitigated), POLICY, review=review)
+    assert alone.status == cc.PENDING_APPROVAL and not alone.passed
+    assert alone.next_command == 'clinical-mlops promote --model c_mitigated --version 4 --approver "<name>" --reason "<why>"'
+    against = cc.decide(_report(_model("1"), mitigated, delta_ci=(0.0, 0.02)), POLICY, review=review)
+    assert against.status == cc.PENDING_APPROVAL, "the algorithm change is the review's to approve, not a fail"
+    assert _status(against, "inside_change_envelope") == "insufficient_evidence"
+    rule = cc.RuleAssessment("recall_gap", "insufficient_evidence", "1 group(s) without sufficient evidence")
+    waits = cc.decide(_report(None, mitigated, fairness=_assessed(rule)), POLICY, review=review)
+    assert waits.next_command.endswith('--version 4 --waive fairness:recall_gap --approver "<name>" --reason "<why>"')
+    failing = cc.RuleAssessment("recall_gap", "fail", "race=B outside", failing=("race=B",), new_failures=("race=B",))
+    assert cc.decide(_report(None, mitigated, fairness=_assessed(failing)), POLICY, review=review).status == cc.BLOCKED
+
+
+def _waiver(criterion: str, version: str = "2", model: str = "c_candidate"):
+    from datetime import datetime
+
+    from clinical_mlops.governance.waivers import Waiver
+
+    return Waiver(f"w-{criterion}", "c", model, version, criterion, ("insufficient",), "Dr Lee (CMIO)",
+                  "small group; reviewed by the board", datetime(2026, 11, 28), datetime(2999, 1, 1), POLICY.sha256)
 
 
 def test_drift_blocks_only_when_the_policy_says_so():
@@ -207,6 +315,8 @@ def test_drift_blocks_only_when_the_policy_says_so():
     assert [c.name for c in decision.failed] == ["drift_addressed"]
     addressed = ({"extract_id": "month_001.csv", "dataset_drift": True, "challenger_trained_on_it": True},)
     assert cc.decide(_report(_model("1"), _model("2", **RETRAINED), drift=addressed), blocking).passed
+    assert cc.decide(_report(_model("1"), _model("2", **RETRAINED)), blocking).status == cc.BLOCKED, \
+        "a blocking drift policy with no drift report: no evidence, blocked"
 
 
 def test_report_round_trips_and_renders(tmp_path):
@@ -259,7 +369,8 @@ def test_change_control_on_registered_models(workspace, small_encounters):
     assert report.score_sources == {champion.label: "scored from the registry",
                                     retrained.label: "stored test predictions"}
     assert report.evaluation_rows == features.summarise_split(con, narrow).test_rows
-    assert report.fairness.source == "computed_gap_rules"
+    assert report.fairness.source == "not_assessed", "no fairness audit: assessed nowhere, never a pass"
+    assert cc.decide(report, POLICY).status == cc.BLOCKED
 
     wider = _fit(con, full, workspace)
     report = cc.build_report(con, full, POLICY, challenger=wider, champion=champion, n_boot=60, seed=3)

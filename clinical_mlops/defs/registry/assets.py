@@ -5,6 +5,8 @@ import json
 
 import dagster as dg
 
+from clinical_mlops.core.evidence import Evidence
+from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.resources import (
     WAREHOUSE_POOL,
@@ -38,19 +40,35 @@ def _actor(context: dg.AssetExecutionContext) -> str:
 def _change_control_metadata(step: steps.ChangeControlStep) -> dict:
     report, decision, challenger, champion = step.report, step.decision, step.challenger, step.champion
     auroc = report.overall("auroc")
+    mitigated = {}
+    if step.mitigated is not None:
+        m = step.mitigated
+        mitigated = {
+            "mitigated_challenger": m.report.challenger.label,
+            "mitigated_status": m.decision.status,
+            "mitigated_decision": m.decision.summary,
+            "mitigated_next_command": m.decision.next_command or "—",
+            "mitigated_tradeoff": dg.MetadataValue.json(m.tradeoff.as_dict()),
+            "mitigated_report_id": m.report_id,
+        }
     return {
         "challenger": challenger.label,
         "champion": champion.label if champion else "none",
         "mode": decision.mode,
+        "status": decision.status,
         "gate_passes": decision.passed,
         "decision": decision.summary,
+        "next_command": decision.next_command or "—",
         "modification_kinds": ", ".join(m.kind for m in report.modifications) or "—",
         "envelope": report.envelope.describe() if report.envelope else "no champion: absolute criteria",
         "auroc_challenger": round(auroc["challenger"], 4),
+        "auroc_challenger_ci": f"{auroc['challenger_lower']:.4f} to {auroc['challenger_upper']:.4f}",
         "auroc_delta": "—" if champion is None else round(auroc["delta"], 4),
         "auroc_delta_ci": "—" if champion is None else f"{auroc['lower']:+.4f} to {auroc['upper']:+.4f}",
         "new_fairness_failures": ", ".join(report.fairness.new_failures) or "none",
         "fairness_source": report.fairness.source,
+        "fairness": report.fairness.reason,
+        "open_incidents": ", ".join(decision.incidents) or "none",
         "evaluation_rows": report.evaluation_rows,
         "evaluation_ids_sha256": report.evaluation_ids_sha256,
         "report": dg.MetadataValue.md(step.markdown),
@@ -58,22 +76,33 @@ def _change_control_metadata(step: steps.ChangeControlStep) -> dict:
         "report_id": step.report_id,
         "policy_sha256": step.policy.sha256,
         "policy_version": step.policy.version,
+        **mitigated,
     }
+
+
+def _upstream(spec: CohortSpec) -> list[dg.AssetKey]:
+    """What change control reads, so the graph (not the CLI's job order) runs it first: the evaluation,
+    the fairness audit, the mitigated challenger, the model card, and the drift reports (partitioned by
+    extract; an unpartitioned dependency on them is on every partition, so the newest one is in)."""
+    return [dg.AssetKey([spec.name, name]) for name in
+            ("model_evaluation", "fairness_report", "mitigated_model", "model_card", "drift_report")]
 
 
 def build_change_control_report(spec: CohortSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=[spec.name, "change_control_report"],
-        deps=[dg.AssetKey([spec.name, "model_evaluation"])],
+        deps=_upstream(spec),
         group_name="registry",
         kinds={"mlflow", "duckdb"},
-        code_version="1",
+        code_version="2",
         pool=WAREHOUSE_POOL,
         description=(
             f"{spec.title}: the latest candidate (aliased `challenger`) against the `champion` on the same held-out "
-            "rows — paired-bootstrap metric deltas overall and per subgroup, fairness verdict changes, drift context, "
-            "the diff of features / algorithm / hyperparameters / data, and the policy's modification envelope. "
-            "Markdown in the reports folder and audit.change_control_reports."
+            "rows — paired-bootstrap metric deltas overall and per subgroup, the fairness audit's evidence per "
+            "blocking rule, drift context, the diff of features / algorithm / hyperparameters / data, the policy's "
+            "modification envelope, and the mitigated challenger's trade-off. Runs after the fairness report, the "
+            "mitigation, the model card and the drift reports. Markdown in the reports folder and "
+            "audit.change_control_reports."
         ),
     )
     def change_control_report(
@@ -105,17 +134,20 @@ def build_promotion(spec: CohortSpec) -> dg.AssetsDefinition:
         deps=[dg.AssetKey([spec.name, "change_control_report"])],
         group_name="registry",
         kinds={"mlflow", "duckdb"},
-        code_version="1",
+        code_version="2",
         pool=WAREHOUSE_POOL,
         description=(
-            "Promotion gate: when the acceptance criteria hold (no significant AUROC regression, no new blocking "
-            "fairness failure, inside the modification envelope; absolute criteria with no champion), moves the "
-            "`champion` alias to the challenger. Every decision goes to audit.promotion_decisions with the policy hash."
+            "Promotion gate under the evidence rule: any failed criterion blocks; a criterion without evidence "
+            "waits as pending_approval until a named approver waives it (`clinical-mlops waive`); only evidence "
+            "promotes automatically (moves the `champion` alias). A mitigated challenger waits for a named "
+            "approver's `clinical-mlops promote`. Every decision goes to audit.promotion_decisions with the "
+            "policy hash, the waivers relied on and the next command."
         ),
         check_specs=[
             dg.AssetCheckSpec(
                 "promotion_criteria_met", asset=key, blocking=True,
-                description="The challenger meets the policy's acceptance criteria (the gate's verdict).",
+                description="The challenger's evidence meets the policy's acceptance criteria (pass only on evidence "
+                            "or an active waiver for what is missing).",
             )
         ],
     )
@@ -130,29 +162,48 @@ def build_promotion(spec: CohortSpec) -> dg.AssetsDefinition:
             step = steps.promote_if_accepted(con, spec, policy=policy.load(config.policy_path), actor=_actor(context),
                                              tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root)
         decision, reported, after = step.decision, step.champion_before, step.champion_after
-        criteria = {c.name: ("pass" if c.passed else "FAIL") + f" — {c.detail}" for c in decision.criteria}
+        criteria = {c.name: f"{c.status}{' (waived)' if c.waived else ''} — {c.reason}" for c in decision.criteria}
         escalation = {} if step.escalation is None else {"escalation": dg.MetadataValue.json(step.escalation)}
+        mitigated = {} if step.mitigated is None else {
+            "mitigated_challenger": f"{step.mitigated.decision.model_name} v{step.mitigated.decision.model_version}",
+            "mitigated_status": step.mitigated.decision.status,
+            "mitigated_decision": step.mitigated.decision.summary,
+            "mitigated_next_command": step.mitigated.decision.next_command or "—",
+            "mitigated_decision_id": step.mitigated.decision_id,
+        }
+        if decision.next_command:
+            context.log.warning(f"{spec.name}: {decision.status} — next: {decision.next_command}")
+        if step.mitigated is not None and step.mitigated.decision.next_command:
+            context.log.warning(f"{spec.name}: mitigated challenger {step.mitigated.decision.status} — to approve: "
+                                f"{step.mitigated.decision.next_command}")
         return dg.MaterializeResult(
             metadata={
                 "challenger": step.report.challenger.label,
                 "champion_before": f"v{reported}" if reported else "none",
                 "champion_after": f"v{after}" if after else "none",
+                "status": decision.status,
                 "promoted": step.promoted,
                 "mode": decision.mode,
                 "decision": decision.summary,
+                "next_command": decision.next_command or "—",
+                "waiver_ids": ", ".join(decision.waiver_ids) or "none",
+                "open_incidents": ", ".join(decision.incidents) or "none",
                 "criteria": dg.MetadataValue.json(criteria),
                 "decision_id": step.decision_id,
                 "report_id": step.report_id,
                 "policy_sha256": step.policy.sha256,
+                **mitigated,
                 **escalation,
             },
             check_results=[
-                dg.AssetCheckResult(
-                    check_name="promotion_criteria_met",
-                    passed=decision.passed,
-                    severity=dg.AssetCheckSeverity.ERROR,
-                    description=decision.summary,
-                    metadata={"criteria": dg.MetadataValue.json(json.loads(decision.criteria_json())),
+                evidence_check(
+                    "promotion_criteria_met",
+                    Evidence(decision.evidence_status, decision.summary),
+                    blocking=True,
+                    metadata={"status": decision.status,
+                              "criteria": dg.MetadataValue.json(json.loads(decision.criteria_json())),
+                              "waiver_ids": ", ".join(decision.waiver_ids) or "none",
+                              "next_command": decision.next_command or "—",
                               "modification_kinds": ", ".join(decision.modification_kinds) or "—",
                               **escalation},
                 )

@@ -18,21 +18,38 @@ The FDA's predetermined change control plan pattern (REFERENCE.md §1), made che
   each replicate resamples rows once and evaluates both models on the same resample, overall and
   per sensitive-attribute group (groups under the policy's minimum size get point estimates
   only: insufficient evidence).
-* **Fairness.** Verdicts are read from ``monitoring.fairness_verdicts`` when the fairness report
-  has run; otherwise the policy's blocking gap rules that can be computed from the same
-  replicates (recall and FPR gaps to the reference group) are evaluated here, a gap failing only
-  when its whole interval lies outside the bound. A *new* failure is one the challenger has and
-  the champion has not.
+* **Fairness.** Read from the challenger's fairness audit
+  (:func:`clinical_mlops.fairness.audit.rule_statuses`), one status per blocking rule; no audit,
+  or an audit under another policy, is insufficient evidence that blocks (the audit must run). A
+  failure the champion does not have is a plain fail; one it shares passes only when the paired
+  interval of (challenger gap − champion gap) shows it is not worse than a margin. Groups that
+  could not be assessed are listed and need an acknowledgement (a waiver).
+* **The mitigated challenger.** A ``<cohort>_mitigated`` version derived from the current
+  candidate is assessed on the same rows; its trade-off is shown, and its decision is at best
+  ``pending_approval`` (:mod:`._mitigated`).
 * **Drift context.** The latest drift verdict of each extract, and whether the challenger was
   trained on the drifted data.
 
-:func:`decide` turns a report into the promotion decision under the policy's acceptance
-criteria (or its absolute criteria when there is no champion yet); :func:`render_markdown`
+:func:`decide` turns a report into the promotion decision — ``promoted``, ``blocked`` or
+``pending_approval`` under the one evidence rule, with the waivers it relies on and the exact
+next command — under the policy's acceptance criteria (or its absolute criteria, judged on the
+intervals, when there is no champion yet); :func:`render_markdown`
 renders both for people; :func:`store_report` and :func:`record_decision` keep them in the
 ``audit`` schema with the policy hash. Everything is aggregate: metrics, counts, hashes.
 """
 
-from clinical_mlops.registry.change_control._decision import Criterion, Decision, decide
+from clinical_mlops.registry.change_control._decision import (
+    BLOCKED,
+    DECISION_STATUSES,
+    NOT_ASSESSABLE_GROUPS,
+    PENDING_APPROVAL,
+    PROMOTED,
+    Criterion,
+    Decision,
+    decide,
+    promote_command,
+    waive_command,
+)
 from clinical_mlops.registry.change_control._diff import (
     NO_MODIFICATION,
     Envelope,
@@ -42,7 +59,22 @@ from clinical_mlops.registry.change_control._diff import (
     classify_modifications,
     describe_model,
 )
-from clinical_mlops.registry.change_control._fairness import FairnessComparison, compare_fairness
+from clinical_mlops.registry.change_control._fairness import (
+    DEFAULT_NON_INFERIORITY_MARGIN,
+    FairnessComparison,
+    RuleAssessment,
+    SliceSampler,
+    compare_fairness,
+    non_inferiority_margin,
+    open_incidents,
+)
+from clinical_mlops.registry.change_control._mitigated import (
+    MITIGATED_ROLE,
+    MitigatedTradeoff,
+    derived_mitigation,
+    review_reason,
+    tradeoff,
+)
 from clinical_mlops.registry.change_control._paired import (
     LOWER_IS_BETTER,
     PAIRED_METRICS,
@@ -60,30 +92,47 @@ from clinical_mlops.registry.change_control._store import (
 )
 
 __all__ = [
+    "BLOCKED",
     "DDL",
+    "DECISION_STATUSES",
+    "DEFAULT_NON_INFERIORITY_MARGIN",
     "LOWER_IS_BETTER",
+    "MITIGATED_ROLE",
+    "NOT_ASSESSABLE_GROUPS",
     "NO_MODIFICATION",
     "PAIRED_METRICS",
+    "PENDING_APPROVAL",
+    "PROMOTED",
     "ChangeControlReport",
     "Criterion",
     "Decision",
     "Envelope",
     "FairnessComparison",
+    "MitigatedTradeoff",
     "Modification",
     "ModelDescription",
     "PairedResult",
+    "RuleAssessment",
     "Scorer",
+    "SliceSampler",
     "build_report",
     "check_envelope",
     "classify_modifications",
     "compare_fairness",
     "decide",
+    "derived_mitigation",
     "describe_model",
     "drift_context",
     "ensure_tables",
     "latest_report",
+    "non_inferiority_margin",
+    "open_incidents",
     "paired_bootstrap",
+    "promote_command",
     "record_decision",
     "render_markdown",
+    "review_reason",
     "store_report",
+    "tradeoff",
+    "waive_command",
 ]

@@ -5,7 +5,15 @@ from __future__ import annotations
 import math
 
 from clinical_mlops.core.reporting import format_number
-from clinical_mlops.registry.change_control._decision import Decision
+from clinical_mlops.core.evidence import FAIL
+from clinical_mlops.registry.change_control._decision import (
+    BLOCKED,
+    PENDING_APPROVAL,
+    PROMOTED,
+    Criterion,
+    Decision,
+)
+from clinical_mlops.registry.change_control._mitigated import MitigatedTradeoff
 from clinical_mlops.registry.change_control._report import ChangeControlReport
 
 __all__ = ["render_markdown"]
@@ -18,24 +26,71 @@ def _ci(lo: float, hi: float, sign: bool = False) -> str:
     return f"{format_number(lo, sign=sign)} to {format_number(hi, sign=sign)}"
 
 
-def render_markdown(report: ChangeControlReport, decision: Decision) -> str:
-    """The report for people: decision, criteria, change, impact, fairness, drift, diff."""
+_VERDICTS = {PROMOTED: "PROMOTION ALLOWED", BLOCKED: "PROMOTION BLOCKED", PENDING_APPROVAL: "PENDING APPROVAL"}
+
+
+def _result(c: Criterion) -> str:
+    if c.passed:
+        return "pass"
+    if c.waived:
+        return f"insufficient evidence, waived ({c.waiver_id})"
+    return "**FAIL**" if c.status == FAIL else "**insufficient evidence**"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _mitigated_section(mitigated: MitigatedTradeoff) -> list[str]:
+    m = mitigated
+    lines = ["", "## Mitigated challenger", "",
+             f"{m.label} ({m.method}), derived from {m.base_label}, assessed on the same held-out rows. "
+             f"Decision: **{m.status.replace('_', ' ')}** — a mitigation is a modification that needs a named "
+             "approver's review; it is never promoted automatically.", "",
+             "| | candidate | mitigated |", "|---|---|---|",
+             f"| AUROC (CI) | {format_number(m.candidate_auroc[0])} ({_ci(*m.candidate_auroc[1:])}) "
+             f"| {format_number(m.mitigated_auroc[0])} ({_ci(*m.mitigated_auroc[1:])}) |"]
+    for gap in m.recall_gaps:
+        before, after = gap.get("before") or {}, gap.get("after") or {}
+        lines.append(f"| {gap['rule'].replace('_', ' ')} {gap['group']} (CI) | {_gap(before)} | {_gap(after)} |")
+    if m.next_command:
+        lines += ["", f"To approve: `{m.next_command}`"]
+    return lines
+
+
+def _gap(found: dict) -> str:
+    if not found or found.get("estimate") is None:
+        return "—"
+    return (f"{format_number(found['estimate'], sign=True)} ({_ci(found.get('lower'), found.get('upper'), sign=True)}) "
+            f"{found.get('verdict', '')}")
+
+
+def render_markdown(report: ChangeControlReport, decision: Decision,
+                    mitigated: MitigatedTradeoff | None = None) -> str:
+    """The report for people: decision, criteria, change, impact, fairness, drift, diff (and the
+    mitigated challenger's trade-off, when there is one)."""
     ch, cp = report.challenger, report.champion
     title = f"{ch.label} (challenger) vs {cp.label} (champion)" if cp else f"{ch.label} (no champion yet)"
-    verdict = "PROMOTION ALLOWED" if decision.passed else "PROMOTION BLOCKED"
+    verdict = _VERDICTS.get(decision.status, decision.status)
     lines = [
         f"# Change control — {report.cohort}: {title}",
         "",
-        f"**{verdict}** — {decision.summary}",
+        f"**{verdict}** — {_cell(decision.summary)}",
         "",
         f"Policy {report.policy_version} (sha256 `{report.policy_sha256[:12]}`), generated {report.created_at}. "
         f"Mode: {decision.mode.replace('_', ' ')}.",
+    ]
+    if decision.next_command:
+        lines += ["", f"Next: `{decision.next_command}`"]
+    if decision.incidents:
+        lines += ["", f"Open incidents: {', '.join(decision.incidents)}."]
+    lines += [
         "",
         "## Acceptance criteria",
         "",
-        "| criterion | result | detail |",
+        "| criterion | result | reason |",
         "|---|---|---|",
-        *(f"| {c.name} | {'pass' if c.passed else '**FAIL**'} | {c.detail} |" for c in decision.criteria),
+        *(f"| {c.name} | {_result(c)} | {_cell(c.reason)} |" for c in decision.criteria),
     ]
     if cp is not None:
         lines += ["", "## Modification and envelope", ""]
@@ -68,11 +123,25 @@ def render_markdown(report: ChangeControlReport, decision: Decision) -> str:
                      f"| {format_number(r.challenger)} "
                      f"| {format_number(r.delta, sign=True)} ({_ci(r.lower, r.upper, sign=True)}) |")
     fair = report.fairness
-    lines += ["", "## Fairness verdicts", "", f"Source: {fair.source}.",
+    lines += ["", "## Fairness verdicts", "", f"Source: {fair.source} — {fair.reason}.",
               f"- champion blocking failures: {', '.join(fair.champion_failures) or 'none'}",
               f"- challenger blocking failures: {', '.join(fair.challenger_failures) or 'none'}",
               f"- new: {', '.join(fair.new_failures) or 'none'}; resolved: {', '.join(fair.resolved) or 'none'}",
+              f"- not assessable: {', '.join(fair.not_assessable) or 'none'}",
+              *(f"- {a.rule}: {a.status} — {_cell(a.reason)}" for a in fair.rules),
               *(f"- note: {n}" for n in fair.notes)]
+    shared = [s for a in fair.rules for s in a.shared]
+    if shared:
+        lines += ["", f"Failures shared with the champion (challenger gap − champion gap, negative is worse; "
+                      f"margin {fair.margin:g}):", "",
+                  "| group | champion gap | challenger gap | difference (CI) | result |", "|---|---|---|---|---|"]
+        for s in shared:
+            lines.append(f"| {s['group']} | {format_number(s.get('champion_gap'), sign=True)} | "
+                         f"{format_number(s.get('challenger_gap'), sign=True)} | "
+                         f"{format_number(s.get('delta'), sign=True)} ({_ci(s.get('lower'), s.get('upper'), sign=True)}) "
+                         f"| {s['status']} |")
+    if mitigated is not None:
+        lines += _mitigated_section(mitigated)
     lines += ["", "## Drift context", ""]
     if report.drift:
         lines += ["| extract | dataset drift | drifted features | top drifted | challenger trained on it |",

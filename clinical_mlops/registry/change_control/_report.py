@@ -24,7 +24,7 @@ from clinical_mlops.registry.change_control._diff import (
     check_envelope,
     classify_modifications,
 )
-from clinical_mlops.registry.change_control._fairness import FairnessComparison, compare_fairness
+from clinical_mlops.registry.change_control._fairness import FairnessComparison, SliceSampler, compare_fairness
 from clinical_mlops.registry.change_control._paired import paired_bootstrap
 
 __all__ = ["ChangeControlReport", "Scorer", "build_report", "drift_context"]
@@ -72,7 +72,7 @@ class ChangeControlReport:
             "champion": None if self.champion is None else self.champion.as_dict(),
             "modifications": [m.__dict__ for m in self.modifications],
             "envelope": None if self.envelope is None else self.envelope.__dict__,
-            "fairness": {**self.fairness.__dict__, "new_failures": self.fairness.new_failures},
+            "fairness": self.fairness.as_dict(),
             "metrics": [{k: clean(v) for k, v in r.items()} for r in self.metrics.to_dict("records")],
         }
         return json.dumps(payload, sort_keys=True, default=str)
@@ -81,7 +81,6 @@ class ChangeControlReport:
     def from_json(cls, text: str) -> ChangeControlReport:
         raw = json.loads(text)
         fairness = raw.pop("fairness")
-        fairness.pop("new_failures", None)
         envelope = raw.pop("envelope")
         return cls(**{
             **raw,
@@ -93,7 +92,7 @@ class ChangeControlReport:
             "modifications": tuple(Modification(**m) for m in raw["modifications"]),
             "envelope": None if envelope is None else Envelope(**{k: tuple(v) if isinstance(v, list) else v
                                                                  for k, v in envelope.items()}),
-            "fairness": FairnessComparison(**{k: tuple(v) if isinstance(v, list) else v for k, v in fairness.items()}),
+            "fairness": FairnessComparison.from_dict(fairness),
             "drift": tuple(raw["drift"]),
             "caveats": tuple(raw["caveats"]),
         })
@@ -190,11 +189,15 @@ def build_report(
     attributes = [a for a in spec.sensitive_attributes if a in frame.columns]
     n_boot = policy.fairness.n_bootstrap if n_boot is None else n_boot
     seed = policy.fairness.bootstrap_seed if seed is None else seed
+    thresholds = [m.operating_threshold for m in models]
     paired = paired_bootstrap(
-        y, scores, [m.operating_threshold for m in models], {a: frame[a].to_numpy() for a in attributes},
+        y, scores, thresholds, {a: frame[a].to_numpy() for a in attributes},
         n_boot=n_boot, seed=seed, confidence=policy.fairness.confidence,
         min_group_size=policy.fairness.min_group_size,
     )
+    sampler = None if champion is None else SliceSampler(
+        y, scores, thresholds, frame[attributes], n_boot, seed, policy.fairness.confidence,
+        policy.fairness.min_group_size, paired)
     modifications: tuple[Modification, ...] = ()
     envelope = None
     if champion is not None:
@@ -215,7 +218,7 @@ def build_report(
         metrics=paired.table,
         modifications=modifications,
         envelope=envelope,
-        fairness=compare_fairness(con, policy, champion, challenger, paired, attributes),
+        fairness=compare_fairness(con, policy, spec.name, champion, challenger, sampler),
         drift=drift_context(con, spec.name, challenger),
         caveats=tuple(caveats),
         n_boot=n_boot,

@@ -55,7 +55,24 @@ DDL: tuple[str, ...] = (
     policy_version VARCHAR NOT NULL,
     report_id VARCHAR
 )""",
+    # Added by the evidence rule; ADD COLUMN IF NOT EXISTS so existing warehouses keep working.
+    "ALTER TABLE audit.change_control_reports ADD COLUMN IF NOT EXISTS gate_status VARCHAR",
+    "ALTER TABLE audit.promotion_decisions ADD COLUMN IF NOT EXISTS status VARCHAR",  # promoted | blocked | pending_approval
+    "ALTER TABLE audit.promotion_decisions ADD COLUMN IF NOT EXISTS waiver_ids_json VARCHAR",  # waivers relied on
+    "ALTER TABLE audit.promotion_decisions ADD COLUMN IF NOT EXISTS next_command VARCHAR",  # what to run next
+    "ALTER TABLE audit.promotion_decisions ADD COLUMN IF NOT EXISTS incidents_json VARCHAR",  # open incidents named
 )
+
+_REPORT_COLUMNS = ("report_id, created_at, cohort, model_name, challenger_version, champion_version, "
+                   "modification_kinds_json, inside_envelope, gate_passed, policy_sha256, policy_version, "
+                   "report_sha256, report_path, markdown, report_json, gate_status")
+_DECISION_COLUMNS = ("decision_id, decided_at, cohort, model_name, challenger_version, champion_version, mode, "
+                     "passed, promoted, modification_kinds_json, criteria_json, reason, actor, policy_sha256, "
+                     "policy_version, report_id, status, waiver_ids_json, next_command, incidents_json")
+
+
+def _placeholders(columns: str) -> str:
+    return ", ".join("?" * len(columns.split(",")))
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -70,25 +87,29 @@ def store_report(con: duckdb.DuckDBPyConnection, report: ChangeControlReport, de
     report_id = uuid.uuid4().hex
     with transaction(con):
         con.execute(
-            "INSERT INTO audit.change_control_reports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO audit.change_control_reports ({_REPORT_COLUMNS}) VALUES ({_placeholders(_REPORT_COLUMNS)})",
             [
                 report_id, datetime.now(UTC).replace(tzinfo=None), report.cohort, report.model_name,
                 report.challenger.version, None if report.champion is None else report.champion.version,
                 json.dumps([m.kind for m in report.modifications]),
                 None if report.envelope is None else report.envelope.inside, decision.passed,
                 report.policy_sha256, report.policy_version, hashlib.sha256(markdown.encode()).hexdigest(),
-                None if path is None else str(path), markdown, report.to_json(),
+                None if path is None else str(path), markdown, report.to_json(), decision.status,
             ],
         )
     return report_id
 
 
-def latest_report(con: duckdb.DuckDBPyConnection, cohort: str) -> tuple[str, ChangeControlReport] | None:
-    """The most recent stored report of a cohort, with its id (None if there is none)."""
+def latest_report(con: duckdb.DuckDBPyConnection, cohort: str, model_name: str | None = None
+                  ) -> tuple[str, ChangeControlReport] | None:
+    """The most recent stored report of a cohort (of one challenger model, if given), with its id."""
     ensure_tables(con)
+    where, params = ("cohort = ?", [cohort]) if model_name is None else ("cohort = ? AND model_name = ?",
+                                                                         [cohort, model_name])
     rows = con.execute(
-        "SELECT report_id, report_json FROM audit.change_control_reports WHERE cohort = ? ORDER BY created_at DESC LIMIT 1",
-        [cohort],
+        f"SELECT report_id, report_json FROM audit.change_control_reports WHERE {where} "
+        "ORDER BY created_at DESC LIMIT 1",
+        params,
     ).fetchall()
     if not rows:
         return None
@@ -112,15 +133,23 @@ def record_decision(
     policy_sha256: str,
     policy_version: str,
     report_id: str | None = None,
+    status: str | None = None,
+    waiver_ids: Sequence[str] = (),
+    next_command: str | None = None,
+    incidents: Sequence[str] = (),
 ) -> str:
-    """Append a promotion decision (gate or manual) to ``audit.promotion_decisions``; return its id."""
+    """Append a promotion decision (gate or manual) to ``audit.promotion_decisions``; return its id.
+
+    ``status`` is ``promoted`` | ``blocked`` | ``pending_approval``; ``waiver_ids`` the waivers the
+    decision relied on; ``next_command`` what to run to move it on; ``incidents`` the open ones it names."""
     ensure_tables(con)
     decision_id = uuid.uuid4().hex
     with transaction(con):
         con.execute(
-            "INSERT INTO audit.promotion_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO audit.promotion_decisions ({_DECISION_COLUMNS}) VALUES ({_placeholders(_DECISION_COLUMNS)})",
             [decision_id, datetime.now(UTC).replace(tzinfo=None), cohort, model_name, str(challenger_version),
              champion_version, mode, passed, promoted, json.dumps(list(modification_kinds)), criteria_json,
-             reason, actor, policy_sha256, policy_version, report_id],
+             reason, actor, policy_sha256, policy_version, report_id, status, json.dumps(list(waiver_ids)),
+             next_command, json.dumps(list(incidents))],
         )
     return decision_id
