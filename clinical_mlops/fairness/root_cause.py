@@ -192,7 +192,9 @@ def analyse(
             "Important features are distributed differently" if shifted_important else "Feature distributions",
             detail + (f" Among the reference's five most important features: {', '.join(shifted_important)}."
                       if shifted_important else ""),
-            {"shifted_important": shifted_important},
+            {"shifted_important": shifted_important,
+             "means": {r.feature: [float(r.group_mean), float(r.reference_mean)] for r in big.itertuples()
+                       if r.feature in shifted_important}},
         ))
         if group in imp and reference in imp:
             top_g = imp[group].sort_values(ascending=False).index[:5].tolist()
@@ -239,13 +241,24 @@ def analyse(
     return RootCause(slice_name, group, reference, findings, _conclusion(findings), tables)
 
 
+def _named_features(findings: list[Finding]) -> str:
+    """``: number_inpatient recorded lower for the group (mean 0.12 vs 0.64), …`` — the shifted important features."""
+    named = []
+    for f in findings:
+        for feature, (group_mean, reference_mean) in (f.evidence.get("means") or {}).items():
+            direction = "lower" if group_mean < reference_mean else "higher"
+            named.append(f"{feature} recorded {direction} for the group (mean {group_mean:.2f} vs {reference_mean:.2f})")
+    return (": " + "; ".join(named)) if named else ""
+
+
 def _conclusion(findings: list[Finding]) -> str:
     concerns = {f.category for f in findings if f.concern}
     parts = []
     if "labels" in concerns:
         parts.append("the data's recorded outcomes (label prevalence differs)")
     if concerns & {"missingness", "features"}:
-        parts.append("the features (recording gaps or shifted distributions in features the model relies on)")
+        parts.append("the features (recording gaps or shifted distributions in features the model relies on"
+                     + _named_features(findings) + ")")
     if "representation" in concerns:
         parts.append("under-representation in the cohort")
     if "calibration" in concerns:

@@ -21,7 +21,7 @@ def _policy(edit=None):
     fp = raw["fairness"]
     fp["sensitive_attributes"] = {"race": {"reference": "Caucasian", "required_groups": ["AfricanAmerican"]}}
     fp["intersections"] = []
-    fp.pop("required_population_share")
+    fp.pop("required_population_share", None)
     fp["metrics"] = {"recall_gap": fp["metrics"]["recall_gap"]}
     if edit is not None:
         edit(fp)
@@ -260,7 +260,7 @@ def test_shipped_policy_requires_the_groups_the_demo_can_assess():
     fp = parse_policy(DEFAULT_POLICY_PATH.read_bytes()).fairness
     assert fp.attribute("race").required_groups == ("AfricanAmerican",)
     assert fp.attribute("gender").required_groups == ("Male",)
-    assert fp.required_population_share == 0.05
+    assert fp.required_population_share is None  # only the listed groups, at the demo's size
     demo_race = {"Caucasian": 0.75, "AfricanAmerican": 0.19, "Hispanic": 0.02, "Other": 0.015, "Asian": 0.006}
     assert fp.required_groups("race", demo_race) == {"AfricanAmerican"}
 
@@ -294,7 +294,7 @@ def test_policy_validates_required_groups_and_population_share(edit, message):
 def test_required_groups_are_optional_and_numbers_read_as_group_names():
     raw = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
     fp = raw["fairness"]
-    fp.pop("required_population_share")
+    fp.pop("required_population_share", None)
     fp["sensitive_attributes"]["gender"].pop("required_groups")
     fp["sensitive_attributes"]["age_band"]["required_groups"] = [1]
     policy = parse_policy(yaml.safe_dump(raw)).fairness

@@ -58,7 +58,7 @@ def _loose(fp: dict) -> None:
             spec["max_difference"] = 1.0
         else:
             spec["min_ratio"] = 0.001
-    fp.pop("required_population_share")
+    fp.pop("required_population_share", None)
     for attr in fp["sensitive_attributes"].values():
         attr.pop("required_groups", None)
 

@@ -2,8 +2,9 @@
 
 The demo's own extracts (``cli.demo.prepare_extracts``: 30,000 encounters, bias 1, cut into three
 training extracts) go through the step functions the assets call — land, validate, features, split,
-candidate, fairness audit — and the candidate must fail the blocking recall gate for
-AfricanAmerican as a real ``fail`` (the whole interval below the bound), not insufficient evidence.
+candidate, fairness audit, root cause — and the candidate must fail the blocking recall gate for
+AfricanAmerican as a real ``fail`` (the whole interval below the bound), not insufficient evidence,
+and the root cause must name the injected mechanism (prior visits recorded lower for the group).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def test_injected_bias_fails_the_recall_gate_at_the_default_size(workspace, seed
                                        artifact_root=workspace.artifacts)
         step = fairness_steps.audit_candidate(con, spec, policy=policy, n_bootstrap=None,
                                               reports_dir=workspace.root / "reports", run_id=None)
+        cause = fairness_steps.analyse_root_cause(con, spec, policy=policy, tracking_uri=workspace.tracking_uri,
+                                                  artifact_root=workspace.artifacts,
+                                                  reports_dir=workspace.root / "reports")
     verdicts = step.audit.verdicts
     row = verdicts[(verdicts["rule"] == "recall_gap") & (verdicts["slice"] == "race")
                    & (verdicts["group"] == "AfricanAmerican")].iloc[0]
@@ -48,3 +52,8 @@ def test_injected_bias_fails_the_recall_gate_at_the_default_size(workspace, seed
     assert row["verdict"] == "fail", (seed, row["estimate"], row["lower"], row["upper"])
     assert row["upper"] < -bound
     assert step.audit.outcome("recall_gap").status == "fail"
+    # root cause names the injected mechanism: prior visits recorded lower for the group
+    conclusion = next(c.conclusion for c in cause.causes if c.slice == "race" and c.group == "AfricanAmerican")
+    assert any(f"{feature} recorded lower for the group" in conclusion
+               for feature in ("prior_visits_total", "number_inpatient", "number_emergency", "number_outpatient",
+                               "prior_encounters_seen")), conclusion
