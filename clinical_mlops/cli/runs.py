@@ -137,6 +137,8 @@ class RunOutcome:
     error_class: str | None = None
     """That exception's class name (``IOException``, ``OSError`` …), for the command line to classify."""
     metadata: dict[str, dict] = field(default_factory=dict)
+    check_metadata: dict[str, dict] = field(default_factory=dict)
+    """Each failed check's metadata ("asset:check" → values, with its ``description``), for one-line errors."""
 
 
 def _outcome(result: dg.ExecuteInProcessResult) -> RunOutcome:
@@ -150,6 +152,11 @@ def _outcome(result: dg.ExecuteInProcessResult) -> RunOutcome:
         event.asset_key.to_user_string(): {k: v.value for k, v in event.materialization.metadata.items()}
         for event in result.get_asset_materialization_events()
     }
+    check_metadata = {
+        f"{e.asset_key.to_user_string()}:{e.check_name}": {
+            "description": e.description or "", **{k: getattr(v, "value", v) for k, v in e.metadata.items()}}
+        for e in failed_evaluations
+    }
     error = error_class = None
     if not result.success:
         failures = result.get_step_failure_events()
@@ -157,7 +164,7 @@ def _outcome(result: dg.ExecuteInProcessResult) -> RunOutcome:
         error, error_class = _root_error(info) if info else ("the run failed", None)
     return RunOutcome(
         run_id=result.run_id, success=result.success, failed_checks=failed, blocking_failures=blocking,
-        error=error, error_class=error_class, metadata=metadata,
+        error=error, error_class=error_class, metadata=metadata, check_metadata=check_metadata,
     )
 
 
