@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,8 @@ class DriftStep:
     """``prediction_distribution_stable``: pass, fail, or insufficient evidence (not assessed, and why)."""
     incident: incidents.Incident | None = None
     """The ``warn`` (policy drift severity) incident opened for this cohort and extract when the dataset drifts."""
+    newest_model_trained_on_extract: bool = False
+    """Whether the cohort's newest registered model was trained on this extract (then retraining cannot help)."""
 
     @property
     def blocking(self) -> bool:
@@ -100,6 +103,11 @@ def drift_incident(con: duckdb.DuckDBPyConnection, *, policy: Policy, cohort: st
             check=row["check"], status=row["status"], created=False)
     return incidents.open_incident(con, policy=policy, severity=policy.drift.severity, cohort=cohort, model=model,
                                    check=check, evidence=evidence)
+
+
+def _trained_on(con: duckdb.DuckDBPyConnection, model_name: str, extract_id: str) -> bool:
+    newest = drift.model_record(con, model_name, None)
+    return newest is not None and extract_id in {e["extract_id"] for e in json.loads(newest["input_extracts_json"])}
 
 
 def _prediction_drift(con: duckdb.DuckDBPyConnection, result: drift.DriftResult, *, model_name: str,
@@ -176,6 +184,7 @@ def assess_drift(
             prediction_note=f"not assessed: {reason}", statistics_seconds=time.perf_counter() - started,
             prediction_seconds=None, html=None, drift_run_id=None, policy_sha256=policy.sha256, escalation=None,
             dataset=Evidence(INSUFFICIENT, reason), prediction=Evidence(INSUFFICIENT, reason),
+            newest_model_trained_on_extract=_trained_on(con, model_name, extract_id),
         )
     result = drift.compare(con, numeric=numeric, categorical=categorical, settings=settings, label="label")
     statistics_seconds = time.perf_counter() - started
@@ -227,6 +236,7 @@ def assess_drift(
         prediction_seconds=prediction_seconds, html=html, drift_run_id=drift_run_id, policy_sha256=policy.sha256,
         escalation=escalation(policy, settings.severity) if result.dataset_drift else None,
         dataset=dataset, prediction=_prediction_evidence(result, prediction_note), incident=incident,
+        newest_model_trained_on_extract=_trained_on(con, model_name, extract_id),
     )
 
 

@@ -54,6 +54,7 @@ def _checks(extract_id: str, step: steps.DriftStep) -> list[dg.AssetCheckResult]
                       "drift_share": round(result.drift_share, 4) if result else -1.0,
                       "dataset_drift_share": settings.dataset_drift_share,
                       "policy_severity": settings.severity, "reference": step.reference.kind,
+                      "newest_model_trained_on_extract": step.newest_model_trained_on_extract,
                       **escalation, **incident},
         ),
         evidence_check(
