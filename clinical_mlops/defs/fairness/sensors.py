@@ -52,6 +52,11 @@ def already_remediated(instance: dg.DagsterInstance, cohort: str, failed_at: flo
     return True
 
 
+def _evaluated_at(record) -> float:
+    """When the check was evaluated (its evaluation event), not when its run planned it."""
+    return record.event.timestamp if record.event is not None else record.create_timestamp
+
+
 def _is_failed(record) -> bool:
     status = getattr(record, "status", None)
     if AssetCheckExecutionRecordStatus is not None:
@@ -79,7 +84,7 @@ def fairness_check_failed_sensor(context: dg.SensorEvaluationContext) -> dg.Sens
         newest = max(r.id for r in failed)
         seen[cohort] = newest
         checks = sorted(r.key.name for r in failed)
-        if already_remediated(context.instance, cohort, max(r.create_timestamp for r in failed)):
+        if already_remediated(context.instance, cohort, max(_evaluated_at(r) for r in failed)):
             context.log.info(f"{cohort}: {', '.join(checks)} failed and was already remediated; nothing requested")
             continue
         requests.append(dg.RunRequest(
