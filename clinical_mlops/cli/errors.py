@@ -7,13 +7,16 @@ path and the problem. Anything not recognised here is a bug and keeps its traceb
 
 import errno
 import os
+import re
 import traceback
+from collections.abc import Mapping
 
 import duckdb
 
 from clinical_mlops.core.settings import default_paths
 
-__all__ = ["describe", "describe_warehouse_error"]
+__all__ = ["IDENTIFIER_PHRASES", "describe", "describe_failed_checks", "describe_identifier_refusal",
+           "describe_warehouse_error", "without_dagster_names"]
 
 _OS_HINTS: dict[int, str] = {
     errno.ENOSPC: "free space on that file system and rerun",
@@ -93,3 +96,55 @@ def describe_warehouse_error(exc: BaseException) -> str:
     elif "lock" in lowered:
         hint = "; another process is writing it: retry when it finishes"
     return f"the warehouse {default_paths().warehouse}: {message}{hint}"
+
+
+IDENTIFIER_PHRASES: dict[str, str] = {
+    "ssn": "SSN-like values", "email": "e-mail addresses", "phone": "phone numbers", "fax": "fax numbers",
+    "name": "personal names", "full_date": "full dates", "zip5": "ZIP codes", "address": "street addresses",
+    "url": "web URLs", "ip_address": "IP addresses", "mrn": "medical record numbers",
+}
+"""How a kind of identifier (``deid.IDENTIFIER_KINDS``) reads in an error line; others read ``<kind> identifiers``."""
+
+GATE_CHECK = "raw_encounters:no_direct_identifiers"
+
+
+def _finding_phrase(finding: Mapping) -> str:
+    kind = str(finding.get("identifier", "identifier"))
+    column = finding.get("column", "?")
+    if finding.get("location") == "column_name":
+        return f"column {column} is named like {IDENTIFIER_PHRASES.get(kind, kind.replace('_', ' ') + ' identifiers')}"
+    what = IDENTIFIER_PHRASES.get(kind, f"{kind.replace('_', ' ')} identifiers")
+    return f"column {column} holds {what} ({finding.get('rows', 0)} rows)"
+
+
+def describe_identifier_refusal(metadata: Mapping) -> str | None:
+    """``extract X refused by the identifier gate: column C holds SSN-like values (N rows); nothing landed``.
+
+    Built from the gate check's metadata (column, kind of identifier, row count), never from values.
+    """
+    findings = metadata.get("findings_detail")
+    if not findings:
+        return None
+    extract = metadata.get("extract_id") or "?"
+    return (f"extract {extract} refused by the identifier gate: "
+            f"{', '.join(_finding_phrase(f) for f in findings)}; nothing landed")
+
+
+_DAGSTER_NAME = re.compile(r"\b(dagster\.)?(_core\.)?(errors\.)?Dagster[A-Za-z]*(Error|Exception)\b:?\s*")
+
+
+def without_dagster_names(text: str) -> str:
+    """``text`` with Dagster's error class names (``dagster._core.errors.Dagster…Error:``) taken out."""
+    return re.sub(r"\bdagster\._core\.[\w.]*\s*", "", _DAGSTER_NAME.sub("", text)).strip()
+
+
+def describe_failed_checks(check_metadata: Mapping[str, Mapping], blocking: list[str]) -> str | None:
+    """One line for failed blocking checks: the identifier gate's refusal, or each check and its reason."""
+    if GATE_CHECK in blocking and (refusal := describe_identifier_refusal(check_metadata.get(GATE_CHECK, {}))):
+        return refusal
+    parts = []
+    for name in blocking:
+        values = check_metadata.get(name, {})
+        reason = values.get("evidence_reason") or values.get("description") or ""
+        parts.append(f"{name} ({reason})" if reason else name)
+    return f"blocking check failed: {'; '.join(parts)}" if parts else None

@@ -74,11 +74,8 @@ def cmd_land(args: argparse.Namespace) -> int:
         "rows_quarantined": valid.get("rows_quarantined"), "failed_checks": outcome.failed_checks,
         "run_id": outcome.run_id,
     }, indent=2))
-    if not outcome.success:
+    if not outcome.success or outcome.blocking_failures:
         _say(f"error: {_run_error(outcome)}")
-        return 1
-    if outcome.blocking_failures:
-        _say(f"error: gate failed: {', '.join(outcome.blocking_failures)}")
         return 1
     for warning in outcome.failed_checks:
         _say(f"warning: check failed (non-blocking): {warning}")
@@ -86,13 +83,21 @@ def cmd_land(args: argparse.Namespace) -> int:
 
 
 def _run_error(outcome) -> str:
-    """A failed run's error on one line; DuckDB errors name the warehouse file."""
+    """A failed run's error on one line, without Dagster's class names; DuckDB errors name the warehouse file.
+
+    A failed blocking check is described from its metadata (the identifier gate: the column, the kind of
+    identifier and the row count, never a value); any other error is its first line.
+    """
     from clinical_mlops.cli import errors as cli_errors
 
-    first, _, rest = (outcome.error or "the run failed").partition("\n")
+    if outcome.blocking_failures:
+        described = cli_errors.describe_failed_checks(getattr(outcome, "check_metadata", {}), outcome.blocking_failures)
+        if described:
+            return described
+    first = (outcome.error or "the run failed").strip().partition("\n")[0]
     if outcome.error_class and outcome.error_class.endswith(("IOException", "PermissionException")):
         return cli_errors.describe_warehouse_error(RuntimeError(first))
-    return first + (" (more in the Dagster UI)" if rest.strip() else "")
+    return cli_errors.without_dagster_names(first) or "the run failed"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -139,6 +139,8 @@ class RunOutcome:
     step_errors: list[str] = field(default_factory=list)
     """Every failed step's error, first line each (a job over several cohorts may fail in more than one)."""
     metadata: dict[str, dict] = field(default_factory=dict)
+    check_metadata: dict[str, dict] = field(default_factory=dict)
+    """Each failed check's metadata ("asset:check" → values, with its ``description``), for one-line errors."""
 
 
 def _outcome(result: dg.ExecuteInProcessResult) -> RunOutcome:
@@ -152,6 +154,11 @@ def _outcome(result: dg.ExecuteInProcessResult) -> RunOutcome:
         event.asset_key.to_user_string(): {k: v.value for k, v in event.materialization.metadata.items()}
         for event in result.get_asset_materialization_events()
     }
+    check_metadata = {
+        f"{e.asset_key.to_user_string()}:{e.check_name}": {
+            "description": e.description or "", **{k: getattr(v, "value", v) for k, v in e.metadata.items()}}
+        for e in failed_evaluations
+    }
     error = error_class = None
     step_errors: list[str] = []
     if not result.success:
@@ -162,6 +169,7 @@ def _outcome(result: dg.ExecuteInProcessResult) -> RunOutcome:
     return RunOutcome(
         run_id=result.run_id, success=result.success, failed_checks=failed, blocking_failures=blocking,
         error=error, error_class=error_class, step_errors=step_errors, metadata=metadata,
+        check_metadata=check_metadata,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,17 +10,21 @@ from pathlib import Path
 import duckdb
 
 from clinical_mlops.core import tracking
+from clinical_mlops.core.evidence import FAIL, INSUFFICIENT, PASS, Evidence
 from clinical_mlops.core.steps import LOG, StepError, StepLog, escalation
 from clinical_mlops.drift import report as drift_report, statistics as drift
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.governance.policy import Policy
+from clinical_mlops.monitoring import incidents
 from clinical_mlops.registry import aliases as registry
 from clinical_mlops.training.modelling import registered_model_name
 
-__all__ = ["BLOCKING_SEVERITIES", "DriftHtml", "DriftStep", "assess_drift", "statistics_markdown"]
+__all__ = ["BLOCKING_SEVERITIES", "DRIFT_CHECK", "DriftHtml", "DriftStep", "assess_drift", "drift_incident",
+           "statistics_markdown"]
 
 BLOCKING_SEVERITIES = ("block_promotion", "open_incident")
 """Policy severities whose drift check blocks what follows (ERROR); any other warns."""
+DRIFT_CHECK = "no_dataset_drift"
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,8 @@ class DriftHtml:
 
 @dataclass(frozen=True)
 class DriftStep:
-    result: drift.DriftResult
+    result: drift.DriftResult | None
+    """None when there was nothing to compare against (see ``dataset``'s reason)."""
     settings: drift.DriftSettings
     reference: drift.Reference
     current_in_reference: bool
@@ -44,14 +50,88 @@ class DriftStep:
     statistics_seconds: float
     prediction_seconds: float | None
     html: DriftHtml | None
-    drift_run_id: str
+    drift_run_id: str | None
     policy_sha256: str
     escalation: dict | None
     """The policy's escalation rule when the dataset drifts, else None."""
+    dataset: Evidence
+    """``no_dataset_drift``: pass, fail (the dataset drifts) or insufficient evidence, with the reason."""
+    prediction: Evidence
+    """``prediction_distribution_stable``: pass, fail, or insufficient evidence (not assessed, and why)."""
+    incident: incidents.Incident | None = None
+    """The ``warn`` (policy drift severity) incident opened for this cohort and extract when the dataset drifts."""
+    newest_model_trained_on_extract: bool = False
+    """Whether the cohort's newest registered model was trained on this extract (then retraining cannot help)."""
 
     @property
     def blocking(self) -> bool:
         return self.settings.severity in BLOCKING_SEVERITIES
+
+
+def _dataset_evidence(result: drift.DriftResult) -> Evidence:
+    if result.features_tested == 0:
+        return Evidence(INSUFFICIENT, "no feature could be tested")
+    share = (f"{len(result.drifted_features)}/{result.features_tested} features drifted ({result.drift_share:.0%}; "
+             f"dataset drift at {result.settings.dataset_drift_share:.0%})")
+    if result.dataset_drift:
+        return Evidence(FAIL, f"{share}: {', '.join(result.drifted_features)}")
+    return Evidence(PASS, share + (f": {', '.join(result.drifted_features)}" if result.drifted_features else ""))
+
+
+def _prediction_evidence(result: drift.DriftResult, note: str) -> Evidence:
+    if result.prediction is None:
+        return Evidence(INSUFFICIENT, note)
+    return Evidence(FAIL if result.prediction.drifted else PASS, note)
+
+
+def drift_incident(con: duckdb.DuckDBPyConnection, *, policy: Policy, cohort: str, extract_id: str,
+                   reference: drift.Reference, evidence: dict) -> incidents.Incident:
+    """The incident for dataset drift in one extract of one cohort, opened once per (cohort, extract).
+
+    Severity, owner and deadline come from the policy's escalation rule for its drift severity. An
+    incident already recorded for the same cohort and extract (open or closed) is returned, not repeated.
+    """
+    check = f"{cohort}/drift_report:{DRIFT_CHECK}[{extract_id}]"
+    recorded = incidents.list_incidents(con, cohort=cohort)
+    earlier = recorded[recorded["check"] == check] if not recorded.empty else recorded
+    model = f"{reference.model_name} v{reference.model_version}" if reference.model_name else f"({reference.kind})"
+    if not earlier.empty:
+        row = earlier.iloc[0]
+        return incidents.Incident(
+            incident_id=row["incident_id"], opened_at=row["opened_at"], severity=row["severity"], owner=row["owner"],
+            owner_contact=row["owner_contact"], due_by=row["due_by"], cohort=row["cohort"], model=row["model"],
+            check=row["check"], status=row["status"], created=False)
+    return incidents.open_incident(con, policy=policy, severity=policy.drift.severity, cohort=cohort, model=model,
+                                   check=check, evidence=evidence)
+
+
+def _trained_on(con: duckdb.DuckDBPyConnection, model_name: str, extract_id: str) -> bool:
+    newest = drift.model_record(con, model_name, None)
+    return newest is not None and extract_id in {e["extract_id"] for e in json.loads(newest["input_extracts_json"])}
+
+
+def _prediction_drift(con: duckdb.DuckDBPyConnection, result: drift.DriftResult, *, model_name: str,
+                      reference: drift.Reference, current_sql: str, current_params: list,
+                      settings: drift.DriftSettings) -> tuple[drift.DriftResult, str]:
+    """Score the extract with the reference model and compare with its held-out scores.
+
+    What cannot be assessed (no reference model, no held-out scores) is said in the note and the
+    check reports insufficient evidence; an error while scoring fails the step, never a pass.
+    """
+    if reference.model_version is None:
+        return result, f"not assessed: no model to score the extract (reference: {reference.kind})"
+    reference_scores = con.execute(
+        "SELECT score FROM ml.predictions WHERE model_name = ? AND model_version = ? AND split = 'test'",
+        [model_name, reference.model_version],
+    ).fetchnumpy()["score"]
+    if len(reference_scores) == 0:
+        return result, f"not assessed: no held-out scores of {model_name} v{reference.model_version} to compare with"
+    model = registry.load_scoring_model(model_name, reference.model_version)
+    current_scores = drift.scores_in_chunks(con, current_sql, current_params, model.predict_risk)
+    threshold = drift.model_record(con, model_name, reference.model_version)["operating_threshold"]
+    prediction, rates = drift.score_drift(reference_scores, current_scores, threshold=float(threshold),
+                                          settings=settings)
+    return drift.with_prediction(result, prediction, rates), prediction.summary
 
 
 def assess_drift(
@@ -72,9 +152,11 @@ def assess_drift(
     PSI on the full data in DuckDB, stored in ``monitoring.drift_*``.
 
     With ``prediction_drift`` the extract is scored in chunks by the reference model and compared with
-    its held-out scores; if that fails the data-drift verdict stands and the note says why. With
-    ``html_path`` the Evidently report is rendered there on the policy's seeded sample. An extract with
-    no rows, or no reference population, raises :class:`StepError`.
+    its held-out scores; without a model or held-out scores the prediction check has insufficient evidence
+    (the note says why), and an error while scoring fails the step. With ``html_path`` the Evidently
+    report is rendered there on the policy's seeded sample. With no reference population both checks
+    have insufficient evidence; an extract with no feature rows raises :class:`StepError`. Dataset drift
+    opens an incident at the policy's drift severity, once per cohort and extract (:func:`drift_incident`).
     """
     tracking.configure(tracking_uri, Path(artifact_root))
     settings = drift.DriftSettings.from_policy(policy.drift)
@@ -94,28 +176,27 @@ def assess_drift(
         raise StepError(f"{extract_id} has no rows in {spec.features_table}: materialize "
                         f"{spec.name}/encounter_features after validating the extract.")
     if n_ref == 0:
-        raise StepError(f"no reference population for {extract_id} ({reference.kind}); train a model first.")
+        con.execute(f"DROP TABLE IF EXISTS {drift.STAGE_TABLE}")
+        reason = (f"no reference population for {extract_id} ({reference.kind}: no trained model and no earlier "
+                  "extract): train a model, then assess drift again")
+        return DriftStep(
+            result=None, settings=settings, reference=reference, current_in_reference=False,
+            prediction_note=f"not assessed: {reason}", statistics_seconds=time.perf_counter() - started,
+            prediction_seconds=None, html=None, drift_run_id=None, policy_sha256=policy.sha256, escalation=None,
+            dataset=Evidence(INSUFFICIENT, reason), prediction=Evidence(INSUFFICIENT, reason),
+            newest_model_trained_on_extract=_trained_on(con, model_name, extract_id),
+        )
     result = drift.compare(con, numeric=numeric, categorical=categorical, settings=settings, label="label")
     statistics_seconds = time.perf_counter() - started
-    prediction_note, prediction_seconds = "not assessed", None
-    if prediction_drift and reference.model_version is not None:
+    prediction_note, prediction_seconds = "not assessed: prediction drift is switched off (prediction_drift: false)", None
+    if prediction_drift:
         started = time.perf_counter()
-        try:
-            model = registry.load_scoring_model(model_name, reference.model_version)
-            current_scores = drift.scores_in_chunks(con, current_sql, current_params, model.predict_risk)
-            reference_scores = con.execute(
-                "SELECT score FROM ml.predictions WHERE model_name = ? AND model_version = ? AND split = 'test'",
-                [model_name, reference.model_version],
-            ).fetchnumpy()["score"]
-            threshold = drift.model_record(con, model_name, reference.model_version)["operating_threshold"]
-            prediction, rates = drift.score_drift(reference_scores, current_scores, threshold=float(threshold),
-                                                  settings=settings)
-            result = drift.with_prediction(result, prediction, rates)
-            prediction_note = prediction.summary
-        except Exception as exc:  # the data-drift verdict stands without the scores
-            prediction_note = f"not assessed: {type(exc).__name__}"
-            log.warning(f"prediction drift not assessed for {extract_id}: {type(exc).__name__}")
+        result, prediction_note = _prediction_drift(con, result, model_name=model_name, reference=reference,
+                                                    current_sql=current_sql, current_params=current_params,
+                                                    settings=settings)
         prediction_seconds = time.perf_counter() - started
+        if result.prediction is None:
+            log.warning(f"prediction drift for {extract_id}: {prediction_note}")
     html, report_file = None, None
     details: dict = {}
     if html_path is not None:
@@ -140,11 +221,22 @@ def assess_drift(
                  "statistics_seconds": round(statistics_seconds, 3), **details},
     )
     con.execute(f"DROP TABLE IF EXISTS {drift.STAGE_TABLE}")
+    dataset = _dataset_evidence(result)
+    incident = None
+    if result.dataset_drift:
+        incident = drift_incident(con, policy=policy, cohort=spec.name, extract_id=extract_id, reference=reference,
+                                  evidence={"extract_id": extract_id, "drift_run_id": drift_run_id,
+                                            "drift_share": round(result.drift_share, 4),
+                                            "dataset_drift_share": settings.dataset_drift_share,
+                                            "drifted_features": list(result.drifted_features),
+                                            "reference": reference.kind, "policy_sha256": policy.sha256})
     return DriftStep(
         result=result, settings=settings, reference=reference, current_in_reference=current_in_reference,
         prediction_note=prediction_note, statistics_seconds=statistics_seconds,
         prediction_seconds=prediction_seconds, html=html, drift_run_id=drift_run_id, policy_sha256=policy.sha256,
         escalation=escalation(policy, settings.severity) if result.dataset_drift else None,
+        dataset=dataset, prediction=_prediction_evidence(result, prediction_note), incident=incident,
+        newest_model_trained_on_extract=_trained_on(con, model_name, extract_id),
     )
 
 

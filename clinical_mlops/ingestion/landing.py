@@ -23,7 +23,8 @@ from clinical_mlops.ingestion import deid, diabetes130
 from clinical_mlops.core.warehouse import scalar, transaction
 
 __all__ = ["EXTRACT_SUFFIXES", "ID_SHAPED_KINDS", "ExtractFormatError", "LandingResult", "check_header",
-    "describe_findings", "extract_id_for", "file_sha256", "land_extract", "list_extracts", "read_header"]
+    "count_file_records", "describe_findings", "ensure_extract_columns", "extract_id_for", "file_sha256",
+    "land_extract", "list_extracts", "read_header"]
 
 EXTRACT_SUFFIXES = (".csv",)
 
@@ -43,6 +44,8 @@ class LandingResult:
     rows_landed: int
     duplicate_of: str | None = None
     findings: tuple[deid.IdentifierFinding, ...] = field(default_factory=tuple)
+    file_rows: int | None = None
+    """Data records in the file, counted by :func:`count_file_records` apart from the insert path."""
 
     @property
     def identifier_free(self) -> bool:
@@ -91,6 +94,36 @@ def read_header(path: Path) -> list[str]:
         return next(csv.reader([text]))
     except csv.Error:
         raise ExtractFormatError("the header line could not be parsed as CSV") from None
+
+
+_FIELD_SIZE_LIMIT = 1 << 30
+
+
+def count_file_records(path: Path) -> int:
+    """Data records in a CSV file (header excluded), counted by Python's csv module.
+
+    Records, not physical lines: a quoted field may hold line breaks. Empty lines are not
+    records. This count is independent of DuckDB's reader and of the insert into
+    ``raw.encounters``, so ``landed_rows_reconcile`` can compare the two.
+    """
+    csv.field_size_limit(max(csv.field_size_limit(), _FIELD_SIZE_LIMIT))
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        records = sum(1 for row in csv.reader(handle) if row)
+    return max(records - 1, 0)
+
+
+_EXTRACT_COLUMNS = ("extract_id", "file_name", "sha256", "size_bytes", "rows_landed", "status", "rejection_reason",
+                    "landed_at", "file_rows")
+
+
+def ensure_extract_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """``raw.extracts.file_rows``: the landing step's own count of the file's data records."""
+    con.execute("ALTER TABLE raw.extracts ADD COLUMN IF NOT EXISTS file_rows BIGINT")
+
+
+def _insert_extract(con: duckdb.DuckDBPyConnection, values: tuple) -> None:
+    con.execute(f"INSERT INTO raw.extracts ({', '.join(_EXTRACT_COLUMNS)}) VALUES "
+                f"({', '.join('?' * len(_EXTRACT_COLUMNS))})", list(values))
 
 
 _COLUMN_NAME = re.compile(r" *[A-Za-z_][A-Za-z0-9_./-]{0,63} *")
@@ -249,15 +282,14 @@ def describe_findings(findings: tuple[deid.IdentifierFinding, ...]) -> str:
 
 def _record_rejection(
     con: duckdb.DuckDBPyConnection, extract_id: str, path: Path, sha: str, size: int,
-    findings: tuple[deid.IdentifierFinding, ...],
+    findings: tuple[deid.IdentifierFinding, ...], file_rows: int | None,
 ) -> None:
     now = datetime.now(UTC).replace(tzinfo=None)
+    ensure_extract_columns(con)
     with transaction(con):
         con.execute("DELETE FROM raw.extracts WHERE extract_id = ?", [extract_id])
-        con.execute(
-            "INSERT INTO raw.extracts VALUES (?, ?, ?, ?, 0, 'rejected', ?, ?)",
-            [extract_id, path.name, sha, size, f"direct identifiers: {describe_findings(findings)}", now],
-        )
+        _insert_extract(con, (extract_id, path.name, sha, size, 0, "rejected",
+                              f"direct identifiers: {describe_findings(findings)}", now, file_rows))
 
 
 ID_SHAPED_KINDS = frozenset({"zip5"})
@@ -321,7 +353,7 @@ def land_extract(
     header = read_header(path)
     name_findings = tuple(deid.scan_column_names(header))
     if name_findings:
-        _record_rejection(con, extract_id, path, sha, size, name_findings)
+        _record_rejection(con, extract_id, path, sha, size, name_findings, None)
         return LandingResult(extract_id, sha, size, "rejected", 0, findings=name_findings)
     check_header(header)
 
@@ -331,15 +363,17 @@ def land_extract(
         rows = int(scalar(con, f"SELECT count(*) FROM {staging_table}"))
         if rows == 0:
             raise ExtractFormatError("the file holds a header but no rows")
+        file_rows = count_file_records(path)
         findings = tuple(
             deid.scan_table_values(
                 con, staging_table, columns=diabetes130.COLUMNS, exempt_columns=exempt_identifier_columns
             )
         ) + _id_column_findings(con, staging_table, exempt_identifier_columns)
         if findings:
-            _record_rejection(con, extract_id, path, sha, size, findings)
-            return LandingResult(extract_id, sha, size, "rejected", 0, findings=findings)
+            _record_rejection(con, extract_id, path, sha, size, findings, file_rows)
+            return LandingResult(extract_id, sha, size, "rejected", 0, findings=findings, file_rows=file_rows)
         now = datetime.now(UTC).replace(tzinfo=None)
+        ensure_extract_columns(con)
         with transaction(con):
             quoted = ", ".join(f'"{c}"' for c in diabetes130.COLUMNS)
             con.execute("DELETE FROM raw.extracts WHERE extract_id = ?", [extract_id])
@@ -347,10 +381,7 @@ def land_extract(
                 f"INSERT INTO raw.encounters SELECT ?, row_number() OVER (), {quoted} FROM {staging_table}",
                 [extract_id],
             )
-            con.execute(
-                "INSERT INTO raw.extracts VALUES (?, ?, ?, ?, ?, 'landed', NULL, ?)",
-                [extract_id, path.name, sha, size, rows, now],
-            )
-        return LandingResult(extract_id, sha, size, "landed", rows)
+            _insert_extract(con, (extract_id, path.name, sha, size, rows, "landed", None, now, file_rows))
+        return LandingResult(extract_id, sha, size, "landed", rows, file_rows=file_rows)
     finally:
         con.execute(f"DROP TABLE IF EXISTS {staging_table}")

@@ -23,7 +23,7 @@ import pandera.pandas as pa
 
 from clinical_mlops.ingestion import deid, diabetes130
 from clinical_mlops.core.chunking import DEFAULT_CHUNK_ROWS
-from clinical_mlops.core.warehouse import scalar, transaction
+from clinical_mlops.core.warehouse import columns, scalar, transaction
 
 __all__ = ["DEFAULT_ENGINE", "ENGINES", "INTEGER_CODE_COLUMNS", "STAGING_DDL", "FormatRule", "ValidationOutcome",
     "find_failures", "format_rules", "raw_encounter_schema", "row_level_schema", "row_passes_sql", "rule_sql",
@@ -153,17 +153,25 @@ def row_level_schema(schema: pa.DataFrameSchema) -> pa.DataFrameSchema:
 
 @dataclass(frozen=True)
 class ValidationOutcome:
-    """Counts from validating one extract; ``failures`` maps "column:check" to failing rows."""
+    """Counts from validating one extract; ``failures`` maps "column:check" to failing rows.
+
+    ``file_rows`` is the landing step's own count of the file's data records
+    (``raw.extracts.file_rows``, taken apart from the insert), ``None`` when the extract was
+    landed before that count existed.
+    """
 
     extract_id: str
     rows_landed: int
     rows_valid: int
     rows_quarantined: int
     failures: dict[str, int]
+    file_rows: int | None = None
 
     @property
     def reconciles(self) -> bool:
-        return self.rows_valid + self.rows_quarantined == self.rows_landed
+        """Every record of the file landed, and every landed row is valid or quarantined."""
+        return (self.file_rows is not None and self.file_rows == self.rows_landed
+                and self.rows_valid + self.rows_quarantined == self.rows_landed)
 
 
 def find_failures(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> dict[int, set[str]]:
@@ -372,4 +380,13 @@ def validate_extract(
         rows_valid=valid,
         rows_quarantined=quarantined,
         failures=dict(sorted(failures.items())),
+        file_rows=_file_rows(con, extract_id),
     )
+
+
+def _file_rows(con: duckdb.DuckDBPyConnection, extract_id: str) -> int | None:
+    """The landing step's count of the file's records (``None`` for an extract landed without one)."""
+    if "file_rows" not in columns(con, "raw.extracts"):
+        return None
+    value = scalar(con, "SELECT file_rows FROM raw.extracts WHERE extract_id = ?", [extract_id])
+    return None if value is None else int(value)

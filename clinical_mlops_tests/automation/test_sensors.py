@@ -22,13 +22,37 @@ def _write(path, text: str, *, age_seconds: float = 60.0) -> None:
     os.utime(path, (past, past))
 
 
-def _tick(workspace, cursor=None) -> dg.SensorResult | dg.SkipReason:
+def _tick(workspace, cursor=None, instance=None) -> dg.SensorResult | dg.SkipReason:
     context = dg.build_sensor_context(
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance or dg.DagsterInstance.ephemeral(),
         cursor=cursor,
-        resources={"landing_zone": LandingZoneResource(directory=str(workspace.landing))},
+        resources={"landing_zone": LandingZoneResource(directory=str(workspace.landing)),
+                   "warehouse": WarehouseResource(path=str(workspace.warehouse))},
     )
     return sensors.landing_zone_sensor(context)
+
+
+def test_content_already_in_raw_extracts_starts_no_run_whoever_landed_it(workspace, small_encounters):
+    clean, leaky = workspace.landing / "month_000.csv", workspace.landing / "month_001.csv"
+    small_encounters.head(50).to_csv(clean, index=False, lineterminator="\n")
+    frame = small_encounters.iloc[50:100].copy()
+    frame["payer_code"] = "123-45-6789"
+    frame.to_csv(leaky, index=False, lineterminator="\n")
+    with warehouse.connect(workspace.warehouse) as con:  # what `clinical-mlops land` did before the UI opened
+        assert landing.land_extract(con, clean).status == "landed"
+        assert landing.land_extract(con, leaky).status == "rejected"
+    past = time.time() - 60
+    for path in (clean, leaky):
+        os.utime(path, (past, past))
+    _write(workspace.landing / "month_002.csv", "a,b\n1,2\n")  # genuinely new
+    instance = dg.DagsterInstance.ephemeral()
+    result = _tick(workspace, instance=instance)
+    assert [r.partition_key for r in result.run_requests] == ["month_002.csv"]
+    (added,) = result.dynamic_partitions_requests
+    assert sorted(added.partition_keys) == ["month_000.csv", "month_001.csv", "month_002.csv"]
+    assert set(json.loads(result.cursor)["files"]) == {"month_000.csv", "month_001.csv", "month_002.csv"}
+    instance.add_dynamic_partitions("extracts", list(added.partition_keys))
+    assert isinstance(_tick(workspace, cursor=result.cursor, instance=instance), dg.SkipReason)
 
 
 def test_new_extracts_request_one_run_each_keyed_by_sha256(workspace):
@@ -211,8 +235,11 @@ def _model() -> None:
     check_specs=[dg.AssetCheckSpec("no_dataset_drift", asset=dg.AssetKey(["readmission_30d", "drift_report"]))],
 )
 def _drift(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    drifted = context.run.tags.get("drifted") == "yes"
-    return dg.MaterializeResult(check_results=[dg.AssetCheckResult(passed=not drifted)])
+    drifted = context.run.tags.get("drifted")
+    evidence = {"no": "pass", "yes": "fail", "unknown": "insufficient_evidence", "seen": "fail"}[drifted]
+    return dg.MaterializeResult(check_results=[dg.AssetCheckResult(
+        passed=evidence == "pass",
+        metadata={"evidence": evidence, "newest_model_trained_on_extract": drifted == "seen"})])
 
 
 def test_a_failed_drift_check_requests_a_retrain_once_and_escalates(workspace):
@@ -243,6 +270,18 @@ def test_a_failed_drift_check_requests_a_retrain_once_and_escalates(workspace):
         ).fetchall()
     assert severity == policy.drift.severity and owner == policy.owner_for(policy.drift.severity)
     assert status == "open"
+
+
+def test_insufficient_evidence_or_data_already_trained_on_requests_no_retrain(workspace):
+    defs = dg.Definitions(assets=[_features, _model, _drift])
+    instance = dg.DagsterInstance.ephemeral()
+    dg.materialize([_features, _model, _drift], instance=instance, tags={"drifted": "unknown"})
+    dg.materialize([_drift], instance=instance, tags={"drifted": "seen"})
+    context = dg.build_sensor_context(instance=instance, definitions=defs,
+                                      resources={"warehouse": WarehouseResource(path=str(workspace.warehouse))})
+    result = sensors.drift_check_failed_sensor(context)
+    assert not result.run_requests and result.cursor, "both failures seen, neither is new drift in unseen data"
+    assert not workspace.warehouse.exists(), "nothing escalated: no incident for no drift"
 
 
 def test_sensors_run_by_default_and_target_existing_jobs():

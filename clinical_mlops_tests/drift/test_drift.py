@@ -172,11 +172,9 @@ def test_known_population_shift_is_detected(strength):
     assert {"age", "race"} <= set(result.material_features)
     age = next(f for f in result.features if f.name == "age")
     assert age.test == "chi_square" and age.p_value_adjusted < 1e-6 and age.psi > SETTINGS.psi_threshold
-    # with require_material, only shifts that are both significant and material (PSI) count
-    strict = drift.compare(con, numeric=RAW_NUMERIC, categorical=RAW_CATEGORICAL,
-                           settings=dataclasses.replace(SETTINGS, require_material=True))
-    assert set(strict.drifted_features) == set(result.material_features) & set(result.drifted_features)
-    assert {"age", "race"} <= set(strict.drifted_features) < set(result.drifted_features)
+    # drift is significance after correction; materiality (PSI) is reported, not a hidden switch
+    assert not hasattr(SETTINGS, "require_material")
+    assert {"age", "race"} <= set(result.material_features) & set(result.drifted_features) < set(result.drifted_features)
 
 
 def _land(con, frame: pd.DataFrame, path) -> str:

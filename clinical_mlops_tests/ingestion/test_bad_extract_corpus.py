@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from clinical_mlops.cli import errors as cli_errors
 from clinical_mlops.ingestion import diabetes130, landing
 from clinical_mlops.validation import rules as validation
 from clinical_mlops.core import warehouse
@@ -273,7 +274,12 @@ def test_cli_land_shows_the_problem_and_leaks_nothing(name, project, capsys):
         assert code == 1
         assert report["status"] == "rejected" and report["rows_landed"] == 0
         assert "check no_direct_identifiers failed on raw_encounters" in err
-        assert re.search(r"^error: .*blocking asset check failed", err, re.MULTILINE)
+        # one line naming the column, the kind of identifier and the count; no Dagster class, no "see the UI"
+        column, kind = case.expect.split(":")
+        assert re.search(rf"^error: extract {name}\.csv refused by the identifier gate: column {column} holds "
+                         rf"{re.escape(cli_errors.IDENTIFIER_PHRASES[kind])} \(\d+ rows\); nothing landed$",
+                         err, re.MULTILINE), err
+        assert "Dagster" not in err.split("error: ", 1)[1] and "UI" not in err.split("error: ", 1)[1]
         assert {t: n for t, n in counts.items() if t != "raw.extracts"} == dict.fromkeys(TABLES[1:], 0)
         assert case.expect.split(":")[0] in events  # the gate names the column in the event log
         return

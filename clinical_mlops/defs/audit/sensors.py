@@ -15,7 +15,8 @@
 
 The sensor never opens the warehouse itself: DuckDB admits one writing process, and a sensor
 holding it could make a running step fail. When it has recorded runs other than its own, it
-requests a run of ``audit_job``, which materializes the ``audit_ledger`` asset in the warehouse
+requests a run of ``audit_job`` (only when it appended something: runs the CLI already recorded
+request nothing), which materializes the ``audit_ledger`` asset in the warehouse
 pool (governance rows into the ledger, then the DuckDB mirror) and so queues behind other writers.
 """
 
@@ -181,8 +182,8 @@ def audit_ledger_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
             runs += 1
             events += len(written)
             last_storage_id = max(last_storage_id, record.storage_id)
-            if (record.event_log_entry.job_name or "") != audit_job.name:
-                needs_sync = True
+            if written and (record.event_log_entry.job_name or "") != audit_job.name:
+                needs_sync = True  # runs the CLI recorded itself (record_run) add nothing: no sync run
         cursors[status.value] = result.cursor
     cursor = json.dumps(cursors, sort_keys=True)
     if not runs:

@@ -3,14 +3,18 @@
 * ``landing_zone_sensor`` — a new extract in the landing zone: adds its ``extracts`` partition and
   requests one ``ingestion_job`` run with ``run_key`` = the file's sha256. The cursor maps each
   file to its sha256 (plus its size and mtime, so unchanged files are not re-hashed every tick):
-  a file is never processed twice, and identical bytes under another name start no run.
+  a file is never processed twice, and identical bytes under another name start no run. A file
+  whose sha256 is already in ``raw.extracts`` (landed or refused, by the CLI or an earlier run)
+  starts no run either: the sensor never repeats work done outside it.
 * ``run_failure_incident_sensor`` — any failed run of this code location opens an incident
   (``clinical_mlops.monitoring.incidents``: owner and deadline from the policy); a repeat failure of the same
   job while the incident is open is appended to that incident's update log instead.
-* ``drift_check_failed_sensor`` — a failed check on a ``[cohort, "drift_report"]`` asset requests
-  a retrain of that cohort (``training_job`` restricted to its assets; the downstream fairness,
-  change-control and promotion assets follow through declarative automation) and escalates with
-  an incident at the policy's drift severity. Failing *fairness* checks are handled by the
+* ``drift_check_failed_sensor`` — a drift check on a ``[cohort, "drift_report"]`` asset that found
+  drift (evidence ``fail``; insufficient evidence is no reason to retrain) in an extract the cohort's
+  newest model was not trained on requests a retrain of that cohort (``training_job`` restricted to
+  its assets; the downstream fairness, change-control and promotion assets follow through declarative
+  automation). The drift step itself opened the incident (its id is in the check's metadata); a
+  failed check without one is escalated here at the policy's drift severity. Failing *fairness* checks are handled by the
   fairness domain's own sensor (root cause, mitigation).
 * ``automation_condition_sensor`` — evaluates every asset's ``AutomationCondition``.
 
@@ -93,33 +97,72 @@ def plan_landing(
     return new, duplicates, {"files": files, "stat": stats}
 
 
+def landed_hashes(warehouse: WarehouseResource, *, wait_seconds: float = 5.0) -> set[str] | None:
+    """sha256 of every extract already in ``raw.extracts`` (landed or refused); None while the warehouse is busy.
+
+    Read-only, and never creates the warehouse: no file yet means nothing landed yet.
+    """
+    from clinical_mlops.core import warehouse as store
+
+    path = Path(warehouse.path)
+    if not path.exists():
+        return set()
+    try:
+        con = store.connect(path, read_only=True, wait_seconds=wait_seconds)
+    except duckdb.IOException:
+        return None  # a run holds the single writer lock: decide on the next tick
+    try:
+        if not store.table_exists(con, "raw.extracts"):
+            return set()
+        return {row[0] for row in con.execute("SELECT sha256 FROM raw.extracts").fetchall()}
+    finally:
+        con.close()
+
+
 @dg.sensor(
     name="landing_zone_sensor",
     job_name="ingestion_job",
     minimum_interval_seconds=30,
     default_status=RUNNING,
     description="A new extract in the landing zone: add its partition and land + validate it once "
-    "(run key = sha256 of the file; identical content under another name starts no run).",
+    "(run key = sha256 of the file; identical content under another name, or content already in "
+    "raw.extracts whoever landed it, starts no run).",
 )
 def landing_zone_sensor(
-    context: dg.SensorEvaluationContext, landing_zone: LandingZoneResource
+    context: dg.SensorEvaluationContext, landing_zone: LandingZoneResource, warehouse: WarehouseResource
 ) -> dg.SensorResult | dg.SkipReason:
     state = parse_landing_cursor(context.cursor)
     paths = landing.list_extracts(Path(landing_zone.directory))
     new, duplicates, next_state = plan_landing(paths, state)
     for name, first in duplicates:
         context.log.info(f"{name} holds the same bytes as {first}: not ingested again")
+    if new:
+        known = landed_hashes(warehouse)
+        if known is None:
+            return dg.SkipReason("the warehouse is busy; new extracts are looked at on the next tick")
+        already = [(name, sha) for name, sha in new if sha in known]
+        for name, _ in already:
+            context.log.info(f"{name}: its content is already in raw.extracts; not ingested again")
+        new = [(name, sha) for name, sha in new if sha not in known]
+        registered = set(context.instance.get_dynamic_partitions(extract_partitions.name))
+        unregistered = [name for name, _ in already if name not in registered]
+    else:
+        unregistered = []
+    partitions = [name for name, _ in new] + unregistered
     if not new:
         reason = f"no new extract among {len(paths)} file(s)"
-        if next_state != state:
-            return dg.SensorResult(skip_reason=reason, cursor=json.dumps(next_state, sort_keys=True))
+        if next_state != state or partitions:
+            return dg.SensorResult(
+                skip_reason=reason, cursor=json.dumps(next_state, sort_keys=True),
+                dynamic_partitions_requests=[extract_partitions.build_add_request(partitions)] if partitions else [],
+            )
         return dg.SkipReason(reason)
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(run_key=sha, partition_key=name, tags={"extract_sha256": sha, "trigger": "landing_zone"})
             for name, sha in new
         ],
-        dynamic_partitions_requests=[extract_partitions.build_add_request([name for name, _ in new])],
+        dynamic_partitions_requests=[extract_partitions.build_add_request(partitions)],
         cursor=json.dumps(next_state, sort_keys=True),
     )
 
@@ -250,6 +293,25 @@ def run_failure_incident_sensor(context: dg.RunFailureSensorContext, warehouse: 
 # ---------------------------------------------------------------------------------------------
 
 
+def _metadata(record) -> dict:
+    evaluation = record.evaluation
+    return {k: getattr(v, "value", v) for k, v in (evaluation.metadata if evaluation else {}).items()}
+
+
+def drift_found(record) -> bool:
+    """A failed drift check that calls for a retrain: drift found (evidence ``fail``, not insufficient
+    evidence) in an extract the cohort's newest model was not trained on (else the data has not changed)."""
+    metadata = _metadata(record)
+    return metadata.get("evidence", "fail") == "fail" and not metadata.get("newest_model_trained_on_extract", False)
+
+
+def why_not_retrained(record) -> str:
+    metadata = _metadata(record)
+    if metadata.get("evidence", "fail") != "fail":
+        return f"not retrained: {metadata.get('evidence')} ({metadata.get('evidence_reason', '')})"
+    return "not retrained: the newest model was already trained on this extract (no new data)"
+
+
 def drift_check_keys(asset_graph) -> list[dg.AssetCheckKey]:
     return sorted(
         (key for key in asset_graph.asset_check_keys if key.asset_key.path[-1] == "drift_report"),
@@ -281,6 +343,7 @@ def drift_check_failed_sensor(
     if not keys:
         return dg.SkipReason("no drift checks in this code location")
     cursor = json.loads(context.cursor) if context.cursor else {}
+    before = dict(cursor)
     failures: dict[str, list] = {}
     for key in keys:
         after = int(cursor.get(key.to_user_string(), 0))
@@ -290,9 +353,17 @@ def drift_check_failed_sensor(
         new = [r for r in records if r.id > after]
         if new:
             cursor[key.to_user_string()] = max(r.id for r in new)
-            failures.setdefault(key.asset_key.path[0], []).extend((key, r) for r in new)
+            found = [r for r in new if drift_found(r)]
+            for record in new:
+                if record not in found:
+                    context.log.info(f"{key.to_user_string()} [{record.partition}]: {why_not_retrained(record)}")
+            if found:
+                failures.setdefault(key.asset_key.path[0], []).extend((key, r) for r in found)
     if not failures:
-        return dg.SkipReason("no new failed drift check")
+        reason = "no new drift in an extract the newest model was not trained on"
+        if cursor == before:
+            return dg.SkipReason(reason)
+        return dg.SensorResult(skip_reason=reason, cursor=json.dumps(cursor, sort_keys=True))
     from clinical_mlops.governance.policy import load_policy
 
     policy = load_policy()
@@ -309,7 +380,8 @@ def drift_check_failed_sensor(
                 asset_selection=selection,
                 tags={"trigger": "drift_check_failed", "cohort": cohort, "failed_checks": ",".join(checks)[:200]},
             ))
-        escalations[cohort] = {"checks": checks, "extracts": partitions, "check_runs": sorted({r.run_id for _, r in items})}
+        escalations[cohort] = {"checks": checks, "extracts": partitions, "check_runs": sorted({r.run_id for _, r in items}),
+                               "incidents": sorted({i for _, r in items if (i := _metadata(r).get("incident_id"))})}
 
     def escalate(con: duckdb.DuckDBPyConnection) -> list[str]:
         from clinical_mlops.monitoring import incidents
@@ -317,6 +389,9 @@ def drift_check_failed_sensor(
 
         opened = []
         for cohort, evidence in escalations.items():
+            if evidence["incidents"]:  # the drift step opened them, one per cohort and extract
+                opened.extend(evidence["incidents"])
+                continue
             incident = incidents.open_incident(
                 con, policy=policy, severity=policy.drift.severity, cohort=cohort,
                 model=registered_model_name(cohort, "candidate"),

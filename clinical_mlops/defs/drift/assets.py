@@ -3,7 +3,9 @@
 
 import dagster as dg
 
+from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
+from clinical_mlops.defs.ingestion.extract_checks import extract_check_spec
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import (
     WAREHOUSE_POOL,
@@ -38,16 +40,53 @@ def _html_metadata(step: steps.DriftStep) -> dict:
     }
 
 
+def _checks(extract_id: str, step: steps.DriftStep) -> list[dg.AssetCheckResult]:
+    """Both drift checks through the evidence rule: never a pass without a comparison behind it."""
+    settings, result = step.settings, step.result
+    incident = {} if step.incident is None else {
+        "incident": dg.MetadataValue.json({**step.incident.as_metadata(), "created": step.incident.created}),
+        "incident_id": step.incident.incident_id}
+    escalation = {} if step.escalation is None else {"escalation": dg.MetadataValue.json(step.escalation)}
+    return [
+        evidence_check(
+            steps.DRIFT_CHECK, step.dataset, blocking=step.blocking,
+            metadata={"extract_id": extract_id,
+                      "drift_share": round(result.drift_share, 4) if result else -1.0,
+                      "dataset_drift_share": settings.dataset_drift_share,
+                      "policy_severity": settings.severity, "reference": step.reference.kind,
+                      "newest_model_trained_on_extract": step.newest_model_trained_on_extract,
+                      **escalation, **incident},
+        ),
+        evidence_check(
+            "prediction_distribution_stable", step.prediction, blocking=False,
+            metadata={"extract_id": extract_id, "assessed": bool(result and result.prediction is not None)},
+        ),
+    ]
+
+
 def _result(extract_id: str, step: steps.DriftStep) -> dg.MaterializeResult:
     result, settings, reference = step.result, step.settings, step.reference
+    common = {
+        "extract_id": extract_id,
+        "reference": f"{reference.kind} {reference.model_name or ''} v{reference.model_version or '—'}",
+        "reference_extracts": dg.MetadataValue.json(list(reference.extracts)),
+        "current_in_reference": step.current_in_reference,
+        "prediction_drift": step.prediction_note,
+        "correction": settings.correction,
+        "alpha": settings.alpha,
+        "policy_sha256": step.policy_sha256,
+        "evidence": step.dataset.status,
+        "evidence_reason": step.dataset.reason,
+    }
+    if step.incident is not None:
+        common["incident_id"] = step.incident.incident_id
+    if result is None:
+        return dg.MaterializeResult(metadata={**common, "dataset_drift": "not assessed"},
+                                    check_results=_checks(extract_id, step))
     drifted = ", ".join(result.drifted_features) or "none"
-    escalation = {} if step.escalation is None else {"escalation": dg.MetadataValue.json(step.escalation)}
     return dg.MaterializeResult(
         metadata={
-            "extract_id": extract_id,
-            "reference": f"{reference.kind} {reference.model_name or ''} v{reference.model_version or '—'}",
-            "reference_extracts": dg.MetadataValue.json(list(reference.extracts)),
-            "current_in_reference": step.current_in_reference,
+            **common,
             "reference_rows": result.n_reference,
             "current_rows": result.n_current,
             "features_tested": result.features_tested,
@@ -56,36 +95,13 @@ def _result(extract_id: str, step: steps.DriftStep) -> dg.MaterializeResult:
             "drift_share": round(result.drift_share, 4),
             "dataset_drift": result.dataset_drift,
             "drifted_features": drifted,
-            "prediction_drift": step.prediction_note,
             "target_drift": result.target.summary if result.target else "no labels",
             "statistics": dg.MetadataValue.md(steps.statistics_markdown(result)),
             "statistics_seconds": round(step.statistics_seconds, 3),
             **_html_metadata(step),
-            "correction": settings.correction,
-            "alpha": settings.alpha,
-            "policy_sha256": step.policy_sha256,
-            "drift_run_id": step.drift_run_id,
+            "drift_run_id": step.drift_run_id or "",
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="no_dataset_drift",
-                passed=not result.dataset_drift,
-                severity=dg.AssetCheckSeverity.ERROR if step.blocking else dg.AssetCheckSeverity.WARN,
-                description=(f"{len(result.drifted_features)}/{result.features_tested} features drifted "
-                             f"({result.drift_share:.0%}; dataset drift at {settings.dataset_drift_share:.0%}): "
-                             f"{drifted}"),
-                metadata={"drift_share": round(result.drift_share, 4),
-                          "dataset_drift_share": settings.dataset_drift_share,
-                          "policy_severity": settings.severity, **escalation},
-            ),
-            dg.AssetCheckResult(
-                check_name="prediction_distribution_stable",
-                passed=not result.prediction_drift,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=step.prediction_note,
-                metadata={"assessed": result.prediction is not None},
-            ),
-        ],
+        check_results=_checks(extract_id, step),
     )
 
 
@@ -106,14 +122,16 @@ def build_drift_report(spec: CohortSpec) -> dg.AssetsDefinition:
             "full data (monitoring.drift_metrics), Evidently HTML on a seeded sample."
         ),
         check_specs=[
-            dg.AssetCheckSpec(
-                "no_dataset_drift", asset=key, blocking=True,
-                description="The share of drifting features stays under the policy's dataset_drift_share. "
-                "Severity from the policy: WARN, or ERROR (blocks downstream) when drift.severity blocks promotion.",
+            extract_check_spec(
+                steps.DRIFT_CHECK, asset=key, blocking=True,
+                description="Per extract: the share of drifting features stays under the policy's dataset_drift_share "
+                "(insufficient evidence without a reference population). Severity from the policy: WARN, or ERROR "
+                "(blocks downstream) when drift.severity blocks promotion. Dataset drift opens an incident.",
             ),
-            dg.AssetCheckSpec(
+            extract_check_spec(
                 "prediction_distribution_stable", asset=key,
-                description="The reference model's score distribution on the extract matches its held-out scores.",
+                description="Per extract: the reference model's score distribution on the extract matches its held-out "
+                "scores (insufficient evidence when there is no model or no held-out score to compare with).",
             ),
         ],
     )

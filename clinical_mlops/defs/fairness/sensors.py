@@ -3,7 +3,9 @@
 The sensor reads the latest evaluation of every fairness check from the instance's event log
 (``get_latest_asset_check_execution_by_key``); a FAILED evaluation newer than the one recorded in
 the cursor requests one run of ``[cohort, fairness_root_cause]`` and ``[cohort, mitigated_model]``,
-keyed by the evaluation's storage id so it is requested once.
+keyed by the evaluation's storage id so it is requested once. A failure the remediation has already
+answered (root cause and mitigated model both materialized after it, e.g. by ``clinical-mlops demo``)
+requests nothing: the sensor never repeats work done outside it.
 """
 
 import json
@@ -41,6 +43,20 @@ fairness_remediation_job = dg.define_asset_job(
 )
 
 
+def already_remediated(instance: dg.DagsterInstance, cohort: str, failed_at: float) -> bool:
+    """Whether root cause and mitigation were both materialized after the failed evaluation (``failed_at``)."""
+    for key in remediation_keys(cohort):
+        latest = instance.get_latest_materialization_event(key)
+        if latest is None or latest.timestamp < failed_at:
+            return False
+    return True
+
+
+def _evaluated_at(record) -> float:
+    """When the check was evaluated (its evaluation event), not when its run planned it."""
+    return record.event.timestamp if record.event is not None else record.create_timestamp
+
+
 def _is_failed(record) -> bool:
     status = getattr(record, "status", None)
     if AssetCheckExecutionRecordStatus is not None:
@@ -57,6 +73,7 @@ def _is_failed(record) -> bool:
 )
 def fairness_check_failed_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+    before = dict(seen)
     storage = context.instance.event_log_storage
     requests = []
     for cohort, keys in fairness_check_keys().items():
@@ -67,6 +84,9 @@ def fairness_check_failed_sensor(context: dg.SensorEvaluationContext) -> dg.Sens
         newest = max(r.id for r in failed)
         seen[cohort] = newest
         checks = sorted(r.key.name for r in failed)
+        if already_remediated(context.instance, cohort, max(_evaluated_at(r) for r in failed)):
+            context.log.info(f"{cohort}: {', '.join(checks)} failed and was already remediated; nothing requested")
+            continue
         requests.append(dg.RunRequest(
             run_key=f"{cohort}-fairness-{newest}",
             asset_selection=remediation_keys(cohort),
@@ -74,7 +94,9 @@ def fairness_check_failed_sensor(context: dg.SensorEvaluationContext) -> dg.Sens
         ))
         context.log.info(f"{cohort}: {', '.join(checks)} failed; requesting root cause and mitigation")
     if not requests:
-        return dg.SkipReason("no new failing fairness check")
+        reason = "no new failing fairness check without remediation"
+        return dg.SkipReason(reason) if seen == before else dg.SensorResult(
+            skip_reason=reason, cursor=json.dumps(seen, sort_keys=True))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
 
 

@@ -3,18 +3,47 @@
 
 import dagster as dg
 
+from clinical_mlops.core.evidence import FAIL, PASS, Evidence
+from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
+from clinical_mlops.defs.ingestion.extract_checks import extract_check_spec
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, LandingZoneResource, WarehouseResource
 from clinical_mlops.ingestion import landing, steps
 
-NO_DIRECT_IDENTIFIERS = dg.AssetCheckSpec(
+NO_DIRECT_IDENTIFIERS = extract_check_spec(
     "no_direct_identifiers",
     asset="raw_encounters",
     blocking=True,
-    description="De-identification gate: no HIPAA Safe Harbor identifier in column names or values "
-    "(names the column and the pattern, never the value). Blocks everything downstream.",
+    description="De-identification gate, per extract: no HIPAA Safe Harbor identifier in column names or values "
+    "(names the column and the pattern, never the value). Blocks everything downstream of that extract.",
 )
+
+
+def gate_findings(result: landing.LandingResult) -> list[dict]:
+    """The gate's findings as check metadata: column, kind of identifier, where, rows — never a value."""
+    return [{"column": f.column, "identifier": f.identifier, "location": f.location, "rows": f.matches}
+            for f in result.findings]
+
+
+def _gate(extract_id: str, result: landing.LandingResult) -> dg.AssetCheckResult:
+    if result.identifier_free:
+        evidence = Evidence(PASS, f"extract {extract_id}: no direct identifiers found")
+    else:
+        evidence = Evidence(FAIL, f"extract {extract_id}: direct identifiers found, extract not landed: "
+                                  f"{landing.describe_findings(result.findings)}")
+    return evidence_check(
+        "no_direct_identifiers", evidence, blocking=True,
+        metadata={
+            "extract_id": extract_id,
+            "gate_status": "passed" if result.identifier_free else "refused",
+            "findings": len(result.findings),
+            "findings_detail": dg.MetadataValue.json(gate_findings(result)),
+            "columns_flagged": ", ".join(sorted({f.column for f in result.findings})) or "none",
+            "identifier_kinds": ", ".join(sorted({f.identifier for f in result.findings})) or "none",
+            "deidentification_mode": "safe_harbor",
+        },
+    )
 
 
 @dg.asset(
@@ -30,29 +59,14 @@ def raw_encounters(
 ) -> dg.MaterializeResult:
     """Encounters of one landed extract, stored in ``raw.encounters`` exactly as in the file (text).
 
-    Data version = sha256 of the file; landing the same bytes again is a no-op.
+    Data version = sha256 of the file; landing the same bytes again is a no-op. The landing step
+    also counts the file's records itself (``raw.extracts.file_rows``) for ``landed_rows_reconcile``.
     """
     extract_id = context.partition_key
     with step_failures(), warehouse.connect() as con:
         result = steps.land(con, landing_zone.path_for(extract_id), extract_id=extract_id)
     if result.status == "already_landed":
         context.log.info(f"{extract_id}: identical content already landed as {result.duplicate_of}; no-op")
-    gate = dg.AssetCheckResult(
-        check_name="no_direct_identifiers",
-        passed=result.identifier_free,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=(
-            "No direct identifiers found."
-            if result.identifier_free
-            else f"Direct identifiers found, extract not landed: {landing.describe_findings(result.findings)}"
-        ),
-        metadata={
-            "findings": len(result.findings),
-            "columns_flagged": ", ".join(sorted({f.column for f in result.findings})) or "none",
-            "identifier_kinds": ", ".join(sorted({f.identifier for f in result.findings})) or "none",
-            "deidentification_mode": "safe_harbor",
-        },
-    )
     return dg.MaterializeResult(
         data_version=dg.DataVersion(result.sha256),
         metadata={
@@ -61,10 +75,9 @@ def raw_encounters(
             "size_bytes": result.size_bytes,
             "status": result.status,
             "rows_landed": result.rows_landed,
+            "file_rows": result.file_rows if result.file_rows is not None else -1,
             "duplicate_of": result.duplicate_of or "",
             "dagster/row_count": result.rows_landed,
         },
-        check_results=[gate],
+        check_results=[_gate(extract_id, result)],
     )
-
-

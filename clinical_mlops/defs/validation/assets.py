@@ -5,6 +5,9 @@ import dagster as dg
 
 from clinical_mlops.core.chunking import DEFAULT_CHUNK_ROWS
 from clinical_mlops.defs._schemas import validated_encounters_schema
+from clinical_mlops.defs.checks import evidence_check
+from clinical_mlops.defs.failures import step_failures
+from clinical_mlops.defs.ingestion.extract_checks import extract_check_spec
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, PseudonymisationResource, WarehouseResource
 from clinical_mlops.validation import rules, steps
@@ -24,19 +27,21 @@ class ValidationConfig(dg.Config):
     partitions_def=extract_partitions,
     deps=["raw_encounters"],
     group_name="validation",
-    automation_condition=dg.AutomationCondition.eager(),
+    # per extract: an extract whose identifier gate failed is never validated (partitioned checks)
+    automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
     kinds={"duckdb", "pandera"},
     code_version="1",
     pool=WAREHOUSE_POOL,
     metadata=validated_encounters_schema(),
     check_specs=[
-        dg.AssetCheckSpec(
+        extract_check_spec(
             "landed_rows_reconcile",
             asset="validated_encounters",
             blocking=True,
-            description="valid + quarantined = landed: no row is dropped silently.",
+            description="records in the file (counted by the landing step, apart from the insert) = rows landed "
+            "= valid + quarantined: no row is dropped silently.",
         ),
-        dg.AssetCheckSpec(
+        extract_check_spec(
             "quarantine_rate_within_limit",
             asset="validated_encounters",
             description="The share of quarantined rows stays under the configured limit.",
@@ -54,13 +59,16 @@ def validated_encounters(
     if is_default_key:
         context.log.warning("Using the documented development pseudonymisation key; set "
                             f"{pseudonymisation.key_env_var} in production.")
-    with warehouse.connect() as con:
+    extract_id = context.partition_key
+    with step_failures(), warehouse.connect() as con:
         step = steps.validate(con, context.partition_key, pseudonym_key=key, chunk_rows=config.chunk_rows,
                               engine=config.engine, max_quarantine_fraction=config.max_quarantine_fraction)
     outcome, quarantine_fraction = step.outcome, step.quarantine_fraction
     failures = {reason: dg.MetadataValue.int(n) for reason, n in outcome.failures.items()}
     return dg.MaterializeResult(
         metadata={
+            "extract_id": extract_id,
+            "file_rows": outcome.file_rows if outcome.file_rows is not None else -1,
             "rows_landed": outcome.rows_landed,
             "rows_valid": outcome.rows_valid,
             "rows_quarantined": outcome.rows_quarantined,
@@ -72,21 +80,20 @@ def validated_encounters(
             "dagster/row_count": outcome.rows_valid,
         },
         check_results=[
-            dg.AssetCheckResult(
-                check_name="landed_rows_reconcile",
-                passed=outcome.reconciles,
-                severity=dg.AssetCheckSeverity.ERROR,
+            evidence_check(
+                "landed_rows_reconcile", step.reconcile, blocking=True,
                 metadata={
+                    "extract_id": extract_id,
+                    "file_rows": outcome.file_rows if outcome.file_rows is not None else -1,
                     "rows_landed": outcome.rows_landed,
                     "rows_valid": outcome.rows_valid,
                     "rows_quarantined": outcome.rows_quarantined,
                 },
             ),
-            dg.AssetCheckResult(
-                check_name="quarantine_rate_within_limit",
-                passed=step.quarantine_within_limit,
-                severity=dg.AssetCheckSeverity.WARN,
+            evidence_check(
+                "quarantine_rate_within_limit", step.quarantine_rate, blocking=False,
                 metadata={
+                    "extract_id": extract_id,
                     "quarantine_fraction": round(quarantine_fraction, 5),
                     "limit": config.max_quarantine_fraction,
                     **failures,

@@ -23,8 +23,8 @@ A feature **drifts** when its test is significant after the correction (adjusted
 stays near ``alpha``. Its shift is **material** when the PSI reaches ``psi_threshold``: on
 extracts of hundreds of thousands of rows a test flags shifts too small to matter, and the PSI
 column (and the ``material`` flag) says how large each one is. The **dataset** drifts when the
-share of drifting features reaches ``dataset_drift_share``. With ``require_material`` a feature
-must be both significant and material to count. The tests use one encounter per patient and
+share of drifting features reaches ``dataset_drift_share``; materiality is reported beside it,
+never a switch the policy does not declare. The tests use one encounter per patient and
 side (a patient's encounters are not independent draws; counting all of them made resamples of
 one population flag age in 8 of 30 seeds at p < 0.01); PSI, means and shares use every row.
 Prediction drift (the model's score distribution and alert rate) and target drift (label

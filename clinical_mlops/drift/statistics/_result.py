@@ -23,10 +23,6 @@ class DriftSettings:
     severity: str = "warn"
     sample_rows: int = 20_000
     sample_seed: int = 17
-    require_material: bool = False
-    """Count a feature as drifted only when it is also material (PSI >= psi_threshold). Off by
-    default; on for very large extracts, where tests flag shifts too small to act on. Read from
-    ``drift.require_material`` when the policy declares it."""
 
     @classmethod
     def from_policy(cls, drift_policy) -> DriftSettings:
@@ -39,7 +35,6 @@ class DriftSettings:
             severity=str(drift_policy.severity),
             sample_rows=int(drift_policy.evidently_sample_rows),
             sample_seed=int(drift_policy.evidently_sample_seed),
-            require_material=bool(getattr(drift_policy, "require_material", False)),
         )
 
 
@@ -117,16 +112,15 @@ class DriftResult:
 
 
 def decide(raw: list[dict], settings: DriftSettings, *, adjust: bool) -> list[FeatureDrift]:
-    """Judge raw statistics: p-values corrected across the family (``adjust``), then alpha and PSI applied."""
+    """Judge raw statistics: p-values corrected across the family (``adjust``), then alpha (drifted) and PSI (material)."""
     p = [r["p_value"] for r in raw]
     adjusted = adjust_p_values(p, settings.correction) if adjust else np.asarray(p, dtype=np.float64)
     out = []
     for r, q in zip(raw, adjusted):
         significant = bool(q == q and q < settings.alpha)
         material = bool(r["psi"] == r["psi"] and r["psi"] >= settings.psi_threshold)
-        drifted = significant and (material or not settings.require_material)
         out.append(FeatureDrift(**r, p_value_adjusted=float(q), significant=significant,
-                                drifted=drifted, material=material))
+                                drifted=significant, material=material))
     return out
 
 
