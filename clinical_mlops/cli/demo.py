@@ -248,8 +248,8 @@ def _decisions(con, cohort: str, since: datetime) -> list[dict]:
         newest[row["model_name"]] = {
             "model": f"{row['model_name']} v{row['challenger_version']}",
             "status": status,
-            "reasons": [f"{c['name']}: {c.get('status', 'pass' if c.get('passed') else 'fail')} — {c['detail']}"
-                        for c in criteria if c.get("status", "pass" if c.get("passed") else "fail") != "pass"],
+            "reasons": [f"{c['name']}: {c['status']}{' (waived)' if c.get('waiver_id') else ''} — {c['reason']}"
+                        for c in criteria if c["status"] != "pass"],
             "decision": row.get("reason"),
             "next_command": row.get("next_command"),
         }

@@ -64,12 +64,23 @@ def _is_failed(record) -> bool:
     return str(getattr(status, "value", status)) == "FAILED"
 
 
+def _is_breach(record) -> bool:
+    """A failed check whose evidence shows a breach (``fail``), not one that lacks evidence: root cause and
+    mitigation explain a gap, they cannot supply missing evidence. Evaluations recorded before the
+    evidence status existed count as breaches."""
+    dagster_event = getattr(record.event, "dagster_event", None) if record.event is not None else None
+    evaluation = getattr(dagster_event, "event_specific_data", None)
+    value = (getattr(evaluation, "metadata", None) or {}).get("evidence")
+    return getattr(value, "value", value) in (None, "fail")
+
+
 @dg.sensor(
     name="fairness_check_failed_sensor",
     job=fairness_remediation_job,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="A failing fairness check requests root-cause analysis and mitigation for its cohort.",
+    description="A fairness check failing on evidence (a breach, not missing evidence) requests root-cause "
+    "analysis and mitigation for its cohort.",
 )
 def fairness_check_failed_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
@@ -78,7 +89,7 @@ def fairness_check_failed_sensor(context: dg.SensorEvaluationContext) -> dg.Sens
     requests = []
     for cohort, keys in fairness_check_keys().items():
         latest = storage.get_latest_asset_check_execution_by_key(keys)
-        failed = [r for r in latest.values() if _is_failed(r) and r.id > seen.get(cohort, 0)]
+        failed = [r for r in latest.values() if _is_failed(r) and _is_breach(r) and r.id > seen.get(cohort, 0)]
         if not failed:
             continue
         newest = max(r.id for r in failed)

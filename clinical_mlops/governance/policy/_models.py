@@ -385,6 +385,9 @@ class DriftPolicy:
 class Acceptance:
     max_auroc_drop: Fraction
     no_new_fairness_failures: Flag
+    fairness_non_inferiority_margin: Fraction = 0.02
+    """A challenger sharing the champion's blocking fairness failure may be promoted only if its gap is not
+    worse by more than this (paired interval of challenger gap − champion gap)."""
 
 
 @section

@@ -42,7 +42,7 @@ __all__ = [
 
 ASSESSED, NOT_ASSESSED, OTHER_POLICY = "fairness_audit", "not_assessed", "other_policy"
 DEFAULT_NON_INFERIORITY_MARGIN = 0.02
-"""``change_control.acceptance.fairness_non_inferiority_margin`` when the policy does not set it."""
+"""The policy model's default for ``change_control.acceptance.fairness_non_inferiority_margin``."""
 
 _M = {m: k for k, m in enumerate(PAIRED_METRICS)}
 
@@ -72,8 +72,7 @@ PAIRED_GAPS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 
 def non_inferiority_margin(policy: Policy) -> float:
     """``change_control.acceptance.fairness_non_inferiority_margin``, or the documented default."""
-    value = getattr(policy.change_control.acceptance, "fairness_non_inferiority_margin", None)
-    return DEFAULT_NON_INFERIORITY_MARGIN if value is None else float(value)
+    return float(policy.change_control.acceptance.fairness_non_inferiority_margin)
 
 
 @dataclass(frozen=True)
