@@ -103,11 +103,13 @@ class _Launcher:
         self.refusals: list[str] = []
 
     def job(self, name: str, *, partition_key: str | None = None, expect_refusal: str | None = None):
+        from clinical_mlops.cli import errors as cli_errors
         from clinical_mlops.defs.audit.sensors import record_run
 
         outcome = self.runs.run_job(self.defs, self.instance, name, partition_key=partition_key)
         record_run(self.instance, outcome.run_id)
-        for error in outcome.step_errors or ([outcome.error] if outcome.error else []):
+        for raw in outcome.step_errors or ([outcome.error] if outcome.error else []):
+            error = cli_errors.without_dagster_names(raw) or "the step failed"
             if expect_refusal and error.startswith(expect_refusal):
                 self.refusals.append(error)
             else:

@@ -135,7 +135,7 @@ _DAGSTER_NAME = re.compile(r"\b(dagster\.)?(_core\.)?(errors\.)?Dagster[A-Za-z]*
 
 def without_dagster_names(text: str) -> str:
     """``text`` with Dagster's error class names (``dagster._core.errors.Dagster…Error:``) taken out."""
-    return re.sub(r"\bdagster\._core\.[\w.]*\s*", "", _DAGSTER_NAME.sub("", text)).strip()
+    return re.sub(r"\bdagster\._core\.[\w.]*\s*", "", _DAGSTER_NAME.sub("", text)).strip().lstrip(":").strip()
 
 
 def describe_failed_checks(check_metadata: Mapping[str, Mapping], blocking: list[str]) -> str | None:

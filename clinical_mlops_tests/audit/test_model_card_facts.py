@@ -47,7 +47,10 @@ def _verdict(con, graph, *, rule="recall_gap", slice_="race", group="AfricanAmer
     for statement in fairness_audit.FAIRNESS_DDL:
         con.execute(statement)
     con.execute(
-        "INSERT INTO monitoring.fairness_verdicts VALUES (?, ?, ?, ?, ?, 'candidate', ?, ?, 'Caucasian', ?, ?, 'error', "
+        "INSERT INTO monitoring.fairness_verdicts (audit_id, evaluated_at, cohort, model_name, model_version, "
+        "model_role, slice, \"group\", reference_group, n, rule, severity, blocking, bound, estimate, lower, upper, "
+        "p_adjusted, verdict, reason, policy_version, policy_sha256) "
+        "VALUES (?, ?, ?, ?, ?, 'candidate', ?, ?, 'Caucasian', ?, ?, 'error', "
         "?, -0.05, ?, ?, ?, NULL, ?, ?, '1', 'policy-sha')",
         [audit_id, datetime(2026, 1, 1), COHORT, graph.candidate, graph.candidate_version, slice_, group, n, rule,
          blocking, estimate, lower, upper, verdict, reason],
@@ -211,11 +214,8 @@ def test_the_card_shows_each_rule_status_failing_groups_and_groups_lacking_evide
 def test_not_assessable_groups_and_the_power_column_are_shown_when_the_gate_gives_them(con, graph):
     facts = model_card.gather_facts(con, graph.candidate, graph.candidate_version)
 
-    @dataclasses.dataclass(frozen=True)
-    class Finding(fairness_audit.GroupFinding):
-        min_detectable_gap: float | None = None
-
-    small = Finding("race", "Asian", 5, None, None, None, "insufficient_evidence", "below minimum", 0.41)
+    small = fairness_audit.GroupFinding("race", "Asian", 5, None, None, None, "insufficient_evidence",
+                                        "below minimum", min_detectable_gap=0.41)
     rule = fairness_audit.RuleStatus("recall_gap", "error", True, "insufficient_evidence", "1 group(s) without "
                                      "sufficient evidence", insufficient_required=(small,), not_assessable=(small,))
     gate = fairness_audit.FairnessGate("audit-2", graph.candidate, graph.candidate_version, "p", (rule,))
@@ -250,14 +250,17 @@ def test_the_card_shows_the_previous_promotion_decision_read_defensively(tx, gra
     assert "No promotion decision is recorded for this version yet" in card.markdown
     change_control.ensure_tables(tx)  # record_decision opens its own transaction: insert its row directly
     tx.execute(
-        "INSERT INTO audit.promotion_decisions VALUES ('d1', ?, ?, ?, ?, NULL, 'absolute', false, false, '[]', '[]', "
+        "INSERT INTO audit.promotion_decisions (decision_id, decided_at, cohort, model_name, challenger_version, "
+        "champion_version, mode, passed, promoted, modification_kinds_json, criteria_json, reason, actor, "
+        "policy_sha256, policy_version, report_id) "
+        "VALUES ('d1', ?, ?, ?, ?, NULL, 'absolute', false, false, '[]', '[]', "
         "'recall_gap: insufficient evidence, no waiver', 'gate', 'p', '1', NULL)",
         [datetime(2026, 1, 3, 9, 30), COHORT, graph.candidate, graph.candidate_version])
     section = model_card.build_model_card(tx, graph.candidate, graph.candidate_version).markdown
     section = section.split("### Previous promotion decision")[1].split("###")[0]
     assert "2026-01-03 09:30 UTC (absolute): **blocked**, by gate." in section and "recall_gap: insufficient evidence, no waiver" in section
-    tx.execute("ALTER TABLE audit.promotion_decisions ADD COLUMN status VARCHAR")
-    tx.execute("ALTER TABLE audit.promotion_decisions ADD COLUMN waiver_ids_json VARCHAR")
+    tx.execute("ALTER TABLE audit.promotion_decisions ADD COLUMN IF NOT EXISTS status VARCHAR")
+    tx.execute("ALTER TABLE audit.promotion_decisions ADD COLUMN IF NOT EXISTS waiver_ids_json VARCHAR")
     tx.execute("UPDATE audit.promotion_decisions SET status = 'pending_approval', waiver_ids_json = ?",
                [json.dumps(["w-1"])])
     section = model_card.build_model_card(tx, graph.candidate, graph.candidate_version).markdown

@@ -358,8 +358,8 @@ def test_the_demo_ran_every_stage_and_its_summary_reconciles(scan):
     assert landed == ENCOUNTERS
     assert sum(e["rows_valid"] + e["rows_quarantined"] for e in summary["extracts"]) == landed
     assert sum(e["rows_quarantined"] for e in summary["extracts"]) >= 1  # the quarantine canary
-    readmission = summary["cohorts"]["readmission_30d"]
-    assert readmission["candidate_model"]["registered_model"] == "readmission_30d_candidate"
+    readmission = summary["models"]["readmission_30d"]
+    assert readmission["candidate"]["registered_model"] == "readmission_30d_candidate"
     low, high = (float(x) for x in readmission["evaluation"]["candidate_auroc_ci"].split("–"))
     assert low <= readmission["evaluation"]["candidate_auroc"] <= high
     assert "AUROC" in out and "MLflow" in out
