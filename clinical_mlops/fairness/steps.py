@@ -82,14 +82,16 @@ def audit_candidate(
 
 
 def _failing_targets(con: duckdb.DuckDBPyConnection, cohort: str) -> tuple[dict | None, pd.DataFrame]:
-    """The audited candidate and its failing verdict rows, worst first (recall gap failures first)."""
+    """The audited candidate and its failing verdict rows, worst first: recall gap failures first, blocking
+    rules first, then the groups the policy requires to be assessed, then the largest gap."""
     verdicts = fairness.latest_verdicts(con, cohort, "candidate")
     failing = verdicts[verdicts["verdict"] == "fail"].copy()
     if failing.empty:
         return None, failing
     failing["order"] = (failing["rule"] != "recall_gap").astype(int)
     failing["abs"] = -failing["estimate"].abs()
-    failing = failing.sort_values(["order", "blocking", "abs"], ascending=[True, False, True])
+    failing["required_first"] = failing["required"].fillna(True).astype(bool) if "required" in failing else False
+    failing = failing.sort_values(["order", "blocking", "required_first", "abs"], ascending=[True, False, False, True])
     row = failing.iloc[0]
     cursor = con.execute("SELECT * FROM ml.model_versions WHERE model_name = ? AND model_version = ?",
                          [row["model_name"], row["model_version"]])

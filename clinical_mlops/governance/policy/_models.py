@@ -302,6 +302,17 @@ class FairnessPolicy:
     """Every group of a sensitive attribute whose share of the audited rows is at least this must be
     assessed (as if listed in ``required_groups``); ``None``: only the listed groups. Intersections
     are required by neither: their groups are "not assessable" when they lack evidence."""
+    not_assessable_acknowledged_by: str | None = None
+    """An owner role (``governance_board`` …) whose standing acknowledgement, in this reviewed and hashed
+    policy, covers the groups that are not required and lack evidence: each decision still lists them
+    and names the role. ``None``: each promotion needs a waiver for them."""
+
+    @field_validator("not_assessable_acknowledged_by")
+    @classmethod
+    def _an_owner_role(cls, value: str | None) -> str | None:
+        if value is not None and value not in OWNER_ROLES:
+            raise ValueError(f"must be one of the owner roles {', '.join(OWNER_ROLES)}, got {value!r}")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -213,7 +213,13 @@ def _fairness_criteria(report: ChangeControlReport, policy: Policy) -> list[Crit
                                  "evidence"))
         else:
             out.append(Criterion(f"fairness:{name}", assessed.status, assessed.reason))
-    if fair.not_assessable:
+    acknowledged_by = policy.fairness.not_assessable_acknowledged_by
+    if fair.not_assessable and acknowledged_by:
+        out.append(Criterion(NOT_ASSESSABLE_GROUPS, PASS,
+                             f"{len(fair.not_assessable)} group(s) could not be assessed, acknowledged in policy "
+                             f"{policy.version} by the {acknowledged_by.replace('_', ' ')} "
+                             f"({policy.owners.contact(acknowledged_by)}): " + ", ".join(fair.not_assessable)))
+    elif fair.not_assessable:
         out.append(Criterion(NOT_ASSESSABLE_GROUPS, INSUFFICIENT,
                              f"{len(fair.not_assessable)} group(s) could not be assessed and need an acknowledgement: "
                              + ", ".join(fair.not_assessable)))
