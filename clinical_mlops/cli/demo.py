@@ -161,6 +161,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     launch.job("drift_job", partition_key=newest)
     release = launch.job("release_job")
     summary["release_run_id"] = release.run_id
+    summary["root_cause"] = {key.partition("/")[0]: values.get("conclusions", {})
+                             for key, values in release.metadata.items() if key.endswith("/fairness_root_cause")}
 
     scored = newest
     if extracts.later:
@@ -295,9 +297,17 @@ def _print_summary(summary: dict) -> None:
                       f"  Brier {evaluation.get(f'{role}_brier', float('nan'))}")
     for cohort, story_ in summary.get("cohorts", {}).items():
         print(f"  {cohort}:")
-        for group in story_["failing_groups"]:
+        from clinical_mlops.governance.policy import BLOCKING_SEVERITIES
+
+        blocking = [g for g in story_["failing_groups"] if g["severity"] in BLOCKING_SEVERITIES]
+        for group in blocking:
             print(f"    fairness FAIL {group['model']}: {group['rule']} {group['slice']}={group['group']} "
                   f"{group['estimate']:+.3f} {_ci(group['ci'])}")
+        if len(blocking) < len(story_["failing_groups"]):
+            print(f"    (and {len(story_['failing_groups']) - len(blocking)} failing group(s) of warn-level rules: "
+                  "see the fairness report)")
+        for group, conclusion in (summary.get("root_cause", {}).get(cohort) or {}).items():
+            print(f"    root cause {group}: {conclusion}")
         for incident in story_["incidents_opened"]:
             print(f"    incident {incident['incident_id']} ({incident['severity']}) {incident['check']} → "
                   f"{incident['owner']}, due {incident['due_by']}")

@@ -200,7 +200,7 @@ def test_fairness_gate_incident_sensor_and_remediation(trained, workspace, tmp_p
     assert recall.description.startswith("insufficient evidence: required group(s) without sufficient evidence: ")
     assert "race=AfricanAmerican (n=" in recall.description and "min detectable gap" in recall.description
     required = {(g["slice"], g["group"]): g for g in recall.metadata["insufficient_required_groups"].value}
-    assert ("race", "AfricanAmerican") in required and ("gender", "Male") in required
+    assert ("race", "AfricanAmerican") in required  # the shipped policy's required group
     assert "min_group_size" in required[("race", "AfricanAmerican")]["reason"]
     assert "not_assessable_groups" in recall.metadata
     missing = checks["calibration_gap_within_policy"]
