@@ -21,6 +21,8 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 
+from clinical_mlops.core.warehouse import table_exists
+
 __all__ = [
     "DDL",
     "DEFAULT_VALID_DAYS",
@@ -130,8 +132,10 @@ def record_waiver(
 
 
 def waivers_for(con: duckdb.DuckDBPyConnection, model_name: str, model_version: str) -> list[Waiver]:
-    """Every waiver ever recorded for one model version, oldest first."""
-    ensure_table(con)
+    """Every waiver ever recorded for one model version, oldest first (none before the table exists; reads only,
+    so a read-only connection will do)."""
+    if not table_exists(con, "audit.waivers"):
+        return []
     rows = con.execute(
         """SELECT waiver_id, cohort, model_name, model_version, criterion, missing_evidence_json, approved_by,
                   reason, approved_at, expires_at, policy_sha256

@@ -232,7 +232,7 @@ def test_the_dagster_and_mlflow_uis_show_the_graph_checks_and_runs(ui: UiGraph, 
     # 3. The failed blocking gate is visible as failed on raw_encounters' checks tab.
     browser.get(f"{ui.dagster_url}/assets/raw_encounters?view=checks")
     body = _wait_text(browser, "no_direct_identifiers", "This is a blocking asset check",
-                      "Direct identifiers found, extract not landed: payer_code: ssn")
+                      "direct identifiers found, extract not landed: payer_code: ssn")
     _save(browser, "03_raw_encounters_checks")
     result = body.split("Evaluation result", 1)[1].split("Timestamp", 1)[0]
     assert result.strip() == "Failed", result
