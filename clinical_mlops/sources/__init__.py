@@ -1,0 +1,9 @@
+"""Sources as data contracts: one YAML file per source, and everything derived from it.
+
+:mod:`.contract` is the format of a contract file (columns, roles, key, identifier-scan
+exemptions, sensitive attributes) and its loader (``sources/`` at the project root, or
+``CLINICAL_MLOPS_SOURCES_DIR``); :mod:`.derive` renders one contract as the Pandera schema and
+as the SQL rules over a raw, all-VARCHAR staging table, the same rule list in both.
+"""
+
+__all__ = ["contract", "derive"]
