@@ -16,9 +16,12 @@ from clinical_mlops.core.steps import StepError
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.training import fit
 
-__all__ = ["CARD_ROLES", "LedgerStep", "ModelCardStep", "RoleCard", "sync_ledger", "write_model_cards"]
+__all__ = ["CARD_ROLES", "OPTIONAL_CARD_ROLES", "LedgerStep", "ModelCardStep", "RoleCard", "sync_ledger", "write_model_cards"]
 
 CARD_ROLES = ("candidate", "baseline")
+OPTIONAL_CARD_ROLES = ("mitigated",)
+"""Carded when registered: a mitigated challenger can be approved as champion, and its predictions must
+trace to a card like any champion's."""
 
 
 @dataclass(frozen=True)
@@ -62,11 +65,13 @@ def write_model_cards(
     tracking_uri: str, artifact_root: Path | str,
 ) -> ModelCardStep:
     """``[cohort, model_card]``: the model card (nine sections, subgroup analyses with CIs) and TRIPOD+AI
-    report of the latest candidate and baseline, written under ``reports_dir/<cohort>/model_cards/``, their
+    report of the latest candidate and baseline (and mitigated challenger, when one is registered), written under ``reports_dir/<cohort>/model_cards/``, their
     sha256 in the audit ledger and as an MLflow tag; then governance rows recorded and the ledger verified."""
     cards = []
-    for role in CARD_ROLES:
+    for role in CARD_ROLES + OPTIONAL_CARD_ROLES:
         version = fit.latest_model_version(con, spec.name, role)
+        if version is None and role in OPTIONAL_CARD_ROLES:
+            continue
         if version is None:
             raise StepError(f"no {role} model registered for {spec.name}: materialize it first")
         card = model_card.build_model_card(con, version["model_name"], version["model_version"])

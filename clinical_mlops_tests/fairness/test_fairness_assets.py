@@ -186,6 +186,20 @@ def test_fairness_gate_incident_sensor_and_remediation(trained, workspace, tmp_p
     assert summary["open_incidents"] == 1
     loaded = tracking.load_model(f"models:/{COHORT}_mitigated/{mitigated['model_version'].value}")
     assert hasattr(loaded, "predict_proba")
+    # the mitigated challenger gets its model card too (it may be approved as champion: its predictions
+    # must trace to a card like any champion's)
+    from clinical_mlops.audit import ledger, steps as audit_steps
+    from clinical_mlops.features.cohort import load_cohort
+
+    with warehouse.connect(workspace.warehouse) as con:
+        cards = audit_steps.write_model_cards(
+            con, load_cohort(COHORT), ledger_path=ledger.default_ledger_path(workspace.warehouse),
+            reports_dir=workspace.root / "reports", tracking_uri=workspace.tracking_uri,
+            artifact_root=workspace.artifacts)
+    carded = {c.role: c.card for c in cards.cards}
+    assert set(carded) == {"candidate", "baseline", "mitigated"}
+    tagged = MlflowClient().get_model_version(f"{COHORT}_mitigated", mitigated["model_version"].value).tags
+    assert tagged["model_card_sha256"] == carded["mitigated"].sha256
 
     # 5. no evidence: no group reaches the minimum size, and the run's policy lacks a declared rule.
     #    Neither is a pass; the description names the required groups with their minimum detectable gap.
