@@ -26,6 +26,7 @@ __all__ = [
     "WarehouseBusyError",
     "columns",
     "connect",
+    "insert_frame",
     "quote_identifier",
     "scalar",
     "table_exists",
@@ -165,6 +166,16 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame, *, view: str = "rows_to_insert") -> None:
+    """Append a pandas frame's rows to ``table`` by column name, in one transaction."""
+    con.register(view, frame)
+    try:
+        with transaction(con):
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {view}")
+    finally:
+        con.unregister(view)
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):

@@ -14,7 +14,7 @@ from clinical_mlops.core.evidence import FAIL, INSUFFICIENT, PASS, Evidence
 from clinical_mlops.core.steps import LOG, StepError, StepLog, escalation
 from clinical_mlops.drift import report as drift_report, statistics as drift
 from clinical_mlops.features.cohort import CohortSpec
-from clinical_mlops.governance.policy import Policy
+from clinical_mlops.governance.policy import BLOCKING_SEVERITIES, Policy
 from clinical_mlops.monitoring import incidents
 from clinical_mlops.registry import aliases as registry
 from clinical_mlops.training.modelling import registered_model_name
@@ -22,7 +22,6 @@ from clinical_mlops.training.modelling import registered_model_name
 __all__ = ["BLOCKING_SEVERITIES", "DRIFT_CHECK", "DriftHtml", "DriftStep", "assess_drift", "drift_incident",
            "statistics_markdown"]
 
-BLOCKING_SEVERITIES = ("block_promotion", "open_incident")
 """Policy severities whose drift check blocks what follows (ERROR); any other warns."""
 DRIFT_CHECK = "no_dataset_drift"
 

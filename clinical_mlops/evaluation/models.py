@@ -14,7 +14,7 @@ import duckdb
 import pandas as pd
 
 from clinical_mlops.core import bootstrap
-from clinical_mlops.core.warehouse import transaction
+from clinical_mlops.core.warehouse import insert_frame
 from clinical_mlops.evaluation import metrics as evaluation
 from clinical_mlops.features.cohort import CohortSpec
 
@@ -94,10 +94,5 @@ def evaluate_model(
     stored = table.assign(evaluated_at=now, cohort=spec.name, model_name=model_name, model_version=model_version)
     stored = stored[["evaluated_at", "cohort", "model_name", "model_version", "attribute", "group", "n",
                      "n_positive", "metric", "estimate", "lower", "upper"]]
-    con.register("evaluation_rows", stored)
-    try:
-        with transaction(con):
-            con.execute("INSERT INTO ml.evaluation_metrics SELECT * FROM evaluation_rows")
-    finally:
-        con.unregister("evaluation_rows")
+    insert_frame(con, "ml.evaluation_metrics", stored, view="evaluation_rows")
     return ModelEvaluation(model_name, model_version, threshold, table, images, description)

@@ -22,7 +22,8 @@ class FeatureStep:
 
     @property
     def schema_valid(self) -> bool:
-        return not self.schema_check.failures
+        """No failing row, and at least one row checked (an empty table is no evidence of a valid schema)."""
+        return not self.schema_check.failures and self.schema_check.rows_checked > 0
 
 
 def build_features(

@@ -47,7 +47,7 @@ def audit_ledger(context: dg.AssetExecutionContext, warehouse: WarehouseResource
         check_results=[
             dg.AssetCheckResult(
                 check_name="ledger_chain_verifies",
-                passed=verification.ok,
+                passed=verification.ok and verification.entries > 0,  # an empty ledger is no evidence
                 severity=dg.AssetCheckSeverity.ERROR,
                 description=verification.summary(),
                 metadata={"first_bad_seq": verification.first_bad_seq or 0,

@@ -22,6 +22,7 @@ from clinical_mlops.governance.policy._load import (
     parse_policy,
 )
 from clinical_mlops.governance.policy._models import (
+    DEFAULT_NON_INFERIORITY_MARGIN,
     AbsoluteAcceptance,
     Acceptance,
     ChangeControl,
@@ -53,6 +54,7 @@ from clinical_mlops.governance.policy._vocabulary import (
 __all__ = [
     "BLOCKING_SEVERITIES",
     "CORRECTIONS",
+    "DEFAULT_NON_INFERIORITY_MARGIN",
     "DEFAULT_POLICY_PATH",
     "DIFFERENCE_METRICS",
     "KNOWN_METRICS",

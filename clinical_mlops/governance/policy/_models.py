@@ -35,6 +35,7 @@ from clinical_mlops.governance.policy._vocabulary import (
 )
 
 __all__ = [
+    "DEFAULT_NON_INFERIORITY_MARGIN",
     "AbsoluteAcceptance",
     "Acceptance",
     "ChangeControl",
@@ -70,6 +71,9 @@ AtLeast20 = integer(20)
 AtLeast100 = integer(100)
 Seed = integer(0)
 
+
+DEFAULT_NON_INFERIORITY_MARGIN = 0.02
+"""``change_control.acceptance.fairness_non_inferiority_margin`` when the policy does not set it."""
 
 @section
 class Owners:
@@ -396,7 +400,7 @@ class DriftPolicy:
 class Acceptance:
     max_auroc_drop: Fraction
     no_new_fairness_failures: Flag
-    fairness_non_inferiority_margin: Fraction = 0.02
+    fairness_non_inferiority_margin: Fraction = DEFAULT_NON_INFERIORITY_MARGIN
     """A challenger sharing the champion's blocking fairness failure may be promoted only if its gap is not
     worse by more than this (paired interval of challenger gap − champion gap)."""
 

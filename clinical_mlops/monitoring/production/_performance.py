@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from clinical_mlops.core import evidence
-from clinical_mlops.core.warehouse import table_exists, transaction
+from clinical_mlops.core.warehouse import insert_frame, table_exists
 from clinical_mlops.evaluation import metrics as evaluation
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.monitoring.production._outcomes import labelled_predictions, no_labels_reason
@@ -139,12 +139,7 @@ def performance_over_time(
     if store and not table.empty:
         ensure_tables(con)
         stored = table.assign(computed_at=now, cohort=spec.name)
-        con.register("production_metric_rows", stored)
-        try:
-            with transaction(con):
-                con.execute("INSERT INTO monitoring.production_metrics BY NAME SELECT * FROM production_metric_rows")
-        finally:
-            con.unregister("production_metric_rows")
+        insert_frame(con, "monitoring.production_metrics", stored, view="production_metric_rows")
     return PerformanceSummary(table, current, window, window_n, window_pos, reference, verdict, reason)
 
 

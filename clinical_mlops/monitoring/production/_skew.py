@@ -14,7 +14,7 @@ import duckdb
 import pandas as pd
 
 from clinical_mlops.core import evidence
-from clinical_mlops.core.warehouse import table_exists, transaction
+from clinical_mlops.core.warehouse import insert_frame, table_exists
 from clinical_mlops.drift import statistics as drift
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.monitoring.production._tables import ensure_tables, utc_now
@@ -124,10 +124,5 @@ def training_serving_skew(
     if store and not table.empty:
         ensure_tables(con)
         stored = table.assign(computed_at=now, cohort=spec.name, policy_sha256=policy_sha256)
-        con.register("skew_rows", stored)
-        try:
-            with transaction(con):
-                con.execute("INSERT INTO monitoring.serving_skew BY NAME SELECT * FROM skew_rows")
-        finally:
-            con.unregister("skew_rows")
+        insert_frame(con, "monitoring.serving_skew", stored, view="skew_rows")
     return SkewResult(table, n_ref, n_cur, n_matched, verdict, reason, skewed)

@@ -22,7 +22,7 @@ import pandas as pd
 from clinical_mlops.core import bootstrap, evidence
 from clinical_mlops.core.warehouse import table_exists
 from clinical_mlops.fairness.audit import INTERSECTION_SEPARATOR, MISSING_GROUP, FairnessGate, rule_statuses
-from clinical_mlops.governance.policy import MetricRule, Policy
+from clinical_mlops.governance.policy import DEFAULT_NON_INFERIORITY_MARGIN, MetricRule, Policy
 from clinical_mlops.monitoring.incidents import OPEN_STATUSES
 from clinical_mlops.registry.change_control._diff import ModelDescription
 from clinical_mlops.registry.change_control._paired import PAIRED_METRICS, PairedResult, paired_bootstrap
@@ -41,8 +41,6 @@ __all__ = [
 ]
 
 ASSESSED, NOT_ASSESSED, OTHER_POLICY = "fairness_audit", "not_assessed", "other_policy"
-DEFAULT_NON_INFERIORITY_MARGIN = 0.02
-"""The policy model's default for ``change_control.acceptance.fairness_non_inferiority_margin``."""
 
 _M = {m: k for k, m in enumerate(PAIRED_METRICS)}
 
