@@ -16,13 +16,12 @@ from pathlib import Path
 
 import duckdb
 
-from clinical_mlops.ingestion import diabetes130
-
 __all__ = [
     "DDL",
     "LOCK_WAIT_SECONDS",
     "MODEL_VERSIONS_DDL",
     "SCHEMAS",
+    "LegacyWarehouseError",
     "WarehouseBusyError",
     "columns",
     "connect",
@@ -35,30 +34,22 @@ __all__ = [
 
 SCHEMAS: tuple[str, ...] = ("raw", "staging", "features", "ml", "monitoring", "audit")
 
-_RAW_COLUMNS_SQL = ",\n    ".join(f'"{c}" VARCHAR' for c in diabetes130.COLUMNS)
-
 DDL: tuple[str, ...] = (
     *(f"CREATE SCHEMA IF NOT EXISTS {schema}" for schema in SCHEMAS),
     """CREATE TABLE IF NOT EXISTS raw.extracts (
-    extract_id VARCHAR PRIMARY KEY,
+    source VARCHAR NOT NULL,
+    extract_id VARCHAR NOT NULL,
     file_name VARCHAR NOT NULL,
     sha256 VARCHAR NOT NULL,
     size_bytes BIGINT NOT NULL,
     rows_landed BIGINT NOT NULL,
     status VARCHAR NOT NULL,           -- landed | rejected
     rejection_reason VARCHAR,
-    landed_at TIMESTAMP NOT NULL
-)""",
-    f"""CREATE TABLE IF NOT EXISTS raw.encounters (
-    _extract_id VARCHAR NOT NULL,
-    _row_number BIGINT NOT NULL,
-    {_RAW_COLUMNS_SQL}
-)""",
-    """CREATE TABLE IF NOT EXISTS staging.quarantine (
-    extract_id VARCHAR NOT NULL,
-    row_number BIGINT NOT NULL,
-    reasons VARCHAR NOT NULL,           -- "column:check" pairs separated by "; ", never values
-    quarantined_at TIMESTAMP NOT NULL
+    landed_at TIMESTAMP NOT NULL,
+    file_rows BIGINT,                  -- the landing step's own count of the file's records
+    contract_sha256 VARCHAR NOT NULL,  -- the source contract's version the extract was landed under
+    validated_contract_sha256 VARCHAR, -- ... and the one it was last validated against
+    PRIMARY KEY (source, extract_id)
 )""",
     """CREATE TABLE IF NOT EXISTS ml.splits (
     cohort VARCHAR NOT NULL,
@@ -120,6 +111,24 @@ class WarehouseBusyError(duckdb.IOException):
     """Another process kept the warehouse's single write lock for longer than we wait."""
 
 
+class LegacyWarehouseError(RuntimeError):
+    """The warehouse was built by a version without sources (one table for every extract)."""
+
+
+def _refuse_legacy_layout(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    found = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE (table_schema, table_name) IN "
+        "(('raw', 'encounters'), ('staging', 'encounters'))"
+    ).fetchone()[0]
+    if found:
+        con.close()
+        raise LegacyWarehouseError(
+            f"{path}: this warehouse is in the layout before sources (one raw.encounters table for every "
+            "extract, sources mixed); move it aside (or run `make clean`) and land your extracts again with "
+            "`clinical-mlops land FILE --source NAME`"
+        )
+
+
 def quote_identifier(name: str) -> str:
     """A column or table name as a DuckDB identifier, safe whatever characters it holds."""
     return '"' + name.replace('"', '""') + '"'
@@ -146,10 +155,12 @@ def connect(
     path = Path(path)
     if read_only:
         con = _open(path, True, wait_seconds)
+        _refuse_legacy_layout(con, path)
         _cap_memory(con)
         return con
     path.parent.mkdir(parents=True, exist_ok=True)
     con = _open(path, False, wait_seconds)
+    _refuse_legacy_layout(con, path)
     _cap_memory(con)
     for statement in (*DDL, MODEL_VERSIONS_DDL):
         con.execute(statement)

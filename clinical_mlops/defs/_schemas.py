@@ -7,15 +7,14 @@ validation enforces:
 
 * :func:`feature_table_schema` — a cohort's ``encounter_features`` table is the Pandera feature
   schema itself (``strict=True``: no other column).
-* :func:`validated_encounters_schema` — ``staging.encounters`` holds the rows that passed the
-  landed-format schema, typed: each column keeps its format checks, its type is the staging
-  table's, the patient number appears only as its keyed pseudonym, and the two bookkeeping
-  columns (``extract_id``, ``row_number``) are added.
+* :func:`validated_extract_schema` — ``staging.<source>`` holds the rows that passed the
+  source contract's rules, typed: each column keeps its rules, its type is the staging table's,
+  the patient id appears only as its keyed pseudonym, and the two bookkeeping columns
+  (``extract_id``, ``row_number``) are added.
 """
 
 from __future__ import annotations
 
-import re
 import warnings
 
 import dagster as dg
@@ -24,13 +23,12 @@ from dagster_pandera import pandera_schema_to_dagster_type
 
 from clinical_mlops.features import build as features
 from clinical_mlops.features.cohort import CohortSpec
-from clinical_mlops.ingestion import diabetes130
-from clinical_mlops.validation import rules as validation
+from clinical_mlops.sources import derive, tables
+from clinical_mlops.sources.contract import LoadedSource
 
-__all__ = ["COLUMN_SCHEMA", "feature_table_schema", "pandera_table_schema", "validated_encounters_schema"]
+__all__ = ["COLUMN_SCHEMA", "feature_table_schema", "pandera_table_schema", "validated_extract_schema"]
 
 COLUMN_SCHEMA = "dagster/column_schema"
-_DDL_COLUMN = re.compile(r'^\s*(?:"(?P<quoted>[^"]+)"|(?P<name>\w+))\s+(?P<type>[A-Z]+)(?P<not_null>\s+NOT NULL)?\s*$')
 
 
 def pandera_table_schema(schema: pa.DataFrameSchema) -> dg.TableSchema:
@@ -47,48 +45,36 @@ def feature_table_schema(spec: CohortSpec) -> dict[str, dg.TableSchema]:
     return {COLUMN_SCHEMA: pandera_table_schema(features.feature_schema(spec))}
 
 
-def _staging_columns() -> list[tuple[str, str, bool]]:
-    """(name, SQL type, NOT NULL) of ``staging.encounters``, in table order, from its DDL."""
-    body = validation.STAGING_DDL[validation.STAGING_DDL.index("(") + 1:validation.STAGING_DDL.rindex(")")]
-    columns = []
-    for part in body.split(","):
-        match = _DDL_COLUMN.match(part)
-        if match is None:
-            raise ValueError(f"unparsed column in STAGING_DDL: {part.strip()!r}")
-        columns.append((match["quoted"] or match["name"], match["type"], bool(match["not_null"])))
-    return columns
-
-
-def _rule_text(rule: validation.FormatRule) -> str:
-    if rule.kind == "in_vocabulary":
-        shown = ", ".join(map(str, rule.arg[:8])) + (", …" if len(rule.arg) > 8 else "")
-        return f"one of {len(rule.arg)} values ({shown})"
-    if rule.kind == "integer_range":
-        return f"an integer in [{rule.arg[0]}, {rule.arg[1]}]"
-    return f"matches {rule.arg[0]}"
-
-
-def validated_encounters_schema() -> dict[str, dg.TableSchema]:
-    """Asset metadata: ``staging.encounters`` with the landed-format checks its rows passed."""
-    checked = {c.name: c for c in pandera_table_schema(validation.raw_encounter_schema()).columns}
-    pseudonym = checked.pop(diabetes130.PATIENT_ID)
-    rules = {rule.column: rule for rule in validation.format_rules()}
-    described = {
-        "extract_id": "The extract (landed file) the row came from.",
-        "row_number": "The row's position in its extract.",
-        "patient_key": f"Keyed pseudonym (HMAC) of {diabetes130.PATIENT_ID}, which passed "
-                       f"{', '.join(pseudonym.constraints.other)}; the number itself is not stored.",
-    }
-    columns = []
-    for name, sql_type, not_null in _staging_columns():
-        source = checked.get(name)
+def validated_extract_schema(source: LoadedSource) -> dict[str, dg.TableSchema]:
+    """Asset metadata: ``staging.<source>`` as its contract declares it, with the rules its rows passed."""
+    contract = source.contract
+    by_column: dict[str, list[derive.Rule]] = {}
+    for rule in derive.rules(contract):
+        by_column.setdefault(rule.column, []).append(rule)
+    key = tuple(contract.key.columns) if contract.key is not None else ()
+    patient = contract.roles.patient_id
+    columns = [
+        dg.TableColumn("extract_id", "VARCHAR", description="The extract (landed file) the row came from.",
+                       constraints=dg.TableColumnConstraints(nullable=False)),
+        dg.TableColumn("row_number", "BIGINT", description="The row's position in its extract.",
+                       constraints=dg.TableColumnConstraints(nullable=False)),
+    ]
+    for name, sql_type in tables.staging_columns(contract).items():
+        if name == "patient_key" and patient is not None:
+            rules = by_column.get(patient, [])
+            description = (f"Keyed pseudonym (HMAC) of {patient}, which passed "
+                           f"{', '.join(r.check for r in rules)}; the value itself is not stored.")
+        else:
+            rules = by_column.get(name, [])
+            spec = contract.columns[name]
+            description = "; ".join([spec.description] * bool(spec.description) + [r.reason for r in rules
+                                                                                   if r.kind != "not_null"])
         columns.append(dg.TableColumn(
-            name=name, type=sql_type,
-            description=described.get(name) or (f"Landed as text, validated: {_rule_text(rules[name])}"
-                                                 if name in rules else None),
+            name=name, type=sql_type, description=description or None,
             constraints=dg.TableColumnConstraints(
-                nullable=not not_null, unique=bool(source and source.constraints.unique),
-                other=list(source.constraints.other) if source is not None else [],
+                nullable=name == "patient_key" or contract.columns[name].nullable,
+                unique=key == (name,) and contract.key.scope == "source",
+                other=[r.name for r in rules if r.kind not in ("not_null", "unique")],
             ),
         ))
     return {COLUMN_SCHEMA: dg.TableSchema(columns=columns)}

@@ -1,41 +1,67 @@
-"""Jobs: one per stage group, and the whole graph."""
+"""Jobs: per source, one per stage group (a source's extracts are its own partitions); across
+sources, training, features and the governance path for every cohort."""
+
+from __future__ import annotations
 
 import dagster as dg
 
-from clinical_mlops.features.cohort import load_all_cohorts
-from clinical_mlops.defs.partitions import extract_partitions
+from clinical_mlops.defs.partitions import extract_partitions, raw_key, validated_key
+from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
+from clinical_mlops.sources.contract import load_all_sources
 
-ingestion_job = dg.define_asset_job(
-    "ingestion_job",
-    selection=dg.AssetSelection.groups("ingestion", "validation"),
-    partitions_def=extract_partitions,
-    description="Land one extract and validate it (partitioned by extract).",
-)
+__all__ = ["job_name"]
 
-training_job = dg.define_asset_job(
-    "training_job",
-    selection=dg.AssetSelection.groups("features", "training", "evaluation"),
-    description="Rebuild features, split, fit and register baseline and candidate, evaluate — every cohort.",
-)
+_MODELLING = ("features", "training", "evaluation")
 
-features_job = dg.define_asset_job(
-    "features_job",
-    selection=dg.AssetSelection.groups("features"),
-    description="Rebuild every cohort's features from the validated extracts (no retraining): what drift and "
-    "scoring of a newly arrived extract read.",
-)
 
-release_job = dg.define_asset_job(
-    "release_job",
-    selection=dg.AssetSelection.groups("fairness", "registry")
-    | dg.AssetSelection.assets(*[dg.AssetKey([spec.name, "model_card"]) for spec in load_all_cohorts()]),
-    description="The governance path, in the graph's order: fairness audit, root cause and mitigation, model card, "
-    "change control, and the promotion gate (moves the champion alias only when the evidence says so).",
-)
+def job_name(stage: str, source: str | None = None) -> str:
+    """``<stage>_job`` across sources, ``<stage>_job_<source>`` for one source."""
+    return f"{stage}_job" if source is None else f"{stage}_job_{source}"
 
-drift_job = dg.define_asset_job(
-    "drift_job",
-    selection=dg.AssetSelection.groups("drift"),
-    partitions_def=extract_partitions,
-    description="Drift of one extract against the champion's training data, every cohort (partitioned by extract).",
-)
+
+def _of(specs: list[CohortSpec], *groups: str) -> dg.AssetSelection:
+    cohorts = dg.AssetSelection.key_prefixes(*[[s.name] for s in specs]) if specs else dg.AssetSelection.assets()
+    return cohorts & dg.AssetSelection.groups(*groups)
+
+
+def _release(specs: list[CohortSpec]) -> dg.AssetSelection:
+    return _of(specs, "fairness", "registry") | dg.AssetSelection.assets(
+        *[dg.AssetKey([s.name, "model_card"]) for s in specs])
+
+
+_RELEASE = ("The governance path, in the graph's order: fairness audit, root cause and mitigation, model card, "
+            "change control, and the promotion gate (moves the champion alias only when the evidence says so)")
+
+
+def _source_jobs(source: str, specs: list[CohortSpec]) -> list:
+    partitions = extract_partitions(source)
+    return [
+        dg.define_asset_job(job_name("ingestion", source), selection=dg.AssetSelection.assets(
+            raw_key(source), validated_key(source)), partitions_def=partitions,
+            description=f"Land one extract of {source} and validate it against its contract (partitioned by extract)."),
+        dg.define_asset_job(job_name("training", source), selection=_of(specs, *_MODELLING),
+                            description=f"Features, split, baseline and candidate, evaluation — {source}'s cohorts."),
+        dg.define_asset_job(job_name("features", source), selection=_of(specs, "features"),
+                            description=f"Rebuild {source}'s cohort features from its validated extracts (no retraining)."),
+        dg.define_asset_job(job_name("release", source), selection=_release(specs),
+                            description=f"{_RELEASE} — {source}'s cohorts."),
+        dg.define_asset_job(job_name("drift", source), selection=_of(specs, "drift"), partitions_def=partitions,
+                            description=f"Drift of one extract of {source} against each of its cohorts' champion "
+                            "training data (partitioned by extract)."),
+    ]
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    specs = load_all_cohorts()
+    jobs = [
+        dg.define_asset_job(job_name("training"), selection=_of(specs, *_MODELLING),
+                            description="Rebuild features, split, fit and register baseline and candidate, evaluate — "
+                            "every cohort of every source (each on its own source's rows)."),
+        dg.define_asset_job(job_name("features"), selection=_of(specs, "features"),
+                            description="Rebuild every cohort's features from its source's validated extracts."),
+        dg.define_asset_job(job_name("release"), selection=_release(specs), description=f"{_RELEASE} — every cohort."),
+    ]
+    for source in load_all_sources():
+        jobs += _source_jobs(source, [s for s in specs if s.source == source])
+    return dg.Definitions(jobs=jobs)

@@ -1,6 +1,25 @@
-"""Partitions shared across domains."""
+"""Partitions and keys per source: each source has its own extracts, partitions and tables."""
+
+from __future__ import annotations
+
+from functools import cache
 
 import dagster as dg
 
-extract_partitions = dg.DynamicPartitionsDefinition(name="extracts")
-"""One partition per extract file landed in the landing zone (key = file name)."""
+__all__ = ["extract_partitions", "raw_key", "validated_key"]
+
+
+@cache
+def extract_partitions(source: str) -> dg.DynamicPartitionsDefinition:
+    """One partition per extract file of ``source`` (key = file name, unique within the source)."""
+    return dg.DynamicPartitionsDefinition(name=f"{source}_extracts")
+
+
+def raw_key(source: str) -> dg.AssetKey:
+    """The source's landed extracts, as text: ``raw.<source>``."""
+    return dg.AssetKey([source, "raw_extract"])
+
+
+def validated_key(source: str) -> dg.AssetKey:
+    """The source's validated, typed rows: ``staging.<source>``."""
+    return dg.AssetKey([source, "validated_extract"])

@@ -44,12 +44,15 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class LandingZoneResource(dg.ConfigurableResource):
-    """The folder where extracts arrive."""
+    """The folder where extracts arrive: one sub-folder per source (``<directory>/<source>/``)."""
 
     directory: str
 
-    def path_for(self, extract_id: str) -> Path:
-        return Path(self.directory) / extract_id
+    def source_dir(self, source: str) -> Path:
+        return Path(self.directory) / source
+
+    def path_for(self, source: str, extract_id: str) -> Path:
+        return self.source_dir(source) / extract_id
 
 
 class TrackingResource(dg.ConfigurableResource):

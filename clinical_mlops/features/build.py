@@ -12,42 +12,31 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pandera.pandas as pa
 
-from clinical_mlops.ingestion import diabetes130
+from clinical_mlops.sources import contract, derive, tables
 from clinical_mlops.core.chunking import DEFAULT_CHUNK_ROWS, iter_frames
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.core.warehouse import scalar, transaction
 
-__all__ = ["FEATURE_CHECK_ENGINES", "SQL_DIR", "FeatureBuild", "FeatureSchemaCheck", "SplitSummary",
+__all__ = ["FEATURE_CHECK_ENGINES", "FeatureBuild", "FeatureSchemaCheck", "SplitSummary",
     "TrainingSample", "assign_split", "build_features", "check_feature_schema", "encounter_base_sql",
     "feature_schema", "feature_schema_sql", "feature_sql_version", "iter_split_frames", "load_features",
     "load_split_frame", "load_training_sample", "summarise_split"]
 
-SQL_DIR = Path(__file__).parent / "sql"
-
-
-def encounter_base_sql() -> str:
-    """The shared feature SQL with the medication summaries expanded."""
-    meds = diabetes130.MEDICATIONS
-
-    def count_where(condition: str) -> str:
-        return " + ".join(f"CAST(e.\"{m}\" {condition} AS INTEGER)" for m in meds)
-
-    return (SQL_DIR / "encounter_base.sql").read_text().format(
-        medications_prescribed=count_where("<> 'No'"),
-        medications_up=count_where("= 'Up'"),
-        medications_down=count_where("= 'Down'"),
-    )
+def encounter_base_sql(spec: CohortSpec) -> str:
+    """The cohort's feature SQL over ``source_rows``: its source's base SQL, then its own."""
+    if not spec.cohort_sql:
+        return spec.base_sql
+    return f"WITH cohort_base AS ({spec.base_sql})\n{spec.cohort_sql}"
 
 
 def feature_sql_version(spec: CohortSpec) -> str:
-    """A hash of everything that defines the feature table: shared SQL and the cohort spec."""
-    return hashlib.sha256((encounter_base_sql() + spec.spec_hash).encode()).hexdigest()[:12]
+    """A hash of everything that defines the feature table: the cohort file, its SQL and the source contract."""
+    return hashlib.sha256((spec.spec_hash + spec.contract_sha256).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -62,14 +51,28 @@ class FeatureBuild:
         return self.positives / self.rows_out if self.rows_out else float("nan")
 
 
+def _row_patient_key() -> str:
+    """A per-row key for a source without a patient id (split ``row``): each row is its own unit."""
+    return "substr(sha256(b.extract_id || ':' || CAST(b.row_number AS VARCHAR)), 1, 16)"
+
+
 def build_features(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> FeatureBuild:
-    """Create ``features.<cohort>``: keys, sensitive attributes, features and the 0/1 label."""
-    base = encounter_base_sql()
+    """Create ``features.<cohort>`` from its source's rows only: keys, sensitive attributes (as the
+    source contract defines their groups), features and the 0/1 label."""
+    source = contract.load_source(spec.source)
+    patient_key = "b.patient_key" if spec.split_strategy == "patient_hash" else _row_patient_key()
+    sensitive = [f"{derive.sensitive_attribute_sql(source.contract, a)} AS {a}"
+                 for a in dict.fromkeys(spec.sensitive_attributes)]
+    base = (f"SELECT b.*, {patient_key} AS _patient_key, {', '.join(sensitive)} FROM ({encounter_base_sql(spec)}) b "
+            "JOIN source_rows s USING (extract_id, row_number)")
     columns = ", ".join(
-        ["encounter_id", "patient_key", "extract_id", *dict.fromkeys(spec.sensitive_attributes), *spec.features]
+        ["encounter_id", "_patient_key AS patient_key", "extract_id", *dict.fromkeys(spec.sensitive_attributes),
+         *spec.features]
     )
     excluded_any = " OR ".join(f"({e.sql})" for e in spec.exclusions) or "FALSE"
+    tables.ensure_source_tables(con, source)
     with transaction(con):
+        con.execute(f"CREATE OR REPLACE TEMP VIEW source_rows AS SELECT * FROM {tables.staging_table(spec.source)}")
         con.execute(f"CREATE OR REPLACE TEMP VIEW encounter_base AS {base}")
         rows_in = int(scalar(con, "SELECT count(*) FROM encounter_base"))
         excluded = {

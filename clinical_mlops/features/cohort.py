@@ -1,12 +1,17 @@
-"""Cohort specifications: what a use case predicts, for whom, and from which features.
+"""Cohort specifications: what a use case predicts, for whom, from which source and features.
 
-A cohort is configuration (a YAML file under ``clinical_mlops/cohorts/``) plus the shared
-feature SQL; a second use case is a new spec, not new plumbing.
+A cohort is a YAML file in the top-level ``cohorts/`` folder (or ``$CLINICAL_MLOPS_COHORTS_DIR``)
+naming its ``source:`` (one, or a list), plus SQL beside it: the source's base feature SQL
+(``base_sql:``, default ``<source>.sql``, reading ``source_rows``, the source's validated rows)
+and optionally the cohort's own (``<cohort>.sql``, reading ``cohort_base``). A new source and
+cohort are files only. A cohort on several sources is one :class:`CohortSpec` per source, named
+``<source>_<cohort>``: its features, models and reports never mix the sources.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +19,21 @@ from typing import Any
 
 import yaml
 
-__all__ = ["COHORTS_DIR", "MOMENTS", "CohortSpec", "CohortSpecError", "Exclusion", "PredictionTime", "load_all_cohorts",
-    "load_cohort", "parse_cohort_spec"]
+from clinical_mlops.core.settings import PROJECT_ROOT
 
-COHORTS_DIR = Path(__file__).parent / "cohorts"
+__all__ = ["COHORTS_DIR_ENV", "MOMENTS", "SPLIT_STRATEGIES", "CohortSpec", "CohortSpecError", "Exclusion",
+    "PredictionTime", "cohorts_dir", "load_all_cohorts", "load_cohort", "parse_cohort_spec"]
+
+COHORTS_DIR_ENV = "CLINICAL_MLOPS_COHORTS_DIR"
+SPLIT_STRATEGIES = ("patient_hash", "row")
+"""``patient_hash``: all rows of a patient on one side; ``row``: by row, for a source without a patient id."""
+
+
+def cohorts_dir() -> Path:
+    """Where the cohort files live: ``$CLINICAL_MLOPS_COHORTS_DIR`` or ``<project root>/cohorts``."""
+    override = os.environ.get(COHORTS_DIR_ENV)
+    return Path(override) if override else PROJECT_ROOT / "cohorts"
+
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 MOMENTS: tuple[str, ...] = ("admission", "during_stay", "discharge")
 """The moments of an encounter, in order, at which a prediction is made or a feature's value is complete."""
@@ -56,7 +72,11 @@ class PredictionTime:
 
 @dataclass(frozen=True)
 class CohortSpec:
-    """One use case: target, exclusions, features, sensitive attributes, split and threshold."""
+    """One use case on one source: target, exclusions, features, sensitive attributes, split and threshold.
+
+    ``name`` identifies it everywhere (asset keys, tables, model names): the cohort's own name when its
+    file names one source, ``<source>_<cohort>`` when it names several.
+    """
 
     name: str
     title: str
@@ -77,6 +97,16 @@ class CohortSpec:
     spec_hash: str
     prediction_time: PredictionTime | None = None
     """None when the spec declares no prediction time: the card then says "not reported"."""
+    source: str = ""
+    """The source contract it is built on (``sources/<source>.yaml``)."""
+    cohort: str = ""
+    """The cohort file's own name (``name`` in it), shared by every source it names."""
+    base_sql: str = ""
+    cohort_sql: str = ""
+    sql_files: tuple[str, ...] = ()
+    """The SQL files beside the cohort file that define its features (base, then the cohort's own)."""
+    contract_sha256: str = ""
+    """The version of the source contract it was checked against (part of every asset's code version)."""
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -143,8 +173,8 @@ def parse_cohort_spec(text: str, source: str = "<string>") -> CohortSpec:
     if not 0.05 <= test_fraction <= 0.5:
         raise CohortSpecError(f"{source}: split.test_fraction must be within [0.05, 0.5]")
     strategy = split.get("strategy", "patient_hash")
-    if strategy != "patient_hash":
-        raise CohortSpecError(f"{source}: split.strategy '{strategy}' is not supported (patient_hash)")
+    if strategy not in SPLIT_STRATEGIES:
+        raise CohortSpecError(f"{source}: split.strategy: '{strategy}' is not one of {', '.join(SPLIT_STRATEGIES)}")
     threshold = raw.get("operating_threshold") or {}
     return CohortSpec(
         name=name,
@@ -170,13 +200,89 @@ def parse_cohort_spec(text: str, source: str = "<string>") -> CohortSpec:
     )
 
 
-def load_cohort(name: str, directory: Path = COHORTS_DIR) -> CohortSpec:
-    path = directory / f"{name}.yaml"
-    if not path.exists():
-        raise CohortSpecError(f"no cohort spec named '{name}' in {directory}")
-    return parse_cohort_spec(path.read_text(), source=str(path.name))
+def _sources_of(raw: dict[str, Any], file: str) -> tuple[str, ...]:
+    named = raw.get("source")
+    if isinstance(named, str) and named:
+        return (named,)
+    if isinstance(named, list) and named and all(isinstance(n, str) and n for n in named):
+        if len(set(named)) != len(named):
+            raise CohortSpecError(f"{file}: source: names a source twice")
+        return tuple(named)
+    raise CohortSpecError(f"{file}: source: required, the name of a source contract (or a list of names)")
 
 
-def load_all_cohorts(directory: Path = COHORTS_DIR) -> list[CohortSpec]:
-    """Every cohort spec in the folder, in name order."""
-    return [load_cohort(p.stem, directory) for p in sorted(directory.glob("*.yaml"))]
+def _read_sql(directory: Path, name: str, file: str, field: str) -> str:
+    path = directory / name
+    if Path(name).name != name or not path.is_file():
+        raise CohortSpecError(f"{file}: {field}: no SQL file {name!r} beside the cohort file")
+    return path.read_text()
+
+
+def _specs_of_file(path: Path) -> list[CohortSpec]:
+    """The cohort file as one spec per source it names, SQL read from beside it (not yet checked)."""
+    from dataclasses import replace
+
+    file = _display(path)
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise CohortSpecError(f"{file}: invalid YAML: {' '.join(str(error).split())}") from None
+    if not isinstance(raw, dict):
+        raise CohortSpecError(f"{file}: expected a mapping at the top level")
+    sources = _sources_of(raw, file)
+    spec = parse_cohort_spec(text, source=file)
+    if spec.name != path.stem:
+        raise CohortSpecError(f"{file}: name: {spec.name!r} does not match the file name {path.stem!r}")
+    specs = []
+    for source in sources:
+        base_name = raw.get("base_sql") or f"{source}.sql"
+        base = _read_sql(path.parent, str(base_name), file, "base_sql")
+        own_file = path.with_suffix(".sql")
+        own = own_file.read_text() if own_file.is_file() else ""
+        files = (str(base_name),) + ((own_file.name,) if own else ())
+        digest = hashlib.sha256("\0".join([text, base, own]).encode()).hexdigest()
+        specs.append(replace(spec, name=spec.name if len(sources) == 1 else f"{source}_{spec.name}", source=source,
+                             cohort=spec.name, base_sql=base, cohort_sql=own, sql_files=files, spec_hash=digest))
+    return specs
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def load_all_cohorts(directory: Path | None = None) -> list[CohortSpec]:
+    """Every cohort of the folder, one spec per (cohort, source), checked against its source contract.
+
+    A malformed cohort raises :class:`CohortSpecError` naming the file and the field: an unknown source,
+    a sensitive attribute the source does not declare, SQL that reads a column the source lacks, a
+    feature, exclusion or target the SQL does not provide.
+    """
+    from clinical_mlops.features import _sql_check
+
+    directory = Path(directory) if directory is not None else cohorts_dir()
+    if not directory.is_dir():
+        raise CohortSpecError(f"{_display(directory)}: no cohorts folder here (set {COHORTS_DIR_ENV} to another)")
+    specs = [spec for path in sorted(directory.glob("*.yaml")) for spec in _specs_of_file(path)]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise CohortSpecError(f"{_display(directory)}: two cohorts are both named {twice[0]!r}")
+    from dataclasses import replace
+
+    checked = []
+    for spec in specs:
+        source = _sql_check.check_cohort(spec, _display(directory / f"{spec.cohort}.yaml"))
+        checked.append(replace(spec, contract_sha256=source.sha256))
+    return checked
+
+
+def load_cohort(name: str, directory: Path | None = None) -> CohortSpec:
+    """The spec named ``name`` (``<cohort>`` or ``<source>_<cohort>``)."""
+    specs = {s.name: s for s in load_all_cohorts(directory)}
+    if name not in specs:
+        raise CohortSpecError(f"no cohort named '{name}' (cohorts: {', '.join(specs) or 'none'})")
+    return specs[name]

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import duckdb
 
-from clinical_mlops.ingestion import deid, diabetes130
 from clinical_mlops.core.warehouse import scalar, transaction
+from clinical_mlops.ingestion import deid
+from clinical_mlops.sources import tables
+from clinical_mlops.sources.contract import LoadedSource, SourceContract
 
 __all__ = ["EXTRACT_SUFFIXES", "ID_SHAPED_KINDS", "ExtractFormatError", "LandingResult", "check_header",
-    "count_file_records", "describe_findings", "ensure_extract_columns", "extract_id_for", "file_sha256",
+    "count_file_records", "describe_findings", "extract_id_for", "file_sha256",
     "land_extract", "list_extracts", "read_header"]
 
 EXTRACT_SUFFIXES = (".csv",)
@@ -112,13 +114,8 @@ def count_file_records(path: Path) -> int:
     return max(records - 1, 0)
 
 
-_EXTRACT_COLUMNS = ("extract_id", "file_name", "sha256", "size_bytes", "rows_landed", "status", "rejection_reason",
-                    "landed_at", "file_rows")
-
-
-def ensure_extract_columns(con: duckdb.DuckDBPyConnection) -> None:
-    """``raw.extracts.file_rows``: the landing step's own count of the file's data records."""
-    con.execute("ALTER TABLE raw.extracts ADD COLUMN IF NOT EXISTS file_rows BIGINT")
+_EXTRACT_COLUMNS = ("source", "extract_id", "file_name", "sha256", "size_bytes", "rows_landed", "status",
+                    "rejection_reason", "landed_at", "file_rows", "contract_sha256")
 
 
 def _insert_extract(con: duckdb.DuckDBPyConnection, values: tuple) -> None:
@@ -141,7 +138,7 @@ def _names(names: list[str], limit: int = 10) -> str:
     return ", ".join(parts)
 
 
-def check_header(columns: list[str], expected: tuple[str, ...] = diabetes130.COLUMNS) -> None:
+def check_header(columns: list[str], expected: tuple[str, ...]) -> None:
     """Refuse a header that differs from the declared format, naming every difference.
 
     Only names that look like column names are quoted: a header line that is really a data
@@ -203,12 +200,17 @@ def _sanitised_read_error(exc: duckdb.Error) -> str:
     return f"the file could not be parsed as CSV{where}"
 
 
-def _read_csv_sql(path: Path, *, parallel: bool = True) -> str:
-    columns = ", ".join(f"'{c}': 'VARCHAR'" for c in diabetes130.COLUMNS)
-    escaped = str(path).replace("'", "''")
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _read_csv_sql(path: Path, contract: SourceContract, *, parallel: bool = True) -> str:
+    columns = ", ".join(f"{_sql_text(c)}: 'VARCHAR'" for c in contract.columns)
+    fmt = contract.format
     return (
-        f"read_csv('{escaped}', header = true, auto_detect = false, columns = {{{columns}}}, "
-        "delim = ',', quote = '\"', escape = '\"', null_padding = true, encoding = 'utf-8', "
+        f"read_csv({_sql_text(str(path))}, header = {str(fmt.header).lower()}, auto_detect = false, "
+        f"columns = {{{columns}}}, delim = {_sql_text(fmt.delimiter)}, quote = {_sql_text(fmt.quote)}, "
+        f"escape = {_sql_text(fmt.quote)}, null_padding = true, encoding = 'utf-8', "
         f"parallel = {str(parallel).lower()})"
     )
 
@@ -244,7 +246,7 @@ def _copy_with_lf_line_endings(path: Path) -> Path:
     return Path(name)
 
 
-def _load_scratch_table(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
+def _load_scratch_table(con: duckdb.DuckDBPyConnection, table: str, path: Path, contract: SourceContract) -> None:
     """Read the file into a temporary table of text columns, or refuse it with a clear error.
 
     The fast parallel reader is tried first. DuckDB's parallel reader cannot pad short rows
@@ -256,7 +258,8 @@ def _load_scratch_table(con: duckdb.DuckDBPyConnection, table: str, path: Path) 
         while True:
             try:
                 con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {_read_csv_sql(source, parallel=parallel)}"
+                    f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM "
+                    f"{_read_csv_sql(source, contract, parallel=parallel)}"
                 )
                 return
             except duckdb.Error as exc:
@@ -281,107 +284,103 @@ def describe_findings(findings: tuple[deid.IdentifierFinding, ...]) -> str:
 
 
 def _record_rejection(
-    con: duckdb.DuckDBPyConnection, extract_id: str, path: Path, sha: str, size: int,
+    con: duckdb.DuckDBPyConnection, source: LoadedSource, extract_id: str, path: Path, sha: str, size: int,
     findings: tuple[deid.IdentifierFinding, ...], file_rows: int | None,
 ) -> None:
     now = datetime.now(UTC).replace(tzinfo=None)
-    ensure_extract_columns(con)
     with transaction(con):
-        con.execute("DELETE FROM raw.extracts WHERE extract_id = ?", [extract_id])
-        _insert_extract(con, (extract_id, path.name, sha, size, 0, "rejected",
-                              f"direct identifiers: {describe_findings(findings)}", now, file_rows))
+        con.execute("DELETE FROM raw.extracts WHERE source = ? AND extract_id = ?", [source.name, extract_id])
+        _insert_extract(con, (source.name, extract_id, path.name, sha, size, 0, "rejected",
+                              f"direct identifiers: {describe_findings(findings)}", now, file_rows, source.sha256))
 
 
 ID_SHAPED_KINDS = frozenset({"zip5"})
 """Identifier kinds a declared numeric id matches by its shape alone (a 5-digit id reads as a ZIP)."""
 
 
-def _id_column_findings(
-    con: duckdb.DuckDBPyConnection, table: str, id_columns: tuple[str, ...]
+def _value_findings(
+    con: duckdb.DuckDBPyConnection, table: str, contract: SourceContract
 ) -> tuple[deid.IdentifierFinding, ...]:
-    """Identifiers in the declared id columns: every kind but those a numeric id looks like.
+    """The identifier scan of every column, less the kinds the contract exempts per column.
 
-    The id columns are exempt from the full scan because their codes look like ZIPs, but an
-    SSN, e-mail, phone number or date in them is still an identifier and must not land.
+    An exempt column is still scanned for every other kind: an id whose codes read as ZIPs is
+    exempt from ``zip5`` only, and an SSN, e-mail, phone number or date in it must not land.
     """
-    columns = [c for c in id_columns if c in diabetes130.COLUMNS]
-    if not columns:
-        return ()
-    return tuple(
-        f for f in deid.scan_table_values(con, table, columns=columns) if f.identifier not in ID_SHAPED_KINDS
-    )
+    exempt = {e.column: frozenset(e.kinds) for e in contract.identifier_scan_exemptions}
+    columns = tuple(contract.columns)
+    findings = list(deid.scan_table_values(con, table, columns=columns, exempt_columns=tuple(exempt)))
+    if exempt:
+        findings += [f for f in deid.scan_table_values(con, table, columns=tuple(exempt))
+                     if f.identifier not in exempt[f.column]]
+    return tuple(findings)
 
 
 def land_extract(
-    con: duckdb.DuckDBPyConnection,
-    path: Path,
-    *,
-    extract_id: str | None = None,
-    exempt_identifier_columns: tuple[str, ...] = (diabetes130.ENCOUNTER_ID, diabetes130.PATIENT_ID),
+    con: duckdb.DuckDBPyConnection, path: Path, source: LoadedSource, *, extract_id: str | None = None,
 ) -> LandingResult:
-    """Land one extract file into ``raw.encounters`` (all values as text, as in the file).
+    """Land one extract file of ``source`` into ``raw.<source>`` (all values as text, as in the file).
 
     Refuses with :class:`ExtractFormatError` an empty or header-only file, a header that
-    differs from the declared format, or rows that cannot be parsed. An extract whose values
-    (or whose column names suggest them) is not landed: the result carries the findings (column and kind
-    of identifier, never the value) and status ``rejected``.
+    differs from the contract's columns, or rows that cannot be parsed. An extract whose values
+    (or whose column names) suggest direct identifiers is not landed: the result carries the
+    findings (column and kind of identifier, never the value) and status ``rejected``. The same
+    bytes landed again in the same source are a no-op; sources never share rows or extract ids.
     """
-    path = Path(path)
+    path, contract = Path(path), source.contract
     extract_id = extract_id or extract_id_for(path)
     if not path.exists():
-        raise ExtractFormatError(f"extract {extract_id} is not in the landing zone")
+        raise ExtractFormatError(f"extract {extract_id} is not in the landing zone of source {source.name}")
     size = path.stat().st_size
     if size == 0:
         raise ExtractFormatError("the file is empty: no header line")
     sha = file_sha256(path)
+    tables.ensure_source_tables(con, source)
 
     earlier = con.execute(
-        "SELECT extract_id FROM raw.extracts WHERE sha256 = ? AND status = 'landed'", [sha]
+        "SELECT extract_id, rows_landed FROM raw.extracts WHERE source = ? AND sha256 = ? AND status = 'landed'",
+        [source.name, sha],
     ).fetchall()
     if earlier:
-        rows = scalar(con, "SELECT rows_landed FROM raw.extracts WHERE extract_id = ?", [earlier[0][0]])
-        return LandingResult(extract_id, sha, size, "already_landed", int(rows), duplicate_of=earlier[0][0])
+        return LandingResult(extract_id, sha, size, "already_landed", int(earlier[0][1]), duplicate_of=earlier[0][0])
     existing = con.execute(
-        "SELECT sha256 FROM raw.extracts WHERE extract_id = ? AND status = 'landed'", [extract_id]
+        "SELECT sha256 FROM raw.extracts WHERE source = ? AND extract_id = ? AND status = 'landed'",
+        [source.name, extract_id],
     ).fetchall()
     if existing:
         raise ExtractFormatError(
-            f"extract {extract_id} was already landed with different content "
+            f"extract {extract_id} was already landed in source {source.name} with different content "
             f"(sha256 {existing[0][0][:12]}…); land the corrected file under a new name"
         )
 
     header = read_header(path)
     name_findings = tuple(deid.scan_column_names(header))
     if name_findings:
-        _record_rejection(con, extract_id, path, sha, size, name_findings, None)
+        _record_rejection(con, source, extract_id, path, sha, size, name_findings, None)
         return LandingResult(extract_id, sha, size, "rejected", 0, findings=name_findings)
-    check_header(header)
+    check_header(header, tuple(contract.columns))
 
     staging_table = "landing_scratch"
-    _load_scratch_table(con, staging_table, path)
+    _load_scratch_table(con, staging_table, path, contract)
     try:
         rows = int(scalar(con, f"SELECT count(*) FROM {staging_table}"))
         if rows == 0:
             raise ExtractFormatError("the file holds a header but no rows")
         file_rows = count_file_records(path)
-        findings = tuple(
-            deid.scan_table_values(
-                con, staging_table, columns=diabetes130.COLUMNS, exempt_columns=exempt_identifier_columns
-            )
-        ) + _id_column_findings(con, staging_table, exempt_identifier_columns)
+        findings = _value_findings(con, staging_table, contract)
         if findings:
-            _record_rejection(con, extract_id, path, sha, size, findings, file_rows)
+            _record_rejection(con, source, extract_id, path, sha, size, findings, file_rows)
             return LandingResult(extract_id, sha, size, "rejected", 0, findings=findings, file_rows=file_rows)
         now = datetime.now(UTC).replace(tzinfo=None)
-        ensure_extract_columns(con)
         with transaction(con):
-            quoted = ", ".join(f'"{c}"' for c in diabetes130.COLUMNS)
-            con.execute("DELETE FROM raw.extracts WHERE extract_id = ?", [extract_id])
+            quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in contract.columns)
+            con.execute("DELETE FROM raw.extracts WHERE source = ? AND extract_id = ?", [source.name, extract_id])
             con.execute(
-                f"INSERT INTO raw.encounters SELECT ?, row_number() OVER (), {quoted} FROM {staging_table}",
+                f"INSERT INTO {tables.raw_table(source.name)} "
+                f"SELECT ?, row_number() OVER (), {quoted} FROM {staging_table}",
                 [extract_id],
             )
-            _insert_extract(con, (extract_id, path.name, sha, size, rows, "landed", None, now, file_rows))
+            _insert_extract(con, (source.name, extract_id, path.name, sha, size, rows, "landed", None, now,
+                                  file_rows, source.sha256))
         return LandingResult(extract_id, sha, size, "landed", rows, file_rows=file_rows)
     finally:
         con.execute(f"DROP TABLE IF EXISTS {staging_table}")

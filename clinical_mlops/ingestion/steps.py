@@ -1,4 +1,4 @@
-"""What the ingestion asset does, as a plain function (no Dagster): ``raw_encounters``."""
+"""What the ingestion asset does, as a plain function (no Dagster): ``[source, raw_extract]``."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import duckdb
 from clinical_mlops.core.chunking import bound_memory
 from clinical_mlops.core.steps import StepError
 from clinical_mlops.ingestion import landing
+from clinical_mlops.sources.contract import LoadedSource
 
 __all__ = ["land"]
 
 
-def land(con: duckdb.DuckDBPyConnection, path: Path, *, extract_id: str | None = None) -> landing.LandingResult:
-    """``raw_encounters``: land one extract file into ``raw.encounters`` as text, versioned by its sha256.
+def land(
+    con: duckdb.DuckDBPyConnection, path: Path, source: LoadedSource, *, extract_id: str | None = None
+) -> landing.LandingResult:
+    """``[source, raw_extract]``: land one extract file into ``raw.<source>`` as text, versioned by its sha256.
 
     Identical bytes landed again are a no-op (status ``already_landed``); identifiers found make
     it ``rejected`` with the findings. A file that cannot be read as the declared format raises
@@ -23,7 +26,7 @@ def land(con: duckdb.DuckDBPyConnection, path: Path, *, extract_id: str | None =
     extract_id = extract_id or landing.extract_id_for(path)
     bound_memory(con, preserve_insertion_order=True)  # row numbers follow the file's lines
     try:
-        return landing.land_extract(con, path, extract_id=extract_id)
+        return landing.land_extract(con, path, source, extract_id=extract_id)
     except landing.ExtractFormatError as exc:
-        raise StepError(f"Extract {extract_id} refused: {exc}. Nothing was landed.",
-                        metadata={"extract_id": extract_id}, allow_retries=False) from None
+        raise StepError(f"Extract {extract_id} refused by source {source.name}: {exc}. Nothing was landed.",
+                        metadata={"extract_id": extract_id, "source": source.name}, allow_retries=False) from None

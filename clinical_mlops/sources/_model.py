@@ -285,6 +285,8 @@ class SourceContract(_Section):
     key: Key | None = None
     identifier_scan_exemptions: list[IdentifierExemption] = []
     sensitive_attributes: dict[str, SensitiveAttribute] = {}
+    intersections: list[list[str]] = []
+    """Pairs (or more) of sensitive attributes audited jointly, e.g. ``[race, gender]``."""
     extracts: list[KnownExtract] = []
     notes: list[str] = []
 
@@ -312,6 +314,11 @@ class SourceContract(_Section):
             column(f"identifier_scan_exemptions.{i}.column", exemption.column)
         for name, attribute in self.sensitive_attributes.items():
             self._check_attribute(f"sensitive_attributes.{name}", name, attribute)
+        for i, combo in enumerate(self.intersections):
+            unknown = [a for a in combo if a not in self.sensitive_attributes]
+            if unknown or len(combo) < 2:
+                raise ValueError(f"intersections.{i}: {unknown or combo} — an intersection names two or more "
+                                 "declared sensitive attributes")
         files = {e.file for e in self.extracts}
         for i, extract in enumerate(self.extracts):
             if extract.subset_of is not None and extract.subset_of not in files:

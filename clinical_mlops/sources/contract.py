@@ -145,10 +145,35 @@ def load_contract_file(path: Path) -> LoadedSource:
         where = f"line {mark.line + 1}" if mark is not None else ""
         problem = " ".join(str(getattr(error, "problem", None) or error).split())
         raise ContractError(file, where, f"invalid YAML: {problem}") from None
+    if isinstance(data, dict) and "same_as" in data:
+        data, raw = _inherit(data, path, file, raw)
     contract = parse_contract(data, file)
     if contract.name != path.stem:
         raise ContractError(file, "name", f"{contract.name!r} does not match the file name {path.stem!r}")
     return LoadedSource(contract=contract, path=path, sha256=hashlib.sha256(raw).hexdigest())
+
+
+_OWN_KEYS = ("name", "description", "provenance", "licence", "extracts", "notes")
+"""What a contract declared ``same_as: <other>`` states itself; everything else is the other's."""
+
+
+def _inherit(data: dict, path: Path, file: str, raw: bytes) -> tuple[dict, bytes]:
+    """A contract ``same_as`` another: the other's format, columns, roles, key, exemptions and
+    sensitive attributes, with its own name, description, provenance, licence and extracts.
+
+    Its version covers both files: the returned bytes are its own followed by the other's.
+    """
+    base_name = data.pop("same_as")
+    extra = sorted(set(data) - set(_OWN_KEYS))
+    if extra:
+        raise ContractError(file, extra[0], f"a contract 'same_as' another states only {', '.join(_OWN_KEYS)}")
+    base_path = path.parent / f"{base_name}{CONTRACT_SUFFIX}"
+    if not isinstance(base_name, str) or base_name == path.stem or not base_path.is_file():
+        raise ContractError(file, "same_as", f"{base_name!r} is not another source in {_display(path.parent)}")
+    base = load_contract_file(base_path)
+    merged = {**base.contract.model_dump(mode="python", exclude_defaults=False), "extracts": [], "notes": []}
+    merged.update(data)
+    return merged, raw + base.path.read_bytes()
 
 
 def _contract_files(directory: Path) -> list[Path]:

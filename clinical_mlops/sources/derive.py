@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import pandas as pd
 import pandera.pandas as pa
 
-from clinical_mlops.sources.contract import Column, SourceContract
+from clinical_mlops.sources.contract import Column, SourceContract, band_labels
 
-__all__ = ["BOOLEAN_TOKENS", "Rule", "failing_rows_sql", "pandera_failures", "pandera_schema", "rules"]
+__all__ = ["BOOLEAN_TOKENS", "Rule", "failing_rows_sql", "pandera_failures", "pandera_schema", "rules",
+           "sensitive_attribute_sql"]
 
 BOOLEAN_TOKENS = ("true", "false")
 """The text of a boolean value (compared case-insensitively)."""
@@ -249,3 +250,31 @@ def pandera_failures(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> dict[ob
                               for c, k, case in whole[["column", "check", "failure_case"]].itertuples(index=False)})
             raise ValueError(f"the frame fails the contract as a whole: {', '.join(summary)}") from None
     return reasons
+
+
+# --------------------------------------------------------------------------------------------
+# Sensitive attributes
+# --------------------------------------------------------------------------------------------
+
+
+def sensitive_attribute_sql(contract: SourceContract, name: str, alias: str = "s") -> str:
+    """SQL giving a sensitive attribute's group (text, never NULL when a ``missing_group`` is set)
+    from the source's typed staging row ``alias``: bands cut at the edges, values renamed by
+    ``labels``, a missing value as ``missing_group``."""
+    attribute = contract.sensitive_attributes[name]
+    column = f"{alias}.{_quote(attribute.column or name)}"
+    if attribute.bands is not None:
+        edges = attribute.bands
+        cases = " ".join(f"WHEN {column} >= {lo} AND {column} < {hi} THEN {_literal(label)}"
+                         for (lo, hi), label in zip(zip(edges, edges[1:]), band_labels(edges)))
+        expression = f"CASE {cases} END"
+    elif attribute.labels:
+        text = f"CAST({column} AS VARCHAR)"
+        cases = " ".join(f"WHEN {text} = {_literal(value)} THEN {_literal(label)}"
+                         for value, label in attribute.labels.items())
+        expression = f"CASE {cases} ELSE {text} END"
+    else:
+        expression = f"CAST({column} AS VARCHAR)"
+    if attribute.missing_group is not None:
+        expression = f"coalesce({expression}, {_literal(attribute.missing_group)})"
+    return expression

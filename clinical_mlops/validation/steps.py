@@ -1,4 +1,4 @@
-"""What the validation asset does, as a plain function (no Dagster): ``validated_encounters``."""
+"""What the validation asset does, as a plain function (no Dagster): ``[source, validated_extract]``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from clinical_mlops.core.chunking import DEFAULT_CHUNK_ROWS, bound_memory
 from clinical_mlops.core.evidence import FAIL, INSUFFICIENT, PASS, Evidence
 from clinical_mlops.core.steps import StepError
 from clinical_mlops.ingestion.deid import key_fingerprint
+from clinical_mlops.sources.contract import LoadedSource
 from clinical_mlops.validation import rules
 
 __all__ = ["DEFAULT_MAX_QUARANTINE_FRACTION", "ValidationStep", "reconcile_evidence", "validate"]
@@ -48,7 +49,7 @@ def reconcile_evidence(outcome: rules.ValidationOutcome) -> Evidence:
         return Evidence(INSUFFICIENT, "the landing step recorded no count of the file's records for this extract "
                                       "(landed before the count existed); land it again to reconcile")
     if file_rows != landed:
-        return Evidence(FAIL, f"the file holds {file_rows} records but {landed} rows are in raw.encounters")
+        return Evidence(FAIL, f"the file holds {file_rows} records but {landed} rows are in raw.{outcome.source}")
     if accounted != landed:
         return Evidence(FAIL, f"{landed} rows landed but {outcome.rows_valid} valid + {outcome.rows_quarantined} "
                               f"quarantined = {accounted}")
@@ -56,12 +57,13 @@ def reconcile_evidence(outcome: rules.ValidationOutcome) -> Evidence:
                           f"{outcome.rows_quarantined} quarantined")
 
 
-def _refuse_unlanded(con: duckdb.DuckDBPyConnection, extract_id: str) -> None:
+def _refuse_unlanded(con: duckdb.DuckDBPyConnection, source: LoadedSource, extract_id: str) -> None:
     """Only an extract the identifier gate let through is validated: a refused one stays refused."""
-    row = con.execute("SELECT status, rejection_reason FROM raw.extracts WHERE extract_id = ?", [extract_id]).fetchone()
+    row = con.execute("SELECT status, rejection_reason FROM raw.extracts WHERE source = ? AND extract_id = ?",
+                      [source.name, extract_id]).fetchone()
     if row is None:
-        raise StepError(f"extract {extract_id} has not been landed: land it first", metadata={"extract_id": extract_id},
-                        allow_retries=False)
+        raise StepError(f"extract {extract_id} has not been landed in source {source.name}: land it first",
+                        metadata={"extract_id": extract_id, "source": source.name}, allow_retries=False)
     status, reason = row
     if status != "landed":
         raise StepError(f"extract {extract_id} was refused at landing ({reason}); it is not validated and nothing "
@@ -71,6 +73,7 @@ def _refuse_unlanded(con: duckdb.DuckDBPyConnection, extract_id: str) -> None:
 
 def validate(
     con: duckdb.DuckDBPyConnection,
+    source: LoadedSource,
     extract_id: str,
     *,
     pseudonym_key: bytes,
@@ -78,15 +81,15 @@ def validate(
     engine: str = rules.DEFAULT_ENGINE,
     max_quarantine_fraction: float = DEFAULT_MAX_QUARANTINE_FRACTION,
 ) -> ValidationStep:
-    """``validated_encounters``: one landed extract through the format rules, in bounded memory.
+    """``[source, validated_extract]``: one landed extract through its contract's rules, in bounded memory.
 
-    Valid rows go typed and pseudonymised to ``staging.encounters``, failing rows with their
-    reasons to ``staging.quarantine``; the result says whether they reconcile with the landed
+    Valid rows go typed and pseudonymised to ``staging.<source>``, failing rows with their
+    reasons to ``staging.<source>__quarantine``; the result says whether they reconcile with the landed
     rows and whether the quarantined share stays under ``max_quarantine_fraction``.
     """
     bound_memory(con)
-    _refuse_unlanded(con, extract_id)
-    outcome = rules.validate_extract(con, extract_id, pseudonym_key=pseudonym_key, chunk_rows=chunk_rows,
+    _refuse_unlanded(con, source, extract_id)
+    outcome = rules.validate_extract(con, source, extract_id, pseudonym_key=pseudonym_key, chunk_rows=chunk_rows,
                                      engine=engine)
     return ValidationStep(outcome=outcome, quarantine_fraction=outcome.rows_quarantined / outcome.rows_landed,
                           max_quarantine_fraction=max_quarantine_fraction,

@@ -1,7 +1,7 @@
 """Sensors: what starts work without anyone clicking "materialize".
 
-* ``landing_zone_sensor`` — a new extract in the landing zone: adds its ``extracts`` partition and
-  requests one ``ingestion_job`` run with ``run_key`` = the file's sha256. The cursor maps each
+* ``landing_zone_sensor_<source>`` — a new extract in the source's landing folder
+  (``data/landing/<source>/``): adds its partition and requests one ``ingestion_job_<source>`` run with ``run_key`` = the file's sha256. The cursor maps each
   file to its sha256 (plus its size and mtime, so unchanged files are not re-hashed every tick):
   a file is never processed twice, and identical bytes under another name start no run. A file
   whose sha256 is already in ``raw.extracts`` (landed or refused, by the CLI or an earlier run)
@@ -34,6 +34,7 @@ import duckdb
 
 from clinical_mlops.ingestion import landing
 from clinical_mlops.defs.dagster_internals import AssetCheckExecutionRecordStatus
+from clinical_mlops.defs.jobs import job_name
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import LandingZoneResource, WarehouseResource
 
@@ -97,10 +98,9 @@ def plan_landing(
     return new, duplicates, {"files": files, "stat": stats}
 
 
-def landed_hashes(warehouse: WarehouseResource, *, wait_seconds: float = 5.0) -> set[str] | None:
-    """sha256 of every extract already in ``raw.extracts`` (landed or refused); None while the warehouse is busy.
-
-    Read-only, and never creates the warehouse: no file yet means nothing landed yet.
+def landed_hashes(warehouse: WarehouseResource, source: str, *, wait_seconds: float = 5.0) -> set[str] | None:
+    """sha256 of every extract of ``source`` already in ``raw.extracts`` (landed or refused); None while the
+    warehouse is busy. Read-only, and never creates the warehouse: no file yet means nothing landed yet.
     """
     from clinical_mlops.core import warehouse as store
 
@@ -114,57 +114,68 @@ def landed_hashes(warehouse: WarehouseResource, *, wait_seconds: float = 5.0) ->
     try:
         if not store.table_exists(con, "raw.extracts"):
             return set()
-        return {row[0] for row in con.execute("SELECT sha256 FROM raw.extracts").fetchall()}
+        return {row[0] for row in con.execute("SELECT sha256 FROM raw.extracts WHERE source = ?", [source]).fetchall()}
     finally:
         con.close()
 
 
-@dg.sensor(
-    name="landing_zone_sensor",
-    job_name="ingestion_job",
-    minimum_interval_seconds=30,
-    default_status=RUNNING,
-    description="A new extract in the landing zone: add its partition and land + validate it once "
-    "(run key = sha256 of the file; identical content under another name, or content already in "
-    "raw.extracts whoever landed it, starts no run).",
-)
-def landing_zone_sensor(
-    context: dg.SensorEvaluationContext, landing_zone: LandingZoneResource, warehouse: WarehouseResource
-) -> dg.SensorResult | dg.SkipReason:
-    state = parse_landing_cursor(context.cursor)
-    paths = landing.list_extracts(Path(landing_zone.directory))
-    new, duplicates, next_state = plan_landing(paths, state)
-    for name, first in duplicates:
-        context.log.info(f"{name} holds the same bytes as {first}: not ingested again")
-    if new:
-        known = landed_hashes(warehouse)
-        if known is None:
-            return dg.SkipReason("the warehouse is busy; new extracts are looked at on the next tick")
-        already = [(name, sha) for name, sha in new if sha in known]
-        for name, _ in already:
-            context.log.info(f"{name}: its content is already in raw.extracts; not ingested again")
-        new = [(name, sha) for name, sha in new if sha not in known]
-        registered = set(context.instance.get_dynamic_partitions(extract_partitions.name))
-        unregistered = [name for name, _ in already if name not in registered]
-    else:
-        unregistered = []
-    partitions = [name for name, _ in new] + unregistered
-    if not new:
-        reason = f"no new extract among {len(paths)} file(s)"
-        if next_state != state or partitions:
-            return dg.SensorResult(
-                skip_reason=reason, cursor=json.dumps(next_state, sort_keys=True),
-                dynamic_partitions_requests=[extract_partitions.build_add_request(partitions)] if partitions else [],
-            )
-        return dg.SkipReason(reason)
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(run_key=sha, partition_key=name, tags={"extract_sha256": sha, "trigger": "landing_zone"})
-            for name, sha in new
-        ],
-        dynamic_partitions_requests=[extract_partitions.build_add_request(partitions)],
-        cursor=json.dumps(next_state, sort_keys=True),
+def landing_zone_sensor_name(source: str) -> str:
+    return f"landing_zone_sensor_{source}"
+
+
+def build_landing_zone_sensor(source: str) -> dg.SensorDefinition:
+    """The sensor watching ``<landing zone>/<source>/``: each new file lands and is validated once."""
+    partitions = extract_partitions(source)
+
+    @dg.sensor(
+        name=landing_zone_sensor_name(source),
+        job_name=job_name("ingestion", source),
+        minimum_interval_seconds=30,
+        default_status=RUNNING,
+        description=f"A new extract in the landing folder of {source} (data/landing/{source}/): add its partition "
+        "and land + validate it once (run key = sha256 of the file; identical content under another name, or "
+        "content already in raw.extracts for this source whoever landed it, starts no run).",
     )
+    def landing_zone_sensor(
+        context: dg.SensorEvaluationContext, landing_zone: LandingZoneResource, warehouse: WarehouseResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        state = parse_landing_cursor(context.cursor)
+        paths = landing.list_extracts(landing_zone.source_dir(source))
+        new, duplicates, next_state = plan_landing(paths, state)
+        for name, first in duplicates:
+            context.log.info(f"{name} holds the same bytes as {first}: not ingested again")
+        if new:
+            known = landed_hashes(warehouse, source)
+            if known is None:
+                return dg.SkipReason("the warehouse is busy; new extracts are looked at on the next tick")
+            already = [(name, sha) for name, sha in new if sha in known]
+            for name, _ in already:
+                context.log.info(f"{name}: its content is already in raw.extracts; not ingested again")
+            new = [(name, sha) for name, sha in new if sha not in known]
+            registered = set(context.instance.get_dynamic_partitions(partitions.name))
+            unregistered = [name for name, _ in already if name not in registered]
+        else:
+            unregistered = []
+        added = [name for name, _ in new] + unregistered
+        if not new:
+            reason = f"no new extract among {len(paths)} file(s)"
+            if next_state != state or added:
+                return dg.SensorResult(
+                    skip_reason=reason, cursor=json.dumps(next_state, sort_keys=True),
+                    dynamic_partitions_requests=[partitions.build_add_request(added)] if added else [],
+                )
+            return dg.SkipReason(reason)
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(run_key=sha, partition_key=name,
+                              tags={"extract_sha256": sha, "trigger": "landing_zone", "source": source})
+                for name, sha in new
+            ],
+            dynamic_partitions_requests=[partitions.build_add_request(added)],
+            cursor=json.dumps(next_state, sort_keys=True),
+        )
+
+    return landing_zone_sensor
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import dagster as dg
 from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.ingestion.extract_checks import extract_check_spec
-from clinical_mlops.defs.partitions import extract_partitions
+from clinical_mlops.defs.partitions import extract_partitions, validated_key
 from clinical_mlops.defs.resources import (
     WAREHOUSE_POOL,
     PolicyResource,
@@ -110,11 +110,11 @@ def build_drift_report(spec: CohortSpec) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=key,
-        partitions_def=extract_partitions,
-        deps=["validated_encounters", dg.AssetKey([spec.name, "encounter_features"])],
+        partitions_def=extract_partitions(spec.source),
+        deps=[validated_key(spec.source), dg.AssetKey([spec.name, "encounter_features"])],
         group_name="drift",
         kinds={"duckdb", "evidently"},
-        code_version="1",
+        code_version=f"1-{spec.contract_sha256[:12]}",
         pool=WAREHOUSE_POOL,
         description=(
             f"{spec.title}: one extract's features, sensitive attributes, scores and labels against the "
@@ -123,13 +123,13 @@ def build_drift_report(spec: CohortSpec) -> dg.AssetsDefinition:
         ),
         check_specs=[
             extract_check_spec(
-                steps.DRIFT_CHECK, asset=key, blocking=True,
+                steps.DRIFT_CHECK, asset=key, source=spec.source, blocking=True,
                 description="Per extract: the share of drifting features stays under the policy's dataset_drift_share "
                 "(insufficient evidence without a reference population). Severity from the policy: WARN, or ERROR "
                 "(blocks downstream) when drift.severity blocks promotion. Dataset drift opens an incident.",
             ),
             extract_check_spec(
-                "prediction_distribution_stable", asset=key,
+                "prediction_distribution_stable", asset=key, source=spec.source,
                 description="Per extract: the reference model's score distribution on the extract matches its held-out "
                 "scores (insufficient evidence when there is no model or no held-out score to compare with).",
             ),

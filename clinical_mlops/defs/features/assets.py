@@ -4,6 +4,7 @@
 import dagster as dg
 
 from clinical_mlops.defs._schemas import feature_table_schema
+from clinical_mlops.defs.partitions import validated_key
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, WarehouseResource
 from clinical_mlops.features import build as features, steps
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
@@ -14,13 +15,14 @@ def build_encounter_features(spec: CohortSpec) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=key,
-        deps=["validated_encounters"],
+        deps=[validated_key(spec.source)],
         group_name="features",
         automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
         kinds={"duckdb", "sql", "pandera"},
         code_version=features.feature_sql_version(spec),
         pool=WAREHOUSE_POOL,
-        description=f"{spec.title}: engineered features, cohort exclusions applied, label `{spec.target_column}`.",
+        description=f"{spec.title}: engineered features from source {spec.source} only, cohort exclusions applied, "
+        f"label `{spec.target_column}`.",
         check_specs=[
             dg.AssetCheckSpec(
                 "feature_schema_valid", asset=key, blocking=True,
@@ -28,7 +30,9 @@ def build_encounter_features(spec: CohortSpec) -> dg.AssetsDefinition:
                 "compiled to SQL from the schema; Pandera on failing rows and a sample; uniqueness in SQL.",
             )
         ],
-        metadata={"cohort": spec.name, "target_definition": spec.target_definition, **feature_table_schema(spec)},
+        metadata={"cohort": spec.name, "source": spec.source, "contract_sha256": spec.contract_sha256,
+                  "sql_files": ", ".join(spec.sql_files), "target_definition": spec.target_definition,
+                  **feature_table_schema(spec)},
     )
     def encounter_features(warehouse: WarehouseResource) -> dg.MaterializeResult:
         with warehouse.connect() as con:

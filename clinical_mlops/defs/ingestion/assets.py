@@ -1,4 +1,4 @@
-"""Landing: one ``raw_encounters`` partition per extract, versioned by the file's sha256."""
+"""Landing: per source, one ``[source, raw_extract]`` partition per extract, versioned by the file's sha256."""
 
 
 import dagster as dg
@@ -7,18 +7,10 @@ from clinical_mlops.core.evidence import FAIL, PASS, Evidence
 from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.ingestion.extract_checks import extract_check_spec
-from clinical_mlops.defs.partitions import extract_partitions
+from clinical_mlops.defs.partitions import extract_partitions, raw_key
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, LandingZoneResource, WarehouseResource
 from clinical_mlops.ingestion import landing, steps
-
-NO_DIRECT_IDENTIFIERS = extract_check_spec(
-    "no_direct_identifiers",
-    asset="raw_encounters",
-    blocking=True,
-    description="De-identification gate, per extract: no HIPAA Safe Harbor identifier in column names or values "
-    "(names the column and the pattern, never the value). Blocks everything downstream of that extract.",
-)
-
+from clinical_mlops.sources.contract import LoadedSource, load_all_sources
 
 def gate_findings(result: landing.LandingResult) -> list[dict]:
     """The gate's findings as check metadata: column, kind of identifier, where, rows — never a value."""
@@ -46,38 +38,57 @@ def _gate(extract_id: str, result: landing.LandingResult) -> dg.AssetCheckResult
     )
 
 
-@dg.asset(
-    partitions_def=extract_partitions,
-    group_name="ingestion",
-    kinds={"duckdb"},
-    code_version="1",
-    pool=WAREHOUSE_POOL,
-    check_specs=[NO_DIRECT_IDENTIFIERS],
-)
-def raw_encounters(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing_zone: LandingZoneResource
-) -> dg.MaterializeResult:
-    """Encounters of one landed extract, stored in ``raw.encounters`` exactly as in the file (text).
-
-    Data version = sha256 of the file; landing the same bytes again is a no-op. The landing step
-    also counts the file's records itself (``raw.extracts.file_rows``) for ``landed_rows_reconcile``.
-    """
-    extract_id = context.partition_key
-    with step_failures(), warehouse.connect() as con:
-        result = steps.land(con, landing_zone.path_for(extract_id), extract_id=extract_id)
-    if result.status == "already_landed":
-        context.log.info(f"{extract_id}: identical content already landed as {result.duplicate_of}; no-op")
-    return dg.MaterializeResult(
-        data_version=dg.DataVersion(result.sha256),
-        metadata={
-            "extract_id": extract_id,
-            "sha256": result.sha256,
-            "size_bytes": result.size_bytes,
-            "status": result.status,
-            "rows_landed": result.rows_landed,
-            "file_rows": result.file_rows if result.file_rows is not None else -1,
-            "duplicate_of": result.duplicate_of or "",
-            "dagster/row_count": result.rows_landed,
-        },
-        check_results=[_gate(extract_id, result)],
+def build_raw_extract(source: LoadedSource) -> dg.AssetsDefinition:
+    """``[source, raw_extract]``: one partition per extract of the source, landed as text."""
+    key = raw_key(source.name)
+    gate = extract_check_spec(
+        "no_direct_identifiers", asset=key, source=source.name, blocking=True,
+        description="De-identification gate, per extract: no HIPAA Safe Harbor identifier in column names or values "
+        "(names the column and the pattern, never the value), less the contract's declared exemptions. Blocks "
+        "everything downstream of that extract.",
     )
+
+    @dg.asset(
+        key=key,
+        partitions_def=extract_partitions(source.name),
+        group_name="ingestion",
+        kinds={"duckdb"},
+        code_version=source.sha256[:12],
+        pool=WAREHOUSE_POOL,
+        check_specs=[gate],
+        description=f"Extracts of source {source.name}, stored in ``raw.{source.name}`` exactly as in the file "
+        "(text). Data version = sha256 of the file; the same bytes again are a no-op.",
+        metadata={"source": source.name, "contract_sha256": source.sha256,
+                  "landing_folder": f"data/landing/{source.name}/"},
+    )
+    def raw_extract(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing_zone: LandingZoneResource
+    ) -> dg.MaterializeResult:
+        extract_id = context.partition_key
+        with step_failures(), warehouse.connect() as con:
+            result = steps.land(con, landing_zone.path_for(source.name, extract_id), source, extract_id=extract_id)
+        if result.status == "already_landed":
+            context.log.info(f"{extract_id}: identical content already landed as {result.duplicate_of}; no-op")
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(result.sha256),
+            metadata={
+                "source": source.name,
+                "contract_sha256": source.sha256,
+                "extract_id": extract_id,
+                "sha256": result.sha256,
+                "size_bytes": result.size_bytes,
+                "status": result.status,
+                "rows_landed": result.rows_landed,
+                "file_rows": result.file_rows if result.file_rows is not None else -1,
+                "duplicate_of": result.duplicate_of or "",
+                "dagster/row_count": result.rows_landed,
+            },
+            check_results=[_gate(extract_id, result)],
+        )
+
+    return raw_extract
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=[build_raw_extract(source) for source in load_all_sources().values()])

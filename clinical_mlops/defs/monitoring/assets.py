@@ -14,6 +14,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from clinical_mlops.defs.partitions import validated_key
+
 from clinical_mlops.core import evidence
 from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
@@ -157,7 +159,7 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         key=outcomes_key,
-        deps=[ingest_key, dg.AssetKey([spec.name, "batch_predictions"]), "validated_encounters"],
+        deps=[ingest_key, dg.AssetKey([spec.name, "batch_predictions"]), validated_key(spec.source)],
         group_name=GROUP,
         kinds={"duckdb"},
         code_version="1",

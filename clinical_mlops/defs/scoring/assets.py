@@ -6,7 +6,7 @@ import dagster as dg
 from clinical_mlops.core import tracking as tracking_lib
 from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
-from clinical_mlops.defs.partitions import extract_partitions
+from clinical_mlops.defs.partitions import extract_partitions, validated_key
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, TrackingResource, WarehouseResource
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.scoring import champion as scoring, steps
@@ -36,8 +36,8 @@ def build_batch_predictions(spec: CohortSpec) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=key,
-        partitions_def=extract_partitions,
-        deps=[dg.AssetDep("validated_encounters"), promotion_key],
+        partitions_def=extract_partitions(spec.source),
+        deps=[dg.AssetDep(validated_key(spec.source)), promotion_key],
         group_name="scoring",
         kinds={"scikit-learn", "mlflow", "duckdb"},
         code_version="1",
