@@ -49,6 +49,7 @@ __all__ = [
     "record_governance",
     "run_failure_event",
     "safe_event",
+    "source_stamps",
     "summarise_metadata",
 ]
 
@@ -133,6 +134,29 @@ def _iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+NO_SOURCE = {"source": None, "source_contract_sha256": None}
+"""The stamp of an entry that concerns no one source (a global table row, a run across sources)."""
+
+
+def source_stamps() -> dict[str, dict[str, str | None]]:
+    """Source name and contract sha256 by name: each source's own, and each cohort's (its source's).
+
+    Asset keys start with one of these names (``<source>/raw_extract``, ``<cohort>/candidate_model``), and
+    governance rows name their cohort, so every ledger entry can carry the source it concerns.
+    """
+    from clinical_mlops.features.cohort import load_all_cohorts
+    from clinical_mlops.sources.contract import load_all_sources
+
+    stamps = {name: {"source": name, "source_contract_sha256": s.sha256} for name, s in load_all_sources().items()}
+    for spec in load_all_cohorts():
+        stamps[spec.name] = {"source": spec.source, "source_contract_sha256": spec.contract_sha256}
+    return stamps
+
+
+def _stamp(stamps: Mapping[str, Mapping] | None, name: str | None) -> dict[str, str | None]:
+    return dict((stamps or {}).get(name or "", NO_SOURCE))
+
+
 def _actor(actor: str | None, job_name: str) -> str:
     return actor or f"dagster:{job_name}"
 
@@ -148,8 +172,9 @@ def materialization_event(
     tags: Mapping[str, str],
     timestamp: float | None,
     actor: str | None = None,
+    stamps: Mapping[str, Mapping] | None = None,
 ) -> ledger.Event:
-    """One asset materialization: its data and code versions, and its summarised metadata."""
+    """One asset materialization: its data and code versions, its source, and its summarised metadata."""
     subject = f"asset:{asset_key}" + (f"[{partition}]" if partition else "")
     return ledger.Event(
         event_type=EVENT_MATERIALIZATION,
@@ -164,6 +189,7 @@ def materialization_event(
             "event_time": _iso(timestamp),
             "data_version": tags.get("dagster/data_version"),
             "code_version": tags.get("dagster/code_version"),
+            **_stamp(stamps, asset_key.partition("/")[0]),
             "metadata": summarise_metadata(metadata),
         },
     )
@@ -184,8 +210,9 @@ def check_evaluation_event(
     partition: str | None,
     timestamp: float | None,
     actor: str | None = None,
+    stamps: Mapping[str, Mapping] | None = None,
 ) -> ledger.Event:
-    """One asset check result: passed or not, how severe, whether it blocks downstream."""
+    """One asset check result: passed or not, how severe, whether it blocks downstream, its source."""
     return ledger.Event(
         event_type=EVENT_CHECK,
         subject=f"check:{asset_key}:{check_name}" + (f"[{partition}]" if partition else ""),
@@ -202,6 +229,7 @@ def check_evaluation_event(
             "blocking": bool(blocking),
             "description": _safe_text(description, 500),
             "event_time": _iso(timestamp),
+            **_stamp(stamps, asset_key.partition("/")[0]),
             "metadata": summarise_metadata(metadata),
         },
     )
@@ -216,8 +244,10 @@ def run_failure_event(
     steps: Iterable[Mapping[str, Any]],
     timestamp: float | None,
     actor: str | None = None,
+    stamps: Mapping[str, Mapping] | None = None,
 ) -> ledger.Event:
-    """A failed run and its failed steps.
+    """A failed run and its failed steps, stamped with the one source its failed steps concern (the
+    stamp of no source when they span several or none; each step still names its asset).
 
     For each step: the step key, the exception classes in the cause chain, the sha256 of the
     error message (messages can quote data, so they are not copied), and the description of a
@@ -232,6 +262,8 @@ def run_failure_event(
         }
         for step in steps
     ]
+    concerned = {str(_stamp(stamps, str(step["step_key"] or "").partition("__")[0])) for step in failed}
+    stamp = _stamp(stamps, str(failed[0]["step_key"] or "").partition("__")[0]) if len(concerned) == 1 else NO_SOURCE
     return ledger.Event(
         event_type=EVENT_RUN_FAILURE,
         subject=f"run:{run_id}",
@@ -244,6 +276,7 @@ def run_failure_event(
             "failed_steps": failed[:50],
             "failed_step_count": len(failed),
             "event_time": _iso(timestamp),
+            **stamp,
         },
     )
 
@@ -294,6 +327,13 @@ def _row_payload(row: Mapping[str, Any]) -> dict[str, Any]:
     return payload
 
 
+def _row_stamp(stamps: Mapping[str, Mapping] | None, row: Mapping[str, Any]) -> dict[str, str | None]:
+    stamp = _stamp(stamps, row.get("cohort"))
+    if row.get("source") and row.get("source_contract_sha256"):
+        stamp = {"source": row["source"], "source_contract_sha256": row["source_contract_sha256"]}
+    return stamp
+
+
 def _subject(table: str, row: Mapping[str, Any]) -> str:
     name, version = row.get("model_name"), row.get("model_version")
     if name is not None and version is not None:
@@ -305,8 +345,10 @@ def _subject(table: str, row: Mapping[str, Any]) -> str:
     return f"table:{table}"
 
 
-def governance_events(con: duckdb.DuckDBPyConnection, actor: str | None = None) -> list[ledger.Event]:
-    """One event per governance row, in each table's natural order; absent tables are skipped."""
+def governance_events(con: duckdb.DuckDBPyConnection, actor: str | None = None,
+                      stamps: Mapping[str, Mapping] | None = None) -> list[ledger.Event]:
+    """One event per governance row, in each table's natural order, stamped with the source of the row's
+    cohort (``source`` of the row itself where it has one); absent tables are skipped."""
     events: list[ledger.Event] = []
     for spec in GOVERNANCE_TABLES:
         if not _table_exists(con, spec.table):
@@ -332,7 +374,7 @@ def governance_events(con: duckdb.DuckDBPyConnection, actor: str | None = None) 
                 ledger.Event(
                     event_type=spec.event_type,
                     subject=_subject(spec.table, row),
-                    payload={"source_table": spec.table, **payload},
+                    payload={"source_table": spec.table, **_row_stamp(stamps, row), **payload},
                     actor=row_actor or actor or "clinical_mlops",
                     natural_key=natural,
                 )
@@ -351,6 +393,6 @@ def record_governance(
     con: duckdb.DuckDBPyConnection, ledger_path, *, actor: str | None = None, mirror: bool = True
 ) -> RecordOutcome:
     """Append governance rows not yet in the ledger, then bring the DuckDB mirror up to date."""
-    written = ledger.append_many(ledger_path, governance_events(con, actor))
+    written = ledger.append_many(ledger_path, governance_events(con, actor, stamps=source_stamps()))
     mirrored = ledger.mirror_to_duckdb(con, ledger_path).inserted if mirror else 0
     return RecordOutcome(appended=len(written), mirrored=mirrored)

@@ -9,8 +9,8 @@ Two questions an auditor asks, answered from DuckDB alone (read-only is enough):
   (by extract id or by sha256).
 
 Both follow the same path as Dagster's asset graph (:data:`ASSET_PATH`): an extract is a
-``raw_encounters`` partition whose data version is the file's sha256, validated into
-``validated_encounters`` and turned into ``<cohort>/encounter_features``, split by
+``<source>/raw_extract`` partition whose data version is the file's sha256, validated into
+``<source>/validated_extract`` and turned into ``<cohort>/encounter_features``, split by
 ``<cohort>/training_split`` and fitted by ``<cohort>/<role>_model``. The test suite checks this
 path against the Definitions' asset graph and against the data versions Dagster recorded.
 
@@ -38,20 +38,21 @@ __all__ = [
     "model_lineage",
     "model_versions",
     "models_using_extract",
+    "partitioned_assets",
     "resolve_version",
 ]
 
 ASSET_PATH: tuple[str, ...] = (
-    "raw_encounters",
-    "validated_encounters",
+    "{source}/raw_extract",
+    "{source}/validated_extract",
     "{cohort}/encounter_features",
     "{cohort}/training_split",
     "{cohort}/{role}_model",
 )
 """The Dagster assets (user-string keys) between a landed extract and a registered model."""
 
-PARTITIONED_ASSETS = ("raw_encounters", "validated_encounters")
-"""Assets with one partition per extract (partition key = extract id)."""
+PARTITIONED_ASSETS = ("{source}/raw_extract", "{source}/validated_extract")
+"""Assets with one partition per extract of the source (partition key = extract id)."""
 
 _INPUTS_SQL = """
 WITH inputs AS (
@@ -65,9 +66,14 @@ FROM inputs
 """
 
 
-def asset_path(cohort: str, role: str) -> list[str]:
+def asset_path(cohort: str, role: str, source: str) -> list[str]:
     """The asset keys (user strings) from landing to the model, as Dagster names them."""
-    return [step.format(cohort=cohort, role=role) for step in ASSET_PATH]
+    return [step.format(cohort=cohort, role=role, source=source) for step in ASSET_PATH]
+
+
+def partitioned_assets(source: str) -> tuple[str, ...]:
+    """The source's extract-partitioned assets (user strings)."""
+    return tuple(step.format(source=source) for step in PARTITIONED_ASSETS)
 
 
 @dataclass(frozen=True)
@@ -110,13 +116,16 @@ class ModelLineage:
     git_dirty: bool
     lock_sha256: str
     extracts: list[ExtractVersion] = field(default_factory=list)
+    source: str = ""
+    """The source contract the model was built on, and its version then."""
+    source_contract_sha256: str = ""
 
     @property
     def assets(self) -> list[str]:
         """Dagster asset keys with the extract partitions spelled out."""
         keys: list[str] = []
-        for step in asset_path(self.cohort, self.role):
-            if step in PARTITIONED_ASSETS:
+        for step in asset_path(self.cohort, self.role, self.source):
+            if step in partitioned_assets(self.source):
                 keys.extend(f"{step}[{e.extract_id}]" for e in self.extracts)
             else:
                 keys.append(step)
@@ -168,7 +177,7 @@ def model_lineage(con: duckdb.DuckDBPyConnection, model_name: str, version: str 
     current = {
         r["extract_id"]: r
         for r in _rows(con, "SELECT extract_id, file_name, sha256, size_bytes, rows_landed, landed_at, status "
-                            "FROM raw.extracts")
+                            "FROM raw.extracts WHERE source = ?", [row.get("source") or ""])
     }
     extracts = []
     for item in recorded:
@@ -205,6 +214,8 @@ def model_lineage(con: duckdb.DuckDBPyConnection, model_name: str, version: str 
         git_dirty=bool(row["git_dirty"]),
         lock_sha256=row["lock_sha256"],
         extracts=extracts,
+        source=row.get("source") or "",
+        source_contract_sha256=row.get("source_contract_sha256") or "",
     )
 
 
@@ -219,7 +230,7 @@ def models_using_extract(con: duckdb.DuckDBPyConnection, extract: str) -> list[d
     for row in rows:
         row["registered_at"] = row["registered_at"].isoformat()
         row["model_version"] = str(row["model_version"])
-        row["dagster_assets"] = asset_path(row["cohort"], row["role"])
+        row["dagster_assets"] = asset_path(row["cohort"], row["role"], row.get("source") or "")
     return rows
 
 

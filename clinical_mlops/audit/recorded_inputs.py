@@ -17,6 +17,7 @@ import pandas as pd
 
 from clinical_mlops.features import build as features
 from clinical_mlops.features.cohort import CohortSpec
+from clinical_mlops.sources import tables
 
 __all__ = ["SPLIT_BUCKETS", "RecordedInputs", "id_set_hash", "rebuild_recorded_inputs"]
 
@@ -50,8 +51,6 @@ def rebuild_recorded_inputs(
     """Feature rows of the recorded extracts only, split as ``training_split`` splits them."""
     suffix = uuid.uuid4().hex[:8]
     staging_view, features_table = f"replay_staging_{suffix}", f"replay_features_{suffix}"
-    base = features.encounter_base_sql()
-    needle = "SELECT * FROM staging.encounters"
     source = "staging"
     placeholders = ", ".join("?" for _ in extract_ids) or "NULL"
     columns = ", ".join(
@@ -59,24 +58,17 @@ def rebuild_recorded_inputs(
     )
     excluded_any = " OR ".join(f"({e.sql})" for e in spec.exclusions) or "FALSE"
     try:
-        if needle in base:
-            con.execute(
-                f"CREATE TEMP TABLE {staging_view} AS SELECT * FROM staging.encounters WHERE extract_id IN ({placeholders})",
-                list(extract_ids),
-            )
-            con.execute(
-                f"""CREATE TEMP TABLE {features_table} AS
-                SELECT {columns}, CAST(({spec.target_sql}) AS INTEGER) AS label
-                FROM ({base.replace(needle, f'SELECT * FROM {staging_view}')})
-                WHERE NOT ({excluded_any})"""
-            )
-        else:  # the feature SQL no longer reads staging this way: use the current table, filtered
-            source = "features"
-            con.execute(
-                f"CREATE TEMP TABLE {features_table} AS SELECT * FROM {spec.features_table} "
-                f"WHERE extract_id IN ({placeholders})",
-                list(extract_ids),
-            )
+        con.execute(
+            f"CREATE TEMP TABLE {staging_view} AS SELECT * FROM {tables.staging_table(spec.source)} "
+            f"WHERE extract_id IN ({placeholders})",
+            list(extract_ids),
+        )
+        con.execute(
+            f"""CREATE TEMP TABLE {features_table} AS
+            SELECT {columns}, CAST(({spec.target_sql}) AS INTEGER) AS label
+            FROM ({features.cohort_rows_sql(spec, staging_view)})
+            WHERE NOT ({excluded_any})"""
+        )
         cut = int(round(spec.test_fraction * SPLIT_BUCKETS))
         frame = con.execute(
             f"""SELECT f.*, CASE WHEN md5_number(? || ':' || f.patient_key) % {SPLIT_BUCKETS} < {cut}

@@ -22,13 +22,12 @@ import contextlib
 import json
 import sys
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
+from clinical_mlops.cli.demo_extracts import SYNTHETIC_SOURCE, DemoExtracts, choose_source, prepare_extracts
 from clinical_mlops.core.settings import default_paths
 
-__all__ = ["DemoExtracts", "cmd_demo", "prepare_extracts", "story"]
+__all__ = ["SYNTHETIC_SOURCE", "DemoExtracts", "choose_source", "cmd_demo", "prepare_extracts", "run_landed", "story"]
 
 UI_HINT = (
     "Dagster UI: make ui  → http://127.0.0.1:3000 (assets, lineage, checks)\n"
@@ -42,71 +41,27 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-@dataclass(frozen=True)
-class DemoExtracts:
-    """The extracts the demo lands: the first ones train the models, the later ones arrive after release."""
-
-    training: list[Path]
-    later: list[Path]
-
-
-def prepare_extracts(
-    source: Path | None, seed: int, n_encounters: int, n_extracts: int, landing_dir: Path, bias: float, shift: float
-) -> DemoExtracts:
-    """Synthetic: ``n_encounters`` cut into ``n_extracts - 1`` training extracts, then one more extract of the
-    same size from a population shifted by ``shift``. The UCI release: ``n_extracts`` ordered extracts, the
-    last arriving after release (no shift is injected into real data)."""
-    from clinical_mlops.ingestion import uci
-
-    landing_dir.mkdir(parents=True, exist_ok=True)
-    if source is not None:
-        _say(f"Reading the UCI extract from {source} …")
-        paths = uci.write_sequential_extracts(uci.load_uci_encounters(source), landing_dir, n_extracts,
-                                              prefix=f"uci_of{n_extracts}")
-        return DemoExtracts(paths[:-1], paths[-1:]) if len(paths) > 1 else DemoExtracts(paths, [])
-
-    from clinical_mlops.ingestion import synthetic
-
-    injected = synthetic.SubgroupBias("race", "AfricanAmerican", utilisation_undercount_rate=bias,
-                                      history_unlinked_rate=bias) if bias else None
-    _say(f"Generating {n_encounters:,} synthetic encounters (seed {seed}"
-         + (f"; prior visits of AfricanAmerican patients under-recorded at rate {bias:g}" if bias else "") + ") …")
-    encounters = synthetic.generate_encounters(
-        synthetic.SyntheticConfig(n_encounters=n_encounters, seed=seed, bias=injected)
-    )
-    stem = f"synthetic_s{seed}_n{n_encounters}_of{n_extracts}" + (f"_bias{bias:g}" if bias else "")
-    n_training = max(1, n_extracts - 1)
-    training = uci.write_sequential_extracts(encounters, landing_dir, n_training, prefix=stem)
-    if n_extracts < 2:
-        return DemoExtracts(training, [])
-    _say(f"Generating a later extract of {n_encounters // n_training:,} encounters from a population shifted by "
-         f"{shift:g} (the generator's covariate-shift knob) …")
-    later = synthetic.generate_encounters(
-        synthetic.SyntheticConfig(n_encounters=n_encounters // n_training, seed=seed + 1,
-                                  shift=synthetic.PopulationShift(shift), bias=injected,
-                                  first_encounter_id=int(encounters["encounter_id"].astype("int64").max()) + 1),
-        patient_offset=int(encounters["patient_nbr"].astype("int64").max()),
-    )
-    return DemoExtracts(training, uci.write_sequential_extracts(later, landing_dir, 1, prefix=f"{stem}_shift{shift:g}"))
-
-
 class _Launcher:
-    """Runs jobs on the project instance, records each in the ledger, collects what went wrong."""
+    """Runs one source's jobs on the project instance, records each in the ledger, collects what went wrong."""
 
-    def __init__(self) -> None:
+    def __init__(self, source: str) -> None:
         from clinical_mlops.cli import runs
+        from clinical_mlops.defs.jobs import job_name
 
-        self.runs = runs
+        self.runs, self.source, self.job_name = runs, source, job_name
         self.instance = runs.project_instance()
         self.defs = runs.load_definitions()
         self.failures: list[str] = []
         self.refusals: list[str] = []
 
-    def job(self, name: str, *, partition_key: str | None = None, expect_refusal: str | None = None):
+    def job(self, stage: str, *, partition_key: str | None = None, expect_refusal: str | None = None,
+            asset_selection=None):
         from clinical_mlops.cli import errors as cli_errors
         from clinical_mlops.defs.audit.sensors import record_run
 
-        outcome = self.runs.run_job(self.defs, self.instance, name, partition_key=partition_key)
+        name = self.job_name(stage, self.source)
+        outcome = self.runs.run_job(self.defs, self.instance, name, partition_key=partition_key,
+                                    asset_selection=asset_selection)
         record_run(self.instance, outcome.run_id)
         for raw in outcome.step_errors or ([outcome.error] if outcome.error else []):
             error = cli_errors.without_dagster_names(raw) or "the step failed"
@@ -116,68 +71,140 @@ class _Launcher:
                 self.failures.append(f"{name}{f' ({partition_key})' if partition_key else ''}: {error}")
         return outcome
 
-    def land(self, path: Path):
-        self.runs.register_extracts(self.instance, [path.name])
-        return self.job("ingestion_job", partition_key=path.name)
+    def land(self, extract_id: str):
+        self.runs.register_extracts(self.instance, self.source, [extract_id])
+        return self.job("ingestion", partition_key=extract_id)
 
 
-def _extract_row(path: Path, outcome) -> dict:
-    raw = outcome.metadata.get("raw_encounters", {})
-    valid = outcome.metadata.get("validated_encounters", {})
-    return {"extract_id": path.name, "status": raw.get("status"), "rows_landed": raw.get("rows_landed"),
+def _extract_row(source: str, extract_id: str, outcome) -> dict:
+    raw = outcome.metadata.get(f"{source}/raw_extract", {})
+    valid = outcome.metadata.get(f"{source}/validated_extract", {})
+    return {"extract_id": extract_id, "status": raw.get("status"), "rows_landed": raw.get("rows_landed"),
             "rows_valid": valid.get("rows_valid"), "rows_quarantined": valid.get("rows_quarantined"),
             "run_id": outcome.run_id, "failed_checks": outcome.failed_checks}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from clinical_mlops.cli.pipeline import preflight
+
     started = time.perf_counter()
     began = datetime.now(UTC).replace(tzinfo=None)
+    checked = preflight()
+    if checked.error:
+        _say(f"error: {checked.error}")
+        return 2
+    path = args.source.resolve() if args.source else None
+    if path is not None and not path.is_file():
+        _say(f"error: {path} is not a file")
+        return 2
+    try:
+        source = choose_source(checked, path, getattr(args, "source_name", None))
+    except ValueError as error:
+        _say(f"error: {path.name if path else 'demo'}: {error}")
+        return 2
     paths = default_paths()
-    source = args.source.resolve() if args.source else None
-    extracts = prepare_extracts(source, args.seed, args.encounters, args.extracts, paths.landing_dir, args.bias,
-                                args.shift)
-    launch = _Launcher()
-    summary: dict = {"source": str(source) if source else "synthetic", "seed": args.seed, "bias": args.bias,
-                     "extracts": []}
-    stages = len(extracts.training) + 3 + (1 if extracts.later else 0)
-    step = 0
-    for path in extracts.training:
-        step += 1
-        _say(f"[{step}/{stages}] Landing and validating {path.name}")
-        summary["extracts"].append(_extract_row(path, launch.land(path)))
+    extracts = prepare_extracts(path, args.seed, args.encounters, args.extracts, paths.landing_dir / source.name,
+                                args.bias, args.shift, source=source)
+    summary: dict = {"source": source.name, "file": str(path) if path else "synthetic", "seed": args.seed,
+                     "bias": args.bias, "contract_sha256": source.sha256, "extracts": []}
+    launch = _Launcher(source.name)
+    stages = len(extracts.training) + 3 + len(extracts.later)
+    progress = iter(range(1, stages + 1))
+    for extract in extracts.training:
+        _say(f"[{next(progress)}/{stages}] Landing and validating {extract.name} ({source.name})")
+        summary["extracts"].append(_extract_row(source.name, extract.name, launch.land(extract.name)))
+    return _play(launch, summary, [p.name for p in extracts.training], [p.name for p in extracts.later], progress,
+                 stages, started, began, paths, args, land_later=True)
 
-    step += 1
-    _say(f"[{step}/{stages}] Features, split, models and evaluation for every cohort")
-    training = launch.job("training_job")
-    summary["training_run_id"] = training.run_id
-    summary["models"] = _model_summary(training.metadata)
-    if not training.success:
-        return _finish(summary, launch, started, began, paths, args)
 
-    step += 1
-    newest = extracts.training[-1].name
-    _say(f"[{step}/{stages}] Drift of {newest}; then fairness, root cause, mitigation, model card, "
+def run_landed(args: argparse.Namespace, checked, landed: dict[str, list[dict]]) -> int:
+    """``clinical-mlops run``: per source, re-validate extracts validated under an older contract, then the
+    sequence of :func:`_play` on what has landed (the external-site extracts evaluated, never trained on)."""
+    from clinical_mlops.core import warehouse
+    from clinical_mlops.features import build as features
+
+    code = 0
+    for name, extracts in landed.items():
+        started, began = time.perf_counter(), datetime.now(UTC).replace(tzinfo=None)
+        source = checked.sources[name]
+        specs = checked.cohorts_of(name)
+        if args.cohort is not None:
+            specs = [s for s in specs if s.name == args.cohort]
+        if not specs:
+            _say(f"{name}: no cohort is built on this source (add one under cohorts/); nothing to run")
+            continue
+        paths = default_paths()
+        with contextlib.closing(warehouse.connect(paths.warehouse, read_only=True)) as con:
+            external = set(features.external_extracts(con, specs[0]))
+        launch = _Launcher(name)
+        summary: dict = {"source": name, "file": "landed extracts", "contract_sha256": source.sha256, "extracts": []}
+        stale = [e["extract_id"] for e in extracts if e["validated_contract_sha256"] != source.sha256]
+        for extract_id in stale:
+            _say(f"{extract_id}: validated under another contract version; validating again ({name})")
+            summary["extracts"].append(_extract_row(name, extract_id, launch.land(extract_id)))
+        training = [e["extract_id"] for e in extracts if e["extract_id"] not in external]
+        later = [e["extract_id"] for e in extracts if e["extract_id"] in external]
+        stages = 3 + len(later)
+        selection = _selection(specs) if args.cohort is not None else None
+        code |= _play(launch, summary, training, later, iter(range(1, stages + 1)), stages, started, began, paths,
+                      args, land_later=False, selection=selection, cohorts=[s.name for s in specs])
+    return code
+
+
+def _selection(specs) -> list:
+    import dagster as dg
+
+    return [dg.AssetKey([s.name, asset]) for s in specs for asset in COHORT_ASSETS]
+
+
+COHORT_ASSETS = ("encounter_features", "training_split", "baseline_model", "candidate_model", "model_evaluation",
+                 "fairness_report", "fairness_root_cause", "mitigated_model", "model_card", "change_control_report",
+                 "promotion", "drift_report", "external_evaluation", "batch_predictions")
+
+
+def _subset(selection, job_assets) -> list | None:
+    return None if selection is None else [k for k in selection if k.path[-1] in job_assets]
+
+
+def _play(launch: _Launcher, summary: dict, training: list[str], later: list[str], progress, stages: int,
+          started: float, began: datetime, paths, args, *, land_later: bool, selection=None,
+          cohorts: list[str] | None = None) -> int:
+    """The governed sequence on one source: train on ``training``, drift of the newest, the release path;
+    then each ``later`` extract (landed now when ``land_later``): its features, drift and external evaluation;
+    batch scoring of the newest extract with each cohort's champion only."""
+    train = ("encounter_features", "training_split", "baseline_model", "candidate_model", "model_evaluation")
+    release = ("fairness_report", "fairness_root_cause", "mitigated_model", "model_card", "change_control_report",
+               "promotion")
+    per_extract = ("drift_report", "external_evaluation")
+    _say(f"[{next(progress)}/{stages}] Features, split, models and evaluation for the cohorts of {launch.source}")
+    training_run = launch.job("training", asset_selection=_subset(selection, train))
+    summary["training_run_id"] = training_run.run_id
+    summary["models"] = _model_summary(training_run.metadata)
+    if not training_run.success:
+        return _finish(summary, launch, started, began, paths, args, cohorts)
+    newest = training[-1] if training else None
+    _say(f"[{next(progress)}/{stages}] Drift of {newest}; then fairness, root cause, mitigation, model card, "
          "change control and the promotion gate (the graph's order)")
-    launch.job("drift_job", partition_key=newest)
-    release = launch.job("release_job")
-    summary["release_run_id"] = release.run_id
+    if newest is not None:
+        launch.job("drift", partition_key=newest, asset_selection=_subset(selection, per_extract))
+    release_run = launch.job("release", asset_selection=_subset(selection, release))
+    summary["release_run_id"] = release_run.run_id
     summary["root_cause"] = {key.partition("/")[0]: values.get("conclusions", {})
-                             for key, values in release.metadata.items() if key.endswith("/fairness_root_cause")}
-
+                             for key, values in release_run.metadata.items() if key.endswith("/fairness_root_cause")}
     scored = newest
-    if extracts.later:
-        step += 1
-        later = extracts.later[-1]
-        _say(f"[{step}/{stages}] A later extract arrives: {later.name} — landing, features, drift")
-        summary["extracts"].append(_extract_row(later, launch.land(later)))
-        launch.job("features_job")
-        launch.job("drift_job", partition_key=later.name)
-        scored = later.name
-
-    step += 1
-    _say(f"[{step}/{stages}] Batch scoring of {scored} with each cohort's champion")
-    launch.job("scoring_job", partition_key=scored, expect_refusal=NO_CHAMPION)
-    return _finish(summary, launch, started, began, paths, args)
+    for extract in later:
+        _say(f"[{next(progress)}/{stages}] A later extract: {extract} — "
+             + ("landing, " if land_later else "") + "features, drift and external evaluation")
+        if land_later:
+            summary["extracts"].append(_extract_row(launch.source, extract, launch.land(extract)))
+        launch.job("features", asset_selection=_subset(selection, ("encounter_features",)))
+        launch.job("drift", partition_key=extract, asset_selection=_subset(selection, per_extract))
+        scored = extract
+    if scored is not None:
+        _say(f"[{next(progress)}/{stages}] Batch scoring of {scored} with each cohort's champion")
+        launch.job("scoring", partition_key=scored, expect_refusal=NO_CHAMPION,
+                   asset_selection=_subset(selection, ("batch_predictions",)))
+    return _finish(summary, launch, started, began, paths, args, cohorts)
 
 
 def _model_summary(metadata: dict[str, dict]) -> dict[str, dict]:
@@ -197,15 +224,18 @@ def _model_summary(metadata: dict[str, dict]) -> dict[str, dict]:
     return summary
 
 
-def story(con, since: datetime) -> dict[str, dict]:
-    """Per cohort: promotion status and reasons, failing groups, incidents opened since ``since``, drift
-    verdict per extract, the batch scoring outcome, and the command that approves a waiting model."""
+def story(con, since: datetime, cohorts: list[str] | None = None) -> dict[str, dict]:
+    """Per cohort (of ``cohorts``, default all): promotion status and reasons, failing groups, incidents opened
+    since ``since``, drift verdict per extract, external evaluations, the batch scoring outcome, and the
+    command that approves a waiting model."""
     from clinical_mlops.features.cohort import load_all_cohorts
     from clinical_mlops.fairness import audit as fairness
 
     out: dict[str, dict] = {}
     for spec in load_all_cohorts():
         cohort = spec.name
+        if cohorts is not None and cohort not in cohorts:
+            continue
         fair = fairness.summary_for(con, cohort)
         out[cohort] = {
             "promotion": _decisions(con, cohort, since),
@@ -260,11 +290,15 @@ def _decisions(con, cohort: str, since: datetime) -> list[dict]:
     return list(newest.values())
 
 
-def _finish(summary: dict, launch: _Launcher, started: float, began: datetime, paths, args) -> int:
+def _finish(summary: dict, launch: _Launcher, started: float, began: datetime, paths, args,
+            cohorts: list[str] | None = None) -> int:
     from clinical_mlops.core import warehouse
+    from clinical_mlops.features.cohort import load_all_cohorts
 
+    if cohorts is None:
+        cohorts = [s.name for s in load_all_cohorts() if s.source == launch.source]
     with contextlib.closing(warehouse.connect(paths.warehouse)) as con:
-        summary["cohorts"] = story(con, began)
+        summary["cohorts"] = story(con, began, cohorts)
     summary["refused"] = launch.refusals
     summary["failures"] = launch.failures
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -284,7 +318,8 @@ def _ci(values: list) -> str:
 def _print_summary(summary: dict) -> None:
     landed = sum(e["rows_landed"] or 0 for e in summary["extracts"])
     quarantined = sum(e["rows_quarantined"] or 0 for e in summary["extracts"])
-    print(f"\nclinical_mlops demo — {summary['source']} — {summary['wall_seconds']} s")
+    print(f"\nclinical_mlops — source {summary['source']} (contract {summary.get('contract_sha256', '')[:12]}) — "
+          f"{summary.get('file', '')} — {summary['wall_seconds']} s")
     print(f"  extracts: {len(summary['extracts'])}; rows landed {landed:,}; quarantined {quarantined:,}")
     for cohort, parts in summary.get("models", {}).items():
         evaluation = parts.get("evaluation", {})

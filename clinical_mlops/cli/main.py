@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 from pathlib import Path
 
-from clinical_mlops.core.settings import default_paths, switch_off_telemetry
+from clinical_mlops.core.settings import switch_off_telemetry
 
 __all__ = ["build_parser", "cmd_demo", "cmd_land", "main"]
 
@@ -48,38 +46,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_land(args: argparse.Namespace) -> int:
-    from clinical_mlops.ingestion import landing
-    from clinical_mlops.cli import runs
+    """``land FILE [--source NAME]`` (see :mod:`clinical_mlops.cli.pipeline`)."""
+    from clinical_mlops.cli import pipeline
 
-    paths = default_paths()
-    source: Path = args.path.resolve()
-    if not source.is_file():
-        _say(f"error: {source} is not a file")
-        return 2
-    target = paths.landing_dir / source.name
-    paths.landing_dir.mkdir(parents=True, exist_ok=True)
-    if target.exists() and landing.file_sha256(target) != landing.file_sha256(source):
-        _say(f"error: a different file named {source.name} is already in the landing zone; rename the new extract")
-        return 2
-    if not target.exists():
-        shutil.copyfile(source, target)
-    instance = runs.project_instance()
-    outcome = runs.run_ingestion(runs.load_definitions(), instance, target.name)
-    _record_or_warn(instance, outcome)
-    raw = outcome.metadata.get("raw_encounters", {})
-    valid = outcome.metadata.get("validated_encounters", {})
-    print(json.dumps({
-        "extract_id": target.name, "status": raw.get("status"), "sha256": raw.get("sha256"),
-        "rows_landed": raw.get("rows_landed"), "rows_valid": valid.get("rows_valid"),
-        "rows_quarantined": valid.get("rows_quarantined"), "failed_checks": outcome.failed_checks,
-        "run_id": outcome.run_id,
-    }, indent=2))
-    if not outcome.success or outcome.blocking_failures:
-        _say(f"error: {_run_error(outcome)}")
-        return 1
-    for warning in outcome.failed_checks:
-        _say(f"warning: check failed (non-blocking): {warning}")
-    return 0
+    return pipeline.cmd_land(args)
 
 
 def _run_error(outcome) -> str:
@@ -105,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the whole graph on synthetic data or the UCI extract")
-    demo.add_argument("--source", type=Path, help="the UCI zip or diabetic_data.csv (default: synthetic data)")
+    demo.add_argument("--source", type=Path, help="a real extract: the UCI zip or diabetic_data.csv, a sepsis_survival "
+                      "CSV … (default: synthetic data, source synthetic_diabetes130)")
+    demo.add_argument("--source-name", help="the source contract of --source (default: the one its header matches)")
     demo.add_argument("--seed", type=int, default=42, help="synthetic data seed")
     demo.add_argument("--encounters", type=int, default=30_000, help="synthetic encounters to generate")
     demo.add_argument("--extracts", type=int, default=4,
@@ -123,14 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
 
-    land = sub.add_parser("land", help="land one extract file and validate it")
-    land.add_argument("path", type=Path)
-    land.set_defaults(func=cmd_land)
+    from clinical_mlops.cli import audit as cli_audit, bench as cli_bench, fairness as cli_fairness, pipeline as cli_pipeline, registry as cli_registry, serving as cli_serving, sources as cli_sources
 
-    from clinical_mlops.cli import audit as cli_audit, bench as cli_bench, fairness as cli_fairness, registry as cli_registry, serving as cli_serving
-
-    for module in (cli_fairness, cli_registry, cli_audit, cli_serving, cli_bench):
+    for module in (cli_pipeline, cli_fairness, cli_registry, cli_audit, cli_serving, cli_bench):
         module.register(sub)
+    cli_sources.add_source_init_parser(sub)
     return parser
 
 

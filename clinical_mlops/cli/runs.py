@@ -181,20 +181,23 @@ def _root_error(info) -> tuple[str, str | None]:
     return info.message.strip(), info.cls_name
 
 
-def register_extracts(instance: dg.DagsterInstance, extract_ids: list[str]) -> None:
-    """Add extract partitions (idempotent)."""
+def register_extracts(instance: dg.DagsterInstance, source: str, extract_ids: list[str]) -> None:
+    """Add extract partitions of ``source`` (idempotent)."""
     from clinical_mlops.defs.partitions import extract_partitions
 
-    known = set(instance.get_dynamic_partitions(extract_partitions.name))
+    name = extract_partitions(source).name
+    known = set(instance.get_dynamic_partitions(name))
     new = [e for e in extract_ids if e not in known]
     if new:
-        instance.add_dynamic_partitions(extract_partitions.name, new)
+        instance.add_dynamic_partitions(name, new)
 
 
-def run_ingestion(defs: dg.Definitions, instance: dg.DagsterInstance, extract_id: str) -> RunOutcome:
-    """Land and validate one extract (one run of ``ingestion_job``)."""
-    register_extracts(instance, [extract_id])
-    return run_job(defs, instance, "ingestion_job", partition_key=extract_id)
+def run_ingestion(defs: dg.Definitions, instance: dg.DagsterInstance, source: str, extract_id: str) -> RunOutcome:
+    """Land and validate one extract of ``source`` (one run of ``ingestion_job_<source>``)."""
+    from clinical_mlops.defs.jobs import job_name
+
+    register_extracts(instance, source, [extract_id])
+    return run_job(defs, instance, job_name("ingestion", source), partition_key=extract_id)
 
 
 def run_job(
@@ -204,18 +207,23 @@ def run_job(
     *,
     partition_key: str | None = None,
     run_config: dict | None = None,
+    asset_selection: list[dg.AssetKey] | None = None,
 ) -> RunOutcome:
-    """Run one job of the project in-process on the project instance."""
+    """Run one job of the project in-process on the project instance (``asset_selection``: a subset of it)."""
     job = defs.resolve_job_def(job_name)
     for note in recover_abandoned_runs(instance):
         print(f"note: {note}", file=sys.stderr, flush=True)
     config = {**QUIET_RUN_CONFIG, **(run_config or {})}
     result = job.execute_in_process(
-        instance=instance, partition_key=partition_key, run_config=config, raise_on_error=False, tags=_actor_tags()
+        instance=instance, partition_key=partition_key, run_config=config, raise_on_error=False, tags=_actor_tags(),
+        asset_selection=asset_selection,
     )
     return _outcome(result)
 
 
-def run_training(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None) -> RunOutcome:
-    """Features, split, models and evaluation for every cohort (one run of ``training_job``)."""
-    return run_job(defs, instance, "training_job", run_config=run_config)
+def run_training(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None,
+                 source: str | None = None) -> RunOutcome:
+    """Features, split, models and evaluation for every cohort (of ``source``: ``training_job_<source>``)."""
+    from clinical_mlops.defs.jobs import job_name
+
+    return run_job(defs, instance, job_name("training", source), run_config=run_config)

@@ -162,7 +162,7 @@ def log_fitted_model(
     version = str(info.registered_model_version)
     client = MlflowClient()
     for key, value in tags.items():
-        if key.startswith(("git_", "lock_", "data_version", "cohort")):
+        if key.startswith(("git_", "lock_", "data_version", "cohort", "source")):
             client.set_model_version_tag(registered_name, version, key, value)
     return RegisteredModel(
         name=registered_name,

@@ -238,5 +238,7 @@ MODEL_VERSIONS_DDL = """CREATE TABLE IF NOT EXISTS ml.model_versions (
     git_commit VARCHAR NOT NULL,
     git_dirty BOOLEAN NOT NULL,
     lock_sha256 VARCHAR NOT NULL,
+    source VARCHAR,                       -- the source contract the cohort is built on
+    source_contract_sha256 VARCHAR,       -- ... and its version
     PRIMARY KEY (model_name, model_version)
 )"""

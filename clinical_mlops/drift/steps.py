@@ -164,7 +164,7 @@ def assess_drift(
     numeric = list(spec.numeric_features)
     columns = [*numeric, *categorical, "label"]
     reference, reference_sql, reference_params = drift.select_reference(con, spec.name, spec.features_table,
-                                                                        extract_id, model_name)
+                                                                        extract_id, model_name, spec.source)
     current_sql, current_params = drift.current_population(spec.features_table, extract_id)
     started = time.perf_counter()
     n_ref, n_cur = drift.stage_populations(

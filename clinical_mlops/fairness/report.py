@@ -372,6 +372,35 @@ def root_cause_html(causes: Iterable, *, title: str, model: str, policy: Policy)
 # --------------------------------------------------------------------------------------------
 
 
+def _attributes_text(fp) -> str:
+    return (", ".join(f"**{a.name}** (reference {a.reference})" for a in fp.sensitive_attributes)
+            + (f" and the intersections {', '.join(' × '.join(c) for c in fp.intersections)}" if fp.intersections
+               else ""))
+
+
+def _reference_population_lines(fp) -> list[str]:
+    return [line for a in fp.sensitive_attributes if a.reference_population
+            for line in (f"Declared reference population for **{a.name}**: "
+                         + ", ".join(f"{g} {s:.1%}" for g, s in a.reference_population.items()) + ".", "")]
+
+
+def _per_source_lines(policy: Policy) -> list[str]:
+    """Each source contract's sensitive attributes and required groups, as the policy applies them."""
+    from types import SimpleNamespace
+
+    from clinical_mlops.governance.policy import for_cohort
+    from clinical_mlops.sources.contract import load_all_sources
+
+    lines: list[str] = []
+    for name, source in load_all_sources().items():
+        fp = for_cohort(policy, SimpleNamespace(source=name)).fairness
+        required = "; ".join(f"{a.name}: {', '.join(a.required_groups)}" for a in fp.sensitive_attributes
+                             if a.required_groups) or "none listed"
+        lines += [f"**Source `{name}`** (contract sha256 {source.sha256[:12]}): {_attributes_text(fp) or 'none'}. "
+                  f"Required groups: {required}.", "", *_reference_population_lines(fp)]
+    return lines
+
+
 def governance_markdown(policy: Policy) -> str:
     """The governance document: thresholds, who intervenes, how clinicians are told, timelines."""
     fp, cc, dr = policy.fairness, policy.change_control, policy.drift
@@ -388,9 +417,10 @@ def governance_markdown(policy: Policy) -> str:
         "",
         "## Fairness",
         "",
-        f"Audited on the held-out split at the model's operating threshold, for the sensitive attributes "
-        f"{', '.join(f'**{a.name}** (reference {a.reference})' for a in fp.sensitive_attributes)}"
-        + (f" and the intersections {', '.join(' × '.join(c) for c in fp.intersections)}" if fp.intersections else "")
+        "Audited on the held-out split at the model's operating threshold, for the sensitive attributes "
+        + (_attributes_text(fp) if fp.sensitive_attributes else
+           "its source contract declares (`sources/<source>.yaml`: `sensitive_attributes`, `intersections`; "
+           "listed per source below)")
         + f". Intervals: {fp.n_bootstrap} bootstrap replicates at {fp.confidence:.0%}; recall gaps are also tested "
         f"(two-proportion z-test, {fp.significance.correction} correction, alpha {fp.significance.alpha:g}).",
         "",
@@ -414,10 +444,9 @@ def governance_markdown(policy: Policy) -> str:
           for m in fp.metrics],
         "",
     ]
-    refs = [a for a in fp.sensitive_attributes if a.reference_population]
-    for a in refs:
-        lines += [f"Declared reference population for **{a.name}**: "
-                  + ", ".join(f"{g} {s:.1%}" for g, s in a.reference_population.items()) + ".", ""]
+    lines += _reference_population_lines(fp)
+    if not fp.sensitive_attributes:
+        lines += _per_source_lines(policy)
     lines += [
         f"When a fairness check fails, root-cause analysis and the mitigation options "
         f"({', '.join(fp.mitigation.methods)}; constraint {fp.mitigation.constraint}) run automatically and a "

@@ -23,7 +23,7 @@ from clinical_mlops.core.warehouse import transaction
 from clinical_mlops.fairness import audit as fairness, mitigation, report, root_cause
 from clinical_mlops.features import build as features
 from clinical_mlops.features.cohort import CohortSpec
-from clinical_mlops.governance.policy import Policy
+from clinical_mlops.governance.policy import Policy, for_cohort
 from clinical_mlops.monitoring import incidents
 from clinical_mlops.training import fit, modelling
 
@@ -52,6 +52,7 @@ def audit_candidate(
     policy (metrics, disparities with bootstrap CIs, corrected tests, a verdict per rule), store it in
     ``monitoring.fairness_*``, render the HTML report, and open an incident for each blocking rule whose
     status is ``fail`` (insufficient evidence blocks promotion through the stored gate, without an incident)."""
+    policy = for_cohort(policy, spec)  # the thresholds, with the sensitive attributes of the cohort's source
     model = fit.latest_model_version(con, spec.name, "candidate")
     if model is None:
         raise StepError(f"no candidate model registered for {spec.name}: materialize candidate_model first")
@@ -121,6 +122,7 @@ def analyse_root_cause(
     """``[cohort, fairness_root_cause]``: for up to three failing groups of the latest audit —
     representation against the declared population, label prevalence, missingness, feature shifts,
     per-group permutation importance, calibration and threshold effects — as findings and an HTML report."""
+    policy = for_cohort(policy, spec)  # the thresholds, with the sensitive attributes of the cohort's source
     model, failing = _failing_targets(con, spec.name)
     if model is None:
         return RootCauseStep(status=NO_FAILING_GROUP, policy_sha256=policy.sha256)
@@ -169,6 +171,7 @@ def mitigate(
     """``[cohort, mitigated_model]``: compare post- and in-processing mitigations for the worst failing
     group on the same test split (trade-off table), register the chosen one as ``<cohort>_mitigated``
     with its test predictions and a ``ml.model_versions`` row, audit it and render the report."""
+    policy = for_cohort(policy, spec)  # the thresholds, with the sensitive attributes of the cohort's source
     candidate, failing = _failing_targets(con, spec.name)
     if candidate is None:
         return MitigationStep("no_failing_group", NO_FAILING_GROUP, policy.sha256)
@@ -231,6 +234,7 @@ def _register_mitigated(spec: CohortSpec, candidate: dict, result: mitigation.Mi
     tradeoff = comparison.table.loc[comparison.table["method"] == result.method].iloc[0]
     tags = {
         **code, "cohort": spec.name, "cohort_spec_sha256": spec.spec_hash, "role": "mitigated",
+        "source": spec.source, "source_contract_sha256": spec.contract_sha256,
         "mitigation": result.method, "needs_sensitive_attribute": str(result.needs_sensitive_attribute).lower(),
         "policy_sha256": policy.sha256, "policy_version": policy.version,
         "train_ids_sha256": candidate["train_ids_sha256"], "test_ids_sha256": candidate["test_ids_sha256"],
@@ -274,12 +278,13 @@ def _record_mitigated(con: duckdb.DuckDBPyConnection, spec: CohortSpec, candidat
             con.execute("INSERT INTO ml.predictions SELECT ?, ?, ?, ?, 'test', encounter_id, label, score, ? "
                         "FROM mitigated_scored", [spec.name, model.name, model.version, model.run_id, now])
             con.execute(
-                "INSERT INTO ml.model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO ml.model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [now, spec.name, "mitigated", model.name, model.version, model.run_id, params["algorithm"],
                  json.dumps(params, sort_keys=True, default=str), float(result.operating_threshold),
                  candidate["train_rows"], candidate["test_rows"], candidate["input_extracts_json"],
                  candidate["train_ids_sha256"], candidate["test_ids_sha256"], spec.spec_hash,
-                 code["git_commit"], code["git_dirty"] == "true", code["lock_sha256"]],
+                 code["git_commit"], code["git_dirty"] == "true", code["lock_sha256"],
+                 spec.source, spec.contract_sha256],
             )
     finally:
         con.unregister("mitigated_scored")

@@ -62,6 +62,13 @@ def check_cohort(spec: CohortSpec, file: str) -> source_contract.LoadedSource:
         for column in required_columns(spec):
             if column not in provided:
                 raise CohortSpecError(f"{file}: base_sql: the SQL provides no column {column!r} (required)")
+        if spec.split_strategy == "row" and "patient_key" in provided:
+            raise CohortSpecError(f"{file}: split.strategy: a 'row' split makes its own per-row patient_key; "
+                                  "the SQL must not provide one")
+        for i, attribute in enumerate(spec.sensitive_attributes):
+            if attribute in provided:
+                raise CohortSpecError(f"{file}: sensitive_attributes.{i}: {attribute!r} comes from the source "
+                                      "contract; the SQL must not provide a column of that name")
         for kind, names in (("numeric", spec.numeric_features), ("categorical", spec.categorical_features)):
             for i, name in enumerate(names):
                 if name not in provided:

@@ -23,7 +23,7 @@ from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.core.warehouse import scalar, transaction
 
 __all__ = ["FEATURE_CHECK_ENGINES", "FeatureBuild", "FeatureSchemaCheck", "SplitSummary",
-    "TrainingSample", "assign_split", "build_features", "check_feature_schema", "encounter_base_sql",
+    "TrainingSample", "assign_split", "build_features", "cohort_rows_sql", "external_extracts", "check_feature_schema", "encounter_base_sql",
     "feature_schema", "feature_schema_sql", "feature_sql_version", "iter_split_frames", "load_features",
     "load_split_frame", "load_training_sample", "summarise_split"]
 
@@ -56,24 +56,30 @@ def _row_patient_key() -> str:
     return "substr(sha256(b.extract_id || ':' || CAST(b.row_number AS VARCHAR)), 1, 16)"
 
 
-def build_features(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> FeatureBuild:
-    """Create ``features.<cohort>`` from its source's rows only: keys, sensitive attributes (as the
-    source contract defines their groups), features and the 0/1 label."""
+def cohort_rows_sql(spec: CohortSpec, source_table: str | None = None) -> str:
+    """SQL of every row of the cohort's source as it feeds the cohort, before exclusions: the base (and
+    cohort) SQL's columns, ``patient_key`` (a per-row key for a ``row`` split) and the sensitive
+    attributes, their groups as the source contract defines them. Reads ``staging.<source>`` only
+    (or ``source_table``, rows of that table's shape, e.g. a replay's recorded extracts)."""
     source = contract.load_source(spec.source)
-    patient_key = "b.patient_key" if spec.split_strategy == "patient_hash" else _row_patient_key()
-    sensitive = [f"{derive.sensitive_attribute_sql(source.contract, a)} AS {a}"
-                 for a in dict.fromkeys(spec.sensitive_attributes)]
-    base = (f"SELECT b.*, {patient_key} AS _patient_key, {', '.join(sensitive)} FROM ({encounter_base_sql(spec)}) b "
+    sensitive = ", ".join(f"{derive.sensitive_attribute_sql(source.contract, a)} AS {a}"
+                          for a in dict.fromkeys(spec.sensitive_attributes))
+    patient_key = "" if spec.split_strategy == "patient_hash" else f"{_row_patient_key()} AS patient_key, "
+    return (f"WITH source_rows AS (SELECT * FROM {source_table or tables.staging_table(spec.source)}) "
+            f"SELECT b.*, {patient_key}{sensitive} FROM ({encounter_base_sql(spec)}) b "
             "JOIN source_rows s USING (extract_id, row_number)")
+
+
+def build_features(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> FeatureBuild:
+    """Create ``features.<cohort>`` from its source's rows only: keys, sensitive attributes, features
+    and the 0/1 label."""
     columns = ", ".join(
-        ["encounter_id", "_patient_key AS patient_key", "extract_id", *dict.fromkeys(spec.sensitive_attributes),
-         *spec.features]
+        ["encounter_id", "patient_key", "extract_id", *dict.fromkeys(spec.sensitive_attributes), *spec.features]
     )
     excluded_any = " OR ".join(f"({e.sql})" for e in spec.exclusions) or "FALSE"
-    tables.ensure_source_tables(con, source)
+    tables.ensure_source_tables(con, contract.load_source(spec.source))
     with transaction(con):
-        con.execute(f"CREATE OR REPLACE TEMP VIEW source_rows AS SELECT * FROM {tables.staging_table(spec.source)}")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW encounter_base AS {base}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW encounter_base AS {cohort_rows_sql(spec)}")
         rows_in = int(scalar(con, "SELECT count(*) FROM encounter_base"))
         excluded = {
             e.name: int(scalar(con, f"SELECT count(*) FROM encounter_base WHERE {e.sql}")) for e in spec.exclusions
@@ -221,18 +227,34 @@ class SplitSummary:
     test_prevalence: float
 
 
+def external_extracts(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> list[str]:
+    """Landed extracts the source contract declares ``role: external_site`` (by file name or sha256):
+    another site's data, for external evaluation and a transport check, never for training."""
+    declared = [e for e in contract.load_source(spec.source).contract.extracts if e.role == "external_site"]
+    if not declared:
+        return []
+    names = [e.file for e in declared]
+    hashes = [e.sha256 for e in declared if e.sha256]
+    return [r[0] for r in con.execute(
+        "SELECT extract_id FROM raw.extracts WHERE source = ? AND status = 'landed' "
+        "AND (list_contains(?, file_name) OR list_contains(?, sha256)) ORDER BY extract_id",
+        [spec.source, names, hashes]).fetchall()]
+
+
 def assign_split(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> SplitSummary:
-    """Deterministic patient-grouped split: a patient's side follows a seeded hash of its key."""
+    """Deterministic split by a seeded hash of the patient key (of the row, for a ``row`` split); rows of
+    an external-site extract are in neither side."""
     buckets = 10_000
     cut = int(round(spec.test_fraction * buckets))
+    external = external_extracts(con, spec)
     with transaction(con):
         con.execute("DELETE FROM ml.splits WHERE cohort = ?", [spec.name])
         con.execute(
             f"""INSERT INTO ml.splits
             SELECT ?, encounter_id, patient_key,
                    CASE WHEN md5_number(? || ':' || patient_key) % {buckets} < {cut} THEN 'test' ELSE 'train' END
-            FROM {spec.features_table}""",
-            [spec.name, str(spec.split_seed)],
+            FROM {spec.features_table} WHERE NOT list_contains(?, extract_id)""",
+            [spec.name, str(spec.split_seed), external],
         )
     return summarise_split(con, spec)
 

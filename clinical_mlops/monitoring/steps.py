@@ -17,7 +17,7 @@ from clinical_mlops.core import evidence
 from clinical_mlops.core.steps import StepError
 from clinical_mlops.drift.statistics import DriftSettings
 from clinical_mlops.features.cohort import CohortSpec
-from clinical_mlops.governance.policy import Policy
+from clinical_mlops.governance.policy import Policy, for_cohort
 from clinical_mlops.monitoring import incidents, production
 from clinical_mlops.scoring import prediction_log
 
@@ -106,6 +106,7 @@ def monitor_production(
     production predictions (its AUROC interval against the held-out AUROC minus the tolerance) and fairness
     under the policy, each judged pass / fail / insufficient evidence; each failing blocking fairness rule
     opens an incident (insufficient evidence opens none: it is a lack of evidence, not a finding)."""
+    policy = for_cohort(policy, spec)  # the thresholds, with the sensitive attributes of the cohort's source
     performance = production.performance_over_time(
         con, spec, period=period, window_days=window_days, min_labelled=min_labelled,
         auroc_tolerance=auroc_tolerance, n_boot=n_bootstrap,

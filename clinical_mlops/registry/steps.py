@@ -18,7 +18,7 @@ from clinical_mlops.core.steps import StepError, escalation, report_path
 from clinical_mlops.fairness import audit as fairness_audit
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.governance import waivers
-from clinical_mlops.governance.policy import Policy
+from clinical_mlops.governance.policy import Policy, for_cohort
 from clinical_mlops.registry import aliases as registry, change_control
 from clinical_mlops.training import fit
 from clinical_mlops.training.modelling import registered_model_name
@@ -98,6 +98,7 @@ def change_control_report(
     decision under the evidence rule (and the version's active waivers). A mitigated challenger derived
     from this candidate is assessed the same way and its trade-off shown. Markdown in the reports
     folder and ``audit.change_control_reports``."""
+    policy = for_cohort(policy, spec)  # the thresholds, with the sensitive attributes of the cohort's source
     tracking.configure(tracking_uri, Path(artifact_root))
     model_name = registered_model_name(spec.name, "candidate")
     latest = fit.latest_model_version(con, spec.name, "candidate")
@@ -188,6 +189,7 @@ def promote_if_accepted(
     challenger without a fairness audit is blocked, never promoted. The mitigated challenger derived from
     the same candidate gets its own decision, at best ``pending_approval`` (never promoted here). A report
     made under another champion, policy or fairness audit raises :class:`StepError` (rematerialize it)."""
+    policy = for_cohort(policy, spec)  # the thresholds, with the sensitive attributes of the cohort's source
     tracking.configure(tracking_uri, Path(artifact_root))
     model_name = registered_model_name(spec.name, "candidate")
     stored = change_control.latest_report(con, spec.name, model_name)

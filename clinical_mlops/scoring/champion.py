@@ -13,7 +13,7 @@ operating threshold and a UTC timestamp. The alias is resolved to a concrete ver
 that exact version is loaded, so the version recorded is always the version that scored.
 
 Batch scoring (``score_extract``) computes an extract's features with the same SQL as training
-(``clinical_mlops/sql/encounter_base.sql``, cohort exclusions applied) and writes
+(the cohort's SQL over its source's rows, cohort exclusions applied) and writes
 ``ml.batch_predictions``. It streams: ``chunk_rows`` encounters at a time are fetched, scored and
 inserted (one transaction for the extract), so memory does not grow with the extract. No patient
 data leaves the warehouse: summaries hold counts and hashes.
@@ -312,7 +312,7 @@ def _extract_features_sql(spec: CohortSpec) -> str:
     """The cohort's features for one extract's encounters (one parameter: the extract id), in encounter order."""
     excluded_any = " OR ".join(f"({e.sql})" for e in spec.exclusions) or "FALSE"
     columns = ", ".join(["encounter_id", "extract_id", *(f'"{c}"' for c in spec.features)])
-    return (f"WITH encounter_base AS ({features.encounter_base_sql()}) "
+    return (f"WITH encounter_base AS ({features.cohort_rows_sql(spec)}) "
             f"SELECT {columns} FROM encounter_base WHERE extract_id = ? AND NOT ({excluded_any}) ORDER BY encounter_id")
 
 
@@ -344,7 +344,7 @@ def excluded_count(con: duckdb.DuckDBPyConnection, spec: CohortSpec, extract_id:
     if not spec.exclusions:
         return 0
     excluded_any = " OR ".join(f"({e.sql})" for e in spec.exclusions)
-    con.execute(f"CREATE OR REPLACE TEMP VIEW encounter_base AS {features.encounter_base_sql()}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW encounter_base AS {features.cohort_rows_sql(spec)}")
     return int(
         con.execute(
             f"SELECT count(*) FROM encounter_base WHERE extract_id = ? AND ({excluded_any})", [extract_id]

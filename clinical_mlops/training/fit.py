@@ -54,8 +54,10 @@ def input_extracts(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> list[dic
     """The extracts (and their sha256 data versions) whose rows are in the cohort's features."""
     rows = con.execute(
         f"""SELECT e.extract_id, e.sha256 FROM raw.extracts e
-            WHERE e.extract_id IN (SELECT DISTINCT extract_id FROM {spec.features_table})
-            ORDER BY e.extract_id"""
+            WHERE e.source = ? AND e.extract_id IN (SELECT DISTINCT extract_id FROM {spec.features_table})
+              AND NOT list_contains(?, e.extract_id)
+            ORDER BY e.extract_id""",
+        [spec.source, features.external_extracts(con, spec)],
     ).fetchall()
     return [{"extract_id": extract_id, "sha256": sha} for extract_id, sha in rows]
 
@@ -155,6 +157,8 @@ def train_and_register(
         **code,
         "cohort": spec.name,
         "cohort_spec_sha256": spec.spec_hash,
+        "source": spec.source,
+        "source_contract_sha256": spec.contract_sha256,
         "role": role,
         "train_ids_sha256": split.train_ids_sha256,
         "test_ids_sha256": split.test_ids_sha256,
@@ -194,12 +198,13 @@ def train_and_register(
                 [spec.name, model.name, model.version, model.run_id, now],
             )
             con.execute(
-                "INSERT INTO ml.model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO ml.model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     now, spec.name, role, model.name, model.version, model.run_id, params["algorithm"],
                     json.dumps(params, sort_keys=True), float(threshold), sample.full_rows, len(test_ids),
                     json.dumps(extracts), split.train_ids_sha256, split.test_ids_sha256, spec.spec_hash,
                     code["git_commit"], code["git_dirty"] == "true", code["lock_sha256"],
+                    spec.source, spec.contract_sha256,
                 ],
             )
             con.execute(

@@ -3,7 +3,6 @@ validation, governance tables, report files)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -16,7 +15,9 @@ from clinical_mlops.audit import ledger, lineage
 from clinical_mlops.core import provenance
 from clinical_mlops.core.settings import PROJECT_ROOT
 from clinical_mlops.core.warehouse import columns as _columns, table_exists as _table_exists
-from clinical_mlops.features.cohort import COHORTS_DIR
+from clinical_mlops.features.cohort import CohortSpec, CohortSpecError, cohorts_dir, load_all_cohorts
+from clinical_mlops.sources.contract import ContractError, load_source
+from clinical_mlops.sources import tables
 
 __all__ = [
     "MAX_REPORT_BYTES",
@@ -112,13 +113,28 @@ def write_environment(
         bundle.absent.append("lock file: the checked-out uv.lock is not the recorded one "
                              f"(recorded {record.lock_sha256[:12]}, now {current_lock[:12]}); take it from git "
                              f"commit {record.git_commit[:12]}")
-    spec_file = COHORTS_DIR / f"{record.cohort}.yaml"
-    if spec_file.exists() and hashlib.sha256(spec_file.read_bytes()).hexdigest() == record.cohort_spec_sha256:
-        shutil.copyfile(spec_file, bundle.path("environment/cohort_spec.yaml"))
+    spec = _current_spec(record.cohort)
+    if spec is not None and spec.spec_hash == record.cohort_spec_sha256:
+        shutil.copyfile(cohorts_dir() / f"{spec.cohort}.yaml", bundle.path("environment/cohort_spec.yaml"))
+        for name in spec.sql_files:
+            shutil.copyfile(cohorts_dir() / name, bundle.path(f"environment/cohort_sql/{name}"))
         info["cohort_spec_included"] = True
-        bundle.included.append("cohort specification (sha256 as recorded)")
+        bundle.included.append("cohort specification and its SQL (sha256 as recorded)")
     else:
-        bundle.absent.append("cohort specification: the current file's hash differs from the recorded one")
+        bundle.absent.append("cohort specification: the current files' hash differs from the recorded one")
+    info["source"], info["source_contract_sha256"] = record.source, record.source_contract_sha256
+    info["source_contract_included"] = False
+    try:
+        source = load_source(record.source)
+    except ContractError:
+        source = None
+    if source is not None and source.sha256 == record.source_contract_sha256:
+        shutil.copyfile(source.path, bundle.path("environment/source_contract.yaml"))
+        info["source_contract_included"] = True
+        bundle.included.append(f"source contract {record.source} (sha256 as recorded)")
+    else:
+        bundle.absent.append(f"source contract {record.source or '(none recorded)'}: the current contract's hash "
+                             "differs from the recorded one")
     bundle.json("environment/provenance.json", info)
     return info
 
@@ -155,21 +171,24 @@ def write_validation(
     """Per-extract validation summary and quarantine reasons (counts only)."""
     ids = [e.extract_id for e in record.extracts]
     placeholders = ", ".join("?" for _ in ids) or "NULL"
+    quarantine = tables.quarantine_table(record.source)
+    if not _table_exists(con, f"staging.{record.source}__quarantine"):
+        quarantine = "(SELECT NULL::VARCHAR AS extract_id, NULL::VARCHAR AS reasons WHERE FALSE)"
     summary = con.execute(
         f"""SELECT e.extract_id, e.file_name, e.sha256, e.size_bytes, e.rows_landed, e.status, e.rejection_reason,
                    e.landed_at, coalesce(q.quarantined, 0) AS rows_quarantined,
                    e.rows_landed - coalesce(q.quarantined, 0) AS rows_valid
             FROM raw.extracts e
-            LEFT JOIN (SELECT extract_id, count(*) AS quarantined FROM staging.quarantine GROUP BY 1) q USING (extract_id)
-            WHERE e.extract_id IN ({placeholders}) ORDER BY e.extract_id""",
-        ids,
+            LEFT JOIN (SELECT extract_id, count(*) AS quarantined FROM {quarantine} GROUP BY 1) q USING (extract_id)
+            WHERE e.source = ? AND e.extract_id IN ({placeholders}) ORDER BY e.extract_id""",
+        [record.source, *ids],
     ).df()
     bundle.csv("lineage/extracts.csv", summary[["extract_id", "file_name", "sha256", "size_bytes", "rows_landed",
                                                 "status", "landed_at"]])
     bundle.csv("reports/validation_summary.csv", summary)
     reasons = con.execute(
         f"""SELECT extract_id, trim(reason) AS reason, count(*) AS rows
-            FROM (SELECT extract_id, unnest(string_split(reasons, ';')) AS reason FROM staging.quarantine
+            FROM (SELECT extract_id, unnest(string_split(reasons, ';')) AS reason FROM {quarantine}
                   WHERE extract_id IN ({placeholders}))
             GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2""",
         ids,
@@ -232,5 +251,15 @@ def copy_report_files(bundle: BundleFolder, reports_dir: Path | None, record: li
         bundle.absent.append("report files: none of the fairness / drift / change-control stages has written one yet")
 
 
+def _current_spec(name: str) -> CohortSpec | None:
+    try:
+        return next((s for s in load_all_cohorts() if s.name == name), None)
+    except CohortSpecError:
+        return None
+
+
 def _cohort_names() -> set[str]:
-    return {p.stem for p in COHORTS_DIR.glob("*.yaml")}
+    try:
+        return {s.name for s in load_all_cohorts()}
+    except CohortSpecError:
+        return set()

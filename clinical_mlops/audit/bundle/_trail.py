@@ -23,6 +23,7 @@ def relevant_entries(ledger_path: Path, record: lineage.ModelLineage) -> set[int
     """Seqs of the entries about this model: its runs' materializations, its records, their amendments."""
     name, version, cohort, role = record.model_name, record.model_version, record.cohort, record.role
     extracts = {e.extract_id for e in record.extracts}
+    partitioned = lineage.partitioned_assets(record.source)
     label = f"{name} v{version}"
     runs: set[str] = set()
     for entry in ledger.read_entries(ledger_path):
@@ -31,7 +32,7 @@ def relevant_entries(ledger_path: Path, record: lineage.ModelLineage) -> set[int
         payload, metadata = entry.payload, entry.payload.get("metadata") or {}
         asset = payload.get("asset_key") or ""
         if (metadata.get("registered_model") == name and str(metadata.get("model_version")) == version) \
-                or (asset in lineage.PARTITIONED_ASSETS and payload.get("partition") in extracts) \
+                or (asset in partitioned and payload.get("partition") in extracts) \
                 or (asset.startswith(f"{cohort}/") and metadata.get(f"{role}_model") == label):
             runs.add(payload.get("run_id"))
     relevant: set[int] = set()
@@ -40,7 +41,7 @@ def relevant_entries(ledger_path: Path, record: lineage.ModelLineage) -> set[int
         asset = payload.get("asset_key")
         in_run = payload.get("run_id") in runs and (
             asset is None or asset.startswith(f"{cohort}/")
-            or (asset in lineage.PARTITIONED_ASSETS and payload.get("partition") in extracts)
+            or (asset in partitioned and payload.get("partition") in extracts)
         )
         about_model = (
             entry.subject in (f"model:{name}/{version}", f"model:{name}")

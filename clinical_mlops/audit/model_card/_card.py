@@ -18,6 +18,7 @@ from clinical_mlops.audit.model_card._facts import (
     CARD_METRICS,
     SMALL_CELL,
     Facts,
+    split_statement,
     algorithm_text,
     count_text,
     format_value,
@@ -238,14 +239,14 @@ def card_markdown(facts: Facts) -> tuple[str, int]:
     ]
     train, test = counts.get("train", {}), counts.get("test", {})
     sections["Evaluation Data"] = [
-        f"Held-out patients from the same extracts: {spec.test_fraction:.0%} of patients by a seeded hash of the "
-        f"pseudonymised patient key (seed {spec.split_seed}), so no patient is in both sets. "
+        f"Held out from the same extracts of source {spec.source or 'unrecorded'}: {split_statement(spec)[0]}. "
         f"{r.test_rows:,} encounters"
         + (f" of {int(test['patients']):,} patients, {int(test['events']):,} outcome events "
            f"(prevalence {test['prevalence']:.1%})" if test else "")
         + f". Test id-set sha256 `{r.test_ids_sha256}`.",
         "",
-        "The split is random by patient, not temporal: performance on future admissions may be lower.",
+        f"The split is random ({split_statement(spec)[1]}), not temporal: performance on future admissions may be "
+        "lower.",
     ]
     sections["Training Data"] = [
         f"{r.train_rows:,} encounters"
@@ -290,8 +291,8 @@ def card_markdown(facts: Facts) -> tuple[str, int]:
         *drift_lines(facts.governance.drift),
     ]
     caveats = [
-        "- Internal validation only (patient-grouped random split of the same extracts); validate externally and "
-        "temporally before clinical use.",
+        f"- Internal validation only ({split_statement(spec)[1]}, random, of the same extracts); validate externally "
+        "and temporally before clinical use.",
         "- Monitor drift and subgroup performance after deployment; recalibrate or retrain through the change-control "
         "gate when monitoring flags a change.",
         "- Groups below the policy's minimum size have point estimates without intervals: treat them as "

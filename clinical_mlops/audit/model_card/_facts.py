@@ -19,6 +19,8 @@ from clinical_mlops.audit import ledger, lineage
 from clinical_mlops.audit.model_card._governance import GovernanceFacts, gather_governance
 from clinical_mlops.audit.recorded_inputs import rebuild_recorded_inputs
 from clinical_mlops.core.reporting import format_number
+from clinical_mlops.core.warehouse import table_exists
+from clinical_mlops.sources import tables
 from clinical_mlops.core.warehouse import columns as _columns, table_exists as _table_exists
 from clinical_mlops.features.cohort import CohortSpec, load_cohort
 from clinical_mlops.governance import policy as governance_policy
@@ -36,6 +38,7 @@ __all__ = [
     "latest_evaluation",
     "load_policy_or_none",
     "overall_metric",
+    "split_statement",
     "quarantine_counts",
     "sample_text",
     "split_composition",
@@ -138,15 +141,16 @@ def load_policy_or_none() -> Any | None:
         return None
 
 
-def quarantine_counts(con: duckdb.DuckDBPyConnection, extract_ids: list[str]) -> dict[str, int]:
-    """Quarantined rows per extract."""
-    if not extract_ids:
+def quarantine_counts(con: duckdb.DuckDBPyConnection, source: str, extract_ids: list[str]) -> dict[str, int]:
+    """Quarantined rows per extract of the source."""
+    if not extract_ids or not table_exists(con, f"staging.{source}__quarantine"):
         return {}
     placeholders = ", ".join("?" for _ in extract_ids)
     return {
         extract_id: int(n)
         for extract_id, n in con.execute(
-            f"SELECT extract_id, count(*) FROM staging.quarantine WHERE extract_id IN ({placeholders}) GROUP BY 1",
+            f"SELECT extract_id, count(*) FROM {tables.quarantine_table(source)} WHERE extract_id IN ({placeholders}) "
+            "GROUP BY 1",
             extract_ids,
         ).fetchall()
     }
@@ -256,7 +260,7 @@ def gather_facts(con: duckdb.DuckDBPyConnection, model_name: str, version: str) 
         evaluation=evaluation,
         demographics=demographics,
         split_counts=split_counts,
-        quarantined=quarantine_counts(con, [e.extract_id for e in record.extracts]),
+        quarantined=quarantine_counts(con, record.source, [e.extract_id for e in record.extracts]),
         fairness=fairness_rows(con, record.model_name, record.model_version),
         policy=load_policy_or_none(),
         notes=notes,
@@ -277,8 +281,19 @@ def algorithm_text(algorithm: str) -> str:
 
 
 def is_synthetic(record: lineage.ModelLineage) -> bool:
-    """Whether the version was trained on synthetic extracts."""
-    return any(e.extract_id.startswith("synthetic") for e in record.extracts)
+    """Whether the version was trained on a synthetic source (or, before sources, synthetic extracts)."""
+    return record.source.startswith("synthetic") or any(e.extract_id.startswith("synthetic") for e in record.extracts)
+
+
+def split_statement(spec: CohortSpec) -> tuple[str, str]:
+    """(how the held-out set was drawn, its limitation) for the card and TRIPOD item 12a."""
+    if spec.split_strategy == "row":
+        return (f"{spec.test_fraction:.0%} of rows by a seeded hash of each row's position (seed {spec.split_seed}): "
+                f"source {spec.source} has no patient id, so a patient with several episodes may have rows on both "
+                "sides, which can flatter the held-out figures",
+                "row-level split (no patient id in the source)")
+    return (f"{spec.test_fraction:.0%} of patients by a seeded hash of the pseudonymised patient key "
+            f"(seed {spec.split_seed}), so no patient is in both sets", "patient-grouped split")
 
 
 def overall_metric(evaluation: pd.DataFrame, metric: str) -> pd.Series | None:

@@ -16,6 +16,7 @@ from typing import Literal
 from clinical_mlops.audit.model_card._card import composition_table
 from clinical_mlops.audit.model_card._facts import (
     Facts,
+    split_statement,
     algorithm_text,
     is_synthetic,
     overall_metric,
@@ -174,8 +175,7 @@ def tripod_items(facts: Facts) -> list[TripodItem]:  # noqa: C901 - one flat lis
              lambda: f"Rows failing validation are quarantined, not imputed ({quarantined:,} of {rows_landed:,}); "
                      "missing categorical values are explicit levels; unseen categories map to an unknown code.")
     out.fact("12a", "Data usage", {"cohort spec split": True, version: True},
-             lambda: f"Patient-grouped split ({spec.test_fraction:.0%} of patients to test, seeded hash, seed "
-                     f"{spec.split_seed}); id-set sha256 train `{r.train_ids_sha256[:16]}…`, test "
+             lambda: f"{split_statement(spec)[0][:1].upper()}{split_statement(spec)[0][1:]} to test; id-set sha256 train `{r.train_ids_sha256[:16]}…`, test "
                      f"`{r.test_ids_sha256[:16]}…`.")
     out.fact("12b", "Predictor handling", {version: True}, lambda: algorithm_text(r.algorithm) + ".")
     out.fact("12c", "Model type, building and tuning", {"hyperparameters (ml.model_versions)": bool(r.params)},
@@ -241,7 +241,7 @@ def tripod_items(facts: Facts) -> list[TripodItem]:  # noqa: C901 - one flat lis
                      + "; ".join(m["model"] for m in gov.mitigations) + ".")
     out.unrecorded("25", "Interpretation", "interpretation (for the study team)")
     out.fact("26", "Limitations", {"cohort spec split": True},
-             lambda: "Internal, non-temporal validation (patient-hash split); administrative outcome"
+             lambda: f"Internal, non-temporal validation ({split_statement(spec)[1]}); administrative outcome"
                      + ("; synthetic training data" if is_synthetic(r) else "")
                      + ("; prediction time not declared" if spec.prediction_time is None else
                         f"; {spec.prediction_time.limitation}" if spec.prediction_time.limitation else "") + ".")

@@ -36,6 +36,8 @@ from typing import Any
 
 import dagster as dg
 
+from clinical_mlops.defs.partitions import validated_key
+
 from clinical_mlops.audit import events as audit_events, ledger
 from clinical_mlops.core import tracking
 from clinical_mlops.core.settings import default_paths
@@ -56,7 +58,6 @@ log = logging.getLogger(__name__)
 
 DAGSTER_UI = os.environ.get("CLINICAL_MLOPS_DAGSTER_UI", "http://127.0.0.1:3000")
 """Where the nested runs link the Dagster run (the same variable the incident sensor reads)."""
-VALIDATED = dg.AssetKey("validated_encounters")
 VALIDATION_COUNTS = ("rows_landed", "rows_valid", "rows_quarantined")
 ROLES = ("baseline", "candidate")
 EVIDENCE_EVENTS = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_CHECK_EVALUATION}
@@ -243,8 +244,8 @@ def _validation_evidence(instance: dg.DagsterInstance, metadata: Mapping[str, An
     rows = []
     for extract in extracts:
         extract_id = str(extract.get("extract_id"))
-        found = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=VALIDATED, asset_partitions=[extract_id]), limit=1).records
+        found = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=validated_key(str(_value(metadata, "source"))), asset_partitions=[extract_id]), limit=1).records
         row: dict[str, Any] = {"extract_id": extract_id, "sha256": extract.get("sha256")}
         if found:
             validated = found[0].asset_materialization.metadata

@@ -81,13 +81,14 @@ def run_events(instance: dg.DagsterInstance, run_id: str) -> list[ledger.Event]:
     actor = (run.tags.get("clinical_mlops/actor") or run.tags.get("user")) if run is not None else None
     events: list[ledger.Event] = []
     step_failures: list[dict] = []
+    stamps = audit_events.source_stamps()
     for record in event_records(instance, run_id, RECORDED_EVENT_TYPES):
         entry = record.event_log_entry
         event = entry.dagster_event
         if event is None:
             continue
         common = {"storage_id": record.storage_id, "run_id": run_id, "job_name": entry.job_name or "",
-                  "timestamp": entry.timestamp, "actor": actor}
+                  "timestamp": entry.timestamp, "actor": actor, "stamps": stamps}
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             materialization = event.event_specific_data.materialization
             events.append(audit_events.materialization_event(

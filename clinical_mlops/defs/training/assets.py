@@ -86,11 +86,14 @@ def build_training_split(spec: CohortSpec) -> dg.AssetsDefinition:
     return training_split
 
 
-def _model_result(outcome: training.TrainingOutcome, tracking_resource: TrackingResource) -> dg.MaterializeResult:
+def _model_result(outcome: training.TrainingOutcome, tracking_resource: TrackingResource,
+                  spec: CohortSpec) -> dg.MaterializeResult:
     model = outcome.model
     return dg.MaterializeResult(
         metadata={
             "registered_model": model.name,
+            "source": spec.source,
+            "source_contract_sha256": spec.contract_sha256,
             "model_version": model.version,
             "mlflow_run_id": model.run_id,
             "mlflow_run": dg.MetadataValue.url(tracking_lib.run_url(tracking_resource.ui_url, model.experiment_id, model.run_id)),
@@ -131,7 +134,7 @@ def build_model_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
                 con, spec, config.params(), tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root,
                 max_training_rows=config.max_training_rows, subsample_seed=config.subsample_seed,
             )
-        return _model_result(outcome, tracking)
+        return _model_result(outcome, tracking, spec)
 
     @dg.asset(key=[spec.name, "candidate_model"], code_version="1", description=(
         "Histogram gradient boosting with native categorical splits, tracked and registered in MLflow."
@@ -144,7 +147,7 @@ def build_model_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
                 con, spec, config.params(), tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root,
                 max_training_rows=config.max_training_rows, subsample_seed=config.subsample_seed,
             )
-        return _model_result(outcome, tracking)
+        return _model_result(outcome, tracking, spec)
 
     return [baseline_model, candidate_model]
 

@@ -29,11 +29,11 @@ def model_record(con: duckdb.DuckDBPyConnection, model_name: str, version: str |
 
 
 def select_reference(con: duckdb.DuckDBPyConnection, cohort: str, features_table: str, extract_id: str,
-                     model_name: str) -> tuple[Reference, str, list]:
+                     model_name: str, source: str) -> tuple[Reference, str, list]:
     """The reference population for an extract, as (description, SQL, parameters).
 
     The champion's training rows (train split, extracts it was trained on); with no champion,
-    the latest registered version's; with no model at all, every extract landed before this one.
+    the latest registered version's; with no model at all, every extract of the source landed before this one.
     """
     champion = current_alias(con, model_name, CHAMPION)
     row = model_record(con, model_name, champion) if champion else None
@@ -46,9 +46,10 @@ def select_reference(con: duckdb.DuckDBPyConnection, cohort: str, features_table
                "WHERE s.split = 'train' AND list_contains(?, f.extract_id)")
         return Reference(kind, model_name, str(row["model_version"]), extracts), sql, [cohort, list(extracts)]
     earlier = tuple(r[0] for r in con.execute(
-        """SELECT extract_id FROM raw.extracts WHERE status = 'landed' AND extract_id <> ?
-             AND landed_at < (SELECT landed_at FROM raw.extracts WHERE extract_id = ?) ORDER BY landed_at""",
-        [extract_id, extract_id],
+        """SELECT extract_id FROM raw.extracts WHERE source = ? AND status = 'landed' AND extract_id <> ?
+             AND landed_at < (SELECT landed_at FROM raw.extracts WHERE source = ? AND extract_id = ?)
+           ORDER BY landed_at""",
+        [source, extract_id, source, extract_id],
     ).fetchall())
     sql = f"SELECT f.* FROM {features_table} f WHERE list_contains(?, f.extract_id)"
     return Reference("earlier_extracts", None, None, earlier), sql, [list(earlier)]

@@ -21,6 +21,7 @@ from clinical_mlops.governance.policy._load import (
     load_policy,
     parse_policy,
 )
+from clinical_mlops.governance.policy._sources import for_cohort
 from clinical_mlops.governance.policy._models import (
     DEFAULT_NON_INFERIORITY_MARGIN,
     AbsoluteAcceptance,
@@ -55,6 +56,7 @@ __all__ = [
     "BLOCKING_SEVERITIES",
     "CORRECTIONS",
     "DEFAULT_NON_INFERIORITY_MARGIN",
+    "for_cohort",
     "DEFAULT_POLICY_PATH",
     "DIFFERENCE_METRICS",
     "KNOWN_METRICS",

@@ -296,9 +296,11 @@ class FairnessPolicy:
     min_group_size: AtLeastOne
     confidence: Confidence
     n_bootstrap: AtLeast20
-    sensitive_attributes: tuple[SensitiveAttribute, ...]
-    intersections: Intersections
     metrics: tuple[MetricRule, ...]
+    sensitive_attributes: tuple[SensitiveAttribute, ...] = ()
+    """From the source contract of the cohort audited (:func:`~clinical_mlops.governance.policy.for_cohort`);
+    a policy file may still declare them, for a cohort without a source."""
+    intersections: Intersections = ()
     bootstrap_seed: Seed = 0
     significance: Significance = field(default_factory=Significance)
     mitigation: MitigationPolicy = field(default_factory=MitigationPolicy)
@@ -326,13 +328,6 @@ class FairnessPolicy:
             return data
         named = {k: _listed_by_name(k, given[k]) for k in ("sensitive_attributes", "metrics") if k in given}
         return {"intersections": (), **given, **named}
-
-    @field_validator("sensitive_attributes")
-    @classmethod
-    def _some_attribute(cls, value: tuple[SensitiveAttribute, ...]) -> tuple[SensitiveAttribute, ...]:
-        if not value:
-            raise fail("must name at least one attribute")
-        return value
 
     @field_validator("metrics")
     @classmethod

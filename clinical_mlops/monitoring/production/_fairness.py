@@ -78,7 +78,8 @@ def production_fairness(
 ) -> ProductionFairness:
     """The policy's fairness audit on the current model's labelled production predictions."""
     now = now or utc_now()
-    frame = labelled_predictions(con, spec.name, since=now - timedelta(days=window_days))
+    frame = labelled_predictions(con, spec.name, since=now - timedelta(days=window_days),
+                                 attributes=tuple(spec.sensitive_attributes))
     if frame.empty:
         return ProductionFairness(None, 0, None, None, no_labels_reason(window_days))
     last = frame.iloc[-1]

@@ -70,13 +70,22 @@ def production_predictions_sql(con: duckdb.DuckDBPyConnection, cohort: str) -> t
     return " UNION ALL ".join(parts), params
 
 
+def _groups_sql(spec: CohortSpec, alias: str) -> str:
+    attributes = list(dict.fromkeys(spec.sensitive_attributes))
+    if not attributes:
+        return "CAST(NULL AS MAP(VARCHAR, VARCHAR))"
+    keys = ", ".join(f"'{a}'" for a in attributes)
+    values = ", ".join(f"CAST({alias}.{a} AS VARCHAR)" for a in attributes)
+    return f"map([{keys}], [{values}])"
+
+
 def stage_warehouse_outcomes(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> None:
     """Temp table ``cohort_outcomes``: the cohort label of every validated encounter, when it was observed.
 
     Encounters that meet a cohort exclusion get no label (they are outside the intended use).
     """
     excluded_any = " OR ".join(f"({e.sql})" for e in spec.exclusions) or "FALSE"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW encounter_base AS {features.encounter_base_sql()}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW encounter_base AS {features.cohort_rows_sql(spec)}")
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE cohort_outcomes AS
         SELECT b.encounter_id,
@@ -84,8 +93,9 @@ def stage_warehouse_outcomes(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -
                ({excluded_any}) AS excluded,
                'warehouse:' || b.extract_id AS label_source,
                x.landed_at AS label_observed_at,
-               b.race, b.gender, b.age_band
-        FROM encounter_base b LEFT JOIN raw.extracts x ON x.extract_id = b.extract_id"""
+               {_groups_sql(spec, "b")} AS groups
+        FROM encounter_base b LEFT JOIN raw.extracts x ON x.source = ? AND x.extract_id = b.extract_id""",
+        [spec.source],
     )
 
 
@@ -158,7 +168,7 @@ def join_labels(
                 """CREATE OR REPLACE TEMP TABLE file_outcomes AS
                    SELECT l.encounter_id, CAST(l.label AS INTEGER) AS label, FALSE AS excluded,
                           'labels_file' AS label_source, CAST(l.observed_at AS TIMESTAMP) AS label_observed_at,
-                          o.race, o.gender, o.age_band
+                          o.groups
                    FROM labels_file_rows l LEFT JOIN cohort_outcomes o USING (encounter_id)"""
             )
         finally:
@@ -179,7 +189,7 @@ def join_labels(
             """INSERT INTO monitoring.prediction_outcomes
                SELECT ?, p.source, p.prediction_ref, p.encounter_id, p.model_name, p.model_version, p.predicted_at,
                       p.score, p.flagged, p.operating_threshold, o.label, o.label_source, o.label_observed_at,
-                      o.race, o.gender, o.age_band, ?
+                      o.groups, ?
                FROM production_predictions p JOIN all_outcomes o USING (encounter_id)
                WHERE o.label IS NOT NULL AND NOT o.excluded
                  AND o.label_observed_at <= ?
@@ -218,9 +228,11 @@ def join_labels(
 
 
 def labelled_predictions(
-    con: duckdb.DuckDBPyConnection, cohort: str, *, since: datetime | None = None, source: str | None = None
+    con: duckdb.DuckDBPyConnection, cohort: str, *, since: datetime | None = None, source: str | None = None,
+    attributes: tuple[str, ...] = (),
 ) -> pd.DataFrame:
-    """Joined production predictions (aggregate use only: callers must never emit rows)."""
+    """Joined production predictions, one column per sensitive attribute in ``attributes`` (aggregate use
+    only: callers must never emit rows)."""
     ensure_tables(con)
     clauses, params = ["cohort = ?"], [cohort]
     if since is not None:
@@ -230,8 +242,8 @@ def labelled_predictions(
         clauses.append("source = ?")
         params.append(source)
     return con.execute(
-        f"""SELECT source, model_name, model_version, predicted_at, score, flagged, operating_threshold, label,
-                   race, gender, age_band
+        f"""SELECT source, model_name, model_version, predicted_at, score, flagged, operating_threshold, label
+                   {"".join(f", groups['{a}'] AS {a}" for a in attributes)}
             FROM monitoring.prediction_outcomes WHERE {' AND '.join(clauses)} ORDER BY predicted_at, prediction_ref""",
         params,
     ).df()

@@ -102,7 +102,7 @@ def performance_over_time(
     if period not in ("day", "week", "month"):
         raise ValueError("period must be day, week or month")
     now = now or utc_now()
-    frame = labelled_predictions(con, spec.name)
+    frame = labelled_predictions(con, spec.name, attributes=tuple(spec.sensitive_attributes))
     rows = []
     if not frame.empty:
         frame["period_start"] = frame["predicted_at"].dt.to_period({"day": "D", "week": "W-MON", "month": "M"}[period]

@@ -22,7 +22,7 @@ OUTCOMES_DDL = """CREATE TABLE IF NOT EXISTS monitoring.prediction_outcomes (
     label INTEGER NOT NULL,
     label_source VARCHAR NOT NULL,          -- warehouse:<extract_id> | labels_file
     label_observed_at TIMESTAMP NOT NULL,
-    race VARCHAR, gender VARCHAR, age_band VARCHAR,
+    groups MAP(VARCHAR, VARCHAR),           -- sensitive attribute -> group, as the source contract defines them
     joined_at TIMESTAMP NOT NULL,
     PRIMARY KEY (cohort, source, prediction_ref)
 )"""
