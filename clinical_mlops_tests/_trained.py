@@ -17,6 +17,9 @@ from clinical_mlops.validation import rules as validation
 from clinical_mlops.core import warehouse
 from clinical_mlops.features.cohort import CohortSpec, load_cohort
 from clinical_mlops_tests.conftest import Workspace
+from clinical_mlops_tests.conftest import synthetic_source  # noqa: E402
+
+SYNTHETIC_SOURCE = synthetic_source()
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,8 @@ def land_and_validate(ws: Workspace, encounters: pd.DataFrame, n_extracts: int, 
     key, _ = deid.pseudonym_key_from_env()
     with warehouse.connect(ws.warehouse) as con:
         for path in paths:
-            landing.land_extract(con, path)
-            validation.validate_extract(con, path.name, pseudonym_key=key)
+            landing.land_extract(con, path, SYNTHETIC_SOURCE)
+            validation.validate_extract(con, SYNTHETIC_SOURCE, path.name, pseudonym_key=key)
     return [p.name for p in paths]
 
 
@@ -58,7 +61,7 @@ def train_candidate(ws: Workspace, spec: CohortSpec, *, max_iter: int = 15, seed
 
 
 def build(root: Path, mlflow_template: Path, encounters: pd.DataFrame, *, n_extracts: int = 2,
-          cohort: str = "readmission_30d", train_on: int | None = None) -> Trained:
+          cohort: str = "synthetic_diabetes130_readmission_30d", train_on: int | None = None) -> Trained:
     """Land ``n_extracts`` extracts; train the cohort's candidate on the first ``train_on`` of them."""
     ws = new_workspace(root, mlflow_template)
     spec = load_cohort(cohort)

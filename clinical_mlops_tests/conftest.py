@@ -20,6 +20,20 @@ os.environ.setdefault("CLINICAL_MLOPS_PSEUDONYM_KEY", "test-key-not-secret")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "diabetes130"
 UCI_ZIP = SHARED_DATA / "dataset_diabetes.zip"
+SEPSIS_DATA = SHARED_DATA.parent / "sepsis_survival"
+
+SYNTHETIC = "synthetic_diabetes130"
+"""The source the synthetic generator's extracts land in (most tests use it)."""
+READMISSION = f"{SYNTHETIC}_readmission_30d"
+PROLONGED = f"{SYNTHETIC}_prolonged_stay"
+"""The shipped cohorts on the synthetic source (a cohort on two sources is named ``<source>_<cohort>``)."""
+
+
+def synthetic_source():
+    """The synthetic source's loaded contract."""
+    from clinical_mlops.sources.contract import load_source
+
+    return load_source(SYNTHETIC)
 
 
 @dataclass(frozen=True)
@@ -27,8 +41,14 @@ class Workspace:
     root: Path
 
     @property
-    def landing(self) -> Path:
+    def landing_root(self) -> Path:
+        """The landing zone: one folder per source."""
         return self.root / "landing"
+
+    @property
+    def landing(self) -> Path:
+        """The synthetic source's landing folder (``landing/synthetic_diabetes130``)."""
+        return self.landing_root / SYNTHETIC
 
     @property
     def warehouse(self) -> Path:
@@ -47,7 +67,7 @@ class Workspace:
 
         return {
             "warehouse": r.WarehouseResource(path=str(self.warehouse)),
-            "landing_zone": r.LandingZoneResource(directory=str(self.landing)),
+            "landing_zone": r.LandingZoneResource(directory=str(self.landing_root)),
             "tracking": r.TrackingResource(tracking_uri=self.tracking_uri, artifact_root=str(self.artifacts)),
             "pseudonymisation": r.PseudonymisationResource(),
             "reports": r.ReportsResource(directory=str(self.root / "reports")),
@@ -71,7 +91,7 @@ def mlflow_template(tmp_path_factory) -> Path:
 @pytest.fixture
 def workspace(tmp_path: Path, mlflow_template: Path) -> Workspace:
     ws = Workspace(tmp_path)
-    ws.landing.mkdir()
+    ws.landing.mkdir(parents=True)
     (tmp_path / "mlflow").mkdir()
     shutil.copyfile(mlflow_template, tmp_path / "mlflow" / "mlflow.db")
     return ws
@@ -114,3 +134,12 @@ def con(workspace):
     connection = warehouse.connect(workspace.warehouse)
     yield connection
     connection.close()
+
+
+def synthetic_assets(defs) -> list:
+    """The assets of the synthetic source and its cohorts only (each source has its own extract partitions,
+    so a run selecting a group across sources would mix partition definitions)."""
+    import dagster as dg
+
+    return [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)
+            and all(k.path[0].startswith(SYNTHETIC) for k in a.keys)]

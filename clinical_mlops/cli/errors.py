@@ -105,7 +105,8 @@ IDENTIFIER_PHRASES: dict[str, str] = {
 }
 """How a kind of identifier (``deid.IDENTIFIER_KINDS``) reads in an error line; others read ``<kind> identifiers``."""
 
-GATE_CHECK = "raw_encounters:no_direct_identifiers"
+GATE_CHECK = "raw_extract:no_direct_identifiers"
+"""The identifier gate, as the tail of its check's name ("<source>/raw_extract:no_direct_identifiers")."""
 
 
 def _finding_phrase(finding: Mapping) -> str:
@@ -140,8 +141,9 @@ def without_dagster_names(text: str) -> str:
 
 def describe_failed_checks(check_metadata: Mapping[str, Mapping], blocking: list[str]) -> str | None:
     """One line for failed blocking checks: the identifier gate's refusal, or each check and its reason."""
-    if GATE_CHECK in blocking and (refusal := describe_identifier_refusal(check_metadata.get(GATE_CHECK, {}))):
-        return refusal
+    for gate in (name for name in blocking if name.endswith(GATE_CHECK)):
+        if refusal := describe_identifier_refusal(check_metadata.get(gate, {})):
+            return refusal
     parts = []
     for name in blocking:
         values = check_metadata.get(name, {})

@@ -348,8 +348,8 @@ def land_extract(
     ).fetchall()
     if existing:
         raise ExtractFormatError(
-            f"extract {extract_id} was already landed in source {source.name} with different content "
-            f"(sha256 {existing[0][0][:12]}…); land the corrected file under a new name"
+            f"extract {extract_id} was already landed with different content (source {source.name}, "
+            f"sha256 {existing[0][0][:12]}…); land the corrected file under a new name"
         )
 
     header = read_header(path)

@@ -28,5 +28,5 @@ def land(
     try:
         return landing.land_extract(con, path, source, extract_id=extract_id)
     except landing.ExtractFormatError as exc:
-        raise StepError(f"Extract {extract_id} refused by source {source.name}: {exc}. Nothing was landed.",
+        raise StepError(f"Extract {extract_id} refused: {exc}. Nothing was landed in source {source.name}.",
                         metadata={"extract_id": extract_id, "source": source.name}, allow_retries=False) from None

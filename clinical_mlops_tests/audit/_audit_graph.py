@@ -18,7 +18,7 @@ from clinical_mlops.audit import ledger
 from clinical_mlops.ingestion import uci
 from clinical_mlops_tests.conftest import Workspace
 
-COHORT = "readmission_30d"
+COHORT = "synthetic_diabetes130_readmission_30d"
 
 
 @dataclass
@@ -52,7 +52,7 @@ def build(root: Path, mlflow_template: Path, encounters, *, candidate_iterations
     shutil.copyfile(mlflow_template, root / "mlflow" / "mlflow.db")
     defs = load_defs()
     # Only the path to the model card: other stages' assets (and their resources) stay out of these tests.
-    needed = {dg.AssetKey(["raw_encounters"]), dg.AssetKey(["validated_encounters"])} | {
+    needed = {dg.AssetKey(["synthetic_diabetes130", "raw_extract"]), dg.AssetKey(["synthetic_diabetes130", "validated_extract"])} | {
         dg.AssetKey([COHORT, name]) for name in
         ("encounter_features", "training_split", "baseline_model", "candidate_model", "model_evaluation", "model_card")
     }
@@ -60,7 +60,7 @@ def build(root: Path, mlflow_template: Path, encounters, *, candidate_iterations
     instance = dg.DagsterInstance.ephemeral()
     paths = uci.write_sequential_extracts(encounters, workspace.landing, 2, prefix="month")
     extract_ids = [p.name for p in paths]
-    instance.add_dynamic_partitions("extracts", extract_ids)
+    instance.add_dynamic_partitions("synthetic_diabetes130_extracts", extract_ids)
     ingest_runs = []
     for extract_id in extract_ids:
         result = dg.materialize(

@@ -115,7 +115,7 @@ def test_the_ledger_segment_and_trail_cover_this_model(bundle, graph):
     assert ("model_registered", model) in kinds and ("model_card_generated", model) in kinds
     assert (("asset_materialization", f"asset:{COHORT}/candidate_model") in kinds)
     assert ("asset_check_evaluation", f"check:{COHORT}/training_split:no_patient_overlap") in kinds
-    assert {f"asset:raw_encounters[{e}]" for e in graph.extract_ids} <= {s for _, s in kinds}
+    assert {f"asset:synthetic_diabetes130/raw_extract[{e}]" for e in graph.extract_ids} <= {s for _, s in kinds}
     assert not any(s == f"model:{graph.baseline}/{graph.baseline_version}" for _, s in kinds), "other models' trail"
     verification = json.loads((bundle.path / "ledger" / "verification.json").read_text())
     assert verification["ledger"]["ok"] and verification["segment"]["ok"]

@@ -64,7 +64,7 @@ def test_recorded_data_versions_are_the_ones_dagster_recorded(graph, con):
     record = lineage.model_lineage(con, graph.candidate, graph.candidate_version)
     for extract in record.extracts:
         result = graph.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_encounters"), asset_partitions=[extract.extract_id]),
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(["synthetic_diabetes130", "raw_extract"]), asset_partitions=[extract.extract_id]),
             limit=1,
         )
         assert result.records[0].asset_materialization.tags["dagster/data_version"] == extract.sha256
@@ -73,8 +73,8 @@ def test_recorded_data_versions_are_the_ones_dagster_recorded(graph, con):
     assert metadata["input_extracts"].value == [{"extract_id": e.extract_id, "sha256": e.sha256} for e in record.extracts]
     assert metadata["git_commit"].value == record.git_commit
     assert record.assets == [
-        *(f"raw_encounters[{e}]" for e in graph.extract_ids),
-        *(f"validated_encounters[{e}]" for e in graph.extract_ids),
+        *(f"synthetic_diabetes130/raw_extract[{e}]" for e in graph.extract_ids),
+        *(f"synthetic_diabetes130/validated_extract[{e}]" for e in graph.extract_ids),
         f"{COHORT}/encounter_features", f"{COHORT}/training_split", f"{COHORT}/candidate_model",
     ]
 
@@ -86,7 +86,7 @@ def test_the_ledger_holds_the_same_lineage(graph):
     assert len(registered) == 1
     extracts = {e["extract_id"]: e["sha256"] for e in registered[0].payload["input_extracts"]}
     landed = {e.payload["partition"]: e.payload["data_version"] for e in entries
-              if e.event_type == "asset_materialization" and e.payload["asset_key"] == "raw_encounters"}
+              if e.event_type == "asset_materialization" and e.payload["asset_key"] == "synthetic_diabetes130/raw_extract"}
     assert extracts == landed
 
 

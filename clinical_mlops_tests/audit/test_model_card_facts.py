@@ -134,7 +134,7 @@ def test_without_a_declared_prediction_time_predictors_are_not_reported(con, gra
 
 
 def test_each_cohort_declares_when_it_predicts_and_when_every_feature_is_complete():
-    readmission, prolonged = load_cohort("readmission_30d"), load_cohort("prolonged_stay")
+    readmission, prolonged = load_cohort("synthetic_diabetes130_readmission_30d"), load_cohort("synthetic_diabetes130_prolonged_stay")
     for spec in (readmission, prolonged):
         declared = spec.prediction_time
         assert declared is not None and declared.statement
@@ -158,7 +158,7 @@ def test_features_complete_after_the_prediction_time_are_a_red_caveat_on_the_car
 
 def test_the_prolonged_stay_limitation_reaches_the_card(con, graph):
     facts = model_card.gather_facts(con, graph.candidate, graph.candidate_version)
-    prolonged = dataclasses.replace(facts, spec=load_cohort("prolonged_stay"))
+    prolonged = dataclasses.replace(facts, spec=load_cohort("synthetic_diabetes130_prolonged_stay"))
     markdown, _ = model_card.card_markdown(prolonged)
     assert "**⚠ Prediction-time limitation:**" in markdown and "not valid for a prediction made before" in markdown
     item_26 = {i.item: i for i in model_card.tripod_items(prolonged)}["26"]
@@ -274,7 +274,7 @@ def test_the_card_follows_evaluation_fairness_and_mitigation_in_the_graph():
     from clinical_mlops.definitions import defs as load_defs
 
     graph = load_defs().resolve_asset_graph()
-    for spec in ("readmission_30d", "prolonged_stay"):
+    for spec in ("synthetic_diabetes130_readmission_30d", "synthetic_diabetes130_prolonged_stay"):
         parents = graph.get(dg.AssetKey([spec, "model_card"])).parent_keys
         assert parents == {dg.AssetKey([spec, name]) for name in ("model_evaluation", "fairness_report",
                                                                    "mitigated_model")}

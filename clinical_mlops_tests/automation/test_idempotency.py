@@ -15,11 +15,12 @@ import dagster as dg
 import pytest
 
 from clinical_mlops.core import warehouse
+from clinical_mlops_tests.conftest import SYNTHETIC  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
 REFUSED = "month_000_ssn.csv"
-COHORTS = ("prolonged_stay", "readmission_30d")
+COHORTS = ("synthetic_diabetes130_prolonged_stay", "synthetic_diabetes130_readmission_30d")
 FAST = {"ops": {
     **{f"{c}__candidate_model": {"config": {"max_iter": 20}} for c in COHORTS},
     **{f"{c}__model_evaluation": {"config": {"n_bootstrap": 30}} for c in COHORTS},
@@ -58,7 +59,7 @@ def cli_project(tmp_path_factory, mlflow_template):
 
     defs = runs.load_definitions()
     instance = dg.DagsterInstance.ephemeral()
-    outcomes = {name: runs.run_ingestion(defs, instance, name) for name in [REFUSED, *(p.name for p in clean)]}
+    outcomes = {name: runs.run_ingestion(defs, instance, SYNTHETIC, name) for name in [REFUSED, *(p.name for p in clean)]}
     assert not outcomes[REFUSED].success
     assert all(outcomes[p.name].success for p in clean)
     assert runs.run_training(defs, instance, FAST).success
@@ -109,7 +110,7 @@ def test_one_tick_of_every_sensor_and_the_automation_request_nothing(cli_project
 
 def test_a_refused_extract_stays_refused_after_a_clean_one_passes(cli_project):
     defs, instance, paths, clean = cli_project
-    gate = dg.AssetCheckKey(dg.AssetKey("raw_encounters"), "no_direct_identifiers")
+    gate = dg.AssetCheckKey(dg.AssetKey(["synthetic_diabetes130", "raw_extract"]), "no_direct_identifiers")
     history = instance.event_log_storage.get_asset_check_execution_history(gate, limit=50)
     latest = {}
     for record in sorted(history, key=lambda r: r.id):
@@ -122,14 +123,14 @@ def test_a_refused_extract_stays_refused_after_a_clean_one_passes(cli_project):
 
     with contextlib.closing(warehouse.connect(paths.warehouse, read_only=True)) as con:
         assert con.execute("SELECT status FROM raw.extracts WHERE extract_id = ?", [REFUSED]).fetchone() == ("rejected",)
-        for table in ("raw.encounters WHERE _extract_id", "staging.encounters WHERE extract_id",
-                      "features.readmission_30d WHERE extract_id", "features.prolonged_stay WHERE extract_id"):
+        for table in ("raw.synthetic_diabetes130 WHERE _extract_id", "staging.synthetic_diabetes130 WHERE extract_id",
+                      "features.synthetic_diabetes130_readmission_30d WHERE extract_id", "features.synthetic_diabetes130_prolonged_stay WHERE extract_id"):
             assert con.execute(f"SELECT count(*) FROM {table} = ?", [REFUSED]).fetchone()[0] == 0, table
     validated = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("validated_encounters"), asset_partitions=[REFUSED]), limit=1)
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(["synthetic_diabetes130", "validated_extract"]), asset_partitions=[REFUSED]), limit=1)
     assert not validated.records, "nothing downstream ran on the refused extract"
 
     # the automation gated per extract: the refused extract is never offered to validation
     automation = dg.evaluate_automation_conditions(defs=defs, instance=instance,
-                                                   asset_selection=dg.AssetSelection.assets("validated_encounters"))
-    assert REFUSED not in automation.get_requested_partitions(dg.AssetKey("validated_encounters"))
+                                                   asset_selection=dg.AssetSelection.assets(dg.AssetKey(["synthetic_diabetes130", "validated_extract"])))
+    assert REFUSED not in automation.get_requested_partitions(dg.AssetKey(["synthetic_diabetes130", "validated_extract"]))

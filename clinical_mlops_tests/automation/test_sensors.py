@@ -14,6 +14,9 @@ from clinical_mlops.core import warehouse
 from clinical_mlops.defs.automation import sensors
 from clinical_mlops.defs.resources import LandingZoneResource, WarehouseResource
 from clinical_mlops.governance.policy import load_policy
+from clinical_mlops_tests.conftest import synthetic_source  # noqa: E402
+
+SYNTHETIC_SOURCE = synthetic_source()
 
 
 def _write(path, text: str, *, age_seconds: float = 60.0) -> None:
@@ -39,8 +42,8 @@ def test_content_already_in_raw_extracts_starts_no_run_whoever_landed_it(workspa
     frame["payer_code"] = "123-45-6789"
     frame.to_csv(leaky, index=False, lineterminator="\n")
     with warehouse.connect(workspace.warehouse) as con:  # what `clinical-mlops land` did before the UI opened
-        assert landing.land_extract(con, clean).status == "landed"
-        assert landing.land_extract(con, leaky).status == "rejected"
+        assert landing.land_extract(con, clean, SYNTHETIC_SOURCE).status == "landed"
+        assert landing.land_extract(con, leaky, SYNTHETIC_SOURCE).status == "rejected"
     past = time.time() - 60
     for path in (clean, leaky):
         os.utime(path, (past, past))
@@ -51,7 +54,7 @@ def test_content_already_in_raw_extracts_starts_no_run_whoever_landed_it(workspa
     (added,) = result.dynamic_partitions_requests
     assert sorted(added.partition_keys) == ["month_000.csv", "month_001.csv", "month_002.csv"]
     assert set(json.loads(result.cursor)["files"]) == {"month_000.csv", "month_001.csv", "month_002.csv"}
-    instance.add_dynamic_partitions("extracts", list(added.partition_keys))
+    instance.add_dynamic_partitions("synthetic_diabetes130_extracts", list(added.partition_keys))
     assert isinstance(_tick(workspace, cursor=result.cursor, instance=instance), dg.SkipReason)
 
 
@@ -67,7 +70,7 @@ def test_new_extracts_request_one_run_each_keyed_by_sha256(workspace):
         assert request.run_key == landing.file_sha256(workspace.landing / name)
         assert request.tags["extract_sha256"] == request.run_key
     (added,) = result.dynamic_partitions_requests
-    assert added.partitions_def_name == "extracts"
+    assert added.partitions_def_name == "synthetic_diabetes130_extracts"
     assert sorted(added.partition_keys) == ["month_000.csv", "month_001.csv"]
     cursor = json.loads(result.cursor)
     assert cursor["files"] == {name: r.run_key for name, r in requests.items()}
@@ -124,7 +127,7 @@ def test_plan_landing_reads_a_bare_file_to_sha_cursor(workspace):
 # ---------------------------------------------------------------------------------------------
 
 
-@dg.asset(key=["readmission_30d", "exploding_step"], group_name="training", kinds={"python"})
+@dg.asset(key=["synthetic_diabetes130_readmission_30d", "exploding_step"], group_name="training", kinds={"python"})
 def _exploding_step() -> None:
     raise RuntimeError("simulated failure for the incident sensor")
 
@@ -159,12 +162,12 @@ def test_a_failed_run_opens_one_incident_with_policy_owner(workspace):
         ).fetchall()
     assert len(rows) == 1
     cohort, severity, owner, check, status, evidence = rows[0]
-    assert cohort == "readmission_30d"  # from the failed step's asset key
+    assert cohort == "synthetic_diabetes130_readmission_30d"  # from the failed step's asset key
     assert severity == "warn" and owner == policy.owner_for("warn") and status == "open"
     assert check == f"run_failure:{run.job_name}"
     evidence = json.loads(evidence)
     assert evidence["run_id"] == run.run_id
-    assert evidence["failed_steps"] == ["readmission_30d__exploding_step"]
+    assert evidence["failed_steps"] == ["synthetic_diabetes130_readmission_30d__exploding_step"]
     assert evidence["error_class"] == "RuntimeError"
 
 
@@ -220,19 +223,19 @@ def test_warehouse_writes_wait_for_the_lock(workspace, monkeypatch):
 # ---------------------------------------------------------------------------------------------
 
 
-@dg.asset(key=["readmission_30d", "encounter_features"], group_name="features", kinds={"python"})
+@dg.asset(key=["synthetic_diabetes130_readmission_30d", "encounter_features"], group_name="features", kinds={"python"})
 def _features() -> None:
     return None
 
 
-@dg.asset(key=["readmission_30d", "candidate_model"], deps=[_features], group_name="training", kinds={"python"})
+@dg.asset(key=["synthetic_diabetes130_readmission_30d", "candidate_model"], deps=[_features], group_name="training", kinds={"python"})
 def _model() -> None:
     return None
 
 
 @dg.asset(
-    key=["readmission_30d", "drift_report"], deps=[_features], group_name="drift", kinds={"python"},
-    check_specs=[dg.AssetCheckSpec("no_dataset_drift", asset=dg.AssetKey(["readmission_30d", "drift_report"]))],
+    key=["synthetic_diabetes130_readmission_30d", "drift_report"], deps=[_features], group_name="drift", kinds={"python"},
+    check_specs=[dg.AssetCheckSpec("no_dataset_drift", asset=dg.AssetKey(["synthetic_diabetes130_readmission_30d", "drift_report"]))],
 )
 def _drift(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     drifted = context.run.tags.get("drifted")
@@ -258,15 +261,15 @@ def test_a_failed_drift_check_requests_a_retrain_once_and_escalates(workspace):
     dg.materialize([_drift], instance=instance, tags={"drifted": "yes"})
     result = tick(None)
     (request,) = result.run_requests
-    assert request.run_key.startswith("drift-retrain:readmission_30d:")
-    assert set(request.asset_selection) == {dg.AssetKey(["readmission_30d", "encounter_features"]),
-                                            dg.AssetKey(["readmission_30d", "candidate_model"])}
+    assert request.run_key.startswith("drift-retrain:synthetic_diabetes130_readmission_30d:")
+    assert set(request.asset_selection) == {dg.AssetKey(["synthetic_diabetes130_readmission_30d", "encounter_features"]),
+                                            dg.AssetKey(["synthetic_diabetes130_readmission_30d", "candidate_model"])}
     assert request.tags["failed_checks"] == "no_dataset_drift"
     assert isinstance(tick(result.cursor), dg.SkipReason)  # seen: not requested again
     policy = load_policy()
     with warehouse.connect(workspace.warehouse) as con:
         (severity, owner, status), = con.execute(
-            "SELECT severity, owner, status FROM monitoring.incidents WHERE cohort = 'readmission_30d'"
+            "SELECT severity, owner, status FROM monitoring.incidents WHERE cohort = 'synthetic_diabetes130_readmission_30d'"
         ).fetchall()
     assert severity == policy.drift.severity and owner == policy.owner_for(policy.drift.severity)
     assert status == "open"

@@ -22,6 +22,9 @@ from clinical_mlops.training import modelling, fit as training
 from clinical_mlops.validation import rules as validation
 from clinical_mlops.ingestion import diabetes130 as d130
 from clinical_mlops.features.cohort import load_cohort
+from clinical_mlops_tests.conftest import synthetic_source  # noqa: E402
+
+SYNTHETIC_SOURCE = synthetic_source()
 
 KEY = b"test-key"
 N = 5_000
@@ -43,7 +46,7 @@ def con(workspace):
 def _land(con, workspace, frame: pd.DataFrame, name: str) -> str:
     path = workspace.landing / name
     frame.to_csv(path, index=False, lineterminator="\n")
-    assert landing.land_extract(con, path).status == "landed"
+    assert landing.land_extract(con, path, SYNTHETIC_SOURCE).status == "landed"
     return name
 
 
@@ -114,8 +117,8 @@ def test_chunked_validation_equals_whole_frame_pandera(con, workspace, encounter
     expected = _whole_frame_reasons(frame)
     assert len(expected) == 11
     extract = _land(con, workspace, frame, "planted.csv")
-    outcome = validation.validate_extract(con, extract, pseudonym_key=KEY, chunk_rows=CHUNK, engine=engine)
-    quarantined = dict(con.execute("SELECT row_number, reasons FROM staging.quarantine ORDER BY 1").fetchall())
+    outcome = validation.validate_extract(con, SYNTHETIC_SOURCE, extract, pseudonym_key=KEY, chunk_rows=CHUNK, engine=engine)
+    quarantined = dict(con.execute("SELECT row_number, reasons FROM staging.synthetic_diabetes130__quarantine ORDER BY 1").fetchall())
     assert quarantined == expected
     assert outcome.rows_quarantined == len(expected) and outcome.rows_valid == N - len(expected)
     assert outcome.reconciles
@@ -130,10 +133,10 @@ def test_chunk_size_does_not_change_the_result(con, workspace, encounters):
     extract = _land(con, workspace, _planted(encounters), "planted.csv")
     results = []
     for chunk_rows in (N * 2, 999, 1):
-        validation.validate_extract(con, extract, pseudonym_key=KEY, chunk_rows=chunk_rows)
-        results.append(con.execute("SELECT * EXCLUDE (quarantined_at) FROM staging.quarantine ORDER BY 2").fetchall())
+        validation.validate_extract(con, SYNTHETIC_SOURCE, extract, pseudonym_key=KEY, chunk_rows=chunk_rows)
+        results.append(con.execute("SELECT * EXCLUDE (quarantined_at) FROM staging.synthetic_diabetes130__quarantine ORDER BY 2").fetchall())
     assert results[0] == results[1] == results[2]
-    assert con.execute("SELECT count(*) FROM staging.encounters").fetchone()[0] == N - len(results[0])
+    assert con.execute("SELECT count(*) FROM staging.synthetic_diabetes130").fetchone()[0] == N - len(results[0])
 
 
 def test_duplicates_across_extracts_are_found_in_sql_in_any_chunk(con, workspace, encounters):
@@ -141,24 +144,24 @@ def test_duplicates_across_extracts_are_found_in_sql_in_any_chunk(con, workspace
     second_frame = encounters.iloc[2_500:].copy()
     second_frame.iloc[1_500, 0] = encounters.iloc[42, 0]  # second chunk of b.csv clashes with a.csv
     second = _land(con, workspace, second_frame, "b.csv")
-    validation.validate_extract(con, first, pseudonym_key=KEY, chunk_rows=CHUNK)
-    outcome = validation.validate_extract(con, second, pseudonym_key=KEY, chunk_rows=CHUNK)
+    validation.validate_extract(con, SYNTHETIC_SOURCE, first, pseudonym_key=KEY, chunk_rows=CHUNK)
+    outcome = validation.validate_extract(con, SYNTHETIC_SOURCE, second, pseudonym_key=KEY, chunk_rows=CHUNK)
     assert outcome.failures == {"encounter_id:duplicate_across_extracts": 1}
-    assert con.execute("SELECT row_number FROM staging.quarantine WHERE extract_id = 'b.csv'").fetchall() == [(1_501,)]
+    assert con.execute("SELECT row_number FROM staging.synthetic_diabetes130__quarantine WHERE extract_id = 'b.csv'").fetchall() == [(1_501,)]
 
 
 def test_a_failing_validation_leaves_the_warehouse_unchanged(con, workspace, encounters, monkeypatch):
     extract = _land(con, workspace, _planted(encounters), "planted.csv")
-    validation.validate_extract(con, extract, pseudonym_key=KEY, chunk_rows=CHUNK)
-    before = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("staging.encounters", "staging.quarantine")]
+    validation.validate_extract(con, SYNTHETIC_SOURCE, extract, pseudonym_key=KEY, chunk_rows=CHUNK)
+    before = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("staging.synthetic_diabetes130", "staging.synthetic_diabetes130__quarantine")]
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(validation, "_cross_row_checks", broken)
     with pytest.raises(RuntimeError, match="disk full"):
-        validation.validate_extract(con, extract, pseudonym_key=KEY, chunk_rows=CHUNK)
-    after = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("staging.encounters", "staging.quarantine")]
+        validation.validate_extract(con, SYNTHETIC_SOURCE, extract, pseudonym_key=KEY, chunk_rows=CHUNK)
+    after = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("staging.synthetic_diabetes130", "staging.synthetic_diabetes130__quarantine")]
     assert after == before
 
 
@@ -184,8 +187,8 @@ def test_each_rule_gives_the_same_verdict_in_sql_and_pandera(rule):
 
 @pytest.fixture
 def featured(con, workspace, encounters):
-    spec = load_cohort("readmission_30d")
-    validation.validate_extract(con, _land(con, workspace, encounters, "clean.csv"), pseudonym_key=KEY)
+    spec = load_cohort("synthetic_diabetes130_readmission_30d")
+    validation.validate_extract(con, SYNTHETIC_SOURCE, _land(con, workspace, encounters, "clean.csv"), pseudonym_key=KEY)
     features.build_features(con, spec)
     features.assign_split(con, spec)
     return spec

@@ -40,7 +40,7 @@ def test_data_stages_land_validate_build_and_split_every_row(staged):
     assert results["land"]["rows"] == ROWS and results["land"]["rejected"] == 0
     validated = results["validate"]
     assert validated["reconciles"] and validated["rows_valid"] + validated["rows_quarantined"] == ROWS
-    assert _count(workspace, "SELECT count(*) FROM staging.encounters") == validated["rows_valid"]
+    assert _count(workspace, "SELECT count(*) FROM staging.synthetic_diabetes130") == validated["rows_valid"]
     built = results["features"]
     assert built["schema_failures"] == 0 and built["rows_checked"] == built["rows_out"] > 0
     split = results["split"]

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from clinical_mlops_tests.conftest import SYNTHETIC  # noqa: E402
 
 
 def _stop_here() -> None:
@@ -74,7 +75,7 @@ def main(argv: list[str]) -> int:
     ok = True
     for job, partition in specs:
         if partition:
-            runs.register_extracts(instance, [partition])
+            runs.register_extracts(instance, SYNTHETIC, [partition])
         if job.startswith("assets="):
             selection = [dg.AssetKey.from_user_string(key) for key in job.removeprefix("assets=").split(",")]
             result = defs.resolve_implicit_global_asset_job_def().execute_in_process(

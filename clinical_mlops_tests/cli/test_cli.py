@@ -31,17 +31,17 @@ def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 def test_land_reports_counts_and_fails_clearly_on_a_bad_extract(tmp_path, small_encounters):
     good = tmp_path / "good.csv"
     small_encounters.head(200).to_csv(good, index=False)
-    ok = _run(["land", str(good)], tmp_path)
+    ok = _run(["land", str(good), "--source", "synthetic_diabetes130"], tmp_path)
     assert ok.returncode == 0, ok.stderr[-3000:]
     report = json.loads(ok.stdout)
     assert (report["rows_landed"], report["rows_valid"], report["rows_quarantined"]) == (200, 200, 0)
 
-    again = _run(["land", str(good)], tmp_path)
+    again = _run(["land", str(good), "--source", "synthetic_diabetes130"], tmp_path)
     assert again.returncode == 0 and json.loads(again.stdout)["status"] == "already_landed"
 
     bad = tmp_path / "bad.csv"
     small_encounters.head(20).rename(columns={"gender": "sex"}).to_csv(bad, index=False)
-    refused = _run(["land", str(bad)], tmp_path)
+    refused = _run(["land", str(bad), "--source", "synthetic_diabetes130"], tmp_path)
     assert refused.returncode == 1
     assert "missing column(s): gender" in refused.stderr and "unexpected column(s): sex" in refused.stderr
     assert "Traceback" not in refused.stderr

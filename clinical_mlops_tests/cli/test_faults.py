@@ -136,9 +136,9 @@ def extract_counts(project: Project) -> dict[str, tuple[int, int, int, int]]:
     """extract → (rows_landed recorded, raw rows, staging rows, quarantined rows)."""
     rows = read(project.warehouse, """
         SELECT e.extract_id, e.rows_landed,
-               (SELECT count(*) FROM raw.encounters r WHERE r._extract_id = e.extract_id),
-               (SELECT count(*) FROM staging.encounters s WHERE s.extract_id = e.extract_id),
-               (SELECT count(*) FROM staging.quarantine q WHERE q.extract_id = e.extract_id)
+               (SELECT count(*) FROM raw.synthetic_diabetes130 r WHERE r._extract_id = e.extract_id),
+               (SELECT count(*) FROM staging.synthetic_diabetes130 s WHERE s.extract_id = e.extract_id),
+               (SELECT count(*) FROM staging.synthetic_diabetes130__quarantine q WHERE q.extract_id = e.extract_id)
         FROM raw.extracts e ORDER BY 1""")
     return {r[0]: tuple(int(x) for x in r[1:]) for r in rows}
 
@@ -174,8 +174,8 @@ def step_windows(instance, run_id: str) -> dict[str, tuple[float, float]]:
 
 def test_two_landings_at_once_both_finish_without_lost_writes(project: Project, monkeypatch):
     """Two ``clinical-mlops land`` processes on one instance and one warehouse: the pool queues their steps."""
-    first = project.spawn(["-m", "clinical_mlops.cli.main", "land", str(project.root / "incoming" / "a.csv")])
-    second = project.spawn(["-m", "clinical_mlops.cli.main", "land", str(project.root / "incoming" / "b.csv")])
+    first = project.spawn(["-m", "clinical_mlops.cli.main", "land", str(project.root / "incoming" / "a.csv"), "--source", "synthetic_diabetes130"])
+    second = project.spawn(["-m", "clinical_mlops.cli.main", "land", str(project.root / "incoming" / "b.csv"), "--source", "synthetic_diabetes130"])
     results = [finish(first, 400), finish(second, 400)]
     for result in results:
         assert result.returncode == 0, result.stderr[-3000:]
@@ -188,7 +188,7 @@ def test_two_landings_at_once_both_finish_without_lost_writes(project: Project, 
     for landed, raw, valid, quarantined in counts.values():
         assert landed == raw == ROWS_PER_EXTRACT
         assert valid + quarantined == ROWS_PER_EXTRACT and valid > 0
-    assert read(project.warehouse, "SELECT count(*) FROM raw.encounters")[0][0] == 2 * ROWS_PER_EXTRACT
+    assert read(project.warehouse, "SELECT count(*) FROM raw.synthetic_diabetes130")[0][0] == 2 * ROWS_PER_EXTRACT
 
     # The pool really serialised the warehouse steps of the two processes: no two overlap.
     instance = project.instance(monkeypatch)
@@ -260,7 +260,7 @@ def test_sigkill_inside_validation_rolls_back_and_the_rerun_is_not_blocked(proje
     claimed = instance.event_log_storage.get_concurrency_info("duckdb_warehouse").claimed_slots
     assert [slot.run_id for slot in claimed] == [killed[0].run_id]  # the dead run still holds the pool slot
 
-    rerun = project.cli("land", str(project.root / "incoming" / "a.csv"), timeout=300)
+    rerun = project.cli("land", str(project.root / "incoming" / "a.csv"), "--source", "synthetic_diabetes130", timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"run {killed[0].run_id} (ingestion_job) was abandoned: its process {pid}" in rerun.stderr
     report = json.loads(rerun.stdout)
@@ -348,7 +348,7 @@ def test_a_full_disk_is_reported_with_the_path(project: Project, small_mount: Pa
     stats = os.statvfs(small_mount)
     (small_mount / "filler").write_bytes(b"\0" * (stats.f_bavail * stats.f_frsize - 256 * 1024))  # 256 KiB left
     warehouse = small_mount / "warehouse.duckdb"
-    result = project.cli("land", str(project.root / "incoming" / "b.csv"), CLINICAL_MLOPS_WAREHOUSE=str(warehouse))
+    result = project.cli("land", str(project.root / "incoming" / "b.csv"), "--source", "synthetic_diabetes130", CLINICAL_MLOPS_WAREHOUSE=str(warehouse))
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -383,7 +383,7 @@ def test_a_read_only_warehouse_is_reported_with_the_path(project: Project, read_
         (read_only_dir / "probe").write_text("x")  # genuinely read-only, for root too
 
     env = {"CLINICAL_MLOPS_WAREHOUSE": str(path)}
-    for args in (["land", str(project.root / "incoming" / "a.csv")],
+    for args in (["land", str(project.root / "incoming" / "a.csv"), "--source", "synthetic_diabetes130"],
                  ["promote", "--model", "m", "--version", "1", "--approver", "a", "--reason", "r"],
                  ["audit", "record"]):
         result = project.cli(*args, **env)
@@ -408,8 +408,8 @@ def test_a_corrupted_mlflow_store_is_reported_with_the_path(project: Project):
     wh.connect(project.warehouse).close()
     project.mlflow_db.parent.mkdir(parents=True)
     project.mlflow_db.write_bytes(os.urandom(64 * 1024))
-    for args in (["champion", "--model", "readmission_30d_candidate"],
-                 ["promote", "--model", "readmission_30d_candidate", "--version", "1", "--approver", "a",
+    for args in (["champion", "--model", "synthetic_diabetes130_readmission_30d_candidate"],
+                 ["promote", "--model", "synthetic_diabetes130_readmission_30d_candidate", "--version", "1", "--approver", "a",
                   "--reason", "r"]):
         result = project.cli(*args)
         assert result.returncode == 1, (args, result.stderr[-3000:])

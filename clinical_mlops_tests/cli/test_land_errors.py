@@ -19,8 +19,8 @@ def _outcome(**kwargs):
 def test_identifier_refusal_names_column_kind_and_count():
     line = main._run_error(_outcome(
         error="dagster._core.errors.DagsterAssetCheckFailedError: 1 blocking asset check failed\nmore",
-        error_class="DagsterAssetCheckFailedError", blocking_failures=[errors.GATE_CHECK],
-        check_metadata={errors.GATE_CHECK: GATE}))
+        error_class="DagsterAssetCheckFailedError", blocking_failures=[f"synthetic_diabetes130/{errors.GATE_CHECK}"],
+        check_metadata={f"synthetic_diabetes130/{errors.GATE_CHECK}": GATE}))
     assert line == ("extract x.csv refused by the identifier gate: column payer_code holds SSN-like values "
                     "(100 rows), column patient_name is named like personal names; nothing landed")
 
@@ -30,8 +30,8 @@ def test_other_errors_lose_dagster_names_and_never_point_at_the_ui():
                                     error_class="DagsterExecutionStepExecutionError"))
     assert line == "boom"
     failed = main._run_error(_outcome(
-        blocking_failures=["validated_encounters:landed_rows_reconcile"],
-        check_metadata={"validated_encounters:landed_rows_reconcile": {"evidence_reason": "200 records but 199 rows"}}))
-    assert failed == "blocking check failed: validated_encounters:landed_rows_reconcile (200 records but 199 rows)"
+        blocking_failures=["synthetic_diabetes130/validated_extract:landed_rows_reconcile"],
+        check_metadata={"synthetic_diabetes130/validated_extract:landed_rows_reconcile": {"evidence_reason": "200 records but 199 rows"}}))
+    assert failed == "blocking check failed: synthetic_diabetes130/validated_extract:landed_rows_reconcile (200 records but 199 rows)"
     for text in (line, failed):
         assert "Dagster" not in text and "UI" not in text and "\n" not in text

@@ -164,14 +164,14 @@ def test_evaluation_records_how_the_intervals_were_computed(tmp_path) -> None:
     from clinical_mlops.core import warehouse
     from clinical_mlops.features.cohort import load_cohort
 
-    spec = load_cohort("readmission_30d")
+    spec = load_cohort("synthetic_diabetes130_readmission_30d")
     y, s, _ = _scores(4000, seed=9)
     frame = _predictions(4000, seed=9).assign(label=y.astype(int), score=s, encounter_id=np.arange(4000) * 2 + 5)
     frame.loc[::101, "gender"] = None
     con = warehouse.connect(tmp_path / "w.duckdb")
     con.register("frame", frame)
     con.execute(f"CREATE TABLE {spec.features_table} AS SELECT encounter_id, race, gender, age_band FROM frame")
-    con.execute("""INSERT INTO ml.predictions BY NAME SELECT 'readmission_30d' AS cohort, encounter_id,
+    con.execute("""INSERT INTO ml.predictions BY NAME SELECT 'synthetic_diabetes130_readmission_30d' AS cohort, encounter_id,
                    'm' AS model_name, '1' AS model_version, 'r' AS mlflow_run_id, 'test' AS split, label, score,
                    TIMESTAMP '2026-01-01' AS predicted_at FROM frame""")
     kwargs = dict(model_name="m", model_version="1", threshold=0.3, n_boot=50, seed=3, min_group_size=100)

@@ -16,6 +16,9 @@ from clinical_mlops.features import build as features
 from clinical_mlops.validation import rules as validation
 from clinical_mlops.core import multiple_testing, warehouse
 from clinical_mlops.features.cohort import load_cohort
+from clinical_mlops_tests.conftest import synthetic_source  # noqa: E402
+
+SYNTHETIC_SOURCE = synthetic_source()
 
 SETTINGS = drift.DriftSettings()
 RAW_NUMERIC = list(diabetes130.COUNT_COLUMNS)
@@ -179,13 +182,13 @@ def test_known_population_shift_is_detected(strength):
 
 def _land(con, frame: pd.DataFrame, path) -> str:
     frame.to_csv(path, index=False, lineterminator="\n")
-    extract_id = landing.land_extract(con, path).extract_id
-    validation.validate_extract(con, extract_id, pseudonym_key=b"test-key-not-secret")
+    extract_id = landing.land_extract(con, path, SYNTHETIC_SOURCE).extract_id
+    validation.validate_extract(con, SYNTHETIC_SOURCE, extract_id, pseudonym_key=b"test-key-not-secret")
     return extract_id
 
 
 def test_drift_on_cohort_features_is_stored_as_a_time_series(tmp_path):
-    spec = load_cohort("readmission_30d")
+    spec = load_cohort("synthetic_diabetes130_readmission_30d")
     con = warehouse.connect(tmp_path / "w.duckdb")
     base = synthetic.generate_encounters(synthetic.SyntheticConfig(n_encounters=5000, seed=11))
     shifted = synthetic.generate_encounters(synthetic.SyntheticConfig(

@@ -13,8 +13,9 @@ from clinical_mlops.registry import aliases as registry
 from clinical_mlops.ingestion import synthetic, uci
 from clinical_mlops.core import tracking, warehouse
 from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH
+from clinical_mlops_tests.conftest import synthetic_assets
 
-COHORT = "readmission_30d"
+COHORT = "synthetic_diabetes130_readmission_30d"
 MODEL = f"{COHORT}_candidate"
 
 
@@ -24,7 +25,7 @@ GROUPS = {"ingestion", "validation", "features", "training", "evaluation", "fair
 
 def _assets(defs: dg.Definitions) -> list:
     """The assets of the stages this test runs (other stages may need resources it does not bind)."""
-    return [a for a in defs.assets or [] if set(a.group_names_by_key.values()) <= GROUPS]
+    return [a for a in synthetic_assets(defs) if set(a.group_names_by_key.values()) <= GROUPS]
 
 
 def _policy(tmp_path, *, drift_severity: str = "warn") -> str:
@@ -47,7 +48,7 @@ def _materialize(defs, workspace, instance, keys, run_config=None, partition_key
 
 
 def _ingest(defs, workspace, instance, extract_ids):
-    instance.add_dynamic_partitions("extracts", extract_ids)
+    instance.add_dynamic_partitions("synthetic_diabetes130_extracts", extract_ids)
     for extract_id in extract_ids:
         result = dg.materialize(
             _assets(defs), selection=dg.AssetSelection.groups("ingestion", "validation"),

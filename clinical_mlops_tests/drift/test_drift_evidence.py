@@ -9,14 +9,15 @@ import pytest
 from clinical_mlops.core import warehouse
 from clinical_mlops.governance.policy import load_policy
 from clinical_mlops.ingestion import synthetic
+from clinical_mlops_tests.conftest import synthetic_assets
 
-COHORT = "readmission_30d"
+COHORT = "synthetic_diabetes130_readmission_30d"
 GROUPS = {"ingestion", "validation", "features", "training", "drift"}
 NO_HTML = {"ops": {f"{COHORT}__drift_report": {"config": {"html_report": False}}}}
 
 
 def _assets(defs: dg.Definitions) -> list:
-    return [a for a in defs.assets or [] if set(a.group_names_by_key.values()) <= GROUPS]
+    return [a for a in synthetic_assets(defs) if set(a.group_names_by_key.values()) <= GROUPS]
 
 
 def _materialize(defs, workspace, instance, keys, run_config=None, partition_key=None):
@@ -29,7 +30,7 @@ def _materialize(defs, workspace, instance, keys, run_config=None, partition_key
 
 def _land(defs, workspace, instance, frame, name):
     frame.to_csv(workspace.landing / name, index=False, lineterminator="\n")
-    instance.add_dynamic_partitions("extracts", [name])
+    instance.add_dynamic_partitions("synthetic_diabetes130_extracts", [name])
     result = dg.materialize(_assets(defs), selection=dg.AssetSelection.groups("ingestion", "validation"),
                             partition_key=name, instance=instance, resources=workspace.resources())
     assert result.success

@@ -14,8 +14,9 @@ from clinical_mlops.core import tracking, warehouse
 from clinical_mlops.ingestion import uci
 from clinical_mlops.defs.fairness.sensors import fairness_check_failed_sensor
 from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, load_policy
+from clinical_mlops_tests.conftest import synthetic_assets
 
-COHORT = "readmission_30d"
+COHORT = "synthetic_diabetes130_readmission_30d"
 GROUPS = {"ingestion", "validation", "features", "training", "evaluation", "fairness"}
 
 
@@ -25,9 +26,9 @@ def trained(defs, workspace, small_encounters, tmp_path):
     """One extract landed, the readmission graph trained (fast settings), and a small-data policy."""
     instance = dg.DagsterInstance.ephemeral()
     (path,) = uci.write_sequential_extracts(small_encounters, workspace.landing, 1, prefix="month")
-    instance.add_dynamic_partitions("extracts", [path.name])
+    instance.add_dynamic_partitions("synthetic_diabetes130_extracts", [path.name])
     # only the groups this test runs, so resources other teams' assets need are not required here
-    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)
+    assets = [a for a in synthetic_assets(defs) if isinstance(a, dg.AssetsDefinition)
               and set(a.group_names_by_key.values()) <= GROUPS]
     assert dg.materialize(assets, selection=dg.AssetSelection.groups("ingestion", "validation"), partition_key=path.name,
                           instance=instance, resources=workspace.resources()).success

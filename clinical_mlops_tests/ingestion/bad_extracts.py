@@ -11,7 +11,7 @@ Outcomes:
 * ``refused`` -- :class:`~clinical_mlops.ingestion.landing.ExtractFormatError` whose message matches
   ``expect`` and quotes no value of the file; nothing lands, the warehouse is unchanged.
 * ``rejected`` -- the de-identification gate: status ``rejected`` with a finding ``expect``
-  (``column:kind``), no row in ``raw.encounters``/``staging.*``; the only change to the
+  (``column:kind``), no row in ``raw.synthetic_diabetes130``/``staging.*``; the only change to the
   warehouse is the extract's ``raw.extracts`` row recording the rejection (no value in it).
 * ``quarantined`` -- lands; validation quarantines ``quarantined`` rows, with ``expect``
   (``column:check``) among the reasons; landed = valid + quarantined.

@@ -23,12 +23,15 @@ from clinical_mlops.ingestion import diabetes130, landing
 from clinical_mlops.validation import rules as validation
 from clinical_mlops.core import warehouse
 from clinical_mlops_tests.ingestion import bad_extracts as corpus
+from clinical_mlops_tests.conftest import synthetic_source  # noqa: E402
+
+SYNTHETIC_SOURCE = synthetic_source()
 
 KEY = b"corpus-test-key"
 PREVIOUS = "previous.csv"
-TABLES = ("raw.extracts", "raw.encounters", "staging.encounters", "staging.quarantine")
-EXTRACT_COLUMN = {"raw.extracts": "extract_id", "raw.encounters": "_extract_id",
-                  "staging.encounters": "extract_id", "staging.quarantine": "extract_id"}
+TABLES = ("raw.extracts", "raw.synthetic_diabetes130", "staging.synthetic_diabetes130", "staging.synthetic_diabetes130__quarantine")
+EXTRACT_COLUMN = {"raw.extracts": "extract_id", "raw.synthetic_diabetes130": "_extract_id",
+                  "staging.synthetic_diabetes130": "extract_id", "staging.synthetic_diabetes130__quarantine": "extract_id"}
 REQUIRED_KINDS = {
     "missing_column", "extra_column", "renamed_column", "text_in_count", "out_of_vocabulary_code",
     "semicolon_delimiter", "tab_delimiter", "utf8_bom", "latin1_bytes", "mixed_line_endings",
@@ -55,8 +58,8 @@ def template_warehouse(tmp_path_factory) -> Path:
     path = root / PREVIOUS
     path.write_bytes(corpus.to_csv_bytes(corpus.previous_extract()))
     with contextlib.closing(warehouse.connect(root / "warehouse.duckdb")) as con:
-        assert landing.land_extract(con, path).status == "landed"
-        outcome = validation.validate_extract(con, PREVIOUS, pseudonym_key=KEY)
+        assert landing.land_extract(con, path, SYNTHETIC_SOURCE).status == "landed"
+        outcome = validation.validate_extract(con, SYNTHETIC_SOURCE, PREVIOUS, pseudonym_key=KEY)
         assert (outcome.rows_valid, outcome.rows_quarantined) == (corpus.ROWS, 0)
     return root / "warehouse.duckdb"
 
@@ -147,21 +150,21 @@ def test_refused_extract_names_the_problem_and_changes_nothing(case, con, tmp_pa
     before = _snapshot(con)
     path = _write(case, tmp_path)
     with pytest.raises(landing.ExtractFormatError) as error:
-        landing.land_extract(con, path)
+        landing.land_extract(con, path, SYNTHETIC_SOURCE)
     message = str(error.value)
     assert re.search(case.expect, message), message
     assert_quotes_no_data(case, message)
     assert _rows_for(con, path.name) == dict.fromkeys(TABLES, 0)
     assert _snapshot(con) == before
     with pytest.raises(ValueError, match="no landed rows"):
-        validation.validate_extract(con, path.name, pseudonym_key=KEY)
+        validation.validate_extract(con, SYNTHETIC_SOURCE, path.name, pseudonym_key=KEY)
 
 
 @pytest.mark.parametrize("case", _params(corpus.REJECTED))
 def test_extract_with_identifiers_is_rejected_naming_column_and_kind_only(case, con, tmp_path):
     before = _snapshot(con)
     path = _write(case, tmp_path)
-    result = landing.land_extract(con, path)
+    result = landing.land_extract(con, path, SYNTHETIC_SOURCE)
     assert (result.status, result.rows_landed) == ("rejected", 0)
     assert case.expect in {f"{f.column}:{f.identifier}" for f in result.findings}
     (status, rows, reason), = con.execute(
@@ -173,24 +176,24 @@ def test_extract_with_identifiers_is_rejected_naming_column_and_kind_only(case, 
     assert {t: n for t, n in _rows_for(con, path.name).items() if t != "raw.extracts"} == dict.fromkeys(TABLES[1:], 0)
     assert _snapshot(con, without=path.name) == before
     with pytest.raises(ValueError, match="no landed rows"):
-        validation.validate_extract(con, path.name, pseudonym_key=KEY)
+        validation.validate_extract(con, SYNTHETIC_SOURCE, path.name, pseudonym_key=KEY)
 
 
 @pytest.mark.parametrize("case", _params(corpus.QUARANTINED))
 def test_broken_rows_are_quarantined_with_reasons_and_counts_reconcile(case, con, tmp_path):
     before = _snapshot(con)
     path = _write(case, tmp_path)
-    result = landing.land_extract(con, path)
+    result = landing.land_extract(con, path, SYNTHETIC_SOURCE)
     assert (result.status, result.rows_landed) == ("landed", case.rows_landed)
-    outcome = validation.validate_extract(con, path.name, pseudonym_key=KEY)
+    outcome = validation.validate_extract(con, SYNTHETIC_SOURCE, path.name, pseudonym_key=KEY)
     assert outcome.reconciles
     assert (outcome.rows_landed, outcome.rows_quarantined) == (case.rows_landed, case.quarantined)
     assert case.expect in outcome.failures, outcome.failures
     counts = _rows_for(con, path.name)
-    assert counts["raw.encounters"] == counts["staging.encounters"] + counts["staging.quarantine"] == case.rows_landed
-    assert counts["staging.quarantine"] == case.quarantined
+    assert counts["raw.synthetic_diabetes130"] == counts["staging.synthetic_diabetes130"] + counts["staging.synthetic_diabetes130__quarantine"] == case.rows_landed
+    assert counts["staging.synthetic_diabetes130__quarantine"] == case.quarantined
     reasons = [r for (r,) in con.execute(
-        "SELECT reasons FROM staging.quarantine WHERE extract_id = ?", [path.name]).fetchall()]
+        "SELECT reasons FROM staging.synthetic_diabetes130__quarantine WHERE extract_id = ?", [path.name]).fetchall()]
     assert any(case.expect in r.split("; ") for r in reasons)
     assert all(REASON.fullmatch(part) for r in reasons for part in r.split("; ")), reasons
     assert_quotes_no_data(case, "\n".join(reasons) + json.dumps(outcome.failures))
@@ -200,14 +203,14 @@ def test_broken_rows_are_quarantined_with_reasons_and_counts_reconcile(case, con
 @pytest.mark.parametrize("case", _params(corpus.LANDED))
 def test_tolerated_variant_lands_every_row_with_the_clean_values(case, con, tmp_path):
     path = _write(case, tmp_path)
-    result = landing.land_extract(con, path)
+    result = landing.land_extract(con, path, SYNTHETIC_SOURCE)
     assert (result.status, result.rows_landed) == ("landed", corpus.ROWS)
     columns = ", ".join(f'"{c}"' for c in diabetes130.COLUMNS)
     landed = con.execute(
-        f"SELECT {columns} FROM raw.encounters WHERE _extract_id = ? ORDER BY _row_number", [path.name]
+        f"SELECT {columns} FROM raw.synthetic_diabetes130 WHERE _extract_id = ? ORDER BY _row_number", [path.name]
     ).df()
     assert landed.equals(corpus.clean_extract())
-    outcome = validation.validate_extract(con, path.name, pseudonym_key=KEY)
+    outcome = validation.validate_extract(con, SYNTHETIC_SOURCE, path.name, pseudonym_key=KEY)
     assert (outcome.rows_valid, outcome.rows_quarantined) == (corpus.ROWS, 0)
 
 
@@ -236,7 +239,7 @@ def _land_with_cli(case: corpus.BadExtract, project: Path, capsys) -> tuple[int,
     from clinical_mlops.cli import main as cli
 
     path = _write(case, project)
-    code = cli.main(["land", str(path)])
+    code = cli.main(["land", str(path), "--source", "synthetic_diabetes130"])
     out, err = capsys.readouterr()
     with dg.DagsterInstance.get() as instance:
         records = instance.get_run_records()
@@ -265,7 +268,7 @@ def test_cli_land_shows_the_problem_and_leaks_nothing(name, project, capsys):
         counts = _rows_for(con, f"{name}.csv")
     if case.outcome == "refused":
         assert code == 1
-        assert re.search(rf"^error: .*Extract {name}\.csv refused: .*Nothing was landed\.$", err, re.MULTILINE)
+        assert re.search(rf"^error: .*Extract {name}\.csv refused: .*Nothing was landed in source synthetic_diabetes130\.$", err, re.MULTILINE)
         assert re.search(case.expect.lstrip("^").rstrip("$"), err)
         assert counts == dict.fromkeys(TABLES, 0)
         return
@@ -273,7 +276,7 @@ def test_cli_land_shows_the_problem_and_leaks_nothing(name, project, capsys):
     if case.outcome == "rejected":
         assert code == 1
         assert report["status"] == "rejected" and report["rows_landed"] == 0
-        assert "check no_direct_identifiers failed on raw_encounters" in err
+        assert "check no_direct_identifiers failed on synthetic_diabetes130/raw_extract" in err
         # one line naming the column, the kind of identifier and the count; no Dagster class, no "see the UI"
         column, kind = case.expect.split(":")
         assert re.search(rf"^error: extract {name}\.csv refused by the identifier gate: column {column} holds "
@@ -286,7 +289,7 @@ def test_cli_land_shows_the_problem_and_leaks_nothing(name, project, capsys):
     assert code == 0
     assert (report["rows_landed"], report["rows_quarantined"]) == (case.rows_landed, case.quarantined)
     assert report["rows_valid"] + report["rows_quarantined"] == report["rows_landed"]
-    assert counts["raw.encounters"] == counts["staging.encounters"] + counts["staging.quarantine"]
+    assert counts["raw.synthetic_diabetes130"] == counts["staging.synthetic_diabetes130"] + counts["staging.synthetic_diabetes130__quarantine"]
     assert case.expect in events  # the failed check is named in the materialization metadata
     if case.quarantined / case.rows_landed > 0.05:
-        assert "warning: check failed (non-blocking): validated_encounters:quarantine_rate_within_limit" in err
+        assert "warning: check failed (non-blocking): synthetic_diabetes130/validated_extract:quarantine_rate_within_limit" in err

@@ -9,11 +9,14 @@ import pytest
 
 from clinical_mlops.ingestion import diabetes130, landing
 from clinical_mlops.core import warehouse
+from clinical_mlops_tests.conftest import synthetic_source  # noqa: E402
+
+SYNTHETIC_SOURCE = synthetic_source()
 
 
 
 def _raw_count(con) -> int:
-    return con.execute("SELECT count(*) FROM raw.encounters").fetchone()[0]
+    return con.execute("SELECT count(*) FROM raw.synthetic_diabetes130").fetchone()[0]
 
 
 def _write(path: Path, frame: pd.DataFrame) -> Path:
@@ -22,30 +25,30 @@ def _write(path: Path, frame: pd.DataFrame) -> Path:
 
 
 def test_landing_stores_rows_as_text_with_sha256(con, extract_file, small_encounters):
-    result = landing.land_extract(con, extract_file)
+    result = landing.land_extract(con, extract_file, SYNTHETIC_SOURCE)
     assert result.status == "landed"
     assert result.rows_landed == len(small_encounters) == _raw_count(con)
     assert result.sha256 == landing.file_sha256(extract_file)
-    stored = con.execute('SELECT max_glu_serum FROM raw.encounters WHERE max_glu_serum = \'None\' LIMIT 1').fetchall()
+    stored = con.execute('SELECT max_glu_serum FROM raw.synthetic_diabetes130 WHERE max_glu_serum = \'None\' LIMIT 1').fetchall()
     assert stored == [("None",)], "the literal 'None' (not measured) must survive landing"
 
 
 def test_identical_file_lands_once_even_under_another_name(con, extract_file, workspace):
-    first = landing.land_extract(con, extract_file)
-    again = landing.land_extract(con, extract_file)
+    first = landing.land_extract(con, extract_file, SYNTHETIC_SOURCE)
+    again = landing.land_extract(con, extract_file, SYNTHETIC_SOURCE)
     copy = workspace.landing / "extract_001_copy.csv"
     copy.write_bytes(extract_file.read_bytes())
-    renamed = landing.land_extract(con, copy)
+    renamed = landing.land_extract(con, copy, SYNTHETIC_SOURCE)
     assert again.status == renamed.status == "already_landed"
     assert renamed.duplicate_of == first.extract_id
     assert _raw_count(con) == first.rows_landed
 
 
 def test_changed_content_under_a_landed_name_is_refused(con, extract_file, small_encounters):
-    landing.land_extract(con, extract_file)
+    landing.land_extract(con, extract_file, SYNTHETIC_SOURCE)
     _write(extract_file, small_encounters.head(100))
     with pytest.raises(landing.ExtractFormatError, match="already landed with different content"):
-        landing.land_extract(con, extract_file)
+        landing.land_extract(con, extract_file, SYNTHETIC_SOURCE)
     assert _raw_count(con) == len(small_encounters)
 
 
@@ -72,13 +75,13 @@ BAD_FILES = {
 
 @pytest.mark.parametrize("kind", sorted(BAD_FILES))
 def test_bad_files_are_refused_with_a_clear_error_and_nothing_changes(con, workspace, extract_file, small_encounters, kind):
-    landing.land_extract(con, extract_file)
+    landing.land_extract(con, extract_file, SYNTHETIC_SOURCE)
     before = _raw_count(con)
     make, message = BAD_FILES[kind]
     bad = workspace.landing / "bad.csv"
     make(bad, small_encounters.head(50))
     with pytest.raises(landing.ExtractFormatError, match=message):
-        landing.land_extract(con, bad)
+        landing.land_extract(con, bad, SYNTHETIC_SOURCE)
     assert _raw_count(con) == before
     assert con.execute("SELECT count(*) FROM raw.extracts WHERE extract_id = 'bad.csv'").fetchone()[0] == 0
 
@@ -88,7 +91,7 @@ def test_error_messages_never_quote_data(con, workspace, small_encounters):
     secret_row = ",".join(["987654321"] * 51)
     bad.write_text(small_encounters.head(2).to_csv(index=False, lineterminator="\n") + secret_row + "\n")
     with pytest.raises(landing.ExtractFormatError) as error:
-        landing.land_extract(con, bad)
+        landing.land_extract(con, bad, SYNTHETIC_SOURCE)
     assert "987654321" not in str(error.value)
 
 
@@ -96,16 +99,16 @@ def test_truncated_last_line_lands_padded_for_quarantine(con, workspace, small_e
     text = small_encounters.head(20).to_csv(index=False, lineterminator="\n")
     truncated = workspace.landing / "truncated.csv"
     truncated.write_text(text[: text.rstrip("\n").rfind(",", 0, len(text) - 40)])
-    result = landing.land_extract(con, truncated)
+    result = landing.land_extract(con, truncated, SYNTHETIC_SOURCE)
     assert result.rows_landed == 20
-    assert con.execute("SELECT count(*) FROM raw.encounters WHERE readmitted IS NULL").fetchone()[0] == 1
+    assert con.execute("SELECT count(*) FROM raw.synthetic_diabetes130 WHERE readmitted IS NULL").fetchone()[0] == 1
 
 
 def test_bom_and_crlf_are_tolerated(con, workspace, small_encounters):
     path = workspace.landing / "windows.csv"
     path.write_bytes(b"\xef\xbb\xbf" + small_encounters.head(10).to_csv(index=False, lineterminator="\r\n").encode())
-    assert landing.land_extract(con, path).rows_landed == 10
-    assert con.execute("SELECT count(*) FROM raw.encounters WHERE readmitted LIKE '%\r'").fetchone()[0] == 0
+    assert landing.land_extract(con, path, SYNTHETIC_SOURCE).rows_landed == 10
+    assert con.execute("SELECT count(*) FROM raw.synthetic_diabetes130 WHERE readmitted LIKE '%\r'").fetchone()[0] == 0
 
 
 @pytest.mark.parametrize(
@@ -120,7 +123,7 @@ def test_identifier_values_reject_the_extract_naming_column_and_kind_only(con, w
     frame = small_encounters.head(30).copy()
     frame.loc[5, column] = value
     path = _write(workspace.landing / "leaky.csv", frame)
-    result = landing.land_extract(con, path)
+    result = landing.land_extract(con, path, SYNTHETIC_SOURCE)
     assert result.status == "rejected" and result.rows_landed == 0
     assert {(f.column, f.identifier) for f in result.findings} >= {(column, kind)}
     assert value not in landing.describe_findings(result.findings)
@@ -133,7 +136,7 @@ def test_identifier_values_reject_the_extract_naming_column_and_kind_only(con, w
 def test_identifier_column_name_rejects_the_extract(con, workspace, small_encounters):
     frame = small_encounters.head(10).copy()
     frame.insert(2, "patient_name", "x")
-    result = landing.land_extract(con, _write(workspace.landing / "named.csv", frame))
+    result = landing.land_extract(con, _write(workspace.landing / "named.csv", frame), SYNTHETIC_SOURCE)
     assert result.status == "rejected"
     assert [(f.column, f.location) for f in result.findings] == [("patient_name", "column_name")]
     assert _raw_count(con) == 0

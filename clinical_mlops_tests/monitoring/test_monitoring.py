@@ -21,7 +21,7 @@ from clinical_mlops.core import tracking, warehouse
 from clinical_mlops.governance.policy import load_policy
 from clinical_mlops_tests import _trained
 
-COHORT = "readmission_30d"
+COHORT = "synthetic_diabetes130_readmission_30d"
 
 
 def _served_frame(con, spec, extract_ids: list[str]) -> pd.DataFrame:
@@ -61,7 +61,7 @@ def base(tmp_path_factory, mlflow_template, small_encounters):
     root = tmp_path_factory.mktemp("monitoring")
     trained = _trained.build(root, mlflow_template, small_encounters, n_extracts=3, train_on=2)
     tracking.configure(trained.workspace.tracking_uri, trained.workspace.artifacts)
-    MlflowClient().set_registered_model_alias("readmission_30d_candidate", "champion", trained.outcome.model.version)
+    MlflowClient().set_registered_model_alias("synthetic_diabetes130_readmission_30d_candidate", "champion", trained.outcome.model.version)
     model = scoring.load_scoring_model(scoring.resolve_champion(COHORT), trained.spec)
     with warehouse.connect(trained.workspace.warehouse) as con:
         served = _served_frame(con, trained.spec, [trained.extract_ids[2]])
@@ -116,7 +116,7 @@ def test_outcomes_wait_for_the_label_delay_then_join_with_the_cohort_label(base,
         again = monitoring.join_labels(con, spec, label_delay_days=30, now=now + timedelta(days=32))
         assert again.newly_labelled == 0 and again.labelled == late.labelled
         wrong = con.execute(
-            """SELECT count(*) FROM monitoring.prediction_outcomes o JOIN staging.encounters e USING (encounter_id)
+            """SELECT count(*) FROM monitoring.prediction_outcomes o JOIN staging.synthetic_diabetes130 e USING (encounter_id)
                WHERE o.label <> CAST(e.readmitted = '<30' AS INTEGER)"""
         ).fetchall()[0][0]
         sources = dict(con.execute("SELECT source, count(*) FROM monitoring.prediction_outcomes GROUP BY 1").fetchall())
@@ -140,7 +140,7 @@ def test_a_labels_file_takes_precedence(base, ws):
         ids = [r[0] for r in con.execute(
             "SELECT encounter_id FROM monitoring.prediction_log WHERE kind = 'prediction' ORDER BY 1 LIMIT 5").fetchall()]
         truth = dict(con.execute(
-            f"SELECT encounter_id, CAST(readmitted = '<30' AS INTEGER) FROM staging.encounters "
+            f"SELECT encounter_id, CAST(readmitted = '<30' AS INTEGER) FROM staging.synthetic_diabetes130 "
             f"WHERE encounter_id IN ({', '.join(map(str, ids))})").fetchall())
         labels = _write_labels(ws / "labels.csv", [(i, 1 - truth[i]) for i in ids])
         monitoring.join_labels(con, spec, label_delay_days=0, labels_file=labels)
@@ -169,7 +169,7 @@ def _scored(con) -> pd.DataFrame:
     """Aggregate view used to build controlled outcome files (never emitted)."""
     return con.execute(
         """SELECT p.encounter_id, min(p.risk) AS score, bool_or(p.flagged) AS flagged, first(e.race) AS race
-           FROM monitoring.prediction_log p JOIN staging.encounters e USING (encounter_id)
+           FROM monitoring.prediction_log p JOIN staging.synthetic_diabetes130 e USING (encounter_id)
            WHERE p.kind = 'prediction' GROUP BY p.encounter_id"""
     ).df()
 
@@ -192,7 +192,7 @@ def test_performance_passes_when_outcomes_follow_the_scores_and_fails_when_they_
         stored = con.execute("SELECT count(DISTINCT computed_at), count(*) FROM monitoring.production_metrics").fetchall()[0]
     assert passing.verdict == "pass", passing.reason
     assert failing.verdict == "fail" and "lies below" in failing.reason and "the held-out" in failing.reason
-    assert passing.current_model == ("readmission_30d_candidate", base["trained"].outcome.model.version)
+    assert passing.current_model == ("synthetic_diabetes130_readmission_30d_candidate", base["trained"].outcome.model.version)
     assert stored[0] == 2 and stored[1] > 0
     assert set(passing.table["period"]) == {"week", "window"}
 
@@ -438,7 +438,7 @@ def test_an_empty_prediction_log_is_insufficient_evidence_and_no_served_features
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     chain, skew = checks["prediction_log_chain_intact"], checks["no_training_serving_skew"]
     assert not chain.passed and chain.metadata["evidence"].value == "insufficient_evidence"
-    assert chain.metadata["evidence_reason"].value.startswith("no prediction log segment for readmission_30d")
+    assert chain.metadata["evidence_reason"].value.startswith("no prediction log segment for synthetic_diabetes130_readmission_30d")
     assert chain.severity == dg.AssetCheckSeverity.WARN
     assert not skew.passed and skew.metadata["evidence"].value == "insufficient_evidence"
     assert result.success  # nothing to verify is shown (WARN), and does not stop the batch outcomes

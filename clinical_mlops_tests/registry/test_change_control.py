@@ -19,6 +19,9 @@ from clinical_mlops.validation import rules as validation
 from clinical_mlops.core import warehouse
 from clinical_mlops.features.cohort import COHORTS_DIR, parse_cohort_spec
 from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, load_policy, parse_policy
+from clinical_mlops_tests.conftest import synthetic_source  # noqa: E402
+
+SYNTHETIC_SOURCE = synthetic_source()
 
 POLICY = load_policy()
 
@@ -347,7 +350,7 @@ def test_report_round_trips_and_renders(tmp_path):
 
 def _land(con, frame: pd.DataFrame, path: Path) -> None:
     frame.to_csv(path, index=False, lineterminator="\n")
-    validation.validate_extract(con, landing.land_extract(con, path).extract_id, pseudonym_key=b"k")
+    validation.validate_extract(con, SYNTHETIC_SOURCE, landing.land_extract(con, path, SYNTHETIC_SOURCE).extract_id, pseudonym_key=b"k")
 
 
 def _fit(con, spec, workspace) -> cc.ModelDescription:
@@ -361,7 +364,7 @@ def _fit(con, spec, workspace) -> cc.ModelDescription:
 
 
 def test_change_control_on_registered_models(workspace, small_encounters):
-    full_text = (COHORTS_DIR / "readmission_30d.yaml").read_text()
+    full_text = (COHORTS_DIR / "synthetic_diabetes130_readmission_30d.yaml").read_text()
     full = parse_cohort_spec(full_text)
     narrow = parse_cohort_spec(full_text.replace("insulin, metformin]", "insulin]"))
     assert set(full.features) - set(narrow.features) == {"metformin"}

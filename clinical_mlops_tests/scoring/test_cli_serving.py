@@ -61,7 +61,7 @@ def test_serve_refuses_a_non_loopback_address_without_allow_remote(capsys):
 
 @pytest.mark.parametrize("tamper, code", [(False, 0), (True, 1)])
 def test_prediction_log_verify_exit_code(tmp_path, capsys, tamper, code):
-    writer = prediction_log.PredictionLogWriter(tmp_path, "readmission_30d")
+    writer = prediction_log.PredictionLogWriter(tmp_path, "synthetic_diabetes130_readmission_30d")
     writer.append(prediction_log.KIND_PREDICTION, {"request_id": "a", "response": {"status": 200, "risk": 0.1}})
     writer.close()
     if tamper:

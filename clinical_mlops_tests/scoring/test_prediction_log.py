@@ -11,7 +11,7 @@ import pytest
 from clinical_mlops.scoring import prediction_log
 from clinical_mlops.core import warehouse
 
-COHORT = "readmission_30d"
+COHORT = "synthetic_diabetes130_readmission_30d"
 
 
 def _write(root, n: int, *, close: bool = True) -> prediction_log.PredictionLogWriter:

@@ -15,7 +15,7 @@ from clinical_mlops.core import tracking, warehouse
 from clinical_mlops.features.cohort import load_cohort
 from clinical_mlops_tests import _trained
 
-COHORT = "readmission_30d"
+COHORT = "synthetic_diabetes130_readmission_30d"
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def trained(tmp_path_factory, mlflow_template, small_encounters):
                           n_extracts=3, train_on=2)
 
 
-CANDIDATE = "readmission_30d_candidate"
+CANDIDATE = "synthetic_diabetes130_readmission_30d_candidate"
 CARD = "cd" * 32
 
 
@@ -115,8 +115,8 @@ def test_batch_and_row_hashes_agree():
 
 
 def test_no_registered_model_is_a_clear_error(configured):
-    with pytest.raises(scoring.NoModelError, match="^no champion for prolonged_stay: "):
-        scoring.resolve_champion("prolonged_stay")
+    with pytest.raises(scoring.NoModelError, match="^no champion for synthetic_diabetes130_prolonged_stay: "):
+        scoring.resolve_champion("synthetic_diabetes130_prolonged_stay")
 
 
 def test_without_a_champion_alias_nothing_is_chosen(no_champion):
@@ -125,9 +125,9 @@ def test_without_a_champion_alias_nothing_is_chosen(no_champion):
         scoring.resolve_champion(COHORT)
     assert str(refused.value) == scoring.no_champion_reason(COHORT)
     assert str(refused.value) == (
-        "no champion for readmission_30d: no model has passed the promotion gate; run the release (clinical-mlops "
-        "demo, or materialize readmission_30d/promotion) or approve one with clinical-mlops promote --model "
-        "readmission_30d_candidate --version N --approver NAME --reason TEXT")
+        "no champion for synthetic_diabetes130_readmission_30d: no model has passed the promotion gate; run the release (clinical-mlops "
+        "demo, or materialize synthetic_diabetes130_readmission_30d/promotion) or approve one with clinical-mlops promote --model "
+        "synthetic_diabetes130_readmission_30d_candidate --version N --approver NAME --reason TEXT")
     assert not hasattr(scoring, "SOURCE_FALLBACK")
 
 
@@ -142,7 +142,7 @@ def test_a_mitigated_champion_is_found_and_two_champions_are_refused(champion):
     client = MlflowClient()
     version = champion.outcome.model.version
     source = client.get_model_version(CANDIDATE, version).source
-    mitigated = "readmission_30d_mitigated"
+    mitigated = "synthetic_diabetes130_readmission_30d_mitigated"
     if not _registered(client, mitigated):
         client.create_registered_model(mitigated)
     mv = client.create_model_version(mitigated, source, run_id=champion.outcome.model.run_id).version
@@ -168,7 +168,7 @@ def _materialize(trained, extract_id, *, raise_on_error: bool = True):
     from clinical_mlops.defs.scoring.assets import build_batch_predictions
 
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("extracts", [extract_id])
+    instance.add_dynamic_partitions("synthetic_diabetes130_extracts", [extract_id])
     return dg.materialize(
         [build_batch_predictions(trained.spec)], partition_key=extract_id, instance=instance,
         resources=trained.workspace.resources(), raise_on_error=raise_on_error,
@@ -182,7 +182,7 @@ def test_batch_predictions_score_a_new_extract_with_full_provenance(champion):
     (check,) = result.get_asset_check_evaluations()
     assert check.check_name == "predictions_traceable" and check.passed
     assert check.metadata["evidence"].value == "pass" and check.severity == dg.AssetCheckSeverity.ERROR
-    metadata = result.asset_materializations_for_node("readmission_30d__batch_predictions")[0].metadata
+    metadata = result.asset_materializations_for_node("synthetic_diabetes130_readmission_30d__batch_predictions")[0].metadata
     assert metadata["model_source"].value == scoring.SOURCE_ALIAS
     with warehouse.connect(champion.workspace.warehouse) as con:
         rows = con.execute(
@@ -309,7 +309,7 @@ def test_rescoring_a_partition_replaces_its_rows(champion, configured):
 def test_the_champion_alias_wins_and_its_card_hash_is_carried(configured):
     ws = configured.workspace
     client = MlflowClient()
-    name, v1 = "readmission_30d_candidate", configured.outcome.model.version
+    name, v1 = "synthetic_diabetes130_readmission_30d_candidate", configured.outcome.model.version
     source = client.get_model_version(name, v1).source
     v2 = client.create_model_version(name, source, run_id=configured.outcome.model.run_id).version
     client.set_model_version_tag(name, v2, "model_card_sha256", "ab" * 32)
@@ -318,7 +318,7 @@ def test_the_champion_alias_wins_and_its_card_hash_is_carried(configured):
     ref = scoring.resolve_champion(COHORT)
     assert (ref.version, ref.source, ref.model_card_sha256) == (str(v2), scoring.SOURCE_ALIAS, "ab" * 32)
     result = _materialize(configured, configured.extract_ids[2])
-    metadata = result.asset_materializations_for_node("readmission_30d__batch_predictions")[0].metadata
+    metadata = result.asset_materializations_for_node("synthetic_diabetes130_readmission_30d__batch_predictions")[0].metadata
     assert metadata["model"].value == f"{name} v{v2}" and metadata["model_source"].value == scoring.SOURCE_ALIAS
     with warehouse.connect(ws.warehouse) as con:
         versions = con.execute("SELECT DISTINCT model_version, model_card_sha256 FROM ml.batch_predictions "
@@ -327,24 +327,24 @@ def test_the_champion_alias_wins_and_its_card_hash_is_carried(configured):
 
 
 def test_a_model_trained_on_other_features_is_refused(champion, configured):
-    spec = load_cohort("prolonged_stay")  # different feature list
+    spec = load_cohort("synthetic_diabetes130_prolonged_stay")  # different feature list
     ref = scoring.resolve_champion(COHORT)
     with pytest.raises(ValueError, match="other features than the cohort spec"):
         scoring.load_scoring_model(ref, spec)
 
 
 def _automation_fixture(gate_passes: dict, promotion_passes: list[bool]):
-    """Stand-ins for the upstream assets (same keys): validated_encounters with its per-extract blocking gate,
+    """Stand-ins for the upstream assets (same keys): synthetic_diabetes130/validated_extract with its per-extract blocking gate,
     and the promotion with its blocking ``promotion_criteria_met`` (its next verdict: ``promotion_passes[0]``)."""
     from clinical_mlops.defs.partitions import extract_partitions
     from clinical_mlops.defs.scoring.assets import build_batch_predictions
 
     # Per-extract gate: a check spec partitioned like its asset (Dagster 1.13 preview), so the latest
     # result of *this* extract's check gates it, not the latest result of any extract's.
-    gate_spec = dg.AssetCheckSpec("landed_rows_reconcile", asset="validated_encounters", blocking=True,
+    gate_spec = dg.AssetCheckSpec("landed_rows_reconcile", asset="synthetic_diabetes130/validated_extract", blocking=True,
                                   partitions_def=extract_partitions)
 
-    @dg.asset(key="validated_encounters", partitions_def=extract_partitions, kinds={"python"},
+    @dg.asset(key="synthetic_diabetes130/validated_extract", partitions_def=extract_partitions, kinds={"python"},
               check_specs=[gate_spec])
     def validated(context):
         yield dg.Output(None)
@@ -385,7 +385,7 @@ def test_batch_scoring_follows_new_validated_extracts_only():
         return set(result.get_requested_partitions(key)), result.cursor
 
     cursor = requested(None)[1]
-    instance.add_dynamic_partitions("extracts", ["month_000.csv", "bad.csv"])
+    instance.add_dynamic_partitions("synthetic_diabetes130_extracts", ["month_000.csv", "bad.csv"])
     for partition in ("month_000.csv", "bad.csv"):
         dg.materialize([validated], instance=instance, partition_key=partition, raise_on_error=False)
     parts, cursor = requested(cursor)
@@ -397,7 +397,7 @@ def test_batch_scoring_follows_new_validated_extracts_only():
     parts, cursor = requested(cursor)
     assert parts == set()  # neither the scored extract nor the gated one
     dg.materialize([promotion], instance=instance, raise_on_error=False)  # a blocked challenger
-    instance.add_dynamic_partitions("extracts", ["month_001.csv"])
+    instance.add_dynamic_partitions("synthetic_diabetes130_extracts", ["month_001.csv"])
     dg.materialize([validated], instance=instance, partition_key="month_001.csv")
     parts, cursor = requested(cursor)
     assert parts == {"month_001.csv"}  # the champion in force scores it
@@ -410,7 +410,7 @@ def test_batch_predictions_depend_on_the_extract_and_the_promotion():
     asset = build_batch_predictions(load_cohort(COHORT))
     key = dg.AssetKey([COHORT, "batch_predictions"])
     assert {d.asset_key for d in asset.specs_by_key[key].deps} == {
-        dg.AssetKey("validated_encounters"), dg.AssetKey([COHORT, "promotion"])}
+        dg.AssetKey(["synthetic_diabetes130", "validated_extract"]), dg.AssetKey([COHORT, "promotion"])}
     assert asset.automation_conditions_by_key[key].get_label() == "score_new_extract"
 
 

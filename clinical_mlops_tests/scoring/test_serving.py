@@ -26,8 +26,8 @@ from clinical_mlops.core import tracking, warehouse
 from clinical_mlops.core.settings import PROJECT_ROOT
 from clinical_mlops_tests import _trained
 
-COHORT = "readmission_30d"
-MODEL = "readmission_30d_candidate"
+COHORT = "synthetic_diabetes130_readmission_30d"
+MODEL = "synthetic_diabetes130_readmission_30d_candidate"
 CARD = "c0" * 32
 
 

@@ -22,6 +22,9 @@ from clinical_mlops.ingestion import deid, diabetes130, landing, synthetic
 from clinical_mlops.sources import contract, derive
 from clinical_mlops.validation import rules as validation
 from clinical_mlops_tests.ingestion import bad_extracts as corpus
+from clinical_mlops_tests.conftest import synthetic_source  # noqa: E402
+
+SYNTHETIC_SOURCE = synthetic_source()
 
 KEY = b"sources-test-key"
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -86,16 +89,16 @@ def test_corpus_case_both_renderings_agree_with_each_other_and_with_today(case, 
     path = tmp_path / f"{case.name}.csv"
     path.write_bytes(case.file_bytes())
     with contextlib.closing(warehouse.connect(tmp_path / "warehouse.duckdb")) as con:
-        result = landing.land_extract(con, path)
+        result = landing.land_extract(con, path, SYNTHETIC_SOURCE)
         if result.status != "landed":
             pytest.skip(f"{case.name} does not land today ({result.status})")
-        outcome = validation.validate_extract(con, path.name, pseudonym_key=KEY)
+        outcome = validation.validate_extract(con, SYNTHETIC_SOURCE, path.name, pseudonym_key=KEY)
         today = {int(n): set(r.split("; ")) for n, r in con.execute(
-            "SELECT row_number, reasons FROM staging.quarantine WHERE extract_id = ?", [path.name]).fetchall()}
-        sql = _sql_failures(con, DIABETES, "raw.encounters", "_row_number",
+            "SELECT row_number, reasons FROM staging.synthetic_diabetes130__quarantine WHERE extract_id = ?", [path.name]).fetchall()}
+        sql = _sql_failures(con, DIABETES, "raw.synthetic_diabetes130", "_row_number",
                             where=f"_extract_id = '{path.name}'")
         columns = ", ".join(f'"{c}"' for c in diabetes130.COLUMNS)
-        frame = con.execute(f"SELECT _row_number, {columns} FROM raw.encounters WHERE _extract_id = ? "
+        frame = con.execute(f"SELECT _row_number, {columns} FROM raw.synthetic_diabetes130 WHERE _extract_id = ? "
                             "ORDER BY _row_number", [path.name]).df().set_index("_row_number")
     frame.index.name = None
     pandera = _pandera_failures(frame, DIABETES)

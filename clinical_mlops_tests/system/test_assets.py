@@ -8,22 +8,23 @@ from mlflow.tracking import MlflowClient
 
 from clinical_mlops.core import tracking, warehouse
 from clinical_mlops.ingestion import uci
+from clinical_mlops_tests.conftest import synthetic_assets
 
 FAST_MODELS = {
     "ops": {
-        "readmission_30d__candidate_model": {"config": {"max_iter": 40}},
-        "readmission_30d__evaluation_asset": {},
+        "synthetic_diabetes130_readmission_30d__candidate_model": {"config": {"max_iter": 40}},
+        "synthetic_diabetes130_readmission_30d__evaluation_asset": {},
     }
 }
 
 
 
 def _assets(defs: dg.Definitions) -> list:
-    return list(defs.assets or [])
+    return synthetic_assets(defs)
 
 
 def _ingest(defs, workspace, instance, extract_ids):
-    instance.add_dynamic_partitions("extracts", extract_ids)
+    instance.add_dynamic_partitions("synthetic_diabetes130_extracts", extract_ids)
     results = []
     for extract_id in extract_ids:
         results.append(
@@ -39,7 +40,7 @@ def _ingest(defs, workspace, instance, extract_ids):
     return results
 
 
-def _train(defs, workspace, instance, cohort="readmission_30d", candidate_iterations=40):
+def _train(defs, workspace, instance, cohort="synthetic_diabetes130_readmission_30d", candidate_iterations=40):
     selection = dg.AssetSelection.key_prefixes([cohort]) & dg.AssetSelection.groups("features", "training", "evaluation")
     return dg.materialize(
         _assets(defs),
@@ -70,8 +71,8 @@ def test_ingestion_lands_validates_and_reconciles(landed, small_encounters):
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
         assert checks == {"no_direct_identifiers": True, "landed_rows_reconcile": True,
                           "quarantine_rate_within_limit": True}
-        raw = result.asset_materializations_for_node("raw_encounters")[0].metadata
-        valid = result.asset_materializations_for_node("validated_encounters")[0].metadata
+        raw = result.asset_materializations_for_node("synthetic_diabetes130__raw_extract")[0].metadata
+        valid = result.asset_materializations_for_node("synthetic_diabetes130__validated_extract")[0].metadata
         assert len(raw["sha256"].value) == 64
         total_landed += raw["rows_landed"].value
         total_valid += valid["rows_valid"].value
@@ -84,7 +85,7 @@ def test_raw_data_version_is_the_file_sha256(landed, workspace):
     from clinical_mlops.ingestion.landing import file_sha256
 
     event = results[0].get_asset_materialization_events()[0]
-    assert event.asset_key == dg.AssetKey("raw_encounters")
+    assert event.asset_key == dg.AssetKey(["synthetic_diabetes130", "raw_extract"])
     assert event.materialization.tags["dagster/data_version"] == file_sha256(workspace.landing / event.partition)
 
 
@@ -98,9 +99,9 @@ def test_identifier_gate_blocks_downstream(defs, workspace, small_encounters):
     assert not gate.passed
     assert "payer_code" in gate.metadata["columns_flagged"].value
     assert "someone@example.com" not in str(gate.metadata) and "someone@example.com" not in (gate.description or "")
-    assert not result.asset_materializations_for_node("validated_encounters")
+    assert not result.asset_materializations_for_node("synthetic_diabetes130__validated_extract")
     with warehouse.connect(workspace.warehouse) as con:
-        assert con.execute("SELECT count(*) FROM raw.encounters").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM raw.synthetic_diabetes130").fetchone()[0] == 0
 
 
 def test_bad_extract_fails_the_run_with_a_clear_message(defs, workspace, small_encounters):
@@ -117,21 +118,21 @@ def test_training_graph_registers_models_and_reproduces_predictions(defs, worksp
     first = _train(defs, workspace, instance)
     assert first.success
     checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in first.get_asset_check_evaluations()}
-    assert checks[("readmission_30d/encounter_features", "feature_schema_valid")]
-    assert checks[("readmission_30d/training_split", "no_patient_overlap")]
+    assert checks[("synthetic_diabetes130_readmission_30d/encounter_features", "feature_schema_valid")]
+    assert checks[("synthetic_diabetes130_readmission_30d/training_split", "no_patient_overlap")]
 
-    candidate = first.asset_materializations_for_node("readmission_30d__candidate_model")[0].metadata
-    assert candidate["registered_model"].value == "readmission_30d_candidate"
+    candidate = first.asset_materializations_for_node("synthetic_diabetes130_readmission_30d__candidate_model")[0].metadata
+    assert candidate["registered_model"].value == "synthetic_diabetes130_readmission_30d_candidate"
     assert candidate["mlflow_run"].value.startswith("http://127.0.0.1:5000/#/experiments/")
     assert len(candidate["git_commit"].value) in (40, len("unknown"))
     tracking.configure(workspace.tracking_uri, workspace.artifacts)
     client = MlflowClient()
-    version = client.get_model_version("readmission_30d_candidate", candidate["model_version"].value)
+    version = client.get_model_version("synthetic_diabetes130_readmission_30d_candidate", candidate["model_version"].value)
     run = client.get_run(version.run_id)
     assert run.data.params["max_iter"] == "40"
     assert any(k.startswith("data_version.month_") for k in run.data.tags)
     assert run.data.tags["lock_sha256"] != "missing"
-    evaluation = first.asset_materializations_for_node("readmission_30d__model_evaluation")[0].metadata
+    evaluation = first.asset_materializations_for_node("synthetic_diabetes130_readmission_30d__model_evaluation")[0].metadata
     low, high = (float(x) for x in evaluation["candidate_auroc_ci"].value.split("–"))
     assert low <= evaluation["candidate_auroc"].value <= high
 
@@ -140,9 +141,9 @@ def test_training_graph_registers_models_and_reproduces_predictions(defs, worksp
     with warehouse.connect(workspace.warehouse) as con:
         versions = con.execute(
             """SELECT model_version, list(score ORDER BY encounter_id) FROM ml.predictions
-               WHERE model_name = 'readmission_30d_candidate' GROUP BY model_version ORDER BY model_version"""
+               WHERE model_name = 'synthetic_diabetes130_readmission_30d_candidate' GROUP BY model_version ORDER BY model_version"""
         ).fetchall()
     assert len(versions) == 2
     assert versions[0][1] == versions[1][1], "same inputs and code must give identical test predictions"
-    loaded = tracking.load_model(f"models:/readmission_30d_candidate/{versions[1][0]}")
+    loaded = tracking.load_model(f"models:/synthetic_diabetes130_readmission_30d_candidate/{versions[1][0]}")
     assert hasattr(loaded, "predict_proba")

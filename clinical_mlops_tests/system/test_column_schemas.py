@@ -26,7 +26,7 @@ def _schema(asset_graph, key: dg.AssetKey) -> dg.TableSchema:
 
 
 def test_validated_encounters_shows_the_staging_table_with_its_format_checks(asset_graph):
-    schema = _schema(asset_graph, dg.AssetKey("validated_encounters"))
+    schema = _schema(asset_graph, dg.AssetKey(["synthetic_diabetes130", "validated_extract"]))
     con = duckdb.connect()
     con.execute("CREATE SCHEMA staging")
     con.execute(validation.STAGING_DDL)

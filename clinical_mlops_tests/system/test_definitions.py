@@ -17,12 +17,12 @@ def test_every_job_resolves(defs):
 def test_asset_graph_snapshot(defs):
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string(): graph.get(k) for k in graph.get_all_asset_keys()}
-    expected = {"raw_encounters", "validated_encounters"}
+    expected = {"synthetic_diabetes130/raw_extract", "synthetic_diabetes130/validated_extract"}
     for spec in load_all_cohorts():
         for asset in ("encounter_features", "training_split", "baseline_model", "candidate_model", "model_evaluation"):
             expected.add(f"{spec.name}/{asset}")
     assert expected <= set(keys)
-    assert {k for k, node in keys.items() if node.group_name == "ingestion"} == {"raw_encounters"}
+    assert {k for k, node in keys.items() if node.group_name == "ingestion"} == {"synthetic_diabetes130/raw_extract"}
     for name in load_all_cohorts():
         model = graph.get(dg.AssetKey([name.name, "candidate_model"]))
         assert dg.AssetKey([name.name, "training_split"]) in model.parent_keys
@@ -49,8 +49,8 @@ def test_gates_are_blocking_checks(defs):
         (key.asset_key.to_user_string(), key.name)
         for key in graph.asset_check_keys if graph.get_check_spec(key).blocking
     }
-    assert ("raw_encounters", "no_direct_identifiers") in blocking
-    assert ("validated_encounters", "landed_rows_reconcile") in blocking
+    assert ("synthetic_diabetes130/raw_extract", "no_direct_identifiers") in blocking
+    assert ("synthetic_diabetes130/validated_extract", "landed_rows_reconcile") in blocking
     for spec in load_all_cohorts():
         assert (f"{spec.name}/training_split", "no_patient_overlap") in blocking
 

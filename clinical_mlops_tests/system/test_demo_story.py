@@ -25,8 +25,11 @@ from clinical_mlops.governance.policy import load_policy
 from clinical_mlops.ingestion import deid, steps as ingestion_steps
 from clinical_mlops.training import steps as training_steps
 from clinical_mlops.validation import steps as validation_steps
+from clinical_mlops_tests.conftest import synthetic_source  # noqa: E402
 
-COHORT = "readmission_30d"
+SYNTHETIC_SOURCE = synthetic_source()
+
+COHORT = "synthetic_diabetes130_readmission_30d"
 
 
 @pytest.mark.parametrize("seed", [1, 7, 42])
@@ -39,8 +42,8 @@ def test_injected_bias_fails_the_recall_gate_at_the_default_size(workspace, seed
     key, _ = deid.pseudonym_key_from_env()
     with contextlib.closing(warehouse.connect(workspace.warehouse)) as con:
         for path in extracts.training:
-            landed = ingestion_steps.land(con, path)
-            validation_steps.validate(con, landed.extract_id, pseudonym_key=key)
+            landed = ingestion_steps.land(con, path, SYNTHETIC_SOURCE)
+            validation_steps.validate(con, SYNTHETIC_SOURCE, landed.extract_id, pseudonym_key=key)
         feature_steps.build_features(con, spec)
         training_steps.split(con, spec)
         training_steps.train_candidate(con, spec, tracking_uri=workspace.tracking_uri,

@@ -18,6 +18,7 @@ import yaml
 
 from clinical_mlops.ingestion import synthetic, uci
 from clinical_mlops.core.settings import PROJECT_ROOT
+from clinical_mlops_tests.conftest import synthetic_assets
 
 DEPLOY = PROJECT_ROOT / "deploy"
 PG_ENV = ("DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_HOST", "DAGSTER_PG_DB", "DAGSTER_PG_PORT")
@@ -100,21 +101,21 @@ def test_a_postgres_backed_instance_runs_the_ingestion_graph(postgres, workspace
         monkeypatch.setenv(name, value)
     encounters = synthetic.generate_encounters(synthetic.SyntheticConfig(n_encounters=800, seed=3))
     (extract,) = uci.write_sequential_extracts(encounters, workspace.landing, 1, prefix="pg")
-    assets = list(defs().assets)
+    assets = synthetic_assets(defs())
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        instance.add_dynamic_partitions("extracts", [extract.name])
+        instance.add_dynamic_partitions("synthetic_diabetes130_extracts", [extract.name])
         result = dg.materialize(assets, selection=dg.AssetSelection.groups("ingestion", "validation"),
                                 partition_key=extract.name, instance=instance, resources=workspace.resources())
         assert result.success
         stored = instance.get_run_by_id(result.run_id)
         assert stored is not None and stored.is_success
         deadline = time.monotonic() + 10
-        materialized = instance.get_latest_materialization_event(dg.AssetKey("validated_encounters"))
+        materialized = instance.get_latest_materialization_event(dg.AssetKey(["synthetic_diabetes130", "validated_extract"]))
         while materialized is None and time.monotonic() < deadline:
             time.sleep(0.2)
-            materialized = instance.get_latest_materialization_event(dg.AssetKey("validated_encounters"))
+            materialized = instance.get_latest_materialization_event(dg.AssetKey(["synthetic_diabetes130", "validated_extract"]))
         assert materialized is not None
         assert materialized.asset_materialization.metadata["rows_valid"].value + \
             materialized.asset_materialization.metadata["rows_quarantined"].value == 800

@@ -19,7 +19,7 @@ def test_real_extract_reconciles_and_gives_a_plausible_auroc(workspace):
     encounters = uci.load_uci_encounters(UCI_ZIP)
     paths = uci.write_sequential_extracts(encounters, workspace.landing, 2, prefix="uci")
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("extracts", [p.name for p in paths])
+    instance.add_dynamic_partitions("synthetic_diabetes130_extracts", [p.name for p in paths])
     landed = valid = quarantined = 0
     for path in paths:
         result = dg.materialize(
@@ -27,7 +27,7 @@ def test_real_extract_reconciles_and_gives_a_plausible_auroc(workspace):
             partition_key=path.name, instance=instance, resources=workspace.resources(),
         )
         assert all(c.passed for c in result.get_asset_check_evaluations())
-        meta = result.asset_materializations_for_node("validated_encounters")[0].metadata
+        meta = result.asset_materializations_for_node("synthetic_diabetes130__validated_extract")[0].metadata
         landed += meta["rows_landed"].value
         valid += meta["rows_valid"].value
         quarantined += meta["rows_quarantined"].value

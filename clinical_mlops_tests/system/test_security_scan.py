@@ -9,9 +9,9 @@ Scanned: every Dagster event and run record of the instance, every file under th
 folder, the Dagster home and the exported bundle (Dagster storage and compute logs, MLflow's
 store and every artifact, reports, model cards, the audit ledger, API keys file), MLflow's
 params, tags, metric names and registered-model descriptions through its client, every
-warehouse table except ``raw.encounters`` (the one place raw rows belong), and the captured
+warehouse table except ``raw.synthetic_diabetes130`` (the one place raw rows belong), and the captured
 stdout/stderr of every command. Not scanned: the landing zone, the source extract and
-``raw.encounters``, which hold patient data by design.
+``raw.synthetic_diabetes130``, which hold patient data by design.
 """
 
 from __future__ import annotations
@@ -145,11 +145,11 @@ def scan(tmp_path_factory) -> Scan:
     assert demo.returncode == 0, demo.stderr[-3000:]
     bundle = root / "bundle"
     commands = [
-        ["land", str(planted)],
+        ["land", str(planted), "--source", "synthetic_diabetes130"],
         ["api-key", "create", "--name", "ward-system"],
         ["api-key", "list"],
         ["audit", "verify"],
-        ["audit", "export", "--model", "readmission_30d_candidate", "--version", "latest", "--out", str(bundle)],
+        ["audit", "export", "--model", "synthetic_diabetes130_readmission_30d_candidate", "--version", "latest", "--out", str(bundle)],
     ]
     after = subprocess.run(
         [sys.executable, "-c", DRIVER, json.dumps(commands)],
@@ -202,7 +202,7 @@ def _scanned_files(scan: Scan) -> list[Path]:
         if not path.is_file() or any(path.is_relative_to(e) for e in excluded):
             continue
         if path.name.startswith("warehouse.duckdb"):
-            continue  # raw.encounters holds the extracts by design; its other tables are scanned below
+            continue  # raw.synthetic_diabetes130 holds the extracts by design; its other tables are scanned below
         files.append(path)
     return files
 
@@ -291,11 +291,11 @@ def test_only_raw_encounters_holds_raw_patient_numbers_in_the_warehouse(scan):
         assert len(tables) > 15
         findings = []
         for (table,) in tables:
-            if table == "raw.encounters":
+            if table == "raw.synthetic_diabetes130":
                 continue
             rows = con.execute(f"SELECT * FROM {table}").fetchall()
             findings += _findings(scan, f"warehouse {table}", repr(rows))
-        raw = {p for (p,) in con.execute("SELECT DISTINCT patient_nbr FROM raw.encounters").fetchall()}
+        raw = {p for (p,) in con.execute("SELECT DISTINCT patient_nbr FROM raw.synthetic_diabetes130").fetchall()}
     assert raw and raw <= scan.patient_numbers  # the raw table is where they are, so the scan can see them
     assert not findings, "\n".join(findings)
 
@@ -358,8 +358,8 @@ def test_the_demo_ran_every_stage_and_its_summary_reconciles(scan):
     assert landed == ENCOUNTERS
     assert sum(e["rows_valid"] + e["rows_quarantined"] for e in summary["extracts"]) == landed
     assert sum(e["rows_quarantined"] for e in summary["extracts"]) >= 1  # the quarantine canary
-    readmission = summary["models"]["readmission_30d"]
-    assert readmission["candidate"]["registered_model"] == "readmission_30d_candidate"
+    readmission = summary["models"]["synthetic_diabetes130_readmission_30d"]
+    assert readmission["candidate"]["registered_model"] == "synthetic_diabetes130_readmission_30d_candidate"
     low, high = (float(x) for x in readmission["evaluation"]["candidate_auroc_ci"].split("–"))
     assert low <= readmission["evaluation"]["candidate_auroc"] <= high
     assert "AUROC" in out and "MLflow" in out

@@ -90,7 +90,7 @@ def test_dagster_configs_take_their_defaults_from_the_domain():
 
 
 def test_registered_model_name_is_cohort_and_role():
-    assert modelling.registered_model_name("readmission_30d", "candidate") == "readmission_30d_candidate"
+    assert modelling.registered_model_name("synthetic_diabetes130_readmission_30d", "candidate") == "synthetic_diabetes130_readmission_30d_candidate"
 
 
 def test_one_policy_resource_loads_the_default_or_the_given_file(tmp_path, monkeypatch):

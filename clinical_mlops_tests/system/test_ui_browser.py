@@ -30,7 +30,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--window-size=1600,1100")
 WAIT = 90
-TRAINED = ("readmission_30d/encounter_features", "readmission_30d/training_split", "readmission_30d/candidate_model")
+TRAINED = ("synthetic_diabetes130_readmission_30d/encounter_features", "synthetic_diabetes130_readmission_30d/training_split", "synthetic_diabetes130_readmission_30d/candidate_model")
 """A small graph: one cohort's features, split and candidate model (not the whole training job)."""
 
 
@@ -210,7 +210,7 @@ def test_the_dagster_and_mlflow_uis_show_the_graph_checks_and_runs(ui: UiGraph, 
     ingestion_clean, ingestion_ssn, training = ui.outcomes
     assert not ingestion_ssn["success"]
     assert ingestion_clean["success"] and training["success"], ui.outcomes
-    assert ingestion_ssn["blocking_failures"] == ["raw_encounters:no_direct_identifiers"]
+    assert ingestion_ssn["blocking_failures"] == ["synthetic_diabetes130/raw_extract:no_direct_identifiers"]
 
     # 1. The asset catalog lists every group defined in clinical_mlops.defs.
     groups = expected_groups()
@@ -222,15 +222,15 @@ def test_the_dagster_and_mlflow_uis_show_the_graph_checks_and_runs(ui: UiGraph, 
     assert all(g in body for g in groups)
 
     # 2. The candidate model's page shows its metadata: metrics and the MLflow run link.
-    browser.get(f"{ui.dagster_url}/assets/readmission_30d/candidate_model")
-    _wait_text(browser, "mlflow_run", "test_auroc", "registered_model", "readmission_30d_candidate")
+    browser.get(f"{ui.dagster_url}/assets/synthetic_diabetes130_readmission_30d/candidate_model")
+    _wait_text(browser, "mlflow_run", "test_auroc", "registered_model", "synthetic_diabetes130_readmission_30d_candidate")
     _save(browser, "02_candidate_model")
     links = [a.get_attribute("href") for a in browser.find_elements(By.TAG_NAME, "a")]
     run_links = [h for h in links if h and "/#/experiments/" in h and "/runs/" in h]
     assert run_links, links
 
-    # 3. The failed blocking gate is visible as failed on raw_encounters' checks tab.
-    browser.get(f"{ui.dagster_url}/assets/raw_encounters?view=checks")
+    # 3. The failed blocking gate is visible as failed on synthetic_diabetes130/raw_extract' checks tab.
+    browser.get(f"{ui.dagster_url}/assets/synthetic_diabetes130/raw_extract?view=checks")
     body = _wait_text(browser, "no_direct_identifiers", "This is a blocking asset check",
                       "direct identifiers found, extract not landed: payer_code: ssn")
     _save(browser, "03_raw_encounters_checks")

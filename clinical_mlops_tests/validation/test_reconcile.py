@@ -7,10 +7,13 @@ import dagster as dg
 
 from clinical_mlops.core import warehouse
 from clinical_mlops.ingestion import landing
+from clinical_mlops_tests.conftest import synthetic_assets, synthetic_source  # noqa: E402
+
+SYNTHETIC_SOURCE = synthetic_source()
 
 
 def _assets(defs: dg.Definitions) -> list:
-    return [a for a in defs.assets or [] if set(a.group_names_by_key.values()) <= {"ingestion", "validation"}]
+    return [a for a in synthetic_assets(defs) if set(a.group_names_by_key.values()) <= {"ingestion", "validation"}]
 
 
 def _run(defs, workspace, instance, name, group):
@@ -26,7 +29,7 @@ def _reconcile(result) -> dg.AssetCheckEvaluation:
 def _landed(defs, workspace, frame, name="month_000.csv"):
     frame.to_csv(workspace.landing / name, index=False, lineterminator="\n")
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("extracts", [name])
+    instance.add_dynamic_partitions("synthetic_diabetes130_extracts", [name])
     assert _run(defs, workspace, instance, name, "ingestion").success
     return instance
 
@@ -38,7 +41,7 @@ def test_records_not_lines_are_counted_at_landing(workspace, small_encounters):
     frame.to_csv(path, index=False, lineterminator="\n")
     assert len(path.read_text().splitlines()) == 32 and landing.count_file_records(path) == 30
     with warehouse.connect(workspace.warehouse) as con:
-        result = landing.land_extract(con, path)
+        result = landing.land_extract(con, path, SYNTHETIC_SOURCE)
         stored = con.execute("SELECT file_rows FROM raw.extracts WHERE extract_id = 'newline.csv'").fetchone()[0]
     assert result.file_rows == stored == result.rows_landed == 30
 
@@ -54,7 +57,7 @@ def test_reconcile_passes_when_file_landed_and_validated_rows_agree(defs, worksp
 def test_reconcile_fails_when_a_landed_row_is_lost(defs, workspace, small_encounters):
     instance = _landed(defs, workspace, small_encounters.head(200))
     with warehouse.connect(workspace.warehouse) as con:  # the insert path lost a row
-        con.execute("DELETE FROM raw.encounters WHERE _extract_id = 'month_000.csv' AND _row_number = 17")
+        con.execute("DELETE FROM raw.synthetic_diabetes130 WHERE _extract_id = 'month_000.csv' AND _row_number = 17")
     result = _run(defs, workspace, instance, "month_000.csv", "validation")
     check = _reconcile(result)
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
