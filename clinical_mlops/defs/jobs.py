@@ -47,7 +47,8 @@ def _source_jobs(source: str, specs: list[CohortSpec]) -> list:
                             description=f"{_RELEASE} — {source}'s cohorts."),
         dg.define_asset_job(job_name("drift", source), selection=_of(specs, "drift"), partitions_def=partitions,
                             description=f"Drift of one extract of {source} against each of its cohorts' champion "
-                            "training data (partitioned by extract)."),
+                            "training data, and the external evaluation of the champion (else the latest candidate) "
+                            "on that extract, with intervals (partitioned by extract)."),
     ]
 
 

@@ -5,8 +5,17 @@ import base64
 
 import dagster as dg
 
+from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
-from clinical_mlops.defs.resources import WAREHOUSE_POOL, ReportsResource, WarehouseResource
+from clinical_mlops.defs.ingestion.extract_checks import extract_check_spec
+from clinical_mlops.defs.partitions import extract_partitions, validated_key
+from clinical_mlops.defs.resources import (
+    WAREHOUSE_POOL,
+    PolicyResource,
+    ReportsResource,
+    TrackingResource,
+    WarehouseResource,
+)
 from clinical_mlops.evaluation import steps
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 
@@ -71,6 +80,94 @@ def build_model_evaluation(spec: CohortSpec) -> dg.AssetsDefinition:
     return model_evaluation_asset
 
 
+class ExternalEvaluationConfig(EvaluationConfig):
+    policy_path: str = ""
+    """Governance policy file; empty = the policy resource's (its change_control.absolute_acceptance.min_auroc)."""
+
+
+def _external_metadata(step: steps.ExternalStep) -> dict[str, dg.MetadataValue | float | int | str]:
+    metadata: dict[str, dg.MetadataValue | float | int | str] = {
+        "extract_id": step.extract_id, "relation": step.relation, "model": step.model or "none",
+        "model_kind": step.model_kind or "none", "evidence": step.evidence.status,
+        "evidence_reason": step.evidence.reason, "report": dg.MetadataValue.path(str(step.report)),
+    }
+    if step.min_auroc is not None:
+        metadata["min_auroc"] = step.min_auroc
+    result = step.evaluation
+    if result is None:
+        return {**metadata, "assessed": False}
+    auroc = result.overall("auroc")
+    metadata.update({
+        "assessed": True, "n": result.n, "n_positive": result.n_positive, "auroc": round(auroc.estimate, 4),
+        "auroc_lower": round(auroc.lower, 4), "auroc_upper": round(auroc.upper, 4),
+        "recall": round(result.overall("tpr").estimate, 4), "precision": round(result.overall("precision").estimate, 4),
+        "brier": round(result.overall("brier").estimate, 4),
+        "calibration_in_the_large": round(result.overall("calibration_in_the_large").estimate, 4),
+        "operating_threshold": result.threshold,
+    })
+    held = result.held_out.get("auroc")
+    if held is not None:
+        metadata.update({"held_out_auroc": round(held.estimate, 4), "held_out_auroc_lower": round(held.lower, 4),
+                         "held_out_auroc_upper": round(held.upper, 4)})
+    else:
+        metadata["held_out_auroc"] = "not recorded"
+    return metadata
+
+
+def build_external_evaluation(spec: CohortSpec) -> dg.AssetsDefinition:
+    key = dg.AssetKey([spec.name, "external_evaluation"])
+
+    @dg.asset(
+        key=key,
+        partitions_def=extract_partitions(spec.source),
+        deps=[dg.AssetKey([spec.name, "encounter_features"]), validated_key(spec.source)],
+        group_name="drift",  # runs with the drift report in drift_job_<source>, partitioned by extract
+        kinds={"scikit-learn", "duckdb"},
+        code_version=f"1-{spec.contract_sha256[:12]}",
+        pool=WAREHOUSE_POOL,
+        description=(
+            f"{spec.title}: the champion (else the latest candidate) scored on one extract it was not trained on — "
+            "an external site's or a later one — realised AUROC, recall and precision at the operating threshold, "
+            "Brier and calibration with bootstrap CIs, overall and per sensitive attribute (ml.external_evaluations), "
+            "beside the version's held-out figures; a Markdown report."
+        ),
+        check_specs=[
+            extract_check_spec(
+                steps.EXTERNAL_CHECK, asset=key, source=spec.source, blocking=False,
+                description="Per extract: the external AUROC interval lies at or above the policy's min_auroc (pass), "
+                "wholly below it (fail), or straddles it (insufficient evidence, e.g. a wide interval at small n); "
+                "insufficient evidence too when not assessed (no model, trained on the extract, one class only).",
+            ),
+        ],
+    )
+    def external_evaluation_asset(
+        context: dg.AssetExecutionContext,
+        config: ExternalEvaluationConfig,
+        warehouse: WarehouseResource,
+        tracking: TrackingResource,
+        reports: ReportsResource,
+        policy: PolicyResource,
+    ) -> dg.MaterializeResult:
+        extract_id = context.partition_key
+        min_auroc = float(policy.load(config.policy_path).change_control.absolute_acceptance.min_auroc)
+        with step_failures(), warehouse.connect() as con:
+            step = steps.evaluate_external(
+                con, spec, extract_id, tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root,
+                reports_dir=reports.directory, settings=config.settings(), min_auroc=min_auroc,
+            )
+        context.log.info(f"{spec.name} on {extract_id}: {step.evidence.status} — {step.evidence.reason}")
+        metadata = _external_metadata(step)
+        return dg.MaterializeResult(
+            metadata=metadata,
+            check_results=[evidence_check(steps.EXTERNAL_CHECK, step.evidence, blocking=False,
+                                          metadata={k: metadata[k] for k in ("extract_id", "relation", "model")})],
+        )
+
+    return external_evaluation_asset
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(assets=[build_model_evaluation(spec) for spec in load_all_cohorts()])
+    specs = load_all_cohorts()
+    return dg.Definitions(assets=[*(build_model_evaluation(spec) for spec in specs),
+                                  *(build_external_evaluation(spec) for spec in specs)])
