@@ -85,7 +85,7 @@ def _extract_row(source: str, extract_id: str, outcome) -> dict:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from clinical_mlops.cli.pipeline import preflight
+    from clinical_mlops.cli.preflight import preflight
 
     started = time.perf_counter()
     began = datetime.now(UTC).replace(tzinfo=None)

@@ -16,7 +16,7 @@ import duckdb
 from clinical_mlops.core.settings import default_paths
 
 __all__ = ["IDENTIFIER_PHRASES", "describe", "describe_failed_checks", "describe_identifier_refusal",
-           "describe_warehouse_error", "without_dagster_names"]
+           "describe_warehouse_error", "run_error", "without_dagster_names"]
 
 _OS_HINTS: dict[int, str] = {
     errno.ENOSPC: "free space on that file system and rerun",
@@ -150,3 +150,19 @@ def describe_failed_checks(check_metadata: Mapping[str, Mapping], blocking: list
         reason = values.get("evidence_reason") or values.get("description") or ""
         parts.append(f"{name} ({reason})" if reason else name)
     return f"blocking check failed: {'; '.join(parts)}" if parts else None
+
+
+def run_error(outcome) -> str:
+    """A failed run's error on one line, without Dagster's class names; DuckDB errors name the warehouse file.
+
+    A failed blocking check is described from its metadata (the identifier gate: the column, the kind of
+    identifier and the row count, never a value); any other error is its first line.
+    """
+    if outcome.blocking_failures:
+        described = describe_failed_checks(getattr(outcome, "check_metadata", {}), outcome.blocking_failures)
+        if described:
+            return described
+    first = (outcome.error or "the run failed").strip().partition("\n")[0]
+    if outcome.error_class and outcome.error_class.endswith(("IOException", "PermissionException")):
+        return describe_warehouse_error(RuntimeError(first))
+    return without_dagster_names(first) or "the run failed"

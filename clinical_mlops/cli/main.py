@@ -18,26 +18,6 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _record(instance, outcome) -> None:
-    """Write a finished run's events to the audit ledger (no daemon needed)."""
-    from clinical_mlops.defs.audit.sensors import record_run
-
-    record_run(instance, outcome.run_id)
-
-
-def _record_or_warn(instance, outcome) -> None:
-    """Record the run in the ledger; a known failure (disk, lock) is a warning, the run's own result stands."""
-    from clinical_mlops.cli import errors as cli_errors
-
-    try:
-        _record(instance, outcome)
-    except Exception as exc:
-        message = cli_errors.describe(exc)
-        if message is None:
-            raise
-        _say(f"warning: run {outcome.run_id} not recorded in the audit ledger: {message}")
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole governed graph (see :mod:`clinical_mlops.cli.demo`)."""
     from clinical_mlops.cli import demo
@@ -50,24 +30,6 @@ def cmd_land(args: argparse.Namespace) -> int:
     from clinical_mlops.cli import pipeline
 
     return pipeline.cmd_land(args)
-
-
-def _run_error(outcome) -> str:
-    """A failed run's error on one line, without Dagster's class names; DuckDB errors name the warehouse file.
-
-    A failed blocking check is described from its metadata (the identifier gate: the column, the kind of
-    identifier and the row count, never a value); any other error is its first line.
-    """
-    from clinical_mlops.cli import errors as cli_errors
-
-    if outcome.blocking_failures:
-        described = cli_errors.describe_failed_checks(getattr(outcome, "check_metadata", {}), outcome.blocking_failures)
-        if described:
-            return described
-    first = (outcome.error or "the run failed").strip().partition("\n")[0]
-    if outcome.error_class and outcome.error_class.endswith(("IOException", "PermissionException")):
-        return cli_errors.describe_warehouse_error(RuntimeError(first))
-    return cli_errors.without_dagster_names(first) or "the run failed"
 
 
 def build_parser() -> argparse.ArgumentParser:

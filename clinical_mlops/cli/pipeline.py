@@ -14,49 +14,14 @@ import shutil
 import sys
 from pathlib import Path
 
+from clinical_mlops.cli.preflight import preflight, resolve_source
 from clinical_mlops.core.settings import default_paths
 
-__all__ = ["Preflight", "cmd_land", "cmd_run", "cmd_sources", "preflight", "register", "resolve_source"]
+__all__ = ["cmd_land", "cmd_run", "cmd_sources", "land_file", "register"]
 
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-class Preflight:
-    """The loaded sources and cohorts, or the one-line reason they cannot be used."""
-
-    def __init__(self) -> None:
-        from clinical_mlops.features.cohort import CohortSpecError, load_all_cohorts
-        from clinical_mlops.sources.contract import ContractError, load_all_sources
-
-        self.error: str | None = None
-        self.sources, self.cohorts = {}, []
-        try:
-            self.sources = load_all_sources()
-            self.cohorts = load_all_cohorts()
-        except (ContractError, CohortSpecError) as error:
-            self.error = str(error)
-
-    def cohorts_of(self, source: str) -> list:
-        return [spec for spec in self.cohorts if spec.source == source]
-
-
-def preflight() -> Preflight:
-    return Preflight()
-
-
-def resolve_source(checked: Preflight, path: Path, name: str | None):
-    """The named source, or the one contract whose header the file matches; ValueError with one line."""
-    from clinical_mlops.ingestion import landing
-    from clinical_mlops.sources.matching import match_header
-
-    if name is not None:
-        if name not in checked.sources:
-            raise ValueError(f"no source named {name!r} (sources: {', '.join(checked.sources) or 'none'})")
-        return checked.sources[name]  # the landing step checks the header (and the run records a refusal)
-    return match_header(landing.read_header(path), checked.sources, file_name=path.name,
-                        sha256=landing.file_sha256(path))
 
 
 def _landed(con, source: str) -> list[dict]:
@@ -137,7 +102,7 @@ def land_file(path: Path, source, *, runs_module=None):
 
 def cmd_land(args: argparse.Namespace) -> int:
     """``land FILE [--source NAME]``: land one extract into its source and validate it against the contract."""
-    from clinical_mlops.cli.main import _record_or_warn, _run_error
+    from clinical_mlops.cli import errors, runs
 
     path: Path = args.path.resolve()
     if not path.is_file():
@@ -157,7 +122,7 @@ def cmd_land(args: argparse.Namespace) -> int:
         _say(f"error: {landed}")
         return 2
     outcome, instance = landed
-    _record_or_warn(instance, outcome)
+    runs.record_or_warn(instance, outcome)
     raw = outcome.metadata.get(f"{source.name}/raw_extract", {})
     valid = outcome.metadata.get(f"{source.name}/validated_extract", {})
     print(json.dumps({
@@ -168,7 +133,7 @@ def cmd_land(args: argparse.Namespace) -> int:
         "run_id": outcome.run_id,
     }, indent=2))
     if not outcome.success or outcome.blocking_failures:
-        _say(f"error: {_run_error(outcome)}")
+        _say(f"error: {errors.run_error(outcome)}")
         return 1
     for warning in outcome.failed_checks:
         _say(f"warning: check failed (non-blocking): {warning}")

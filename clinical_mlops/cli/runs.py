@@ -27,6 +27,7 @@ __all__ = [
     "UNFINISHED",
     "load_definitions",
     "project_instance",
+    "record_or_warn",
     "recover_abandoned_runs",
     "register_extracts",
     "run_ingestion",
@@ -227,3 +228,18 @@ def run_training(defs: dg.Definitions, instance: dg.DagsterInstance, run_config:
     from clinical_mlops.defs.jobs import job_name
 
     return run_job(defs, instance, job_name("training", source), run_config=run_config)
+
+
+def record_or_warn(instance: dg.DagsterInstance, outcome: RunOutcome) -> None:
+    """Record a finished run in the audit ledger (no daemon needed); a known failure (disk, lock) is a
+    warning on stderr, the run's own result stands."""
+    from clinical_mlops.cli import errors as cli_errors
+    from clinical_mlops.defs.audit.sensors import record_run
+
+    try:
+        record_run(instance, outcome.run_id)
+    except Exception as exc:
+        message = cli_errors.describe(exc)
+        if message is None:
+            raise
+        print(f"warning: run {outcome.run_id} not recorded in the audit ledger: {message}", file=sys.stderr, flush=True)

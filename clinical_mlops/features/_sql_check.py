@@ -11,15 +11,21 @@ import re
 
 import duckdb
 
-from clinical_mlops.features.cohort import CohortSpec, CohortSpecError
+from typing import Any
+
 from clinical_mlops.sources import contract as source_contract, tables
 
-__all__ = ["check_cohort", "required_columns"]
+__all__ = ["CohortProblem", "check_cohort", "required_columns"]
+
+
+class CohortProblem(ValueError):
+    """A cohort that cannot run on its source; one line ``<file>: <field>: <problem>``."""
+
 
 _NOT_FOUND = re.compile(r'Referenced column "?([^"\s]+)"? not found')
 
 
-def required_columns(spec: CohortSpec) -> tuple[str, ...]:
+def required_columns(spec: Any) -> tuple[str, ...]:
     """Columns the cohort's SQL must provide besides its features."""
     keys = ("encounter_id", "extract_id", "row_number")
     return keys + (("patient_key",) if spec.split_strategy == "patient_hash" else ())
@@ -33,19 +39,19 @@ def _problem(error: duckdb.Error) -> str:
     return message.split(": ", 1)[-1]
 
 
-def check_cohort(spec: CohortSpec, file: str) -> source_contract.LoadedSource:
+def check_cohort(spec: Any, file: str) -> source_contract.LoadedSource:
     """The cohort's source; :class:`CohortSpecError` (``<file>: <field>: <problem>``) for the first mistake."""
     try:
         source = source_contract.load_source(spec.source)
     except source_contract.ContractError as error:
-        raise CohortSpecError(f"{file}: source: {spec.source!r}: {error.problem}") from None
+        raise CohortProblem(f"{file}: source: {spec.source!r}: {error.problem}") from None
     declared = source.contract.sensitive_attributes
     for i, attribute in enumerate(spec.sensitive_attributes):
         if attribute not in declared:
-            raise CohortSpecError(f"{file}: sensitive_attributes.{i}: {attribute!r} is not a sensitive attribute of "
+            raise CohortProblem(f"{file}: sensitive_attributes.{i}: {attribute!r} is not a sensitive attribute of "
                                   f"source {spec.source} (declared: {', '.join(declared) or 'none'})")
     if spec.split_strategy == "patient_hash" and source.contract.roles.patient_id is None:
-        raise CohortSpecError(f"{file}: split.strategy: source {spec.source} has no patient id role; "
+        raise CohortProblem(f"{file}: split.strategy: source {spec.source} has no patient id role; "
                               "split by 'row' (and say so on the model card)")
     con = duckdb.connect(":memory:")
     try:
@@ -57,29 +63,29 @@ def check_cohort(spec: CohortSpec, file: str) -> source_contract.LoadedSource:
             try:
                 con.execute(f"CREATE VIEW {view} AS {sql}")
             except duckdb.Error as error:
-                raise CohortSpecError(f"{file}: {field}: {_problem(error)} (source {spec.source})") from None
+                raise CohortProblem(f"{file}: {field}: {_problem(error)} (source {spec.source})") from None
         provided = {row[0] for row in con.execute("DESCRIBE cohort_rows").fetchall()}
         for column in required_columns(spec):
             if column not in provided:
-                raise CohortSpecError(f"{file}: base_sql: the SQL provides no column {column!r} (required)")
+                raise CohortProblem(f"{file}: base_sql: the SQL provides no column {column!r} (required)")
         if spec.split_strategy == "row" and "patient_key" in provided:
-            raise CohortSpecError(f"{file}: split.strategy: a 'row' split makes its own per-row patient_key; "
+            raise CohortProblem(f"{file}: split.strategy: a 'row' split makes its own per-row patient_key; "
                                   "the SQL must not provide one")
         for i, attribute in enumerate(spec.sensitive_attributes):
             if attribute in provided:
-                raise CohortSpecError(f"{file}: sensitive_attributes.{i}: {attribute!r} comes from the source "
+                raise CohortProblem(f"{file}: sensitive_attributes.{i}: {attribute!r} comes from the source "
                                       "contract; the SQL must not provide a column of that name")
         for kind, names in (("numeric", spec.numeric_features), ("categorical", spec.categorical_features)):
             for i, name in enumerate(names):
                 if name not in provided:
-                    raise CohortSpecError(f"{file}: features.{kind}.{i}: {name!r} is not a column of the cohort's SQL "
+                    raise CohortProblem(f"{file}: features.{kind}.{i}: {name!r} is not a column of the cohort's SQL "
                                           f"({', '.join(spec.sql_files)})")
         checks = [("target.sql", spec.target_sql)] + [(f"exclusions.{e.name}.sql", e.sql) for e in spec.exclusions]
         for field, expression in checks:
             try:
                 con.execute(f"SELECT CAST(({expression}) AS INTEGER) FROM cohort_rows LIMIT 0")
             except duckdb.Error as error:
-                raise CohortSpecError(f"{file}: {field}: {_problem(error)}") from None
+                raise CohortProblem(f"{file}: {field}: {_problem(error)}") from None
     finally:
         con.close()
     return source

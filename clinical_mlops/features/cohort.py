@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from clinical_mlops.core.settings import PROJECT_ROOT
+from clinical_mlops.features import _sql_check
 
 __all__ = ["COHORTS_DIR_ENV", "MOMENTS", "SPLIT_STRATEGIES", "CohortSpec", "CohortSpecError", "Exclusion",
     "PredictionTime", "cohorts_dir", "load_all_cohorts", "load_cohort", "parse_cohort_spec"]
@@ -261,8 +262,6 @@ def load_all_cohorts(directory: Path | None = None) -> list[CohortSpec]:
     a sensitive attribute the source does not declare, SQL that reads a column the source lacks, a
     feature, exclusion or target the SQL does not provide.
     """
-    from clinical_mlops.features import _sql_check
-
     directory = Path(directory) if directory is not None else cohorts_dir()
     if not directory.is_dir():
         raise CohortSpecError(f"{_display(directory)}: no cohorts folder here (set {COHORTS_DIR_ENV} to another)")
@@ -275,7 +274,10 @@ def load_all_cohorts(directory: Path | None = None) -> list[CohortSpec]:
 
     checked = []
     for spec in specs:
-        source = _sql_check.check_cohort(spec, _display(directory / f"{spec.cohort}.yaml"))
+        try:
+            source = _sql_check.check_cohort(spec, _display(directory / f"{spec.cohort}.yaml"))
+        except _sql_check.CohortProblem as problem:
+            raise CohortSpecError(str(problem)) from None
         checked.append(replace(spec, contract_sha256=source.sha256))
     return checked
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from clinical_mlops.cli import errors, main
+from clinical_mlops.cli import errors
 
 GATE = {"extract_id": "x.csv", "findings_detail": [
     {"column": "payer_code", "identifier": "ssn", "location": "values", "rows": 100},
@@ -17,7 +17,7 @@ def _outcome(**kwargs):
 
 
 def test_identifier_refusal_names_column_kind_and_count():
-    line = main._run_error(_outcome(
+    line = errors.run_error(_outcome(
         error="dagster._core.errors.DagsterAssetCheckFailedError: 1 blocking asset check failed\nmore",
         error_class="DagsterAssetCheckFailedError", blocking_failures=[f"synthetic_diabetes130/{errors.GATE_CHECK}"],
         check_metadata={f"synthetic_diabetes130/{errors.GATE_CHECK}": GATE}))
@@ -26,10 +26,10 @@ def test_identifier_refusal_names_column_kind_and_count():
 
 
 def test_other_errors_lose_dagster_names_and_never_point_at_the_ui():
-    line = main._run_error(_outcome(error="dagster._core.errors.DagsterExecutionStepExecutionError: boom\ndetails",
+    line = errors.run_error(_outcome(error="dagster._core.errors.DagsterExecutionStepExecutionError: boom\ndetails",
                                     error_class="DagsterExecutionStepExecutionError"))
     assert line == "boom"
-    failed = main._run_error(_outcome(
+    failed = errors.run_error(_outcome(
         blocking_failures=["synthetic_diabetes130/validated_extract:landed_rows_reconcile"],
         check_metadata={"synthetic_diabetes130/validated_extract:landed_rows_reconcile": {"evidence_reason": "200 records but 199 rows"}}))
     assert failed == "blocking check failed: synthetic_diabetes130/validated_extract:landed_rows_reconcile (200 records but 199 rows)"
