@@ -30,19 +30,6 @@ def fairness_check_keys() -> dict[str, list[dg.AssetCheckKey]]:
     }
 
 
-fairness_report_job = dg.define_asset_job(
-    "fairness_job",
-    selection=dg.AssetSelection.assets(*[dg.AssetKey([s.name, "fairness_report"]) for s in load_all_cohorts()]),
-    description="Audit every cohort's latest candidate against the fairness policy.",
-)
-
-fairness_remediation_job = dg.define_asset_job(
-    "fairness_remediation_job",
-    selection=dg.AssetSelection.assets(*[k for s in load_all_cohorts() for k in remediation_keys(s.name)]),
-    description="Root-cause analysis and mitigated challenger for cohorts with a failing fairness check.",
-)
-
-
 def already_remediated(instance: dg.DagsterInstance, cohort: str, failed_at: float) -> bool:
     """Whether root cause and mitigation were both materialized after the failed evaluation (``failed_at``)."""
     for key in remediation_keys(cohort):
@@ -76,7 +63,7 @@ def _is_breach(record) -> bool:
 
 @dg.sensor(
     name="fairness_check_failed_sensor",
-    job=fairness_remediation_job,
+    job_name="fairness_remediation_job",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="A fairness check failing on evidence (a breach, not missing evidence) requests root-cause "
@@ -111,7 +98,22 @@ def fairness_check_failed_sensor(context: dg.SensorEvaluationContext) -> dg.Sens
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
 
 
+def _jobs() -> list:
+    specs = load_all_cohorts()
+    return [
+        dg.define_asset_job(
+            "fairness_job",
+            selection=dg.AssetSelection.assets(*[dg.AssetKey([s.name, "fairness_report"]) for s in specs]),
+            description="Audit every cohort's latest candidate against the fairness policy.",
+        ),
+        dg.define_asset_job(
+            "fairness_remediation_job",
+            selection=dg.AssetSelection.assets(*[k for s in specs for k in remediation_keys(s.name)]),
+            description="Root-cause analysis and mitigated challenger for cohorts with a failing fairness check.",
+        ),
+    ]
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(sensors=[fairness_check_failed_sensor],
-                          jobs=[fairness_report_job, fairness_remediation_job])
+    return dg.Definitions(sensors=[fairness_check_failed_sensor], jobs=_jobs())
