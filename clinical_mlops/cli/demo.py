@@ -252,6 +252,11 @@ def story(con, since: datetime, cohorts: list[str] | None = None) -> dict[str, d
                        reference_kind, reference_model, reference_version
                 FROM monitoring.drift_runs WHERE cohort = ? AND computed_at >= ? ORDER BY computed_at""",
                 [cohort, since])},
+            "external_evaluation": _rows(con, """
+                SELECT extract_id, relation, model_name, model_version, model_kind, n, n_positive,
+                       round(estimate, 3) AS auroc, round(lower, 3) AS auroc_lower, round(upper, 3) AS auroc_upper
+                FROM ml.external_evaluations WHERE cohort = ? AND evaluated_at >= ? AND attribute = 'overall'
+                  AND metric = 'auroc' ORDER BY evaluated_at""", [cohort, since]),
             "scoring": _rows(con, """SELECT extract_id, model_name, model_version, model_source, count(*) AS rows,
                                             sum(CAST(flagged AS INTEGER)) AS flagged
                                      FROM ml.batch_predictions WHERE cohort = ? AND predicted_at >= ?
@@ -349,6 +354,10 @@ def _print_summary(summary: dict) -> None:
         for extract, drift in story_["drift"].items():
             print(f"    drift {extract}: {'DATASET DRIFT' if drift['dataset_drift'] else 'no dataset drift'} "
                   f"({drift['features_drifted']}/{drift['features_tested']} features)")
+        for ext in story_.get("external_evaluation", []):
+            print(f"    external evaluation {ext['extract_id']} ({ext['relation'].replace('_', ' ')}): "
+                  f"{ext['model_name']} v{ext['model_version']} AUROC {ext['auroc']:.3f} "
+                  f"[{ext['auroc_lower']:.3f}, {ext['auroc_upper']:.3f}], n = {ext['n']:,} ({ext['n_positive']:,} events)")
         for decision in story_["promotion"]:
             print(f"    promotion {decision['model']}: {decision['status'].upper()}")
             for reason in decision["reasons"]:

@@ -61,7 +61,7 @@ def describe(exc: BaseException) -> str | None:
     chain = _chain(exc)
     text = " ".join(str(e) for e in chain).lower()
     for item in chain:
-        if isinstance(item, warehouse.WarehouseBusyError):
+        if isinstance(item, warehouse.WarehouseBusyError | warehouse.LegacyWarehouseError):
             return str(item)
         if isinstance(item, ledger.LedgerError):
             return f"audit ledger: {item} (check it with `clinical-mlops audit verify`)"

@@ -6,7 +6,7 @@ from functools import cache
 
 import dagster as dg
 
-__all__ = ["extract_partitions", "raw_key", "validated_key"]
+__all__ = ["cohort_code_version", "extract_partitions", "raw_key", "validated_key"]
 
 
 @cache
@@ -23,3 +23,9 @@ def raw_key(source: str) -> dg.AssetKey:
 def validated_key(source: str) -> dg.AssetKey:
     """The source's validated, typed rows: ``staging.<source>``."""
     return dg.AssetKey([source, "validated_extract"])
+
+
+def cohort_code_version(spec, own: str) -> str:
+    """A cohort asset's code version: its own, then its source contract's version (a reviewed change of the
+    contract marks every asset built on it stale)."""
+    return f"{own}-{spec.contract_sha256[:12]}"

@@ -15,7 +15,7 @@ from typing import Any
 
 from clinical_mlops.sources import contract as source_contract, tables
 
-__all__ = ["CohortProblem", "check_cohort", "required_columns"]
+__all__ = ["CohortProblem", "check_cohort", "known_source", "required_columns"]
 
 
 class CohortProblem(ValueError):
@@ -23,6 +23,14 @@ class CohortProblem(ValueError):
 
 
 _NOT_FOUND = re.compile(r'Referenced column "?([^"\s]+)"? not found')
+
+
+def known_source(name: str, file: str) -> source_contract.LoadedSource:
+    """The source a cohort file names, or one line: ``<file>: source: '<name>': no source named …``."""
+    try:
+        return source_contract.load_source(name)
+    except source_contract.ContractError as error:
+        raise CohortProblem(f"{file}: source: {name!r}: {error.problem}") from None
 
 
 def required_columns(spec: Any) -> tuple[str, ...]:
@@ -41,10 +49,7 @@ def _problem(error: duckdb.Error) -> str:
 
 def check_cohort(spec: Any, file: str) -> source_contract.LoadedSource:
     """The cohort's source; :class:`CohortSpecError` (``<file>: <field>: <problem>``) for the first mistake."""
-    try:
-        source = source_contract.load_source(spec.source)
-    except source_contract.ContractError as error:
-        raise CohortProblem(f"{file}: source: {spec.source!r}: {error.problem}") from None
+    source = known_source(spec.source, file)
     declared = source.contract.sensitive_attributes
     for i, attribute in enumerate(spec.sensitive_attributes):
         if attribute not in declared:

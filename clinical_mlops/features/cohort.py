@@ -237,6 +237,10 @@ def _specs_of_file(path: Path) -> list[CohortSpec]:
         raise CohortSpecError(f"{file}: name: {spec.name!r} does not match the file name {path.stem!r}")
     specs = []
     for source in sources:
+        try:
+            _sql_check.known_source(source, file)
+        except _sql_check.CohortProblem as problem:
+            raise CohortSpecError(str(problem)) from None
         base_name = raw.get("base_sql") or f"{source}.sql"
         base = _read_sql(path.parent, str(base_name), file, "base_sql")
         own_file = path.with_suffix(".sql")

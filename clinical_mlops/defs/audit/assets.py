@@ -6,6 +6,7 @@ import dagster as dg
 
 from clinical_mlops.audit import ledger, model_card, steps
 from clinical_mlops.core import tracking as tracking_lib
+from clinical_mlops.defs.partitions import cohort_code_version
 from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, ReportsResource, TrackingResource, WarehouseResource
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
@@ -64,7 +65,7 @@ def build_model_card_asset(spec: CohortSpec) -> dg.AssetsDefinition:
               dg.AssetKey([spec.name, "mitigated_model"])],
         group_name="audit",
         kinds={"mlflow", "markdown"},
-        code_version="2",
+        code_version=cohort_code_version(spec, "2"),
         pool=WAREHOUSE_POOL,
         description="Model card (Mitchell et al.: nine sections, subgroup analyses with CIs, the fairness gate per rule, "
         "waivers, the previous promotion decision, the declared prediction time) and TRIPOD+AI development report "

@@ -6,7 +6,7 @@ import dagster as dg
 from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.ingestion.extract_checks import extract_check_spec
-from clinical_mlops.defs.partitions import extract_partitions, validated_key
+from clinical_mlops.defs.partitions import cohort_code_version, extract_partitions, validated_key
 from clinical_mlops.defs.resources import (
     WAREHOUSE_POOL,
     PolicyResource,
@@ -114,7 +114,7 @@ def build_drift_report(spec: CohortSpec) -> dg.AssetsDefinition:
         deps=[validated_key(spec.source), dg.AssetKey([spec.name, "encounter_features"])],
         group_name="drift",
         kinds={"duckdb", "evidently"},
-        code_version=f"1-{spec.contract_sha256[:12]}",
+        code_version=cohort_code_version(spec, "1"),
         pool=WAREHOUSE_POOL,
         description=(
             f"{spec.title}: one extract's features, sensitive attributes, scores and labels against the "

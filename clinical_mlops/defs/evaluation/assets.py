@@ -8,7 +8,7 @@ import dagster as dg
 from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.ingestion.extract_checks import extract_check_spec
-from clinical_mlops.defs.partitions import extract_partitions, validated_key
+from clinical_mlops.defs.partitions import cohort_code_version, extract_partitions, validated_key
 from clinical_mlops.defs.resources import (
     WAREHOUSE_POOL,
     PolicyResource,
@@ -61,7 +61,7 @@ def build_model_evaluation(spec: CohortSpec) -> dg.AssetsDefinition:
         group_name="evaluation",
         automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
         kinds={"scikit-learn", "duckdb"},
-        code_version="1",
+        code_version=cohort_code_version(spec, "1"),
         pool=WAREHOUSE_POOL,
         description="Held-out performance of the latest baseline and candidate, overall and per sensitive attribute, "
         "with bootstrap CIs; stored in ml.evaluation_metrics.",
@@ -123,7 +123,7 @@ def build_external_evaluation(spec: CohortSpec) -> dg.AssetsDefinition:
         deps=[dg.AssetKey([spec.name, "encounter_features"]), validated_key(spec.source)],
         group_name="drift",  # runs with the drift report in drift_job_<source>, partitioned by extract
         kinds={"scikit-learn", "duckdb"},
-        code_version=f"1-{spec.contract_sha256[:12]}",
+        code_version=cohort_code_version(spec, "1"),
         pool=WAREHOUSE_POOL,
         description=(
             f"{spec.title}: the champion (else the latest candidate) scored on one extract it was not trained on — "

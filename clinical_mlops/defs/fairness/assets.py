@@ -22,6 +22,7 @@ import base64
 import dagster as dg
 
 from clinical_mlops.core import evidence, tracking as tracking_lib
+from clinical_mlops.defs.partitions import cohort_code_version
 from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.resources import (
@@ -147,7 +148,7 @@ def build_fairness_report(spec: CohortSpec, declared: Policy) -> dg.AssetsDefini
         deps=[dg.AssetKey([spec.name, "model_evaluation"])],
         group_name=GROUP,
         kinds={"fairlearn", "duckdb"},
-        code_version=f"1-policy-{declared.short_hash}",
+        code_version=cohort_code_version(spec, f"1-policy-{declared.short_hash}"),
         pool=WAREHOUSE_POOL,
         check_specs=check_specs,
         description="Subgroup and intersectional audit of the latest candidate at its operating threshold: metrics, "
@@ -196,7 +197,7 @@ def build_root_cause(spec: CohortSpec) -> dg.AssetsDefinition:
         deps=[dg.AssetKey([spec.name, "fairness_report"])],
         group_name=GROUP,
         kinds={"scikit-learn", "duckdb"},
-        code_version="1",
+        code_version=cohort_code_version(spec, "1"),
         pool=WAREHOUSE_POOL,
         description="For each failing group: representation vs the declared population, label prevalence, "
         "missingness, feature shifts, per-group permutation importance, calibration and threshold effects — as findings.",
@@ -254,7 +255,7 @@ def build_mitigated_model(spec: CohortSpec) -> dg.AssetsDefinition:
         deps=[dg.AssetKey([spec.name, "fairness_report"])],
         group_name=GROUP,
         kinds={"fairlearn", "mlflow"},
-        code_version="1",
+        code_version=cohort_code_version(spec, "1"),
         pool=WAREHOUSE_POOL,
         description="When a fairness check fails: compare post- and in-processing mitigations on the same test split "
         "(trade-off table), register the chosen one as <cohort>_mitigated (a challenger) and audit it.",

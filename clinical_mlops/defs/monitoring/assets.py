@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from clinical_mlops.defs.partitions import validated_key
+from clinical_mlops.defs.partitions import cohort_code_version, validated_key
 
 from clinical_mlops.core import evidence
 from clinical_mlops.defs.checks import evidence_check
@@ -116,7 +116,7 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
         key=ingest_key,
         group_name=GROUP,
         kinds={"duckdb", "json"},
-        code_version="1",
+        code_version=cohort_code_version(spec, "1"),
         pool=WAREHOUSE_POOL,
         description="The scoring service's hash-chained prediction log, verified and copied into "
         "monitoring.prediction_log (incremental; tampering opens an incident).",
@@ -162,7 +162,7 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
         deps=[ingest_key, dg.AssetKey([spec.name, "batch_predictions"]), validated_key(spec.source)],
         group_name=GROUP,
         kinds={"duckdb"},
-        code_version="1",
+        code_version=cohort_code_version(spec, "1"),
         pool=WAREHOUSE_POOL,
         description="Label join: outcomes attached to production predictions (online and batch) once observed "
         "and once the label delay has passed; monitoring.prediction_outcomes.",
@@ -200,7 +200,7 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
         deps=[outcomes_key],
         group_name=GROUP,
         kinds={"duckdb", "scikit-learn"},
-        code_version="1",
+        code_version=cohort_code_version(spec, "1"),
         pool=WAREHOUSE_POOL,
         description="Performance (AUROC, AUPRC, Brier, recall, precision, alerts) over time and fairness under the "
         "governance policy, on labelled production predictions of the model in service.",
@@ -230,7 +230,7 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
         deps=[ingest_key, dg.AssetKey([spec.name, "encounter_features"]), dg.AssetKey([spec.name, "training_split"])],
         group_name=GROUP,
         kinds={"duckdb"},
-        code_version="1",
+        code_version=cohort_code_version(spec, "1"),
         pool=WAREHOUSE_POOL,
         description="Training–serving skew: served features (prediction log) against the training split's features, "
         "per feature (KS / chi-square + PSI under the drift policy) and value agreement for encounters on both sides.",

@@ -6,6 +6,7 @@ import json
 import dagster as dg
 
 from clinical_mlops.core.evidence import Evidence
+from clinical_mlops.defs.partitions import cohort_code_version
 from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.resources import (
@@ -94,7 +95,7 @@ def build_change_control_report(spec: CohortSpec) -> dg.AssetsDefinition:
         deps=_upstream(spec),
         group_name="registry",
         kinds={"mlflow", "duckdb"},
-        code_version="2",
+        code_version=cohort_code_version(spec, "2"),
         pool=WAREHOUSE_POOL,
         description=(
             f"{spec.title}: the latest candidate (aliased `challenger`) against the `champion` on the same held-out "
@@ -134,7 +135,7 @@ def build_promotion(spec: CohortSpec) -> dg.AssetsDefinition:
         deps=[dg.AssetKey([spec.name, "change_control_report"])],
         group_name="registry",
         kinds={"mlflow", "duckdb"},
-        code_version="2",
+        code_version=cohort_code_version(spec, "2"),
         pool=WAREHOUSE_POOL,
         description=(
             "Promotion gate under the evidence rule: any failed criterion blocks; a criterion without evidence "

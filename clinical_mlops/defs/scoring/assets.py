@@ -6,7 +6,7 @@ import dagster as dg
 from clinical_mlops.core import tracking as tracking_lib
 from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
-from clinical_mlops.defs.partitions import extract_partitions, validated_key
+from clinical_mlops.defs.partitions import cohort_code_version, extract_partitions, validated_key
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, TrackingResource, WarehouseResource
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.scoring import champion as scoring, steps
@@ -40,7 +40,7 @@ def build_batch_predictions(spec: CohortSpec) -> dg.AssetsDefinition:
         deps=[dg.AssetDep(validated_key(spec.source)), promotion_key],
         group_name="scoring",
         kinds={"scikit-learn", "mlflow", "duckdb"},
-        code_version="1",
+        code_version=cohort_code_version(spec, "1"),
         pool=WAREHOUSE_POOL,
         automation_condition=new_extract_condition(promotion_key),
         description=(

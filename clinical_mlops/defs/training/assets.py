@@ -4,6 +4,7 @@
 import dagster as dg
 
 from clinical_mlops.core import tracking as tracking_lib
+from clinical_mlops.defs.partitions import cohort_code_version
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, TrackingResource, WarehouseResource
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.training import fit as training, modelling, steps
@@ -51,7 +52,7 @@ def build_training_split(spec: CohortSpec) -> dg.AssetsDefinition:
         deps=[dg.AssetKey([spec.name, "encounter_features"])],
         group_name="training",
         kinds={"duckdb"},
-        code_version="1",
+        code_version=cohort_code_version(spec, "1"),
         pool=WAREHOUSE_POOL,
         description="Deterministic patient-grouped train/test split (seeded hash of the pseudonymised patient key).",
         check_specs=[
@@ -123,7 +124,7 @@ def build_model_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
     split_key = dg.AssetKey([spec.name, "training_split"])
     common = dict(deps=[split_key], group_name="training", kinds={"scikit-learn", "mlflow"}, pool=WAREHOUSE_POOL)
 
-    @dg.asset(key=[spec.name, "baseline_model"], code_version="1", description=(
+    @dg.asset(key=[spec.name, "baseline_model"], code_version=cohort_code_version(spec, "1"), description=(
         "Logistic-regression baseline (scaled numerics, one-hot categoricals), tracked and registered in MLflow."
     ), **common)
     def baseline_model(
@@ -136,7 +137,7 @@ def build_model_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
             )
         return _model_result(outcome, tracking, spec)
 
-    @dg.asset(key=[spec.name, "candidate_model"], code_version="1", description=(
+    @dg.asset(key=[spec.name, "candidate_model"], code_version=cohort_code_version(spec, "1"), description=(
         "Histogram gradient boosting with native categorical splits, tracked and registered in MLflow."
     ), **common)
     def candidate_model(
