@@ -316,6 +316,10 @@ def _finish(summary: dict, launch: _Launcher, started: float, began: datetime, p
     return 1 if launch.failures else 0
 
 
+def _num(value) -> str:
+    return "—" if value is None or value != value else f"{value:.3f}"
+
+
 def _ci(values: list) -> str:
     return "[" + ", ".join("—" if v is None else f"{v:+.3f}" for v in values) + "]"
 
@@ -356,8 +360,8 @@ def _print_summary(summary: dict) -> None:
                   f"({drift['features_drifted']}/{drift['features_tested']} features)")
         for ext in story_.get("external_evaluation", []):
             print(f"    external evaluation {ext['extract_id']} ({ext['relation'].replace('_', ' ')}): "
-                  f"{ext['model_name']} v{ext['model_version']} AUROC {ext['auroc']:.3f} "
-                  f"[{ext['auroc_lower']:.3f}, {ext['auroc_upper']:.3f}], n = {ext['n']:,} ({ext['n_positive']:,} events)")
+                  f"{ext['model_name']} v{ext['model_version']} AUROC {_num(ext['auroc'])} "
+                  f"[{_num(ext['auroc_lower'])}, {_num(ext['auroc_upper'])}], n = {ext['n']:,} ({ext['n_positive']:,} events)")
         for decision in story_["promotion"]:
             print(f"    promotion {decision['model']}: {decision['status'].upper()}")
             for reason in decision["reasons"]:
