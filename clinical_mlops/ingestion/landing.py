@@ -301,16 +301,19 @@ ID_SHAPED_KINDS = frozenset({"zip5"})
 def _value_findings(
     con: duckdb.DuckDBPyConnection, table: str, contract: SourceContract
 ) -> tuple[deid.IdentifierFinding, ...]:
-    """The identifier scan of every column, less the kinds the contract exempts per column.
+    """The identifier scan of every column, less the kinds the contract exempts per column (a value of a
+    column's declared vocabulary never reads as a person's name).
 
     An exempt column is still scanned for every other kind: an id whose codes read as ZIPs is
     exempt from ``zip5`` only, and an SSN, e-mail, phone number or date in it must not land.
     """
     exempt = {e.column: frozenset(e.kinds) for e in contract.identifier_scan_exemptions}
     columns = tuple(contract.columns)
-    findings = list(deid.scan_table_values(con, table, columns=columns, exempt_columns=tuple(exempt)))
+    vocabularies = {name: spec.vocabulary() for name, spec in contract.columns.items() if spec.vocabulary()}
+    findings = list(deid.scan_table_values(con, table, columns=columns, exempt_columns=tuple(exempt),
+                                           vocabularies=vocabularies))
     if exempt:
-        findings += [f for f in deid.scan_table_values(con, table, columns=tuple(exempt))
+        findings += [f for f in deid.scan_table_values(con, table, columns=tuple(exempt), vocabularies=vocabularies)
                      if f.identifier not in exempt[f.column]]
     return tuple(findings)
 

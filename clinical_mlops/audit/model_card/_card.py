@@ -49,6 +49,11 @@ TAG_TRIPOD = "tripod_report_sha256"
 """MLflow model-version tag holding the sha256 of the TRIPOD+AI report's Markdown."""
 
 
+def _of_patients(spec, counts) -> str:
+    """`` of N patients`` — nothing for a row split, whose rows are not linked to patients."""
+    return "" if spec.split_strategy == "row" else f" of {int(counts['patients']):,} patients"
+
+
 def _quantitative(facts: Facts) -> tuple[list[str], int]:
     """Section 7: overall and per-subgroup metrics with intervals, then the fairness verdicts."""
     evaluation = facts.evaluation
@@ -241,7 +246,7 @@ def card_markdown(facts: Facts) -> tuple[str, int]:
     sections["Evaluation Data"] = [
         f"Held out from the same extracts of source {spec.source or 'unrecorded'}: {split_statement(spec)[0]}. "
         f"{r.test_rows:,} encounters"
-        + (f" of {int(test['patients']):,} patients, {int(test['events']):,} outcome events "
+        + (f"{_of_patients(spec, test)}, {int(test['events']):,} outcome events "
            f"(prevalence {test['prevalence']:.1%})" if test else "")
         + f". Test id-set sha256 `{r.test_ids_sha256}`.",
         "",
@@ -250,7 +255,7 @@ def card_markdown(facts: Facts) -> tuple[str, int]:
     ]
     sections["Training Data"] = [
         f"{r.train_rows:,} encounters"
-        + (f" of {int(train['patients']):,} patients, {int(train['events']):,} outcome events "
+        + (f"{_of_patients(spec, train)}, {int(train['events']):,} outcome events "
            f"(prevalence {train['prevalence']:.1%})" if train else "")
         + f". Train id-set sha256 `{r.train_ids_sha256}`. {sample_text(facts.sample)} "
         f"Outcome: {spec.target_definition} Source: {spec.target_source}",
