@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clinical-mlops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run the whole graph on synthetic data or the UCI extract")
+    demo = sub.add_parser("demo", help="run the whole graph on synthetic data or a real source's file (the UCI zip, a sepsis CSV)")
     demo.add_argument("--source", type=Path, help="a real extract: the UCI zip or diabetic_data.csv, a sepsis_survival "
                       "CSV … (default: synthetic data, source synthetic_diabetes130)")
     demo.add_argument("--source-name", help="the source contract of --source (default: the one its header matches)")
