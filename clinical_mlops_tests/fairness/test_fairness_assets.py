@@ -53,15 +53,18 @@ def _policy_file(tmp_path, name: str, edit=None) -> str:
 
 
 def _loose(fp: dict) -> None:
-    """Bounds no gap can breach and no required group: every assessed group passes every rule."""
+    """Bounds no gap can breach and no share-required group: every assessed group passes every rule.
+
+    The required groups listed per attribute are the source's (``sources/diabetes130.yaml``: race
+    AfricanAmerican), not the policy file's: they stay required, and have enough rows here.
+    """
     for spec in fp["metrics"].values():
         if "max_difference" in spec:
             spec["max_difference"] = 1.0
         else:
             spec["min_ratio"] = 0.001
     fp.pop("required_population_share", None)
-    for attr in fp["sensitive_attributes"].values():
-        attr.pop("required_groups", None)
+    assert "sensitive_attributes" not in fp, "the shipped policy declares no attributes: they are the source's"
 
 
 def _without_evidence(fp: dict) -> None:

@@ -11,14 +11,16 @@ from clinical_mlops.evaluation import metrics as evaluation
 from clinical_mlops.fairness import mitigation
 from clinical_mlops.training import modelling
 from clinical_mlops.features.cohort import CohortSpec
-from clinical_mlops.governance.policy import load_policy
+from clinical_mlops.governance.policy import for_cohort, load_policy
+from clinical_mlops_tests.conftest import SYNTHETIC
 
 SPEC = CohortSpec(
     name="toy", title="toy", intended_use="", target_column="y", target_sql="", target_definition="", target_source="",
     exclusions=(), numeric_features=("prior_visits", "severity"), categorical_features=("unit",),
     sensitive_attributes=("race", "gender", "age_band"), split_strategy="patient_hash", test_fraction=0.3,
-    split_seed=0, threshold_strategy="top_fraction", threshold_value=0.2, spec_hash="toy",
+    split_seed=0, threshold_strategy="top_fraction", threshold_value=0.2, spec_hash="toy", source=SYNTHETIC,
 )
+"""A toy cohort on the synthetic source: its sensitive attributes (race, gender, age band) are that contract's."""
 
 
 def _cohort(n: int, seed: int) -> pd.DataFrame:
@@ -62,7 +64,7 @@ def test_group_thresholds_fold_into_one_operating_threshold(fitted):
 
 def test_every_mitigation_reduces_the_recall_gap_on_held_out_data(fitted):
     train, test, model, threshold = fitted
-    policy = load_policy()
+    policy = for_cohort(load_policy(), SPEC)  # as the fairness steps apply it
     comparison = mitigation.compare_mitigations(
         base_model=model, base_test_scores=modelling.predict_risk(model, test, SPEC), train=train, test=test,
         spec=SPEC, policy=policy, slice_name="race", group="AfricanAmerican", operating_threshold=threshold,

@@ -9,12 +9,15 @@ import pytest
 import yaml
 
 from clinical_mlops.fairness import report as fairness_report
-from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy, parse_policy
+from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, PolicyError, for_cohort, load_policy, parse_policy
+from clinical_mlops_tests.conftest import READMISSION
+from clinical_mlops_tests.governance._policy_text import declare_source_attributes
 
 
 @pytest.fixture(scope="module")
 def raw() -> dict:
-    return yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+    """The shipped policy, declaring diabetes130's sensitive attributes itself (the model still accepts them)."""
+    return declare_source_attributes(yaml.safe_load(DEFAULT_POLICY_PATH.read_text()))
 
 
 def _write(tmp_path: Path, data: dict) -> Path:
@@ -32,8 +35,14 @@ def test_shipped_policy_loads_with_typed_sections():
         "difference", 0.10, True, "recall_gap_within_policy")
     dpr = policy.fairness.metric("demographic_parity_ratio")
     assert (dpr.kind, dpr.bound, dpr.blocking) == ("ratio", 0.80, False)
-    assert policy.fairness.attribute("race").reference == "Caucasian"
-    assert policy.fairness.intersections == (("race", "gender"),)
+    # the groups are the source's: a bare policy has none, the cohort's source supplies them
+    assert policy.fairness.sensitive_attributes == () and policy.fairness.intersections == ()
+    from clinical_mlops.features.cohort import load_cohort
+
+    scoped = for_cohort(policy, load_cohort(READMISSION))
+    assert scoped.sha256 == policy.sha256 and scoped.fairness.metrics == policy.fairness.metrics
+    assert scoped.fairness.attribute("race").reference == "Caucasian"
+    assert scoped.fairness.intersections == (("race", "gender"),)
     assert policy.escalation.for_severity("open_incident").within_hours == 4
     assert policy.owner_for("block_promotion") == "model_owner"
     assert policy.drift.correction == "benjamini_hochberg" and policy.drift.evidently_sample_rows == 20000

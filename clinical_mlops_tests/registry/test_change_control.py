@@ -17,13 +17,14 @@ from clinical_mlops.training import modelling, fit as training
 from clinical_mlops.registry import aliases as registry
 from clinical_mlops.validation import rules as validation
 from clinical_mlops.core import warehouse
-from clinical_mlops.features.cohort import COHORTS_DIR, parse_cohort_spec
-from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, load_policy, parse_policy
-from clinical_mlops_tests.conftest import synthetic_source  # noqa: E402
+from clinical_mlops.features.cohort import cohorts_dir, load_cohort
+from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, for_cohort, load_policy, parse_policy
+from clinical_mlops_tests.conftest import READMISSION, synthetic_source  # noqa: E402
 
 SYNTHETIC_SOURCE = synthetic_source()
 
-POLICY = load_policy()
+POLICY = for_cohort(load_policy(), load_cohort(READMISSION))
+"""The shipped policy with the synthetic source's sensitive attributes, as the registry steps apply it."""
 
 
 def _model(version: str = "1", **changes) -> cc.ModelDescription:
@@ -363,10 +364,23 @@ def _fit(con, spec, workspace) -> cc.ModelDescription:
     return cc.describe_model(con, outcome.model.name, outcome.model.version)
 
 
+def _narrowed_cohorts(tmp: Path) -> Path:
+    """A copy of the shipped cohorts folder (YAML and SQL) whose readmission cohort drops ``metformin``."""
+    import shutil
+
+    folder = tmp / "cohorts"
+    shutil.copytree(cohorts_dir(), folder)
+    path = folder / "readmission_30d.yaml"
+    text = path.read_text()
+    assert "insulin, metformin]" in text
+    path.write_text(text.replace("insulin, metformin]", "insulin]"))
+    return folder
+
+
 def test_change_control_on_registered_models(workspace, small_encounters):
-    full_text = (COHORTS_DIR / "synthetic_diabetes130_readmission_30d.yaml").read_text()
-    full = parse_cohort_spec(full_text)
-    narrow = parse_cohort_spec(full_text.replace("insulin, metformin]", "insulin]"))
+    full = load_cohort(READMISSION)
+    narrow = load_cohort(READMISSION, _narrowed_cohorts(workspace.root))
+    assert full.name == narrow.name == READMISSION and full.spec_hash != narrow.spec_hash
     assert set(full.features) - set(narrow.features) == {"metformin"}
     con = warehouse.connect(workspace.warehouse)
     _land(con, small_encounters.iloc[:1500], workspace.landing / "month_000.csv")

@@ -11,12 +11,16 @@ import pandas as pd
 import pytest
 
 from clinical_mlops.fairness import audit as fairness
-from clinical_mlops.governance.policy import load_policy
+from clinical_mlops.features.cohort import load_cohort
+from clinical_mlops.governance.policy import for_cohort, load_policy
 from clinical_mlops.monitoring import incidents
 from clinical_mlops.registry import change_control as cc
+from clinical_mlops_tests.conftest import READMISSION
 from clinical_mlops_tests.registry.test_change_control import _model, _report
 
-POLICY = load_policy()
+POLICY = for_cohort(load_policy(), load_cohort(READMISSION))
+"""The shipped policy with the synthetic source's sensitive attributes (race's reference: Caucasian), as the
+registry steps apply it: the paired non-inferiority of a shared failure compares a group with its reference."""
 CHAMPION, CHALLENGER = _model("1"), _model("2")
 
 
