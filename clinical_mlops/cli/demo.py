@@ -122,6 +122,7 @@ def run_landed(args: argparse.Namespace, checked, landed: dict[str, list[dict]])
     sequence of :func:`_play` on what has landed (the external-site extracts evaluated, never trained on)."""
     from clinical_mlops.core import warehouse
     from clinical_mlops.features import build as features
+    from clinical_mlops.sources import tables
 
     code = 0
     for name, extracts in landed.items():
@@ -136,12 +137,22 @@ def run_landed(args: argparse.Namespace, checked, landed: dict[str, list[dict]])
         paths = default_paths()
         with contextlib.closing(warehouse.connect(paths.warehouse, read_only=True)) as con:
             external = set(features.external_extracts(con, specs[0]))
+            quarantined = dict(con.execute(
+                f"SELECT extract_id, count(*) FROM {tables.quarantine_table(name)} GROUP BY 1").fetchall())
         launch = _Launcher(name)
         summary: dict = {"source": name, "file": "landed extracts", "contract_sha256": source.sha256, "extracts": []}
         stale = [e["extract_id"] for e in extracts if e["validated_contract_sha256"] != source.sha256]
-        for extract_id in stale:
-            _say(f"{extract_id}: validated under another contract version; validating again ({name})")
-            summary["extracts"].append(_extract_row(name, extract_id, launch.land(extract_id)))
+        for extract in extracts:
+            extract_id = extract["extract_id"]
+            if extract_id in stale:
+                _say(f"{extract_id}: validated under another contract version; validating again ({name})")
+                summary["extracts"].append(_extract_row(name, extract_id, launch.land(extract_id)))
+                continue
+            q = int(quarantined.get(extract_id, 0))
+            summary["extracts"].append({"extract_id": extract_id, "status": "landed",
+                                        "rows_landed": int(extract["rows_landed"]),
+                                        "rows_valid": int(extract["rows_landed"]) - q, "rows_quarantined": q,
+                                        "run_id": None, "failed_checks": []})
         training = [e["extract_id"] for e in extracts if e["extract_id"] not in external]
         later = [e["extract_id"] for e in extracts if e["extract_id"] in external]
         stages = 3 + len(later)
