@@ -1,7 +1,7 @@
 """The hand-written baseline: read the extracts, fit the candidate's model, predict the test set.
 
 No validation, no pseudonymisation, no tracking, no audit: what a data scientist writes first.
-Same model family and hyperparameters as ``readmission_30d/candidate_model`` (HistGradientBoosting
+Same model family and hyperparameters as ``<source>_readmission_30d/candidate_model`` (HistGradientBoosting
 with :class:`~clinical_mlops.training.modelling.GradientBoostingParams`' defaults), same
 patient-grouped 80/20 split rule. Run as
 ``python -m clinical_mlops.bench.bare --result out.json extract.csv [...]``.

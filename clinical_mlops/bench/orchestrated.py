@@ -1,10 +1,12 @@
 """The readmission pipeline as Dagster runs: the work of :mod:`.plain`, orchestrated.
 
-One ``ingestion_job`` run per extract, one run of the cohort's features, split, models,
+One ``ingestion_job_<source>`` run per extract (``--source``: ``synthetic_diabetes130`` by
+default, ``diabetes130`` for the real release), on that source's readmission cohort, one run of the cohort's features, split, models,
 evaluation and fairness report, one drift run for the newest extract; every run written to
 the audit ledger as ``clinical-mlops demo`` does. Runs go to the instance in ``DAGSTER_HOME``
 (a SQLite-backed instance, as on a fresh clone). Run as
-``python -m clinical_mlops.bench.orchestrated --result out.json extract.csv [...]``.
+``python -m clinical_mlops.bench.orchestrated --result out.json [--source NAME] extract.csv [...]``,
+the extracts in the workspace's ``landing/<source>/``.
 """
 
 from __future__ import annotations
@@ -13,19 +15,20 @@ import argparse
 import json
 from pathlib import Path
 
-__all__ = ["COHORT", "MODEL_STEPS", "main", "run"]
+from clinical_mlops.bench.plain import COHORT, SOURCE, cohort_for
 
-COHORT = "readmission_30d"
+__all__ = ["COHORT", "MODEL_STEPS", "SOURCE", "main", "run"]
 MODEL_STEPS = ("encounter_features", "training_split", "baseline_model", "candidate_model",
                "model_evaluation", "fairness_report")
 
 
-def run(extracts: list[Path], cohort: str = COHORT) -> dict:
+def run(extracts: list[Path], source: str = SOURCE) -> dict:
     import dagster as dg
 
     from clinical_mlops.cli import runs
     from clinical_mlops.defs.audit.sensors import record_run
 
+    cohort = cohort_for(source)
     instance = runs.project_instance()
     project = runs.load_definitions()
     model_job = dg.define_asset_job("bench_model_job", selection=dg.AssetSelection.assets(
@@ -36,7 +39,7 @@ def run(extracts: list[Path], cohort: str = COHORT) -> dict:
 
     outcomes = []
     for path in extracts:
-        outcomes.append(runs.run_ingestion(defs, instance, path.name))
+        outcomes.append(runs.run_ingestion(defs, instance, source, path.name))
     outcomes.append(runs.run_job(defs, instance, "bench_model_job"))
     outcomes.append(runs.run_job(defs, instance, "bench_drift_job", partition_key=extracts[-1].name))
     for outcome in outcomes:
@@ -46,7 +49,7 @@ def run(extracts: list[Path], cohort: str = COHORT) -> dict:
     failed = [o.error for o in outcomes if not o.success and not o.blocking_failures]
     if failed:
         raise SystemExit(f"orchestrated pipeline failed: {failed[0]}")
-    rows = sum(int(o.metadata.get("raw_encounters", {}).get("rows_landed", 0)) for o in outcomes)
+    rows = sum(int(o.metadata.get(f"{source}/raw_extract", {}).get("rows_landed", 0)) for o in outcomes)
     evaluation = outcomes[-2].metadata.get(f"{cohort}/model_evaluation", {})
     steps = sum(len(o.metadata) for o in outcomes)
     return {"rows": rows, "steps": steps, "runs": len(outcomes),
@@ -58,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("extracts", nargs="+", type=Path)
     parser.add_argument("--result", type=Path, required=True)
+    parser.add_argument("--source", default=SOURCE, help=f"the source the extracts land in (default {SOURCE})")
     args = parser.parse_args(argv)
-    args.result.write_text(json.dumps(run(args.extracts)))
+    args.result.write_text(json.dumps(run(args.extracts, args.source)))
     return 0
 
 

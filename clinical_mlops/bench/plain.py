@@ -8,7 +8,10 @@ bootstrap CIs, audit fairness against the policy, test the newest extract for dr
 every step to the audit ledger. Each step opens its own warehouse connection, as each asset
 does. Comparing the two prices orchestration alone.
 
-Run as ``python -m clinical_mlops.bench.plain --result out.json extract.csv [...]`` with
+The extracts land in one source (``--source``: ``synthetic_diabetes130`` by default,
+``diabetes130`` for the real release) and feed that source's readmission cohort
+(``<source>_readmission_30d``). Run as
+``python -m clinical_mlops.bench.plain --result out.json [--source NAME] extract.csv [...]`` with
 ``CLINICAL_MLOPS_DATA_DIR`` pointing at an empty workspace.
 """
 
@@ -21,12 +24,19 @@ import time
 import uuid
 from pathlib import Path
 
-__all__ = ["COHORT", "main", "run"]
+__all__ = ["COHORT", "SOURCE", "cohort_for", "main", "run"]
 
+SOURCE = "synthetic_diabetes130"
 COHORT = "readmission_30d"
+"""The cohort; on a source it is the spec ``<source>_readmission_30d``."""
 
 
-def run(extracts: list[Path], cohort: str = COHORT) -> dict:
+def cohort_for(source: str) -> str:
+    """The readmission cohort's spec on ``source``."""
+    return f"{source}_{COHORT}"
+
+
+def run(extracts: list[Path], source: str = SOURCE) -> dict:
     """Run every step; return the rows landed and the headline figures."""
     from clinical_mlops.audit import events as audit_events, ledger
     from clinical_mlops.core import warehouse
@@ -38,6 +48,7 @@ def run(extracts: list[Path], cohort: str = COHORT) -> dict:
     from clinical_mlops.features.cohort import load_cohort
     from clinical_mlops.governance.policy import load_policy
     from clinical_mlops.ingestion import deid, steps as ingestion_steps
+    from clinical_mlops.sources.contract import load_source
     from clinical_mlops.training import steps as training_steps
     from clinical_mlops.validation import steps as validation_steps
 
@@ -60,6 +71,8 @@ def run(extracts: list[Path], cohort: str = COHORT) -> dict:
         ))
 
     key, _ = deid.pseudonym_key_from_env()
+    contract = load_source(source)
+    cohort = cohort_for(source)
     spec = load_cohort(cohort)
     policy = load_policy()
     tracking = {"tracking_uri": paths.mlflow_tracking_uri, "artifact_root": paths.mlflow_artifact_root}
@@ -70,13 +83,15 @@ def run(extracts: list[Path], cohort: str = COHORT) -> dict:
     landed = 0
     for path in extracts:
         with connect() as con:
-            result = ingestion_steps.land(con, path)
+            result = ingestion_steps.land(con, path, contract)
         landed += result.rows_landed
-        record("raw_encounters", {"rows_landed": result.rows_landed, "sha256": result.sha256}, result.extract_id)
+        record(f"{source}/raw_extract", {"rows_landed": result.rows_landed, "sha256": result.sha256},
+               result.extract_id)
         with connect() as con:
-            validated = validation_steps.validate(con, result.extract_id, pseudonym_key=key)
-        record("validated_encounters", {"rows_valid": validated.outcome.rows_valid,
-                                        "rows_quarantined": validated.outcome.rows_quarantined}, result.extract_id)
+            validated = validation_steps.validate(con, contract, result.extract_id, pseudonym_key=key)
+        record(f"{source}/validated_extract", {"rows_valid": validated.outcome.rows_valid,
+                                               "rows_quarantined": validated.outcome.rows_quarantined},
+               result.extract_id)
 
     with connect() as con:
         built = feature_steps.build_features(con, spec)
@@ -126,11 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("extracts", nargs="+", type=Path)
     parser.add_argument("--result", type=Path, required=True)
+    parser.add_argument("--source", default=SOURCE, help=f"the source the extracts land in (default {SOURCE})")
     args = parser.parse_args(argv)
     from clinical_mlops.core.settings import switch_off_telemetry
 
     switch_off_telemetry()
-    args.result.write_text(json.dumps(run(args.extracts)))
+    args.result.write_text(json.dumps(run(args.extracts, args.source)))
     return 0
 
 

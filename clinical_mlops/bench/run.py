@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_SIZES",
     "INSTANCE_YAML",
     "comparison_extracts",
+    "comparison_source",
     "machine",
     "run_bench",
     "run_comparison",
@@ -117,9 +118,15 @@ def comparison_extracts(options: BenchOptions, directory: Path) -> list[Path]:
     return uci.write_sequential_extracts(encounters, directory, 2, prefix=prefix)
 
 
+def comparison_source(options: BenchOptions) -> str:
+    """The source contract the comparison's extracts land in: the real release's or the synthetic one."""
+    return "diabetes130" if options.source is not None else "synthetic_diabetes130"
+
+
 def run_comparison(options: BenchOptions, work: Path) -> dict:
     """Bare script, plain pipeline script and orchestrated graph on the same extracts."""
     extracts = comparison_extracts(options, work / "extracts")
+    source = comparison_source(options)
     rows = None
     measured: dict[str, dict] = {}
     for name, module in (("bare_script", "clinical_mlops.bench.bare"),
@@ -127,16 +134,18 @@ def run_comparison(options: BenchOptions, work: Path) -> dict:
                          ("orchestrated_graph", "clinical_mlops.bench.orchestrated")):
         options.say(f"comparison: {name} …")
         root = work / name
-        landing = root / "data" / "landing"  # the workspace's landing zone, as the graph expects
+        landing = root / "data" / "landing" / source  # the source's folder of the landing zone, as the graph expects
         landing.mkdir(parents=True, exist_ok=True)
         copies = [Path(shutil.copy2(p, landing / p.name)) for p in extracts]
-        m = _child(name, module, root, *map(str, copies))
+        source_args = () if name == "bare_script" else ("--source", source)
+        m = _child(name, module, root, *source_args, *map(str, copies))
         rows = rows or m.extra.get("rows")
         measured[name] = replace(m, rows=m.extra.get("rows")).as_dict()
         options.say(f"  {m.wall_seconds:.1f} s, {m.peak_rss_mib:.0f} MiB")
     bare, plain, graph = (measured[k]["wall_seconds"] for k in ("bare_script", "plain_pipeline", "orchestrated_graph"))
     return {
         "source": str(options.source) if options.source else f"synthetic ({options.compare_encounters:,} encounters)",
+        "source_contract": source,
         "rows": rows,
         "extracts": [p.name for p in extracts],
         "variants": measured,

@@ -1,10 +1,11 @@
 """Each stage of the graph at a given number of synthetic encounters, one stage per process.
 
-Stages run in order on one workspace (``--workspace``): generate the extracts, then land,
+Stages run on the synthetic source (``synthetic_diabetes130``) and its readmission cohort, in
+order on one workspace (``--workspace``): generate the extracts, then land,
 validate, features, split, train, drift, fairness, evaluation and batch scoring. Every stage but
 ``generate`` is the step function its asset calls (``clinical_mlops.<domain>.steps``), with the
 asset's default settings, so the figures are the product's code path without Dagster. Each call
-reads what the previous stages left in the workspace: ``landing/`` (extract CSVs),
+reads what the previous stages left in the workspace: ``landing/<source>/`` (extract CSVs),
 ``warehouse.duckdb``, ``mlflow/`` and ``reports/``; DuckDB spills to ``duckdb_tmp/`` beyond the
 memory cap of :func:`clinical_mlops.core.chunking.bound_memory`. Results are counts and
 aggregates, never rows.
@@ -28,6 +29,7 @@ __all__ = [
     "BENCH_PSEUDONYM_KEY",
     "COHORT",
     "ROWS_PER_EXTRACT",
+    "SOURCE",
     "STAGES",
     "Stage",
     "batch_scoring",
@@ -44,7 +46,9 @@ __all__ = [
     "validate",
 ]
 
-COHORT = "readmission_30d"
+SOURCE = "synthetic_diabetes130"
+"""The source the synthetic generator's extracts land in."""
+COHORT = f"{SOURCE}_readmission_30d"
 BENCH_PSEUDONYM_KEY = b"bench-key-not-secret"
 ROWS_PER_EXTRACT = 1_000_000
 
@@ -84,6 +88,16 @@ def _reports(workspace: Path) -> Path:
     return Path(workspace) / "reports"
 
 
+def _source():
+    from clinical_mlops.sources.contract import load_source
+
+    return load_source(SOURCE)
+
+
+def _landing(workspace: Path) -> Path:
+    return Path(workspace) / "landing" / SOURCE
+
+
 def _spec():
     from clinical_mlops.features.cohort import load_cohort
 
@@ -99,7 +113,8 @@ def _policy():
 def _landed_extracts(workspace: Path) -> list[str]:
     with _connect(workspace) as con:
         return [row[0] for row in con.execute(
-            "SELECT extract_id FROM raw.extracts WHERE status = 'landed' ORDER BY extract_id").fetchall()]
+            "SELECT extract_id FROM raw.extracts WHERE source = ? AND status = 'landed' ORDER BY extract_id",
+            [SOURCE]).fetchall()]
 
 
 def _processed(result: dict, rows: int) -> dict:
@@ -110,36 +125,36 @@ def _processed(result: dict, rows: int) -> dict:
 
 
 def generate(workspace: Path, rows: int) -> dict:
-    """Write ``rows`` synthetic encounters (with the subgroup bias) as extract CSVs in ``landing/``."""
+    """Write ``rows`` synthetic encounters (with the subgroup bias) as extract CSVs in ``landing/<source>/``."""
     from clinical_mlops.ingestion.synthetic import SubgroupBias, SyntheticConfig, write_synthetic_extracts
 
     config = SyntheticConfig(n_encounters=rows, seed=42, bias=SubgroupBias(utilisation_undercount_rate=0.5))
-    paths = write_synthetic_extracts(config, Path(workspace) / "landing", rows_per_extract=ROWS_PER_EXTRACT,
+    paths = write_synthetic_extracts(config, _landing(workspace), rows_per_extract=ROWS_PER_EXTRACT,
                                      chunk_rows=250_000)
     return {"rows": rows, "extracts": len(paths), "bytes": sum(p.stat().st_size for p in paths),
             "rows_processed": rows}
 
 
 def land(workspace: Path, rows: int) -> dict:
-    """``raw_encounters`` for every extract of the landing zone."""
+    """``[source, raw_extract]`` for every extract of the source's landing folder."""
     from clinical_mlops.ingestion import landing, steps
 
-    results = []
-    for path in landing.list_extracts(Path(workspace) / "landing"):
+    source, results = _source(), []
+    for path in landing.list_extracts(_landing(workspace)):
         with _connect(workspace) as con:
-            results.append(steps.land(con, path))
+            results.append(steps.land(con, path, source))
     return _processed({"rows": sum(r.rows_landed for r in results), "extracts": len(results),
                        "rejected": sum(r.status == "rejected" for r in results)}, rows)
 
 
 def validate(workspace: Path, rows: int) -> dict:
-    """``validated_encounters`` for every landed extract, in arrival order."""
+    """``[source, validated_extract]`` for every landed extract, in arrival order."""
     from clinical_mlops.validation import steps
 
-    outcomes = []
+    source, outcomes = _source(), []
     for extract_id in _landed_extracts(workspace):
         with _connect(workspace) as con:
-            outcomes.append(steps.validate(con, extract_id, pseudonym_key=BENCH_PSEUDONYM_KEY).outcome)
+            outcomes.append(steps.validate(con, source, extract_id, pseudonym_key=BENCH_PSEUDONYM_KEY).outcome)
     return _processed({
         "rows": sum(o.rows_landed for o in outcomes), "rows_valid": sum(o.rows_valid for o in outcomes),
         "rows_quarantined": sum(o.rows_quarantined for o in outcomes),

@@ -125,10 +125,13 @@ def cmd_prediction_log_verify(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``serve``, ``api-key`` and ``prediction-log`` to the ``clinical-mlops`` command."""
+    from clinical_mlops.scoring import DEFAULT_COHORT
+
+    cohort_help = f"the cohort spec (<source>_<cohort>; default {DEFAULT_COHORT})"
     serve = subparsers.add_parser("serve", help="run the scoring service (FastAPI + uvicorn) on 127.0.0.1")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--cohort", default="readmission_30d")
+    serve.add_argument("--cohort", default=DEFAULT_COHORT, help=cohort_help)
     serve.add_argument("--poll-seconds", type=float, default=None,
                        help="how often to look for a newly promoted champion (default 10)")
     serve.add_argument("--keys-file", default=None, help="API keys file (default data/serving/api_keys.json)")
@@ -154,7 +157,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     log = subparsers.add_parser("prediction-log", help="the scoring service's hash-chained prediction log")
     log_commands = log.add_subparsers(dest="prediction_log_command", required=True)
     verify = log_commands.add_parser("verify", help="verify every segment's chain and the links between segments")
-    verify.add_argument("--cohort", default="readmission_30d")
+    verify.add_argument("--cohort", default=DEFAULT_COHORT, help=cohort_help)
     verify.add_argument("--log-dir", default=None)
     verify.set_defaults(func=cmd_prediction_log_verify)
 

@@ -43,7 +43,8 @@ def cli_project(tmp_path_factory, mlflow_template):
     from clinical_mlops.core.settings import default_paths
 
     paths = default_paths()
-    paths.landing_dir.mkdir(parents=True)
+    landing_dir = paths.landing_dir / SYNTHETIC  # the synthetic source's folder of the landing zone
+    landing_dir.mkdir(parents=True)
     store = paths.mlflow_tracking_uri.removeprefix("sqlite:///")
     if paths.mlflow_tracking_uri.startswith("sqlite:///"):
         from pathlib import Path
@@ -54,19 +55,25 @@ def cli_project(tmp_path_factory, mlflow_template):
     encounters = synthetic.generate_encounters(synthetic.SyntheticConfig(n_encounters=3_000, seed=7))
     leaky = encounters.head(300).copy()
     leaky["payer_code"] = "123-45-6789"  # an SSN-like column: the identifier gate refuses the extract
-    leaky.to_csv(paths.landing_dir / REFUSED, index=False, lineterminator="\n")
-    clean = uci.write_sequential_extracts(encounters, paths.landing_dir, 2, prefix="month")
+    leaky.to_csv(landing_dir / REFUSED, index=False, lineterminator="\n")
+    clean = uci.write_sequential_extracts(encounters, landing_dir, 2, prefix="month")
 
     defs = runs.load_definitions()
     instance = dg.DagsterInstance.ephemeral()
     outcomes = {name: runs.run_ingestion(defs, instance, SYNTHETIC, name) for name in [REFUSED, *(p.name for p in clean)]}
     assert not outcomes[REFUSED].success
     assert all(outcomes[p.name].success for p in clean)
-    assert runs.run_training(defs, instance, FAST).success
-    for job in ("fairness_job", "fairness_remediation_job", "release_job"):
-        runs.run_job(defs, instance, job)
-    for job in ("drift_job", "scoring_job"):
-        runs.run_job(defs, instance, job, partition_key=clean[-1].name)
+    assert runs.run_training(defs, instance, FAST, source=SYNTHETIC).success
+    # the cross-source fairness jobs, restricted to the synthetic source's cohorts (the others have no data)
+    from clinical_mlops.defs.fairness.sensors import remediation_keys
+    from clinical_mlops.defs.jobs import job_name
+
+    runs.run_job(defs, instance, "fairness_job", asset_selection=[dg.AssetKey([c, "fairness_report"]) for c in COHORTS])
+    runs.run_job(defs, instance, "fairness_remediation_job",
+                 asset_selection=[k for c in COHORTS for k in remediation_keys(c)])
+    runs.run_job(defs, instance, job_name("release", SYNTHETIC))
+    for stage in ("drift", "scoring"):
+        runs.run_job(defs, instance, job_name(stage, SYNTHETIC), partition_key=clean[-1].name)
     from clinical_mlops.defs.audit.sensors import record_run
 
     for record in instance.get_run_records():
@@ -101,7 +108,7 @@ def test_one_tick_of_every_sensor_and_the_automation_request_nothing(cli_project
         result = sensor(_sensor_context(defs, instance, paths))
         assert _requests(result) == [], f"{sensor.name} repeated the CLI's work: {_requests(result)}"
         ticked.append(sensor.name)
-    assert {"landing_zone_sensor", "drift_check_failed_sensor", "fairness_check_failed_sensor",
+    assert {f"landing_zone_sensor_{SYNTHETIC}", "drift_check_failed_sensor", "fairness_check_failed_sensor",
             "audit_ledger_sensor"} <= set(ticked)
     automation = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     requested = {r.key.to_user_string(): r.true_subset.size for r in automation.results if r.true_subset.size}

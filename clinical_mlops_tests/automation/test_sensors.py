@@ -14,9 +14,10 @@ from clinical_mlops.core import warehouse
 from clinical_mlops.defs.automation import sensors
 from clinical_mlops.defs.resources import LandingZoneResource, WarehouseResource
 from clinical_mlops.governance.policy import load_policy
-from clinical_mlops_tests.conftest import synthetic_source  # noqa: E402
+from clinical_mlops_tests.conftest import SYNTHETIC, synthetic_source  # noqa: E402
 
 SYNTHETIC_SOURCE = synthetic_source()
+LANDING_SENSOR = sensors.build_landing_zone_sensor(SYNTHETIC)
 
 
 def _write(path, text: str, *, age_seconds: float = 60.0) -> None:
@@ -29,10 +30,10 @@ def _tick(workspace, cursor=None, instance=None) -> dg.SensorResult | dg.SkipRea
     context = dg.build_sensor_context(
         instance=instance or dg.DagsterInstance.ephemeral(),
         cursor=cursor,
-        resources={"landing_zone": LandingZoneResource(directory=str(workspace.landing)),
+        resources={"landing_zone": LandingZoneResource(directory=str(workspace.landing_root)),
                    "warehouse": WarehouseResource(path=str(workspace.warehouse))},
     )
-    return sensors.landing_zone_sensor(context)
+    return LANDING_SENSOR(context)
 
 
 def test_content_already_in_raw_extracts_starts_no_run_whoever_landed_it(workspace, small_encounters):
@@ -289,11 +290,18 @@ def test_insufficient_evidence_or_data_already_trained_on_requests_no_retrain(wo
 
 def test_sensors_run_by_default_and_target_existing_jobs():
     from clinical_mlops.definitions import defs as load_defs
+    from clinical_mlops.defs.jobs import job_name
+    from clinical_mlops.sources.contract import load_all_sources
 
     defs = load_defs()
     by_name = {s.name: s for s in defs.sensors}
-    for name in ("landing_zone_sensor", "run_failure_incident_sensor", "drift_check_failed_sensor",
+    landing_sensors = [sensors.landing_zone_sensor_name(source) for source in load_all_sources()]
+    assert sensors.landing_zone_sensor_name(SYNTHETIC) in landing_sensors
+    for name in (*landing_sensors, "run_failure_incident_sensor", "drift_check_failed_sensor",
                  "automation_condition_sensor"):
         assert by_name[name].default_status == dg.DefaultSensorStatus.RUNNING, name
-    assert defs.resolve_job_def("ingestion_job").name == "ingestion_job"
+    for source in load_all_sources():  # each source's sensor starts its own source's ingestion job
+        ingestion = job_name("ingestion", source)
+        assert by_name[sensors.landing_zone_sensor_name(source)].job_name == ingestion
+        assert defs.resolve_job_def(ingestion).name == ingestion
     assert defs.resolve_job_def("training_job").name == "training_job"

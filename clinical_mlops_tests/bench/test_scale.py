@@ -19,6 +19,7 @@ from clinical_mlops.features import build as features
 from clinical_mlops.ingestion import landing, synthetic
 from clinical_mlops.audit import model_card
 from clinical_mlops.training import modelling, fit as training
+from clinical_mlops.sources import derive
 from clinical_mlops.validation import rules as validation
 from clinical_mlops.ingestion import diabetes130 as d130
 from clinical_mlops.features.cohort import load_cohort
@@ -107,7 +108,7 @@ def _planted(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _whole_frame_reasons(frame: pd.DataFrame) -> dict[int, str]:
     """Row number → reasons by Pandera over the whole frame (the reference)."""
-    found = validation.find_failures(frame, validation.raw_encounter_schema())
+    found = derive.pandera_failures(frame, derive.pandera_schema(SYNTHETIC_SOURCE.contract))
     return {position + 1: "; ".join(sorted(reasons)) for position, reasons in found.items()}
 
 
@@ -158,7 +159,7 @@ def test_a_failing_validation_leaves_the_warehouse_unchanged(con, workspace, enc
     def broken(*_args, **_kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(validation, "_cross_row_checks", broken)
+    monkeypatch.setattr(validation, "_key_rules", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         validation.validate_extract(con, SYNTHETIC_SOURCE, extract, pseudonym_key=KEY, chunk_rows=CHUNK)
     after = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("staging.synthetic_diabetes130", "staging.synthetic_diabetes130__quarantine")]
@@ -170,15 +171,19 @@ TRICKY = ["1", "007", "0", "14", "15", "1e3", " 12", "12 ", "٣", "", "999999999
           "[70-80)", "Caucasian", ">7", "<30"]
 
 
-@pytest.mark.parametrize("rule", validation.format_rules(), ids=lambda r: r.reason)
+VALUE_RULES = [r for r in derive.rules(SYNTHETIC_SOURCE.contract) if not r.cross_row and r.kind != "not_null"]
+
+
+@pytest.mark.parametrize("rule", VALUE_RULES, ids=lambda r: r.name)
 def test_each_rule_gives_the_same_verdict_in_sql_and_pandera(rule):
     values = pd.Series(TRICKY, dtype=object)
-    check = validation.raw_encounter_schema().columns[rule.column].checks[0]
+    column = derive.pandera_schema(SYNTHETIC_SOURCE.contract).columns[rule.column]
+    check = next(c for c in column.checks if c.name == rule.check)
     in_pandas = check._check_fn(values).tolist()
     with duckdb.connect() as db:
         db.register("tricky", pd.DataFrame({rule.column: values}))
         in_sql = [bool(v) for (v,) in db.execute(
-            f"SELECT coalesce({validation.rule_sql(rule)}, FALSE) FROM tricky").fetchall()]
+            f"SELECT coalesce({rule.sql}, FALSE) FROM tricky").fetchall()]
     assert in_sql == in_pandas
 
 

@@ -22,6 +22,11 @@ import duckdb
 import pytest
 
 from clinical_mlops.core.settings import PROJECT_ROOT
+from clinical_mlops_tests.conftest import SYNTHETIC
+
+INGESTION_JOB = f"ingestion_job_{SYNTHETIC}"
+TRAINING_JOB = f"training_job_{SYNTHETIC}"
+"""The synthetic source's jobs (the cross-source training_job would also fit the cohorts of sources with no data)."""
 
 pytestmark = pytest.mark.e2e
 
@@ -41,6 +46,11 @@ class Project:
     @property
     def warehouse(self) -> Path:
         return self.data / "warehouse.duckdb"
+
+    @property
+    def landing(self) -> Path:
+        """The synthetic source's folder of the landing zone."""
+        return self.data / "landing" / SYNTHETIC
 
     @property
     def ledger(self) -> Path:
@@ -116,7 +126,7 @@ def project(tmp_path: Path, small_encounters) -> Project:
     project = Project(tmp_path)
     (tmp_path / "home").mkdir()
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", tmp_path / "home" / "dagster.yaml")
-    (project.data / "landing").mkdir(parents=True)
+    project.landing.mkdir(parents=True)
     (tmp_path / "incoming").mkdir()
     small_encounters.iloc[:ROWS_PER_EXTRACT].to_csv(tmp_path / "incoming" / "a.csv", index=False, lineterminator="\n")
     small_encounters.iloc[ROWS_PER_EXTRACT:2 * ROWS_PER_EXTRACT].to_csv(
@@ -249,8 +259,8 @@ def test_sigkill_inside_validation_rolls_back_and_the_rerun_is_not_blocked(proje
     """Killed inside validation's transaction: nothing half-written, the run recovered, the rerun completes."""
     import dagster as dg
 
-    shutil.copyfile(project.root / "incoming" / "a.csv", project.data / "landing" / "a.csv")
-    _, pid = kill_at(project, "validation_before_commit", "ingestion_job", "a.csv")
+    shutil.copyfile(project.root / "incoming" / "a.csv", project.landing / "a.csv")
+    _, pid = kill_at(project, "validation_before_commit", INGESTION_JOB, "a.csv")
 
     # raw landed (its own committed transaction); validation's uncommitted writes rolled back.
     assert extract_counts(project) == {"a.csv": (ROWS_PER_EXTRACT, ROWS_PER_EXTRACT, 0, 0)}
@@ -262,7 +272,7 @@ def test_sigkill_inside_validation_rolls_back_and_the_rerun_is_not_blocked(proje
 
     rerun = project.cli("land", str(project.root / "incoming" / "a.csv"), "--source", "synthetic_diabetes130", timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"run {killed[0].run_id} (ingestion_job) was abandoned: its process {pid}" in rerun.stderr
+    assert f"run {killed[0].run_id} ({INGESTION_JOB}) was abandoned: its process {pid}" in rerun.stderr
     report = json.loads(rerun.stdout)
     assert report["status"] == "already_landed"
     assert report["rows_valid"] + report["rows_quarantined"] == ROWS_PER_EXTRACT
@@ -287,9 +297,9 @@ def test_sigkill_after_a_model_is_registered_leaves_a_usable_registry(project: P
 
     from clinical_mlops.core import tracking
 
-    shutil.copyfile(project.root / "incoming" / "a.csv", project.data / "landing" / "a.csv")
-    assert project.job("ingestion_job", "a.csv")["success"]
-    kill_at(project, "model_logged", "training_job")
+    shutil.copyfile(project.root / "incoming" / "a.csv", project.landing / "a.csv")
+    assert project.job(INGESTION_JOB, "a.csv")["success"]
+    kill_at(project, "model_logged", TRAINING_JOB)
 
     tracking.configure(f"sqlite:///{project.mlflow_db}", project.data / "mlflow" / "artifacts")
     orphans = registered_versions(project)
@@ -300,7 +310,7 @@ def test_sigkill_after_a_model_is_registered_leaves_a_usable_registry(project: P
     assert MlflowClient().get_run(orphan_run).info.status == "RUNNING"  # never ended
     assert tracking.load_model(f"models:/{name}/{version}") is not None  # no version without its artifact
 
-    outcome = project.job("training_job", timeout=600)
+    outcome = project.job(TRAINING_JOB, timeout=600)
     assert outcome["success"], outcome
     recorded = read(project.warehouse, "SELECT model_name, model_version, mlflow_run_id FROM ml.model_versions")
     assert len(recorded) == 4  # two cohorts x baseline and candidate

@@ -18,7 +18,7 @@ from clinical_mlops.features import build as features
 from clinical_mlops.monitoring import production as monitoring
 from clinical_mlops.scoring import prediction_log, champion as scoring
 from clinical_mlops.core import tracking, warehouse
-from clinical_mlops.governance.policy import load_policy
+from clinical_mlops.governance.policy import for_cohort, load_policy
 from clinical_mlops_tests import _trained
 
 COHORT = "synthetic_diabetes130_readmission_30d"
@@ -26,7 +26,7 @@ COHORT = "synthetic_diabetes130_readmission_30d"
 
 def _served_frame(con, spec, extract_ids: list[str]) -> pd.DataFrame:
     """Features of every encounter of the extracts, as a client system would send them (no exclusions)."""
-    con.execute(f"CREATE OR REPLACE TEMP VIEW encounter_base AS {features.encounter_base_sql()}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW encounter_base AS {features.cohort_rows_sql(spec)}")
     marks = ", ".join("?" for _ in extract_ids)
     return con.execute(
         f"SELECT encounter_id, {', '.join(spec.features)} FROM encounter_base WHERE extract_id IN ({marks}) "
@@ -201,7 +201,7 @@ def test_too_few_labels_is_insufficient_evidence_not_a_pass(base, ws):
     spec = base["trained"].spec
     with _connect(ws) as con:
         result = monitoring.performance_over_time(con, spec, min_labelled=100)
-        fairness = monitoring.production_fairness(con, spec, policy=load_policy())
+        fairness = monitoring.production_fairness(con, spec, policy=for_cohort(load_policy(), spec))
     assert result.verdict == "insufficient_evidence" and not result.evidence.passed
     assert result.reason == monitoring.no_labels_reason(90.0) and "0 labelled outcomes" in result.reason
     for rule in load_policy().fairness.metrics:
@@ -228,7 +228,7 @@ def test_an_auroc_interval_that_straddles_the_floor_is_insufficient_evidence(bas
 def test_production_fairness_fails_when_one_group_is_missed(base, ws):
     """Outcomes where every AfricanAmerican readmission goes unflagged: recall 0 against 1 elsewhere."""
     spec = base["trained"].spec
-    policy = load_policy()
+    policy = for_cohort(load_policy(), spec)  # the policy with the sensitive attributes of the cohort's source
     with _connect(ws) as con:
         _ingest(con, ws)
         con.execute("DELETE FROM ml.batch_predictions")

@@ -336,15 +336,17 @@ def test_a_model_trained_on_other_features_is_refused(champion, configured):
 def _automation_fixture(gate_passes: dict, promotion_passes: list[bool]):
     """Stand-ins for the upstream assets (same keys): synthetic_diabetes130/validated_extract with its per-extract blocking gate,
     and the promotion with its blocking ``promotion_criteria_met`` (its next verdict: ``promotion_passes[0]``)."""
-    from clinical_mlops.defs.partitions import extract_partitions
+    from clinical_mlops.defs.partitions import extract_partitions, validated_key
     from clinical_mlops.defs.scoring.assets import build_batch_predictions
 
+    spec = load_cohort(COHORT)
+    partitions = extract_partitions(spec.source)
     # Per-extract gate: a check spec partitioned like its asset (Dagster 1.13 preview), so the latest
     # result of *this* extract's check gates it, not the latest result of any extract's.
-    gate_spec = dg.AssetCheckSpec("landed_rows_reconcile", asset="synthetic_diabetes130/validated_extract", blocking=True,
-                                  partitions_def=extract_partitions)
+    gate_spec = dg.AssetCheckSpec("landed_rows_reconcile", asset=validated_key(spec.source), blocking=True,
+                                  partitions_def=partitions)
 
-    @dg.asset(key="synthetic_diabetes130/validated_extract", partitions_def=extract_partitions, kinds={"python"},
+    @dg.asset(key=validated_key(spec.source), partitions_def=partitions, kinds={"python"},
               check_specs=[gate_spec])
     def validated(context):
         yield dg.Output(None)
@@ -358,7 +360,7 @@ def _automation_fixture(gate_passes: dict, promotion_passes: list[bool]):
         yield dg.Output(None)
         yield dg.AssetCheckResult(passed=promotion_passes.pop(0))
 
-    batch = build_batch_predictions(load_cohort(COHORT))
+    batch = build_batch_predictions(spec)
     return validated, promotion, batch
 
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from clinical_mlops.core.reporting import canonical_json
 from clinical_mlops.core.settings import default_paths, switch_off_telemetry
 from clinical_mlops.features.cohort import CohortSpec, load_cohort
-from clinical_mlops.scoring import api_keys, prediction_log, champion as scoring
+from clinical_mlops.scoring import DEFAULT_COHORT, api_keys, prediction_log, champion as scoring
 from clinical_mlops.scoring.service._runtime import ChampionHolder, MicroBatcher, NoModelAvailable
 from clinical_mlops.scoring.service._schema import request_model, validation_errors
 
@@ -61,7 +61,7 @@ class ServingConfig:
     fsync: bool = True
 
     @classmethod
-    def from_environment(cls, cohort: str = "readmission_30d", **overrides) -> "ServingConfig":
+    def from_environment(cls, cohort: str = DEFAULT_COHORT, **overrides) -> "ServingConfig":
         paths = default_paths()
         values = dict(
             cohort=cohort,
@@ -264,4 +264,4 @@ def serve(config: ServingConfig, *, host: str = "127.0.0.1", port: int = 8000, l
 
 def app_from_environment() -> FastAPI:
     """Factory for ``uvicorn --factory clinical_mlops.scoring.service:app_from_environment``."""
-    return create_app(ServingConfig.from_environment(os.environ.get("CLINICAL_MLOPS_SERVE_COHORT", "readmission_30d")))
+    return create_app(ServingConfig.from_environment(os.environ.get("CLINICAL_MLOPS_SERVE_COHORT", DEFAULT_COHORT)))
