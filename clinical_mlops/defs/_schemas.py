@@ -60,7 +60,8 @@ def validated_extract_schema(source: LoadedSource) -> dict[str, dg.TableSchema]:
                        constraints=dg.TableColumnConstraints(nullable=False)),
     ]
     for name, sql_type in tables.staging_columns(contract).items():
-        if name == "patient_key" and patient is not None:
+        declared = patient if name == "patient_key" and patient is not None else name
+        if declared != name:
             rules = by_column.get(patient, [])
             description = (f"Keyed pseudonym (HMAC) of {patient}, which passed "
                            f"{', '.join(r.check for r in rules)}; the value itself is not stored.")
@@ -72,7 +73,7 @@ def validated_extract_schema(source: LoadedSource) -> dict[str, dg.TableSchema]:
         columns.append(dg.TableColumn(
             name=name, type=sql_type, description=description or None,
             constraints=dg.TableColumnConstraints(
-                nullable=name == "patient_key" or contract.columns[name].nullable,
+                nullable=contract.columns[declared].nullable,  # patient_key: its patient id's
                 unique=key == (name,) and contract.key.scope == "source",
                 other=[r.name for r in rules if r.kind not in ("not_null", "unique")],
             ),

@@ -126,7 +126,8 @@ def test_model_registrations_and_governance_rows_are_recorded_once(setup):
         con.execute(
             "INSERT INTO ml.model_versions VALUES (?, 'c', 'candidate', 'c_candidate', '3', 'run3', "
             "'hist_gradient_boosting', '{\"max_iter\": 10}', 0.2, 100, 20, "
-            "'[{\"extract_id\": \"e1\", \"sha256\": \"aa\"}]', 't', 's', 'spec', 'abc', false, 'lock')",
+            "'[{\"extract_id\": \"e1\", \"sha256\": \"aa\"}]', 't', 's', 'spec', 'abc', false, 'lock', "
+            "'synthetic_diabetes130', 'contract-sha')",
             [datetime(2026, 1, 1)],
         )
         con.execute("CREATE TABLE audit.alias_history (changed_at TIMESTAMP, model_name VARCHAR, alias VARCHAR, "
@@ -142,6 +143,8 @@ def test_model_registrations_and_governance_rows_are_recorded_once(setup):
     assert registered.subject == "model:c_candidate/3"
     assert registered.payload["params"] == {"max_iter": 10}
     assert registered.payload["input_extracts"] == [{"extract_id": "e1", "sha256": "aa"}]
+    assert (registered.payload["source"], registered.payload["source_contract_sha256"]) == (
+        "synthetic_diabetes130", "contract-sha")
     alias = next(e for e in governance if e.event_type == "alias_changed")
     assert alias.actor == "dr_who" and "patient_key" not in alias.payload
     sensors.record_run(instance, result.run_id, warehouse_path=warehouse_path)
@@ -158,7 +161,7 @@ def test_the_ledger_asset_fails_on_a_tampered_ledger(setup):
     ledger_path.write_bytes(b"".join(lines[:-1]))
     with warehouse.connect(warehouse_path) as con:
         con.execute("INSERT INTO ml.model_versions VALUES (now(), 'c', 'baseline', 'c_baseline', '1', 'r', 'lr', "
-                    "'{}', 0.2, 1, 1, '[]', 't', 's', 'spec', 'abc', false, 'lock')")
+                    "'{}', 0.2, 1, 1, '[]', 't', 's', 'spec', 'abc', false, 'lock', NULL, NULL)")
     result = dg.materialize([audit_ledger], instance=instance, raise_on_error=False,
                             resources={"warehouse": WarehouseResource(path=str(warehouse_path))})
     assert not result.success

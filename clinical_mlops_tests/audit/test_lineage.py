@@ -55,9 +55,15 @@ def _upstream(graph_def, key: dg.AssetKey) -> set[str]:
 @pytest.mark.parametrize("role", ["baseline", "candidate"])
 def test_the_lineage_path_is_dagsters_asset_graph(role):
     from clinical_mlops.definitions import defs
+    from clinical_mlops.features.cohort import load_all_cohorts
 
     asset_graph = defs().resolve_asset_graph()
-    assert _upstream(asset_graph, dg.AssetKey([COHORT, f"{role}_model"])) == set(lineage.asset_path(COHORT, role))
+    specs = load_all_cohorts()
+    assert COHORT in {spec.name for spec in specs}
+    for spec in specs:  # every cohort, each from its own source's extracts
+        path = lineage.asset_path(spec.name, role, spec.source)
+        assert _upstream(asset_graph, dg.AssetKey([spec.name, f"{role}_model"])) == set(path), spec.name
+        assert path[0] == f"{spec.source}/raw_extract"
 
 
 def test_recorded_data_versions_are_the_ones_dagster_recorded(graph, con):

@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from clinical_mlops.core.settings import PROJECT_ROOT
+from clinical_mlops.features.cohort import load_cohort
+from clinical_mlops.governance.policy import for_cohort, load_policy
 from clinical_mlops.ingestion import diabetes130, landing
 from clinical_mlops.sources import contract
 
@@ -25,15 +27,28 @@ def test_sources_dir_is_the_project_folder_unless_overridden(monkeypatch, tmp_pa
 def test_every_shipped_contract_loads_with_the_sha256_of_its_bytes(monkeypatch):
     monkeypatch.delenv(contract.SOURCES_DIR_ENV, raising=False)
     sources = contract.load_all_sources()
-    assert set(sources) == {"diabetes130", "sepsis_survival"}
+    assert set(sources) == {"diabetes130", "synthetic_diabetes130", "sepsis_survival"}
     for name, source in sources.items():
         assert source.path == SHIPPED / f"{name}.yaml"
-        assert source.sha256 == hashlib.sha256(source.path.read_bytes()).hexdigest()
+        # a contract 'same_as' another is versioned by its own bytes followed by the other's
+        base = yaml.safe_load(source.path.read_text()).get("same_as")
+        covered = source.path.read_bytes() + ((SHIPPED / f"{base}.yaml").read_bytes() if base else b"")
+        assert source.sha256 == hashlib.sha256(covered).hexdigest()
         assert contract.load_source(name) == source
+    assert yaml.safe_load((SHIPPED / "synthetic_diabetes130.yaml").read_text())["same_as"] == "diabetes130"
+
+
+def test_synthetic_diabetes130_is_diabetes130_under_its_own_name():
+    real = contract.load_source("diabetes130", SHIPPED).contract
+    synthetic = contract.load_source("synthetic_diabetes130", SHIPPED).contract
+    own = {"name", "description", "provenance", "licence", "extracts", "notes"}
+    assert synthetic.name == "synthetic_diabetes130"
+    assert synthetic.model_dump(exclude=own) == real.model_dump(exclude=own)
+    assert synthetic.extracts == []
 
 
 def test_an_unknown_source_lists_the_known_ones():
-    with pytest.raises(contract.ContractError, match=r"no source named 'nope' \(sources: diabetes130, sepsis_survival\)"):
+    with pytest.raises(contract.ContractError, match=r"no source named 'nope' \(sources: diabetes130, sepsis_survival, synthetic_diabetes130\)"):
         contract.load_source("nope", SHIPPED)
 
 
@@ -56,15 +71,35 @@ def test_diabetes130_contract_is_the_format_the_code_validates_today():
                           diabetes130.PATIENT_ID: set(landing.ID_SHAPED_KINDS)}
 
 
-def test_diabetes130_sensitive_attributes_are_the_policy_ones():
-    policy = yaml.safe_load((PROJECT_ROOT / "governance" / "policy.yaml").read_text())["fairness"]["sensitive_attributes"]
-    c = contract.load_source("diabetes130", SHIPPED).contract
-    assert set(c.sensitive_attributes) == set(policy)
-    for name, spec in policy.items():
-        attribute = c.sensitive_attributes[name]
-        assert attribute.reference == spec["reference"]
-        assert attribute.required_groups == spec.get("required_groups", [])
-        assert attribute.reference_population == spec.get("reference_population")
+def test_the_shipped_policy_declares_no_attributes_and_for_cohort_gives_the_contracts(monkeypatch):
+    monkeypatch.delenv(contract.SOURCES_DIR_ENV, raising=False)
+    text = yaml.safe_load((PROJECT_ROOT / "governance" / "policy.yaml").read_text())["fairness"]
+    assert "sensitive_attributes" not in text and "intersections" not in text
+    policy = load_policy()
+    assert policy.fairness.sensitive_attributes == () and policy.fairness.intersections == ()
+    for cohort in ("diabetes130_readmission_30d", "synthetic_diabetes130_readmission_30d", "sepsis_mortality"):
+        spec = load_cohort(cohort)
+        c = contract.load_source(spec.source, SHIPPED).contract
+        applied = for_cohort(policy, spec)
+        assert for_cohort(applied, spec) == applied  # idempotent
+        assert applied.sha256 == policy.sha256 and applied.fairness.metrics == policy.fairness.metrics
+        attributes = {a.name: a for a in applied.fairness.sensitive_attributes}
+        assert list(attributes) == list(c.sensitive_attributes), cohort
+        for name, declared in c.sensitive_attributes.items():
+            attribute = attributes[name]
+            assert attribute.reference == declared.reference
+            assert list(attribute.required_groups) == declared.required_groups
+            assert {g: float(f) for g, f in attribute.reference_population.items()} == (
+                declared.reference_population or {})
+        assert [list(i) for i in applied.fairness.intersections] == c.intersections
+    # what governance/policy.yaml declared before the attributes moved into the contract
+    diabetes = contract.load_source("diabetes130", SHIPPED).contract
+    moved = {"race": ("Caucasian", ["AfricanAmerican"], {"Caucasian": 0.75, "AfricanAmerican": 0.19, "Hispanic": 0.02,
+                                                          "Other": 0.015, "Asian": 0.006, "Unknown": 0.02}),
+             "gender": ("Female", [], None), "age_band": ("[70-80)", [], None)}
+    assert {n: (a.reference, a.required_groups, a.reference_population)
+            for n, a in diabetes.sensitive_attributes.items()} == moved
+    assert diabetes.intersections == [["race", "gender"]]
 
 
 def test_sepsis_contract_has_no_ids_no_key_and_its_cohorts_related():

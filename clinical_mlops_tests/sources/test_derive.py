@@ -1,9 +1,9 @@
 """One contract, two renderings: the Pandera schema and the SQL rules flag the same rows for the same rules.
 
 The diabetes130 contract is checked against the bad-extract corpus exactly as
-``test_bad_extract_corpus.py`` lands it, and against today's validator (``validation.rules``):
-on every case that lands, both renderings of the contract quarantine the rows today's
-validator quarantines, for the same reasons. The sepsis contract passes the three real files.
+``test_bad_extract_corpus.py`` lands it, and against the pipeline's quarantine
+(``validation.rules.validate_extract``): on every case that lands, both renderings of the contract
+quarantine the rows the pipeline quarantines, for the same reasons. The sepsis contract passes the three real files.
 """
 
 from __future__ import annotations
@@ -68,10 +68,31 @@ def test_rules_have_names_and_reasons_and_one_value_rule_per_column():
     assert [r.name for r in derive.rules(SEPSIS) if r.cross_row] == []  # identical rows are legitimate
 
 
-def test_today_reason_names_are_the_contract_rule_names():
+def test_the_pipelines_quarantine_reasons_on_the_corpus_are_the_contract_rule_names(tmp_path):
+    """Every reason ``validate_extract`` records on the bad-extract corpus is a rule of the contract,
+    each quarantined case is quarantined for the rule the corpus names, and the clean variants for none."""
     names = {r.name for r in derive.rules(DIABETES)}
-    today = {rule.reason for rule in validation.format_rules()}
-    assert today <= names
+    assert names == {r.name for r in derive.rules(SYNTHETIC_SOURCE.contract)}  # same_as: the same rules
+    seen: dict[str, set[str]] = {}
+    for case in corpus.CASES:
+        if case.outcome not in (corpus.QUARANTINED, corpus.LANDED):
+            continue
+        path = tmp_path / f"{case.name}.csv"
+        path.write_bytes(case.file_bytes())
+        # each case alone in its warehouse, as the corpus test lands it (the cases share encounter ids)
+        with contextlib.closing(warehouse.connect(tmp_path / f"{case.name}.duckdb")) as con:
+            if landing.land_extract(con, path, SYNTHETIC_SOURCE).status != "landed":
+                continue
+            validation.validate_extract(con, SYNTHETIC_SOURCE, path.name, pseudonym_key=KEY)
+            seen[case.name] = {reason for (reasons,) in con.execute(
+                "SELECT reasons FROM staging.synthetic_diabetes130__quarantine WHERE extract_id = ?",
+                [path.name]).fetchall() for reason in reasons.split("; ")}
+    assert len(seen) >= 25
+    recorded = set().union(*seen.values())
+    assert recorded and recorded <= names, recorded - names
+    for case in corpus.CASES:
+        if case.name in seen:
+            assert (case.expect in seen[case.name]) if case.outcome == corpus.QUARANTINED else not seen[case.name], case.name
 
 
 # --------------------------------------------------------------------------------------------

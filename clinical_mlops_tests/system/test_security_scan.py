@@ -34,6 +34,8 @@ from clinical_mlops.core.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.e2e
 
+SOURCE = "synthetic_diabetes130"
+COHORT = f"{SOURCE}_readmission_30d"
 PSEUDONYM_KEY = "scan-pseudonym-key-Vq7Rk2Lx9Tz4"
 LEDGER_KEY = "scan-ledger-key-Hw3Nc8Pd5Jy1"
 ENCOUNTERS = 2_500
@@ -138,18 +140,19 @@ def scan(tmp_path_factory) -> Scan:
     source, planted, patient_numbers = _sources(root)
     env = _env(root)
     demo = subprocess.run(
-        [sys.executable, "-m", "clinical_mlops.cli.main", "demo", "--source", str(source), "--extracts", "2",
-         "--summary-json", str(root / "summary.json")],
+        # synthetic rows in the Diabetes 130 format: the synthetic source, not the real release's
+        [sys.executable, "-m", "clinical_mlops.cli.main", "demo", "--source", str(source), "--source-name", SOURCE,
+         "--extracts", "2", "--summary-json", str(root / "summary.json")],
         env=env, capture_output=True, text=True, timeout=600, cwd=root,
     )
     assert demo.returncode == 0, demo.stderr[-3000:]
     bundle = root / "bundle"
     commands = [
-        ["land", str(planted), "--source", "synthetic_diabetes130"],
+        ["land", str(planted), "--source", SOURCE],
         ["api-key", "create", "--name", "ward-system"],
         ["api-key", "list"],
         ["audit", "verify"],
-        ["audit", "export", "--model", "synthetic_diabetes130_readmission_30d_candidate", "--version", "latest", "--out", str(bundle)],
+        ["audit", "export", "--model", f"{COHORT}_candidate", "--version", "latest", "--out", str(bundle)],
     ]
     after = subprocess.run(
         [sys.executable, "-c", DRIVER, json.dumps(commands)],
@@ -224,7 +227,8 @@ def test_the_scan_covers_what_the_graph_produced(scan):
     assert not missing, f"nothing to scan for: {missing}"
     assert len(scan.outputs) >= 8
     # Control: the same reading of a file finds the patient numbers where they belong.
-    landed = sorted((scan.data / "landing").glob("*.csv"))[0]
+    assert [p.name for p in (scan.data / "landing").iterdir()] == [SOURCE]  # the demo landed into its source's folder
+    landed = sorted((scan.data / "landing" / SOURCE).glob("*.csv"))[0]
     control = " ".join(f for where, text in _file_texts(landed) for f in _findings(scan, where, text))
     assert "raw patient_nbr" in control and "CSV header of an extract" in control
 
@@ -291,11 +295,11 @@ def test_only_raw_encounters_holds_raw_patient_numbers_in_the_warehouse(scan):
         assert len(tables) > 15
         findings = []
         for (table,) in tables:
-            if table == "raw.synthetic_diabetes130":
+            if table == f"raw.{SOURCE}":
                 continue
             rows = con.execute(f"SELECT * FROM {table}").fetchall()
             findings += _findings(scan, f"warehouse {table}", repr(rows))
-        raw = {p for (p,) in con.execute("SELECT DISTINCT patient_nbr FROM raw.synthetic_diabetes130").fetchall()}
+        raw = {p for (p,) in con.execute(f"SELECT DISTINCT patient_nbr FROM raw.{SOURCE}").fetchall()}
     assert raw and raw <= scan.patient_numbers  # the raw table is where they are, so the scan can see them
     assert not findings, "\n".join(findings)
 
@@ -353,13 +357,15 @@ def test_the_demo_ran_every_stage_and_its_summary_reconciles(scan):
     err, out = scan.outputs["demo stderr"], scan.outputs["demo stdout"]
     assert "Landing and validating" in err and "candidate_model" in err
     summary = scan.summary
+    assert summary["source"] == SOURCE
     assert [e["status"] for e in summary["extracts"]] == ["landed", "landed"]
     landed = sum(e["rows_landed"] for e in summary["extracts"])
     assert landed == ENCOUNTERS
     assert sum(e["rows_valid"] + e["rows_quarantined"] for e in summary["extracts"]) == landed
     assert sum(e["rows_quarantined"] for e in summary["extracts"]) >= 1  # the quarantine canary
-    readmission = summary["models"]["synthetic_diabetes130_readmission_30d"]
-    assert readmission["candidate"]["registered_model"] == "synthetic_diabetes130_readmission_30d_candidate"
+    assert set(summary["models"]) == {COHORT, f"{SOURCE}_prolonged_stay"}
+    readmission = summary["models"][COHORT]
+    assert readmission["candidate"]["registered_model"] == f"{COHORT}_candidate"
     low, high = (float(x) for x in readmission["evaluation"]["candidate_auroc_ci"].split("–"))
     assert low <= readmission["evaluation"]["candidate_auroc"] <= high
     assert "AUROC" in out and "MLflow" in out

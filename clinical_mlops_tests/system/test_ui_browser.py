@@ -30,7 +30,9 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--window-size=1600,1100")
 WAIT = 90
-TRAINED = ("synthetic_diabetes130_readmission_30d/encounter_features", "synthetic_diabetes130_readmission_30d/training_split", "synthetic_diabetes130_readmission_30d/candidate_model")
+SOURCE = "synthetic_diabetes130"
+COHORT = f"{SOURCE}_readmission_30d"
+TRAINED = (f"{COHORT}/encounter_features", f"{COHORT}/training_split", f"{COHORT}/candidate_model")
 """A small graph: one cohort's features, split and candidate model (not the whole training job)."""
 
 
@@ -88,7 +90,7 @@ class UiGraph:
     def materialize(self, small_encounters) -> None:
         (self.root / "home").mkdir()
         shutil.copyfile(PROJECT_ROOT / "dagster.yaml", self.root / "home" / "dagster.yaml")
-        landing = self.root / "data" / "landing"
+        landing = self.root / "data" / "landing" / SOURCE  # the zone holds one folder per source
         landing.mkdir(parents=True)
         small_encounters.iloc[:2000].to_csv(landing / "clean.csv", index=False, lineterminator="\n")
         with_ssn = small_encounters.iloc[2000:2300].copy()
@@ -96,7 +98,7 @@ class UiGraph:
         with_ssn.to_csv(landing / "with_ssn.csv", index=False, lineterminator="\n")
         done = subprocess.run(
             [sys.executable, "-m", "clinical_mlops_tests.cli._fault_driver", "--jobs",
-             "ingestion_job:clean.csv", "ingestion_job:with_ssn.csv", f"assets={','.join(TRAINED)}"],
+             f"ingestion_job_{SOURCE}:clean.csv", f"ingestion_job_{SOURCE}:with_ssn.csv", f"assets={','.join(TRAINED)}"],
             env=self.env, cwd=self.root, capture_output=True, text=True, timeout=600,
         )
         self.outcomes = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -210,7 +212,7 @@ def test_the_dagster_and_mlflow_uis_show_the_graph_checks_and_runs(ui: UiGraph, 
     ingestion_clean, ingestion_ssn, training = ui.outcomes
     assert not ingestion_ssn["success"]
     assert ingestion_clean["success"] and training["success"], ui.outcomes
-    assert ingestion_ssn["blocking_failures"] == ["synthetic_diabetes130/raw_extract:no_direct_identifiers"]
+    assert ingestion_ssn["blocking_failures"] == [f"{SOURCE}/raw_extract:no_direct_identifiers"]
 
     # 1. The asset catalog lists every group defined in clinical_mlops.defs.
     groups = expected_groups()
@@ -222,15 +224,15 @@ def test_the_dagster_and_mlflow_uis_show_the_graph_checks_and_runs(ui: UiGraph, 
     assert all(g in body for g in groups)
 
     # 2. The candidate model's page shows its metadata: metrics and the MLflow run link.
-    browser.get(f"{ui.dagster_url}/assets/synthetic_diabetes130_readmission_30d/candidate_model")
-    _wait_text(browser, "mlflow_run", "test_auroc", "registered_model", "synthetic_diabetes130_readmission_30d_candidate")
+    browser.get(f"{ui.dagster_url}/assets/{COHORT}/candidate_model")
+    _wait_text(browser, "mlflow_run", "test_auroc", "registered_model", f"{COHORT}_candidate")
     _save(browser, "02_candidate_model")
     links = [a.get_attribute("href") for a in browser.find_elements(By.TAG_NAME, "a")]
     run_links = [h for h in links if h and "/#/experiments/" in h and "/runs/" in h]
     assert run_links, links
 
-    # 3. The failed blocking gate is visible as failed on synthetic_diabetes130/raw_extract' checks tab.
-    browser.get(f"{ui.dagster_url}/assets/synthetic_diabetes130/raw_extract?view=checks")
+    # 3. The failed blocking gate is visible as failed on the source's raw_extract checks tab.
+    browser.get(f"{ui.dagster_url}/assets/{SOURCE}/raw_extract?view=checks")
     body = _wait_text(browser, "no_direct_identifiers", "This is a blocking asset check",
                       "direct identifiers found, extract not landed: payer_code: ssn")
     _save(browser, "03_raw_encounters_checks")
