@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from clinical_mlops.scoring import DEFAULT_COHORT
+
 import argparse
 import json
 import sys
@@ -79,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gov.set_defaults(func=_governance)
 
     summary = subparsers.add_parser("fairness-summary", help="latest fairness verdicts and the recall gap before/after")
-    summary.add_argument("--cohort", default="readmission_30d")
+    summary.add_argument("--cohort", default=DEFAULT_COHORT, help=f"cohort (default {DEFAULT_COHORT})")
     summary.add_argument("--warehouse", help="DuckDB file (default data/warehouse.duckdb)")
     summary.set_defaults(func=_summary)
 

@@ -112,14 +112,20 @@ def cmd_prediction_log_verify(args: argparse.Namespace) -> int:
 
     root = Path(args.log_dir) if args.log_dir else serving.default_prediction_log_root()
     result = prediction_log.verify_log(prediction_log.cohort_directory(root, args.cohort))
+    empty = result.entries == 0
     summary = {
-        "ok": result.ok,
+        "ok": result.ok and not empty,
+        "evidence": "insufficient_evidence" if empty else ("pass" if result.ok else "fail"),
         "segments": len(result.segments),
         "entries": result.entries,
         "torn_tails": sum(1 for s in result.segments if s.torn_tail),
         "problems": list(result.problems),
     }
     print(json.dumps(summary, indent=2))
+    if empty:
+        _say(f"error: no prediction log entries for {args.cohort} under {root}: nothing to verify (an empty log is no "
+             "evidence that the chain is intact)")
+        return 1
     return 0 if result.ok else 1
 
 

@@ -6,7 +6,7 @@ quarantine ``staging.<source>__quarantine``. ``raw.extracts`` (:mod:`clinical_ml
 every extract of every source, keyed by ``(source, extract_id)``: the same file name in two sources is two extracts.
 
 Typed staging: ``integer`` → BIGINT, ``number`` → DOUBLE, ``boolean`` → BOOLEAN, others text; a
-missing token becomes NULL; the patient id (role ``patient_id``) is replaced by ``patient_key``,
+missing token becomes NULL (a column the contract does not make nullable is NOT NULL); the patient id (role ``patient_id``) is replaced by ``patient_key``,
 its keyed hash, and never reaches staging in clear.
 """
 
@@ -61,7 +61,11 @@ def ensure_source_tables(con: duckdb.DuckDBPyConnection, source: LoadedSource) -
     contract, name = source.contract, source.name
     con.execute(f"CREATE TABLE IF NOT EXISTS {raw_table(name)} (_extract_id VARCHAR NOT NULL, "
                 f"_row_number BIGINT NOT NULL, {raw_columns_ddl(contract)})")
-    typed = ", ".join(f"{_quote(c)} {t}" for c, t in staging_columns(contract).items())
+    required = {name for name, spec in contract.columns.items() if not spec.nullable}
+    if contract.roles.patient_id in required:
+        required.add("patient_key")
+    typed = ", ".join(f"{_quote(c)} {t}{' NOT NULL' if c in required else ''}"
+                      for c, t in staging_columns(contract).items())
     con.execute(f"CREATE TABLE IF NOT EXISTS {staging_table(name)} (extract_id VARCHAR NOT NULL, "
                 f"row_number BIGINT NOT NULL, {typed})")
     con.execute(f"""CREATE TABLE IF NOT EXISTS {quarantine_table(name)} (

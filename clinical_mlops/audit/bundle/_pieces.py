@@ -130,6 +130,9 @@ def write_environment(
         source = None
     if source is not None and source.sha256 == record.source_contract_sha256:
         shutil.copyfile(source.path, bundle.path("environment/source_contract.yaml"))
+        base = _same_as(source.path)
+        if base is not None:  # the version covers both files: sha256(own bytes + the other's bytes)
+            shutil.copyfile(base, bundle.path("environment/source_contract_same_as.yaml"))
         info["source_contract_included"] = True
         bundle.included.append(f"source contract {record.source} (sha256 as recorded)")
     else:
@@ -249,6 +252,14 @@ def copy_report_files(bundle: BundleFolder, reports_dir: Path | None, record: li
         bundle.included.append(f"{copied} report file(s) from the reports folder (fairness, drift, change control, ...)")
     else:
         bundle.absent.append("report files: none of the fairness / drift / change-control stages has written one yet")
+
+
+def _same_as(path: Path) -> Path | None:
+    """The contract a ``same_as`` contract reuses (its version covers both files), else None."""
+    import yaml
+
+    named = (yaml.safe_load(path.read_text()) or {}).get("same_as")
+    return path.parent / f"{named}.yaml" if isinstance(named, str) else None
 
 
 def _current_spec(name: str) -> CohortSpec | None:
