@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clinical_mlops.scoring import DEFAULT_COHORT
+from clinical_mlops.core.settings import DEFAULT_COHORT
 
 import argparse
 import json

@@ -131,7 +131,7 @@ def cmd_prediction_log_verify(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``serve``, ``api-key`` and ``prediction-log`` to the ``clinical-mlops`` command."""
-    from clinical_mlops.scoring import DEFAULT_COHORT
+    from clinical_mlops.core.settings import DEFAULT_COHORT
 
     cohort_help = f"the cohort spec (<source>_<cohort>; default {DEFAULT_COHORT})"
     serve = subparsers.add_parser("serve", help="run the scoring service (FastAPI + uvicorn) on 127.0.0.1")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "DEFAULT_COHORT",
     "PROJECT_ROOT",
     "Paths",
     "TELEMETRY_OFF",
@@ -21,6 +22,11 @@ __all__ = [
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+DEFAULT_COHORT = os.environ.get("CLINICAL_MLOPS_DEFAULT_COHORT", "synthetic_diabetes130_readmission_30d")
+"""The cohort commands use without ``--cohort`` (``serve``, ``prediction-log verify``, ``fairness-summary``): by
+default the readmission cohort on the synthetic source, the one ``clinical-mlops demo`` trains (a cohort on two
+sources is named ``<source>_<cohort>``)."""
 
 TELEMETRY_OFF: dict[str, str] = {
     "DAGSTER_DISABLE_TELEMETRY": "1",

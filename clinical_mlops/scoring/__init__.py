@@ -7,9 +7,4 @@ and the ingestion of that log into the warehouse. Wired by ``clinical_mlops/defs
 (the log's ingestion by ``defs/monitoring``).
 What each of its assets does is one function in :mod:`.steps`."""
 
-__all__ = ["DEFAULT_COHORT", "api_keys", "champion", "prediction_log", "service", "steps"]
-
-DEFAULT_COHORT = "synthetic_diabetes130_readmission_30d"
-"""The cohort ``clinical-mlops serve`` and ``prediction-log verify`` use without ``--cohort``: the
-readmission cohort on the synthetic source, the one ``clinical-mlops demo`` trains and promotes
-(a cohort on a source is named ``<source>_<cohort>``)."""
+__all__ = ["api_keys", "champion", "prediction_log", "service", "steps"]

@@ -94,7 +94,6 @@ def test_the_contract_version_is_part_of_every_asset_code_version(tmp_path, monk
     from clinical_mlops.core.settings import PROJECT_ROOT
     from clinical_mlops.definitions import defs as load_defs
 
-    import dagster as dg
 
     def code_versions() -> dict[str, str]:
         graph = load_defs().resolve_asset_graph()

@@ -35,8 +35,8 @@ columns:
 roles: {encounter_id: stay_id, patient_id: patient_ref, outcomes: [died]}
 key: {columns: [stay_id], scope: source, reason: one row per stay}
 identifier_scan_exemptions:
-  - {column: stay_id, kinds: [zip5], reason: a declared stay id whose codes read as ZIP codes}
-  - {column: patient_ref, kinds: [zip5], reason: a declared patient id, pseudonymised before staging}
+  - {column: stay_id, kinds: [zip5], reason: "a declared stay id whose codes read as ZIP codes"}
+  - {column: patient_ref, kinds: [zip5], reason: "a declared patient id, pseudonymised before staging"}
 sensitive_attributes:
   sex: {reference: F, required_groups: [M]}
   age_band: {column: age, bands: [18, 50, 70, 101], reference: "[50-70)"}

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ValidationError
 from clinical_mlops.core.reporting import canonical_json
 from clinical_mlops.core.settings import default_paths, switch_off_telemetry
 from clinical_mlops.features.cohort import CohortSpec, load_cohort
-from clinical_mlops.scoring import DEFAULT_COHORT, api_keys, prediction_log, champion as scoring
+from clinical_mlops.core.settings import DEFAULT_COHORT
+from clinical_mlops.scoring import api_keys, prediction_log, champion as scoring
 from clinical_mlops.scoring.service._runtime import ChampionHolder, MicroBatcher, NoModelAvailable
 from clinical_mlops.scoring.service._schema import request_model, validation_errors
 
