@@ -259,14 +259,35 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+def _fingerprint(*folders: Path) -> tuple:
+    """Names, sizes and modification times of the files in ``folders``: a changed file changes it."""
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for folder in folders if folder.is_dir()
+                 for p in sorted(folder.iterdir()) if p.is_file())
+
+
+_LOADED: dict[tuple, list[CohortSpec]] = {}
+
+
 def load_all_cohorts(directory: Path | None = None) -> list[CohortSpec]:
+    """Every cohort of the folder (see :func:`_load_all_cohorts`), loaded once per state of its files and of
+    the source contracts' (the Definitions ask for them from every module)."""
+    from clinical_mlops.sources.contract import sources_dir
+
+    directory = Path(directory) if directory is not None else cohorts_dir()
+    key = (str(directory.resolve()), str(sources_dir().resolve()), _fingerprint(directory, sources_dir()))
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = _load_all_cohorts(directory)
+    return list(_LOADED[key])
+
+
+def _load_all_cohorts(directory: Path) -> list[CohortSpec]:
     """Every cohort of the folder, one spec per (cohort, source), checked against its source contract.
 
     A malformed cohort raises :class:`CohortSpecError` naming the file and the field: an unknown source,
     a sensitive attribute the source does not declare, SQL that reads a column the source lacks, a
     feature, exclusion or target the SQL does not provide.
     """
-    directory = Path(directory) if directory is not None else cohorts_dir()
     if not directory.is_dir():
         raise CohortSpecError(f"{_display(directory)}: no cohorts folder here (set {COHORTS_DIR_ENV} to another)")
     specs = [spec for path in sorted(directory.glob("*.yaml")) for spec in _specs_of_file(path)]

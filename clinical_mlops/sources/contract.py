@@ -192,7 +192,16 @@ def load_source(name: str, directory: Path | None = None) -> LoadedSource:
     return load_contract_file(path)
 
 
+_LOADED: dict[tuple, dict[str, LoadedSource]] = {}
+
+
 def load_all_sources(directory: Path | None = None) -> dict[str, LoadedSource]:
-    """Every contract of the sources folder, by name (the first malformed one raises)."""
+    """Every contract of the sources folder, by name (the first malformed one raises); read once per state of
+    the folder's files (names, sizes, modification times)."""
     directory = Path(directory) if directory is not None else sources_dir()
-    return {(source := load_contract_file(path)).name: source for path in _contract_files(directory)}
+    files = _contract_files(directory)
+    key = (str(directory.resolve()), tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = {(source := load_contract_file(path)).name: source for path in files}
+    return dict(_LOADED[key])
