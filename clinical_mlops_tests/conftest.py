@@ -143,3 +143,9 @@ def synthetic_assets(defs) -> list:
 
     return [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)
             and all(k.path[0].startswith(SYNTHETIC) for k in a.keys)]
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Whole-graph runs (marker ``e2e``) first: with ``--dist loadfile`` the two workers then start on the longest
+    files and finish on short ones, instead of one worker running the last long file alone."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("e2e") else 1)

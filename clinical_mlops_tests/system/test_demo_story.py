@@ -27,6 +27,8 @@ from clinical_mlops.training import steps as training_steps
 from clinical_mlops.validation import steps as validation_steps
 from clinical_mlops_tests.conftest import synthetic_source  # noqa: E402
 
+pytestmark = pytest.mark.e2e
+
 SYNTHETIC_SOURCE = synthetic_source()
 
 COHORT = "synthetic_diabetes130_readmission_30d"
