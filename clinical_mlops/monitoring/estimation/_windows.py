@@ -95,11 +95,13 @@ def _rows(con: duckdb.DuckDBPyConnection, spec: CohortSpec, period: str) -> pd.D
     outcome_join = ("LEFT JOIN monitoring.prediction_outcomes o ON o.cohort = $cohort AND o.source = p.source "
                     "AND o.prediction_ref = p.prediction_ref") if has_outcomes else ""
     feature_join = (f"LEFT JOIN (SELECT encounter_id, {', '.join(f'any_value({a}) AS {a}' for a in attributes)} "
-                    f"FROM {spec.features_table} GROUP BY encounter_id) f USING (encounter_id)"
+                    f"FROM {spec.features_table} GROUP BY encounter_id) f ON f.encounter_id = p.encounter_id"
                     if has_features and attributes else "")
+
     def attribute(a: str) -> str:
         sources = ([f"CAST(f.{a} AS VARCHAR)"] if feature_join else []) + ([f"o.groups['{a}']"] if has_outcomes else [])
         return f"coalesce({', '.join(sources)}) AS {a}" if sources else f"NULL::VARCHAR AS {a}"
+
     label = "o.label" if has_outcomes else "NULL::INTEGER"
     select = ", ".join(["p.*", f"{label} AS label", *(attribute(a) for a in attributes)])
     return con.execute(
