@@ -255,3 +255,59 @@ def test_windows_per_extract_and_both_tables_through_duckdb(tmp_path, spec, poli
         before = con.execute("SELECT count(*) FROM monitoring.window_metrics").fetchone()[0]
         est.monitor_windows(con, spec, policy, n_simulations=50)
         assert con.execute("SELECT count(*) FROM monitoring.window_metrics").fetchone()[0] == before
+
+
+def test_service_predictions_form_one_window_per_period_and_model_version(tmp_path, spec, policy):
+    from clinical_mlops.scoring.prediction_log import PREDICTION_LOG_DDL
+
+    heldout = calibrated(2_000, 41)
+    served = calibrated(900, 42, start_id=50_000)
+    # Mon 2026-03-02 .. Sun 2026-03-22: three ISO weeks, 300 rows each; the third week also served by v2
+    served["logged_at"] = [datetime(2026, 3, 2) + timedelta(days=int(d), hours=1) for d in np.arange(900) // 300 * 7
+                           + np.arange(900) % 7]
+    served["model_version"] = np.where(np.arange(900) >= 800, "2", "1")
+    served["entry_hash"] = [f"h{i}" for i in range(900)]
+    with warehouse.connect(tmp_path / "w.duckdb") as con:
+        con.register("f_rows", pd.concat([heldout, served])[["encounter_id", "race", "gender", "age_band", "label"]])
+        con.execute(f"CREATE OR REPLACE TABLE {spec.features_table} AS SELECT * FROM f_rows")
+        con.unregister("f_rows")
+        con.execute(PREDICTION_LOG_DDL)
+        con.execute(OUTCOMES_DDL)
+        con.register("s_rows", served)
+        con.execute("""INSERT INTO monitoring.prediction_log (cohort, segment, seq, entry_hash, prev_hash, logged_at, kind,
+                              encounter_id, risk, flagged, operating_threshold, model_name, model_version, ingested_at)
+                       SELECT ?, 'seg', row_number() OVER (), entry_hash, '', logged_at, 'prediction', encounter_id,
+                              score, flagged, ?, 'm', model_version, logged_at FROM s_rows""", [spec.name, THRESHOLD])
+        # the first week's outcomes have been joined (as join_labels would, keyed by the log entry's hash)
+        con.execute("""INSERT INTO monitoring.prediction_outcomes
+                       SELECT ?, 'online', entry_hash, encounter_id, 'm', model_version, logged_at, score, flagged, ?,
+                              label, 'labels_file', logged_at + INTERVAL 31 DAY, NULL, logged_at + INTERVAL 31 DAY
+                       FROM s_rows WHERE logged_at < '2026-03-09'""", [spec.name, THRESHOLD])
+        con.unregister("s_rows")
+        weekly = est.windows(con, spec, period="week")
+        assert [(w.kind, w.source, w.start.date().isoformat(), w.model_version, w.n, w.n_labelled) for w in weekly] == [
+            ("period", "online", "2026-03-02", "1", 300, 300), ("period", "online", "2026-03-09", "1", 300, 0),
+            ("period", "online", "2026-03-16", "1", 200, 0), ("period", "online", "2026-03-16", "2", 100, 0)]
+        assert weekly[0].end - weekly[0].start == timedelta(days=7)
+        monthly = est.windows(con, spec, period="month")
+        assert [(w.start.date().isoformat(), w.end.date().isoformat(), w.n) for w in monthly] == [
+            ("2026-03-01", "2026-04-01", 800), ("2026-03-01", "2026-04-01", 100)]
+        with pytest.raises(ValueError, match="period must be one of"):
+            est.windows(con, spec, period="hour")
+
+
+def test_the_gate_reads_a_really_trained_models_held_out_split(tmp_path, mlflow_template, small_encounters, policy):
+    """The real pipeline (land, validate, train: ``_trained.build``) writes ``ml.predictions``; the gate reads
+    its held-out split with the cohort's attributes from ``features.<cohort>``."""
+    from clinical_mlops_tests._trained import build
+
+    trained = build(tmp_path / "ws", mlflow_template, small_encounters, n_extracts=2)
+    model = trained.outcome.model
+    with warehouse.connect(trained.workspace.warehouse) as con:
+        heldout = est.heldout_rows(con, trained.spec, model.name, model.version)
+    assert len(heldout) == trained.outcome.test_rows and heldout["race"].notna().all()
+    gate = est.calibration_gate(heldout, policy, model_name=model.name, model_version=model.version, n_boot=100)
+    overall = gate.check("overall", "all")
+    assert overall.n == len(heldout) and abs(overall.citl) < 0.05 and not overall.refused
+    small = [c for c in gate.checks if c.n < policy.fairness.min_group_size]
+    assert small and all(c.refused and "held-out rows (fewer than 100)" in c.reason for c in small)

@@ -77,9 +77,10 @@ def _predictions_sql(con: duckdb.DuckDBPyConnection, period: str) -> tuple[str, 
                FROM ml.batch_predictions WHERE cohort = $cohort""")
     if table_exists(con, "monitoring.prediction_log"):
         parts.append(
-            f"""SELECT 'online', 'period', strftime(date_trunc('{period}', logged_at), '%Y-%m-%d'), NULL,
-                       entry_hash, encounter_id, model_name, model_version, logged_at, risk, flagged,
-                       operating_threshold
+            f"""SELECT 'online' AS source, 'period' AS kind,
+                       strftime(date_trunc('{period}', logged_at), '%Y-%m-%d') AS window_key,
+                       NULL::VARCHAR AS extract_id, entry_hash AS prediction_ref, encounter_id, model_name,
+                       model_version, logged_at AS predicted_at, risk AS score, flagged, operating_threshold
                 FROM monitoring.prediction_log
                 WHERE cohort = $cohort AND kind = 'prediction' AND encounter_id IS NOT NULL AND risk IS NOT NULL""")
     return " UNION ALL ".join(parts), params
