@@ -1,9 +1,10 @@
 """Monitoring in production: outcomes joined to predictions, performance, fairness and skew over time, incidents.
 
 :mod:`.production` joins delayed outcomes to served and batch predictions and computes
-performance, fairness and training–serving skew from them; :mod:`.incidents` records what a
+performance, fairness and training–serving skew from them; :mod:`.estimation` estimates performance and fairness per
+window and per group before the labels arrive, and sets the realised figures beside it; :mod:`.incidents` records what a
 failing blocking gate opens (owner, deadline, evidence) and every status change. Wired by
 ``clinical_mlops/defs/monitoring``.
 What each of its assets does is one function in :mod:`.steps`."""
 
-__all__ = ["incidents", "production", "steps"]
+__all__ = ["estimation", "incidents", "production", "steps"]
