@@ -18,11 +18,11 @@ from clinical_mlops.core.steps import StepError
 from clinical_mlops.drift.statistics import DriftSettings
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.governance.policy import Policy, for_cohort
-from clinical_mlops.monitoring import incidents, production
+from clinical_mlops.monitoring import estimation, incidents, production
 from clinical_mlops.scoring import prediction_log
 
-__all__ = ["LogIngestStep", "ProductionStep", "SkewStep", "ingest_prediction_log", "join_outcomes",
-           "monitor_production", "training_serving_skew"]
+__all__ = ["LogIngestStep", "ProductionStep", "SkewStep", "WindowsStep", "estimate_windows", "ingest_prediction_log",
+           "join_outcomes", "monitor_production", "training_serving_skew"]
 
 
 def _incident(con: duckdb.DuckDBPyConnection, *, policy: Policy, severity: str, spec: CohortSpec, model: str,
@@ -155,3 +155,54 @@ def training_serving_skew(
                 else round(float(r.mismatch_rate), 4), "skewed": bool(r.skewed)}
                for r in ranked.itertuples(index=False)]
     return SkewStep(result, top, policy.sha256)
+
+
+@dataclass(frozen=True)
+class WindowsStep:
+    outcome: estimation.WindowsOutcome
+    incidents: dict[str, dict]
+    """Window id → the warn incident its early warning opened (or found open)."""
+
+    def evidence(self) -> evidence.Evidence:
+        """``estimated_fairness_within_policy``: fail when a window's estimated recall-gap band lies wholly beyond
+        the bound for a group (before its labels); no window, or no estimate at all, is insufficient evidence."""
+        results = self.outcome.windows
+        if not results:
+            return evidence.Evidence(evidence.INSUFFICIENT, f"no production window for {self.outcome.cohort}: "
+                                     "nothing scored yet")
+        warned = [r for r in results if r.early_warning == "warn"]
+        if warned:
+            return evidence.Evidence(evidence.FAIL, "; ".join(f"{r.window.window_id}: {w}" for r in warned
+                                                              for w in r.warnings)[:1500])
+        if not any(_has_gap_estimate(r) for r in results):
+            return evidence.Evidence(evidence.INSUFFICIENT, "no group's recall gap could be estimated in any window "
+                                     "(groups refused by the calibration gate or too small)")
+        return evidence.Evidence(evidence.PASS, f"{len(results)} window(s): no group's estimated recall-gap band lies "
+                                 "wholly beyond the bound")
+
+
+def _has_gap_estimate(result) -> bool:
+    table = result.estimated
+    return not table.empty and bool(((table["metric"] == "recall_gap") & table["estimate"].notna()).any())
+
+
+def estimate_windows(
+    con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, policy: Policy, n_simulations: int = 400,
+    seed: int = 20261115, period: str | None = None,
+) -> WindowsStep:
+    """``[cohort, production_windows]``: every production window of the cohort estimated from its scores before
+    labels (per subgroup, after the held-out calibration gate), realised once labelled, side by side in
+    ``monitoring.window_metrics`` / ``monitoring.estimation_errors``; an early warning opens a ``warn`` incident
+    before the labels land (once per window)."""
+    policy = for_cohort(policy, spec)  # the thresholds, with the sensitive attributes of the cohort's source
+    outcome = estimation.monitor_windows(con, spec, policy, n_simulations=n_simulations, seed=seed, period=period)
+    opened = {}
+    for result in outcome.windows:
+        if result.early_warning == "warn":
+            opened[result.window.window_id] = _incident(
+                con, policy=policy, severity="warn", spec=spec,
+                model=f"{result.window.model_name} v{result.window.model_version}",
+                check=f"{spec.name}/production_windows:estimated_fairness_within_policy[{result.window.window_id}]",
+                evidence={"window": result.window.window_id, "status": result.status,
+                          "warnings": list(result.warnings)[:10]})
+    return WindowsStep(outcome=outcome, incidents=opened)

@@ -324,7 +324,7 @@ def test_monitoring_assets_run_end_to_end_and_state_their_checks(base, ws):
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     policy = load_policy()
     assert {"prediction_log_chain_intact", "production_auroc_within_tolerance", "no_training_serving_skew",
-            *(r.check_name for r in policy.fairness.metrics)} == set(checks)
+            "estimated_fairness_within_policy", *(r.check_name for r in policy.fairness.metrics)} == set(checks)
     assert checks["prediction_log_chain_intact"].passed
     outcomes = result.asset_materializations_for_node(f"{COHORT}__prediction_outcomes")[0].metadata
     assert outcomes["labelled"].value > 0 and outcomes["label_delay_days"].value == 0.0

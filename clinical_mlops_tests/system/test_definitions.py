@@ -27,7 +27,8 @@ COHORT_ASSETS = {  # each cohort's assets and their group; partitioned ones by t
     "fairness_root_cause": "fairness", "mitigated_model": "fairness", "change_control_report": "registry",
     "promotion": "registry", "batch_predictions": "scoring", "drift_report": "drift",
     "external_evaluation": "drift", "prediction_log_ingest": "monitoring", "prediction_outcomes": "monitoring",
-    "production_monitoring": "monitoring", "training_serving_skew": "monitoring", "model_card": "audit",
+    "production_monitoring": "monitoring", "training_serving_skew": "monitoring", "production_windows": "monitoring",
+    "model_card": "audit",
 }
 PARTITIONED_BY_EXTRACT = {"batch_predictions", "drift_report", "external_evaluation"}
 

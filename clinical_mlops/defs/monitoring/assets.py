@@ -260,7 +260,50 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
             )],
         )
 
-    return [prediction_log_ingest, prediction_outcomes, production_monitoring, training_serving_skew]
+    windows_key = dg.AssetKey([spec.name, "production_windows"])
+
+    @dg.asset(
+        key=windows_key,
+        deps=[dg.AssetKey([spec.name, "batch_predictions"]), outcomes_key],
+        group_name=GROUP,
+        kinds={"duckdb"},
+        code_version=cohort_code_version(spec, "1"),
+        pool=WAREHOUSE_POOL,
+        description="Monitoring windows (per extract scored, per period of the service's log), each with its model "
+        "version and label delay: performance and fairness estimated from the scores before the labels arrive "
+        "(per subgroup, after the held-out calibration gate), realised once labelled, side by side "
+        "(monitoring.window_metrics, monitoring.estimation_errors).",
+        check_specs=[
+            dg.AssetCheckSpec(
+                "estimated_fairness_within_policy", asset=windows_key,
+                description="Early warning: no group's estimated recall-gap band lies wholly beyond the policy's bound "
+                "in any window (a breach opens a warn incident before the labels land; no estimate: insufficient "
+                "evidence).",
+            )
+        ],
+    )
+    def production_windows(warehouse: WarehouseResource, policy: PolicyResource) -> dg.MaterializeResult:
+        with step_failures(), warehouse.connect() as con:
+            step = steps.estimate_windows(con, spec, policy=policy.load())
+        latest = step.outcome.windows[-1].summary() if step.outcome.windows else {}
+        numbers = {f"latest_{k}": float(v) for k, v in latest.items()
+                   if k.startswith(("estimated_", "realised_")) and isinstance(v, int | float) and v is not None}
+        found = step.evidence()
+        return dg.MaterializeResult(
+            metadata={
+                "windows": len(step.outcome.windows),
+                "windows_estimated_only": sum(1 for r in step.outcome.windows if r.status == "estimated_only"),
+                "windows_warned": sum(1 for r in step.outcome.windows if r.early_warning == "warn"),
+                **numbers,
+                "latest_window": str(latest.get("window_id", "")),
+                "incidents": dg.MetadataValue.json(step.incidents),
+            },
+            check_results=[evidence_check("estimated_fairness_within_policy", found, blocking=False,
+                                          metadata={"incidents": len(step.incidents)})],
+        )
+
+    return [prediction_log_ingest, prediction_outcomes, production_monitoring, training_serving_skew,
+            production_windows]
 
 
 @dg.definitions

@@ -24,6 +24,8 @@ group of at least ``min_group_size`` rows has status ``warn``: the early warning
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
@@ -63,7 +65,8 @@ def gap_breaches(lower: float, upper: float, bound: float, direction: str) -> bo
 
 def _band(values: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
     alpha = (1 - confidence) / 2
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a group with no draw defined: its band is NaN, said so
         return np.nanquantile(values, alpha, axis=0), np.nanquantile(values, 1 - alpha, axis=0)
 
 

@@ -1,0 +1,46 @@
+"""``[cohort, production_windows]``'s step: the early warning opens one warn incident per window before the
+labels land, and its check follows the evidence rule (a breach fails, nothing to estimate is insufficient)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+
+from clinical_mlops.core import warehouse
+from clinical_mlops.core.evidence import FAIL, INSUFFICIENT, PASS
+from clinical_mlops.features.cohort import load_cohort
+from clinical_mlops.governance.policy import load_policy
+from clinical_mlops.monitoring import steps
+from clinical_mlops_tests.conftest import READMISSION
+from clinical_mlops_tests.monitoring.test_estimation import _write, calibrated, shifted
+
+
+def test_an_early_warning_opens_one_warn_incident_before_the_labels(tmp_path):
+    spec, policy = load_cohort(READMISSION), load_policy()  # the step applies the source's attributes itself
+    heldout = calibrated(4_000, 41)
+    extracts = {"month_001.csv": (calibrated(2_500, 42, start_id=10_000), "1"),
+                "month_002.csv": (shifted(2_500, 43, 0.6).assign(encounter_id=np.arange(20_000, 22_500)), "1")}
+    with warehouse.connect(tmp_path / "w.duckdb") as con:
+        _write(con, spec, heldout, extracts, labelled={"month_001.csv"}, when=datetime(2026, 1, 5))
+        step = steps.estimate_windows(con, spec, policy=policy, n_simulations=200)
+        again = steps.estimate_windows(con, spec, policy=policy, n_simulations=200)
+        incidents = con.execute("SELECT severity, \"check\", status FROM monitoring.incidents").fetchall()
+    (warned,) = [r for r in step.outcome.windows if r.early_warning == "warn"]
+    assert warned.status == "estimated_only" and warned.window.extract_id == "month_002.csv"
+    assert step.evidence().status == FAIL and "AfricanAmerican" in step.evidence().reason
+    assert list(step.incidents) == [warned.window.window_id]
+    assert again.incidents[warned.window.window_id]["incident_id"] == step.incidents[warned.window.window_id][
+        "incident_id"]  # found open, not opened twice
+    assert len(incidents) == 1 and incidents[0][0] == "warn" and warned.window.window_id in incidents[0][1]
+
+
+def test_a_clean_window_passes_and_no_window_is_insufficient(tmp_path):
+    spec, policy = load_cohort(READMISSION), load_policy()
+    with warehouse.connect(tmp_path / "w.duckdb") as con:
+        none = steps.estimate_windows(con, spec, policy=policy, n_simulations=50)
+        _write(con, spec, calibrated(4_000, 51), {"month_001.csv": (calibrated(2_500, 52, start_id=10_000), "1")},
+               labelled=set(), when=datetime(2026, 1, 5))
+        clean = steps.estimate_windows(con, spec, policy=policy, n_simulations=200)
+    assert none.evidence().status == INSUFFICIENT and not none.incidents
+    assert clean.evidence().status == PASS and not clean.incidents
