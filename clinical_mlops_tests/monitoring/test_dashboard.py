@@ -164,7 +164,20 @@ def test_evidently_ui_in_chromium_lists_the_project_and_its_fairness_panel_cover
         WebDriverWait(driver, 60).until(lambda d: "Recall gap by race" in d.find_element(By.TAG_NAME, "body").text)
         time.sleep(2)
         driver.save_screenshot(str(ARTIFACTS / "evidently_dashboard.png"))
+        # the fairness panel's own SVG: its series' point markers sit at >= 3 distinct x positions (windows)
+        title = driver.find_element(By.XPATH, "//h5[normalize-space()='Recall gap by race']")
+        card = title.find_element(By.XPATH, "./ancestor::div[contains(@class, 'MuiCard-root')][1]")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", card)
+
+        def marker_xs(_):
+            marks = card.find_elements(By.CSS_SELECTOR, "svg circle.MuiMarkElement-root")
+            return {round(float(m.get_attribute("cx"))) for m in marks if m.get_attribute("cx")}
+
+        WebDriverWait(driver, 30).until(lambda d: len(marker_xs(d)) >= 3)
+        time.sleep(1)
+        card.screenshot(str(ARTIFACTS / "evidently_fairness_panel.png"))
         (ARTIFACTS / "evidently_dashboard.html").write_text(driver.page_source)
+        assert len(marker_xs(driver)) >= 3
         # the panel's data, fetched by the page itself through the UI's own JSON API
         (panel,) = [p for p in _workspace(first.workspace_dir).get_dashboard(first.project_id).panels
                     if p.title == "Recall gap by race"]
