@@ -21,11 +21,13 @@ demo: setup  ## land synthetic extracts, validate, build features, train, regist
 test: setup  ## the whole suite (real-data tests skip when ../shared/data is absent)
 	$(UV) run --frozen pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
-ui: setup  ## Dagster UI on 127.0.0.1:3000 and MLflow UI on 127.0.0.1:5000 (Ctrl-C stops both)
-	@mkdir -p data/mlflow/artifacts
+ui: setup  ## Dagster UI on 127.0.0.1:3000, MLflow UI on 127.0.0.1:5000, Evidently UI on 127.0.0.1:$${EVIDENTLY_PORT:-8000} (Ctrl-C stops all three)
+	@mkdir -p data/mlflow/artifacts data/evidently
 	@trap 'kill 0' INT TERM EXIT; \
 	$(UV) run --frozen mlflow ui --host 127.0.0.1 --port 5000 \
 	  --backend-store-uri sqlite:///data/mlflow/mlflow.db --default-artifact-root data/mlflow/artifacts & \
+	DO_NOT_TRACK=true $(UV) run --frozen evidently ui --workspace data/evidently --host 127.0.0.1 \
+	  --port $${EVIDENTLY_PORT:-8000} & \
 	$(UV) run --frozen dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml; \
 	wait
 
@@ -33,4 +35,4 @@ bench: setup  ## measure every stage at 100k/1M/10M, the graph against a bare sc
 	$(UV) run --frozen clinical-mlops bench $(BENCH_ARGS)
 
 clean:  ## remove all run state (warehouse, MLflow store, Dagster storage, landing zone)
-	rm -rf data/warehouse.duckdb data/warehouse.duckdb.wal data/mlflow data/dagster data/landing data/reports
+	rm -rf data/warehouse.duckdb data/warehouse.duckdb.wal data/mlflow data/dagster data/landing data/reports data/evidently

@@ -1,5 +1,6 @@
 """Monitoring in production: outcomes joined to predictions, performance, fairness and skew over time, incidents.
 
+:mod:`.dashboard` publishes the windows to Evidently's UI and a static page beside it;
 :mod:`.production` joins delayed outcomes to served and batch predictions and computes
 performance, fairness and training–serving skew from them; :mod:`.estimation` estimates performance and fairness per
 window and per group before the labels arrive, and sets the realised figures beside it; :mod:`.incidents` records what a
@@ -7,4 +8,4 @@ failing blocking gate opens (owner, deadline, evidence) and every status change.
 ``clinical_mlops/defs/monitoring``.
 What each of its assets does is one function in :mod:`.steps`."""
 
-__all__ = ["estimation", "incidents", "production", "steps"]
+__all__ = ["dashboard", "estimation", "incidents", "production", "steps"]
