@@ -19,7 +19,13 @@ from clinical_mlops.defs.partitions import cohort_code_version, validated_key
 from clinical_mlops.core import evidence
 from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
-from clinical_mlops.defs.resources import WAREHOUSE_POOL, PolicyResource, WarehouseResource, default_policy
+from clinical_mlops.defs.resources import (
+    WAREHOUSE_POOL,
+    PolicyResource,
+    ReportsResource,
+    WarehouseResource,
+    default_policy,
+)
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.governance.policy import Policy
 from clinical_mlops.monitoring import production, steps
@@ -282,9 +288,15 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
             )
         ],
     )
-    def production_windows(warehouse: WarehouseResource, policy: PolicyResource) -> dg.MaterializeResult:
+    def production_windows(warehouse: WarehouseResource, policy: PolicyResource,
+                           reports: ReportsResource) -> dg.MaterializeResult:
+        from clinical_mlops.monitoring import dashboard  # Evidently loads only when the asset runs
+
+        reports_dir = Path(reports.directory)
         with step_failures(), warehouse.connect() as con:
             step = steps.estimate_windows(con, spec, policy=policy.load())
+            board = dashboard.publish(con, spec, step.outcome, policy=policy.load(),
+                                      workspace_dir=reports_dir.parent / "evidently", reports_dir=reports_dir)
         latest = step.outcome.windows[-1].summary() if step.outcome.windows else {}
         numbers = {f"latest_{k}": float(v) for k, v in latest.items()
                    if k.startswith(("estimated_", "realised_")) and isinstance(v, int | float) and v is not None}
@@ -297,6 +309,9 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
                 **numbers,
                 "latest_window": str(latest.get("window_id", "")),
                 "incidents": dg.MetadataValue.json(step.incidents),
+                "dashboard_page": dg.MetadataValue.path(str(board.page_path)),
+                "evidently_project_id": str(board.project_id),
+                "evidently_snapshots": board.snapshots,
             },
             check_results=[evidence_check("estimated_fairness_within_policy", found, blocking=False,
                                           metadata={"incidents": len(step.incidents)})],
