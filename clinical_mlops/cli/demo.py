@@ -168,9 +168,13 @@ def _selection(specs) -> list:
     return [dg.AssetKey([s.name, asset]) for s in specs for asset in COHORT_ASSETS]
 
 
-COHORT_ASSETS = ("encounter_features", "training_split", "baseline_model", "candidate_model", "model_evaluation",
-                 "fairness_report", "fairness_root_cause", "mitigated_model", "model_card", "change_control_report",
-                 "promotion", "drift_report", "external_evaluation", "batch_predictions")
+TRAIN = ("encounter_features", "training_split", "baseline_model", "candidate_model", "model_evaluation")
+RELEASE = ("fairness_report", "fairness_root_cause", "mitigated_model", "model_card", "change_control_report",
+           "promotion")
+PER_EXTRACT = ("drift_report", "external_evaluation")
+SCORING = ("batch_predictions",)
+COHORT_ASSETS = TRAIN + RELEASE + PER_EXTRACT + SCORING
+"""A cohort's assets the sequence runs, by stage (``run --cohort`` narrows each stage's job to them)."""
 
 
 def _subset(selection, job_assets) -> list | None:
@@ -183,12 +187,8 @@ def _play(launch: _Launcher, summary: dict, training: list[str], later: list[str
     """The governed sequence on one source: train on ``training``, drift of the newest, the release path;
     then each ``later`` extract (landed now when ``land_later``): its features, drift and external evaluation;
     batch scoring of the newest extract with each cohort's champion only."""
-    train = ("encounter_features", "training_split", "baseline_model", "candidate_model", "model_evaluation")
-    release = ("fairness_report", "fairness_root_cause", "mitigated_model", "model_card", "change_control_report",
-               "promotion")
-    per_extract = ("drift_report", "external_evaluation")
     _say(f"[{next(progress)}/{stages}] Features, split, models and evaluation for the cohorts of {launch.source}")
-    training_run = launch.job("training", asset_selection=_subset(selection, train))
+    training_run = launch.job("training", asset_selection=_subset(selection, TRAIN))
     summary["training_run_id"] = training_run.run_id
     summary["models"] = _model_summary(training_run.metadata)
     if not training_run.success:
@@ -197,8 +197,8 @@ def _play(launch: _Launcher, summary: dict, training: list[str], later: list[str
     _say(f"[{next(progress)}/{stages}] Drift of {newest}; then fairness, root cause, mitigation, model card, "
          "change control and the promotion gate (the graph's order)")
     if newest is not None:
-        launch.job("drift", partition_key=newest, asset_selection=_subset(selection, per_extract))
-    release_run = launch.job("release", asset_selection=_subset(selection, release))
+        launch.job("drift", partition_key=newest, asset_selection=_subset(selection, PER_EXTRACT))
+    release_run = launch.job("release", asset_selection=_subset(selection, RELEASE))
     summary["release_run_id"] = release_run.run_id
     summary["root_cause"] = {key.partition("/")[0]: values.get("conclusions", {})
                              for key, values in release_run.metadata.items() if key.endswith("/fairness_root_cause")}
@@ -209,12 +209,12 @@ def _play(launch: _Launcher, summary: dict, training: list[str], later: list[str
         if land_later:
             summary["extracts"].append(_extract_row(launch.source, extract, launch.land(extract)))
         launch.job("features", asset_selection=_subset(selection, ("encounter_features",)))
-        launch.job("drift", partition_key=extract, asset_selection=_subset(selection, per_extract))
+        launch.job("drift", partition_key=extract, asset_selection=_subset(selection, PER_EXTRACT))
         scored = extract
     if scored is not None:
         _say(f"[{next(progress)}/{stages}] Batch scoring of {scored} with each cohort's champion")
         launch.job("scoring", partition_key=scored, expect_refusal=NO_CHAMPION,
-                   asset_selection=_subset(selection, ("batch_predictions",)))
+                   asset_selection=_subset(selection, SCORING))
     return _finish(summary, launch, started, began, paths, args, cohorts)
 
 

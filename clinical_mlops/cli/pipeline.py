@@ -83,7 +83,7 @@ def cmd_sources(args: argparse.Namespace) -> int:
     return 0
 
 
-def land_file(path: Path, source, *, runs_module=None):
+def land_file(path: Path, source):
     """Copy ``path`` into the source's landing folder (refusing a different file of the same name) and run
     ``ingestion_job_<source>`` on it. Returns the run outcome, or a one-line error string."""
     from clinical_mlops.cli import runs
