@@ -7,8 +7,12 @@ before promotion before scoring), exactly what "materialize" in the Dagster UI d
 2. ``training_job``: features, split, baseline and candidate, evaluation;
 3. ``drift_job`` on the newest training extract (change control reads the newest drift report);
 4. ``release_job``: fairness audit, root cause, mitigation, model card, change control, promotion;
-5. the later extract arrives (synthetic: a shifted population): lands, its features, its drift report;
-6. ``scoring_job`` scores it with each cohort's champion only — a cohort with no champion is refused.
+5. the later extracts arrive (synthetic: a clean window, a shifted population, a window with a recording
+   bias): they land, the features are rebuilt;
+6. production windows, one per later extract: its drift report and external evaluation, then
+   ``scoring_job`` scores it with each cohort's champion only — a cohort with no champion is refused;
+7. monitoring (``cli.demo_windows``): outcomes joined as of the newest prediction (estimated before its
+   labels, the early warning), then again once its labels are due (realised, estimation error).
 
 The summary (and ``--summary-json``) tells the story per cohort: the promotion status and its reasons,
 the failing groups with gap and interval, the incidents opened, the drift verdict per extract, and
@@ -25,6 +29,7 @@ import time
 from datetime import UTC, datetime
 
 from clinical_mlops.cli.demo_extracts import SYNTHETIC_SOURCE, DemoExtracts, choose_source, prepare_extracts
+from clinical_mlops.cli.demo_windows import DEMO_LABEL_DELAY_SECONDS, WindowClock, play_windows, print_windows, windows_story
 from clinical_mlops.core.settings import default_paths
 
 __all__ = ["SYNTHETIC_SOURCE", "DemoExtracts", "choose_source", "cmd_demo", "prepare_extracts", "run_landed", "story"]
@@ -55,13 +60,13 @@ class _Launcher:
         self.refusals: list[str] = []
 
     def job(self, stage: str, *, partition_key: str | None = None, expect_refusal: str | None = None,
-            asset_selection=None):
+            asset_selection=None, run_config: dict | None = None, global_job: bool = False):
         from clinical_mlops.cli import errors as cli_errors
         from clinical_mlops.defs.audit.sensors import record_run
 
-        name = self.job_name(stage, self.source)
+        name = self.job_name(stage, None if global_job else self.source)
         outcome = self.runs.run_job(self.defs, self.instance, name, partition_key=partition_key,
-                                    asset_selection=asset_selection)
+                                    asset_selection=asset_selection, run_config=run_config)
         record_run(self.instance, outcome.run_id)
         for raw in outcome.step_errors or ([outcome.error] if outcome.error else []):
             error = cli_errors.without_dagster_names(raw) or "the step failed"
@@ -108,7 +113,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     summary: dict = {"source": source.name, "file": str(path) if path else "synthetic", "seed": args.seed,
                      "bias": args.bias, "contract_sha256": source.sha256, "extracts": []}
     launch = _Launcher(source.name)
-    stages = len(extracts.training) + 3 + len(extracts.later)
+    stages = len(extracts.training) + 3 + len(extracts.later) + max(len(extracts.later), 1)
     progress = iter(range(1, stages + 1))
     for extract in extracts.training:
         _say(f"[{next(progress)}/{stages}] Landing and validating {extract.name} ({source.name})")
@@ -155,7 +160,7 @@ def run_landed(args: argparse.Namespace, checked, landed: dict[str, list[dict]])
                                         "run_id": None, "failed_checks": []})
         training = [e["extract_id"] for e in extracts if e["extract_id"] not in external]
         later = [e["extract_id"] for e in extracts if e["extract_id"] in external]
-        stages = 3 + len(later)
+        stages = 3 + max(len(later), 1)
         selection = _selection(specs) if args.cohort is not None else None
         code |= _play(launch, summary, training, later, iter(range(1, stages + 1)), stages, started, began, paths,
                       args, land_later=False, selection=selection, cohorts=[s.name for s in specs])
@@ -185,8 +190,9 @@ def _play(launch: _Launcher, summary: dict, training: list[str], later: list[str
           started: float, began: datetime, paths, args, *, land_later: bool, selection=None,
           cohorts: list[str] | None = None) -> int:
     """The governed sequence on one source: train on ``training``, drift of the newest, the release path;
-    then each ``later`` extract (landed now when ``land_later``): its features, drift and external evaluation;
-    batch scoring of the newest extract with each cohort's champion only."""
+    then the ``later`` extracts (landed now when ``land_later``) as production windows, each with its drift,
+    external evaluation and batch scoring by each cohort's champion only (no later extract: the newest
+    training extract is scored); then the two monitoring passes of :func:`play_windows`."""
     _say(f"[{next(progress)}/{stages}] Features, split, models and evaluation for the cohorts of {launch.source}")
     training_run = launch.job("training", asset_selection=_subset(selection, TRAIN))
     summary["training_run_id"] = training_run.run_id
@@ -202,19 +208,29 @@ def _play(launch: _Launcher, summary: dict, training: list[str], later: list[str
     summary["release_run_id"] = release_run.run_id
     summary["root_cause"] = {key.partition("/")[0]: values.get("conclusions", {})
                              for key, values in release_run.metadata.items() if key.endswith("/fairness_root_cause")}
-    scored = newest
-    for extract in later:
-        _say(f"[{next(progress)}/{stages}] A later extract: {extract} — "
-             + ("landing, " if land_later else "") + "features, drift and external evaluation")
-        if land_later:
+    if land_later:
+        for extract in later:
+            _say(f"[{next(progress)}/{stages}] A later extract arrives: {extract} — landing and validation")
             summary["extracts"].append(_extract_row(launch.source, extract, launch.land(extract)))
+    if later:
         launch.job("features", asset_selection=_subset(selection, ("encounter_features",)))
-        launch.job("drift", partition_key=extract, asset_selection=_subset(selection, PER_EXTRACT))
-        scored = extract
-    if scored is not None:
-        _say(f"[{next(progress)}/{stages}] Batch scoring of {scored} with each cohort's champion")
-        launch.job("scoring", partition_key=scored, expect_refusal=NO_CHAMPION,
+    clock = WindowClock(getattr(args, "label_delay_seconds", DEMO_LABEL_DELAY_SECONDS))
+    for extract in later or ([newest] if newest else []):
+        _say(f"[{next(progress)}/{stages}] Production window {extract}: drift, external evaluation, batch scoring "
+             "with each cohort's champion")
+        if later:
+            launch.job("drift", partition_key=extract, asset_selection=_subset(selection, PER_EXTRACT))
+        clock.before_scoring()
+        launch.job("scoring", partition_key=extract, expect_refusal=NO_CHAMPION,
                    asset_selection=_subset(selection, SCORING))
+        clock.scored()
+    if later or newest:
+        _say(f"[{next(progress)}/{stages}] Monitoring windows: outcomes joined as of the newest prediction "
+             f"(estimated before its labels), then again once its labels are due ({clock.delay:g} s later)")
+        from clinical_mlops.features.cohort import load_all_cohorts
+
+        names = cohorts or [s.name for s in load_all_cohorts() if s.source == launch.source]
+        summary["windows_played"] = play_windows(launch, clock, names, paths)
     return _finish(summary, launch, started, began, paths, args, cohorts)
 
 
@@ -315,6 +331,8 @@ def _finish(summary: dict, launch: _Launcher, started: float, began: datetime, p
         cohorts = [s.name for s in load_all_cohorts() if s.source == launch.source]
     with contextlib.closing(warehouse.connect(paths.warehouse)) as con:
         summary["cohorts"] = story(con, began, cohorts)
+        for cohort, told in summary["cohorts"].items():
+            told["windows"] = windows_story(con, cohort, summary.get("windows_played") or {})
     summary["refused"] = launch.refusals
     summary["failures"] = launch.failures
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -382,7 +400,8 @@ def _print_summary(summary: dict) -> None:
         for batch in story_["scoring"]:
             print(f"    scored {batch['extract_id']} with {batch['model_name']} v{batch['model_version']} "
                   f"({batch['model_source']}): {batch['rows']:,} rows, {batch['flagged'] or 0:,} flagged")
-    for refusal in summary.get("refused", []):
+        print_windows(story_, summary.get("windows_played") or {})
+    for refusal in dict.fromkeys(summary.get("refused", [])):
         print(f"  REFUSED: {refusal}")
     for failure in summary.get("failures", []):
         print(f"  FAILED: {failure}")

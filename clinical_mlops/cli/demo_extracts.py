@@ -83,8 +83,9 @@ def prepare_extracts(
     path: Path | None, seed: int, n_encounters: int, n_extracts: int, landing_dir: Path, bias: float, shift: float,
     source=None,
 ) -> DemoExtracts:
-    """Synthetic: ``n_encounters`` cut into ``n_extracts - 1`` training extracts, then one more extract of the
-    same size from a population shifted by ``shift``. The UCI release: ``n_extracts`` ordered extracts, the
+    """Synthetic: ``n_encounters`` cut into ``n_extracts - 1`` training extracts, then three production windows
+    of the same size: a clean one (no recording gap, no shift), one from a population shifted by ``shift``,
+    and one with a recording gap for the biased group (:func:`_recording_gap`). The UCI release: ``n_extracts`` ordered extracts, the
     last arriving after release (no shift is injected into real data). Another source's file: landed as it
     is, and the contract's external-site extracts found beside it arrive after release.
     ``landing_dir`` is the source's own landing folder."""
@@ -120,12 +121,34 @@ def prepare_extracts(
     training = uci.write_sequential_extracts(encounters, landing_dir, n_training, prefix=stem)
     if n_extracts < 2:
         return DemoExtracts(training, [])
-    _say(f"Generating a later extract of {n_encounters // n_training:,} encounters from a population shifted by "
-         f"{shift:g} (the generator's covariate-shift knob) …")
-    later = synthetic.generate_encounters(
-        synthetic.SyntheticConfig(n_encounters=n_encounters // n_training, seed=seed + 1,
-                                  shift=synthetic.PopulationShift(shift), bias=injected,
-                                  first_encounter_id=int(encounters["encounter_id"].astype("int64").max()) + 1),
-        patient_offset=int(encounters["patient_nbr"].astype("int64").max()),
-    )
-    return DemoExtracts(training, uci.write_sequential_extracts(later, landing_dir, 1, prefix=f"{stem}_shift{shift:g}"))
+    size = n_encounters // n_training
+    windows = [("clean", 0.0, None), (f"shift{shift:g}", shift, injected),
+               ("recording_gap", 0.0, _recording_gap(injected))]
+    later: list[Path] = []
+    first_id = int(encounters["encounter_id"].astype("int64").max()) + 1
+    offset = int(encounters["patient_nbr"].astype("int64").max())
+    for k, (label, window_shift, window_bias) in enumerate(windows, start=1):
+        _say(f"Generating production window {k}: {size:,} encounters — " + {
+            "clean": "the training population, recorded without the gap",
+            "recording_gap": "prior visits and, for the same group, lab procedures and medications under-recorded "
+                             "(an interface outage)"}.get(label, f"a population shifted by {shift:g} "
+                                                                 "(the generator's covariate-shift knob)") + " …")
+        frame = synthetic.generate_encounters(
+            synthetic.SyntheticConfig(n_encounters=size, seed=seed + k, shift=synthetic.PopulationShift(window_shift),
+                                      bias=window_bias, first_encounter_id=first_id),
+            patient_offset=offset,
+        )
+        first_id = int(frame["encounter_id"].astype("int64").max()) + 1
+        offset = int(frame["patient_nbr"].astype("int64").max())
+        later += uci.write_sequential_extracts(frame, landing_dir, 1, prefix=f"{stem}_w{k}_{label}")
+    return DemoExtracts(training, later)
+
+
+def _recording_gap(injected):
+    """The third window's bias: the training bias at full rate, plus lab procedures and medications of the same
+    group recorded at half (what the length-of-stay model relies on), so every cohort's champion is affected."""
+    from clinical_mlops.ingestion import synthetic
+
+    attribute, group = (injected.attribute, injected.group) if injected else ("race", "AfricanAmerican")
+    return synthetic.SubgroupBias(attribute, group, utilisation_undercount_rate=1.0, history_unlinked_rate=1.0,
+                                  documentation_undercount_rate=1.0)

@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--shift", type=float, default=1.0,
         help="synthetic only: covariate shift of the extract that arrives after release (0 = none, 1 = strong)",
     )
+    demo.add_argument(
+        "--label-delay-seconds", type=float, default=2.0,
+        help="the label delay of the production windows, compressed from the policy's days to seconds "
+        "(the early warning fires before a window's labels; they are joined this long after its last prediction)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     from clinical_mlops.cli import audit as cli_audit, bench as cli_bench, fairness as cli_fairness, pipeline as cli_pipeline, registry as cli_registry, serving as cli_serving, sources as cli_sources

@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -22,7 +23,7 @@ from clinical_mlops.monitoring import estimation, incidents, production
 from clinical_mlops.scoring import prediction_log
 
 __all__ = ["LogIngestStep", "ProductionStep", "SkewStep", "WindowsStep", "estimate_windows", "ingest_prediction_log",
-           "join_outcomes", "monitor_production", "training_serving_skew"]
+           "join_outcomes", "label_delay", "monitor_production", "training_serving_skew"]
 
 
 def _incident(con: duckdb.DuckDBPyConnection, *, policy: Policy, severity: str, spec: CohortSpec, model: str,
@@ -74,16 +75,44 @@ def ingest_prediction_log(
 
 
 def join_outcomes(
-    con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, label_delay_days: float, labels_file: Path | None,
+    con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, policy: Policy | None = None,
+    label_delay_days: float | None = None, labels_file: Path | None = None, as_of: str | datetime | None = None,
 ) -> production.LabelJoinSummary:
     """``[cohort, prediction_outcomes]``: attach outcomes to production predictions (online and batch) once
-    observed and once the label delay has passed, from the extracts and an optional labels file."""
+    observed and once the label delay (default: the policy's ``monitoring.label_delay_days``) has passed, from
+    the extracts and an optional labels file; ``as_of`` joins what was known at that past moment."""
     if labels_file is not None and not labels_file.exists():
         raise StepError(f"labels file {labels_file} does not exist", allow_retries=False)
+    delay = label_delay(policy, label_delay_days)
+    now = _as_of(as_of)
     try:
-        return production.join_labels(con, spec, label_delay_days=label_delay_days, labels_file=labels_file)
+        return production.join_labels(con, spec, label_delay_days=delay, labels_file=labels_file, now=now)
     except ValueError as exc:
         raise StepError(str(exc), allow_retries=False) from None
+
+
+def label_delay(policy: Policy | None, override: float | None) -> float:
+    """The label delay in days: the override, else the policy's ``monitoring.label_delay_days``."""
+    if override is not None:
+        return float(override)
+    return policy.monitoring.label_delay_days if policy is not None else production.DEFAULT_LABEL_DELAY_DAYS
+
+
+def _as_of(value: str | datetime | None) -> datetime | None:
+    """``as_of`` as a naive UTC timestamp; refused when unreadable or in the future (nothing is known yet)."""
+    if value is None or value == "":
+        return None
+    try:
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        raise StepError(f"as_of {value!r} is not an ISO timestamp (e.g. 2026-12-01T09:30:00)",
+                        allow_retries=False) from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    if moment > production.utc_now():
+        raise StepError(f"as_of {moment.isoformat()} is in the future: outcomes can only be joined as of now or "
+                        "earlier", allow_retries=False)
+    return moment
 
 
 @dataclass(frozen=True)
@@ -162,6 +191,8 @@ class WindowsStep:
     outcome: estimation.WindowsOutcome
     incidents: dict[str, dict]
     """Window id → the warn incident its early warning opened (or found open)."""
+    realised_incidents: dict[str, dict] = field(default_factory=dict)
+    """``window id:rule`` → the incident a blocking rule's realised failure opened, at the rule's severity."""
 
     def evidence(self) -> evidence.Evidence:
         """``estimated_fairness_within_policy``: fail when a window's estimated recall-gap band lies wholly beyond
@@ -188,14 +219,18 @@ def _has_gap_estimate(result) -> bool:
 
 def estimate_windows(
     con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, policy: Policy, n_simulations: int = 400,
-    seed: int = 20261115, period: str | None = None,
+    seed: int = 20261115, period: str | None = None, label_delay_days: float | None = None,
 ) -> WindowsStep:
     """``[cohort, production_windows]``: every production window of the cohort estimated from its scores before
     labels (per subgroup, after the held-out calibration gate), realised once labelled, side by side in
     ``monitoring.window_metrics`` / ``monitoring.estimation_errors``; an early warning opens a ``warn`` incident
-    before the labels land (once per window)."""
+    before the labels land (once per window). The window period, label delay and calibration bound are the
+    policy's ``monitoring`` section unless given."""
     policy = for_cohort(policy, spec)  # the thresholds, with the sensitive attributes of the cohort's source
-    outcome = estimation.monitor_windows(con, spec, policy, n_simulations=n_simulations, seed=seed, period=period)
+    outcome = estimation.monitor_windows(
+        con, spec, policy, n_simulations=n_simulations, seed=seed, period=period or policy.monitoring.window_period,
+        label_delay_days=label_delay(policy, label_delay_days),
+        max_calibration_error=policy.monitoring.max_calibration_error)
     opened = {}
     for result in outcome.windows:
         if result.early_warning == "warn":
@@ -205,4 +240,29 @@ def estimate_windows(
                 check=f"{spec.name}/production_windows:estimated_fairness_within_policy[{result.window.window_id}]",
                 evidence={"window": result.window.window_id, "status": result.status,
                           "warnings": list(result.warnings)[:10]})
-    return WindowsStep(outcome=outcome, incidents=opened)
+    return WindowsStep(outcome=outcome, incidents=opened, realised_incidents=_realised_incidents(con, spec, policy,
+                                                                                                outcome))
+
+
+def _realised_incidents(con: duckdb.DuckDBPyConnection, spec: CohortSpec, policy: Policy,
+                        outcome: estimation.WindowsOutcome) -> dict[str, dict]:
+    """Once a window's labels are joined, each blocking rule that fails on them (the offline gate's verdicts)
+    opens an incident at the rule's severity (once per window and rule)."""
+    opened = {}
+    for result in outcome.windows:
+        realised = result.realised
+        if realised.empty:
+            continue
+        for rule in policy.fairness.metrics:
+            failing = realised[(realised["metric"] == rule.name) & (realised["status"] == evidence.FAIL)]
+            if failing.empty or not rule.blocking:
+                continue
+            w = result.window
+            opened[f"{w.window_id}:{rule.name}"] = _incident(
+                con, policy=policy, severity=rule.severity, spec=spec, model=f"{w.model_name} v{w.model_version}",
+                check=f"{spec.name}/production_windows:{rule.check_name}[{w.window_id}]",
+                evidence={"window": w.window_id, "n_labelled": w.n_labelled,
+                          "failing": [f"{a}={g}: {e:+.3f} [{lo:+.3f}, {hi:+.3f}]" for a, g, e, lo, hi in zip(
+                              failing["attribute"], failing["group"], failing["estimate"], failing["lower"],
+                              failing["upper"])][:10]})
+    return opened

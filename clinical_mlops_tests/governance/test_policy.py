@@ -199,3 +199,20 @@ def test_loader_returns_one_object_per_file_and_rereads_an_edited_file(tmp_path,
     assert load_policy() is load_policy() is load_policy(DEFAULT_POLICY_PATH)
     monkeypatch.setenv("CLINICAL_MLOPS_POLICY", str(path))
     assert load_policy() is edited
+
+
+def test_the_monitoring_section_is_optional_and_checked(raw):
+    import copy
+
+    data = copy.deepcopy(raw)
+    data.pop("monitoring", None)
+    assert parse_policy(yaml.safe_dump(data), source="p.yaml").monitoring.label_delay_days == 30.0
+    data["monitoring"] = {"window_period": "fortnight", "label_delay_days": 14, "max_calibration_error": 0}
+    with pytest.raises(PolicyError) as error:
+        parse_policy(yaml.safe_dump(data), source="p.yaml")
+    message = str(error.value)
+    assert "monitoring.window_period" in message and "fortnight" in message
+    assert "monitoring.max_calibration_error" in message
+    data["monitoring"] = {"window_period": "day", "label_delay_days": 14}
+    parsed = parse_policy(yaml.safe_dump(data), source="p.yaml").monitoring
+    assert (parsed.window_period, parsed.label_delay_days, parsed.max_calibration_error) == ("day", 14.0, 0.05)

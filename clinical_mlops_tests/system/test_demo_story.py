@@ -39,7 +39,7 @@ def test_injected_bias_fails_the_recall_gate_at_the_default_size(workspace, seed
     # the demo's defaults include its pseudonymisation key (the development key), which fixes the patient split
     monkeypatch.delenv("CLINICAL_MLOPS_PSEUDONYM_KEY", raising=False)
     extracts = demo.prepare_extracts(None, seed, 30_000, 4, workspace.landing, bias=1.0, shift=1.0)
-    assert len(extracts.training) == 3 and len(extracts.later) == 1
+    assert len(extracts.training) == 3 and len(extracts.later) == 3  # clean, shifted, recording gap
     spec, policy = load_cohort(COHORT), load_policy()
     key, _ = deid.pseudonym_key_from_env()
     with contextlib.closing(warehouse.connect(workspace.warehouse)) as con:

@@ -1,5 +1,10 @@
 """React to a failing fairness check: run root-cause analysis and mitigation for that cohort.
 
+It watches the offline audit's checks (``[cohort, fairness_report]``), production's realised fairness checks
+(``[cohort, production_monitoring]``) and the early warning estimated before the labels arrive
+(``[cohort, production_windows]`` ``estimated_fairness_within_policy``): a gap found in production, estimated
+or realised, prepares the same root cause and mitigated challenger for the governance board.
+
 The sensor reads the latest evaluation of every fairness check from the instance's event log
 (``get_latest_asset_check_execution_by_key``); a FAILED evaluation newer than the one recorded in
 the cursor requests one run of ``[cohort, fairness_root_cause]`` and ``[cohort, mitigated_model]``,
@@ -21,11 +26,17 @@ def remediation_keys(cohort: str) -> list[dg.AssetKey]:
     return [dg.AssetKey([cohort, "fairness_root_cause"]), dg.AssetKey([cohort, "mitigated_model"])]
 
 
+EARLY_WARNING_CHECK = "estimated_fairness_within_policy"
+"""The production windows' check on the estimated recall gap (before labels)."""
+
+
 def fairness_check_keys() -> dict[str, list[dg.AssetCheckKey]]:
+    """Per cohort: every fairness check, offline (audit) and in production (realised, and estimated)."""
     policy = load_policy()
     return {
-        spec.name: [dg.AssetCheckKey(dg.AssetKey([spec.name, "fairness_report"]), rule.check_name)
-                    for rule in policy.fairness.metrics]
+        spec.name: [dg.AssetCheckKey(dg.AssetKey([spec.name, asset]), rule.check_name)
+                    for asset in ("fairness_report", "production_monitoring") for rule in policy.fairness.metrics]
+        + [dg.AssetCheckKey(dg.AssetKey([spec.name, "production_windows"]), EARLY_WARNING_CHECK)]
         for spec in load_all_cohorts()
     }
 

@@ -28,7 +28,7 @@ from clinical_mlops.defs.resources import (
 )
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.governance.policy import Policy
-from clinical_mlops.monitoring import production, steps
+from clinical_mlops.monitoring import steps
 from clinical_mlops.scoring import prediction_log
 
 GROUP = "monitoring"
@@ -44,10 +44,19 @@ class PredictionLogConfig(dg.Config):
 
 
 class LabelJoinConfig(dg.Config):
-    label_delay_days: float = production.DEFAULT_LABEL_DELAY_DAYS
-    """Days after a prediction before its outcome counts as known (30-day readmission: 30)."""
+    label_delay_days: float | None = None
+    """Days after a prediction before its outcome counts as known; empty = the policy's
+    ``monitoring.label_delay_days`` (30-day readmission: 30)."""
     labels_file: str = ""
     """Optional CSV ``encounter_id,label[,observed_at]`` of outcomes from outside the extracts."""
+    as_of: str = ""
+    """Join what was known at this moment (ISO UTC, not in the future); empty = now. Replays a past
+    moment, e.g. the demo's windows just after the newest was scored."""
+
+
+class WindowsConfig(dg.Config):
+    label_delay_days: float | None = None
+    """When each window's labels are due; empty = the policy's ``monitoring.label_delay_days``."""
 
 
 class ProductionMonitoringConfig(dg.Config):
@@ -173,10 +182,12 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
         description="Label join: outcomes attached to production predictions (online and batch) once observed "
         "and once the label delay has passed; monitoring.prediction_outcomes.",
     )
-    def prediction_outcomes(config: LabelJoinConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    def prediction_outcomes(config: LabelJoinConfig, warehouse: WarehouseResource,
+                            policy: PolicyResource) -> dg.MaterializeResult:
         with step_failures(), warehouse.connect() as con:
-            summary = steps.join_outcomes(con, spec, label_delay_days=config.label_delay_days,
-                                          labels_file=Path(config.labels_file) if config.labels_file else None)
+            summary = steps.join_outcomes(con, spec, policy=policy.load(), label_delay_days=config.label_delay_days,
+                                          labels_file=Path(config.labels_file) if config.labels_file else None,
+                                          as_of=config.as_of or None)
         return dg.MaterializeResult(
             metadata={
                 "predictions": summary.predictions,
@@ -288,13 +299,13 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
             )
         ],
     )
-    def production_windows(warehouse: WarehouseResource, policy: PolicyResource,
+    def production_windows(config: WindowsConfig, warehouse: WarehouseResource, policy: PolicyResource,
                            reports: ReportsResource) -> dg.MaterializeResult:
         from clinical_mlops.monitoring import dashboard  # Evidently loads only when the asset runs
 
         reports_dir = Path(reports.directory)
         with step_failures(), warehouse.connect() as con:
-            step = steps.estimate_windows(con, spec, policy=policy.load())
+            step = steps.estimate_windows(con, spec, policy=policy.load(), label_delay_days=config.label_delay_days)
             board = dashboard.publish(con, spec, step.outcome, policy=policy.load(),
                                       workspace_dir=reports_dir.parent / "evidently", reports_dir=reports_dir)
         latest = step.outcome.windows[-1].summary() if step.outcome.windows else {}
@@ -309,6 +320,7 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
                 **numbers,
                 "latest_window": str(latest.get("window_id", "")),
                 "incidents": dg.MetadataValue.json(step.incidents),
+                "realised_incidents": dg.MetadataValue.json(step.realised_incidents),
                 "dashboard_page": dg.MetadataValue.path(str(board.page_path)),
                 "evidently_project_id": str(board.project_id),
                 "evidently_snapshots": board.snapshots,

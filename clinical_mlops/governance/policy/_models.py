@@ -45,6 +45,7 @@ __all__ = [
     "FairnessPolicy",
     "MetricRule",
     "MitigationPolicy",
+    "MonitoringPolicy",
     "Owners",
     "Policy",
     "PolicyDocument",
@@ -70,6 +71,8 @@ AtLeastOne = integer(1)
 AtLeast20 = integer(20)
 AtLeast100 = integer(100)
 Seed = integer(0)
+WindowPeriod = choice(("day", "week", "month"))
+Days = number(0, 3650)
 
 
 DEFAULT_NON_INFERIORITY_MARGIN = 0.02
@@ -421,6 +424,17 @@ class ChangeControl:
         return self
 
 
+@section
+class MonitoringPolicy:
+    """Production monitoring windows: the service's log is cut per ``window_period`` (batch scoring per
+    extract), an outcome counts as known ``label_delay_days`` after its prediction, and a group whose held-out
+    calibration error (CITL or ECE interval) lies beyond ``max_calibration_error`` gets no estimate."""
+
+    window_period: WindowPeriod = "week"
+    label_delay_days: Days = 30.0
+    max_calibration_error: OpenFraction = 0.05
+
+
 @closed_section
 class PolicyDocument:
     """The file's content: exactly the top-level sections, nothing else."""
@@ -431,14 +445,16 @@ class PolicyDocument:
     fairness: FairnessPolicy
     drift: DriftPolicy
     change_control: ChangeControl
+    monitoring: MonitoringPolicy = field(default_factory=MonitoringPolicy)
+    """Optional: the defaults above when the file has no ``monitoring:`` section."""
 
 
 @section
 class Policy(PolicyDocument):
     """The whole governance policy; :attr:`sha256` is the hash of the file's bytes."""
 
-    sha256: str
-    source: str = "<string>"
+    sha256: str = field(kw_only=True)
+    source: str = field(default="<string>", kw_only=True)
 
     @property
     def short_hash(self) -> str:

@@ -43,4 +43,5 @@ MITIGATION_METHODS: frozenset[str] = frozenset({"group_thresholds", "threshold_o
 MITIGATION_CONSTRAINTS: frozenset[str] = frozenset(
     {"true_positive_rate_parity", "equalized_odds", "demographic_parity", "false_positive_rate_parity"}
 )
-TOP_LEVEL_SECTIONS: tuple[str, ...] = ("version", "owners", "escalation", "fairness", "drift", "change_control")
+TOP_LEVEL_SECTIONS: tuple[str, ...] = ("version", "owners", "escalation", "fairness", "drift", "change_control",
+                                      "monitoring")

@@ -37,7 +37,10 @@ class SubgroupBias:
     the group is not linked to the patient's record (a record-linkage failure: it gets a patient
     number of its own), so the patient's earlier encounters at this hospital are invisible too.
     Both leave the outcome unchanged, so a model that relies on prior visits under-detects
-    readmissions in the group: a real recall gap.
+    readmissions in the group: a real recall gap. ``documentation_undercount_rate``: with this
+    probability an encounter in the group has its laboratory procedures and medications recorded at
+    half their count (an interface outage on the wards that treat the group): a model that relies on
+    them (length of stay) under-detects prolonged stays in the group.
     """
 
     attribute: str = "race"
@@ -46,6 +49,7 @@ class SubgroupBias:
     measurement_missing_rate: float = 0.0
     utilisation_undercount_rate: float = 0.0
     history_unlinked_rate: float = 0.0
+    documentation_undercount_rate: float = 0.0
 
     def __post_init__(self) -> None:
         allowed = {"race": (*d130.RACES, d130.MISSING), "gender": d130.GENDERS, "age": d130.AGE_BANDS}
@@ -56,7 +60,7 @@ class SubgroupBias:
         if self.group not in allowed[self.attribute]:
             raise ValueError(f"{self.group!r} is not a value of {self.attribute!r}")
         for name in ("label_flip_rate", "measurement_missing_rate", "utilisation_undercount_rate",
-                     "history_unlinked_rate"):
+                     "history_unlinked_rate", "documentation_undercount_rate"):
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"SubgroupBias.{name} must be in [0, 1], got {value}")

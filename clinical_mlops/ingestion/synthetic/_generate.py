@@ -143,6 +143,12 @@ def _generate(
             rows = dict(rows)
             for column in ("number_inpatient", "number_emergency", "number_outpatient"):
                 rows[column] = np.where(hidden, 0, rows[column])
+        if config.bias.documentation_undercount_rate > 0:  # its own stream: the draws above stay the same
+            drng = np.random.default_rng([int(config.seed), 0xD0C5] + ([] if chunk is None else [int(chunk)]))
+            halved = in_group & (drng.random(n) < config.bias.documentation_undercount_rate)
+            rows = dict(rows)
+            for column in ("num_lab_procedures", "num_medications"):
+                rows[column] = np.where(halved, np.maximum(1, rows[column] // 2), rows[column])
         unlinked = in_group & (u[4] < config.bias.history_unlinked_rate)
         if unlinked.any():  # a patient number of its own, above every linked one
             patient_nbr = patient_nbr.copy()
