@@ -55,7 +55,8 @@ def production_predictions_sql(con: duckdb.DuckDBPyConnection, cohort: str) -> t
         params.append(cohort)
     if table_exists(con, "ml.batch_predictions"):
         parts.append(
-            """SELECT 'batch' AS source, extract_id || ':' || CAST(encounter_id AS VARCHAR) || ':' || model_version,
+            """SELECT 'batch' AS source,
+                      extract_id || ':' || CAST(encounter_id AS VARCHAR) || ':' || model_version AS prediction_ref,
                       encounter_id, model_name, model_version, predicted_at, score, flagged, operating_threshold
                FROM ml.batch_predictions WHERE cohort = ?"""
         )
