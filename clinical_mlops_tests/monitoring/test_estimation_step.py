@@ -91,3 +91,17 @@ def test_outcomes_are_joined_as_of_a_past_moment_and_never_as_of_the_future(tmp_
             steps.join_outcomes(con, spec, policy=policy, as_of=utc_now() + timedelta(hours=1))
         with pytest.raises(StepError, match="not an ISO timestamp"):
             steps.join_outcomes(con, spec, policy=policy, as_of="yesterday")
+
+
+def test_batch_predictions_alone_name_their_prediction_ref(tmp_path):
+    from clinical_mlops.monitoring import production
+
+    spec = load_cohort(READMISSION)
+    with warehouse.connect(tmp_path / "w.duckdb") as con:
+        _write(con, spec, calibrated(500, 81), {"month_001.csv": (calibrated(300, 82, start_id=10_000), "1")},
+               labelled=set(), when=datetime(2026, 1, 5))
+        sql, params = production.production_predictions_sql(con, spec.name)
+        cursor = con.execute(f"SELECT * FROM ({sql}) LIMIT 1", params)
+        columns = [d[0] for d in cursor.description]
+        refs = con.execute(f"SELECT count(DISTINCT prediction_ref) FROM ({sql})", params).fetchone()[0]
+    assert "prediction_ref" in columns and refs == 300
