@@ -15,7 +15,8 @@ import json
 import time
 from datetime import UTC, datetime
 
-__all__ = ["DEMO_LABEL_DELAY_SECONDS", "WindowClock", "play_windows", "print_windows", "windows_story"]
+__all__ = ["DEMO_LABEL_DELAY_SECONDS", "MONITORING_ASSETS", "WindowClock", "play_windows", "print_windows", "window_statuses",
+           "windows_story"]
 
 DEMO_LABEL_DELAY_SECONDS = 2.0
 """The demo's label delay (the policy's ``monitoring.label_delay_days`` in production)."""
@@ -84,7 +85,7 @@ def play_windows(launch, clock: WindowClock, cohorts: list[str], paths) -> dict:
     first = _monitoring_pass(launch, cohorts, delay_days, as_of)
     first_at = _utc_now()
     with contextlib.closing(warehouse.connect(paths.warehouse, read_only=True)) as con:
-        before = _statuses(con, cohorts)
+        before = window_statuses(con, cohorts)
     clock.until_labels_due()
     second = _monitoring_pass(launch, cohorts, delay_days, None)
     return {"label_delay_seconds": clock.delay, "first_pass": {"as_of": as_of, "finished_at": first_at,
@@ -92,7 +93,7 @@ def play_windows(launch, clock: WindowClock, cohorts: list[str], paths) -> dict:
             "second_pass": {"finished_at": _utc_now(), "run_id": second.run_id}, "status_first_pass": before}
 
 
-def _statuses(con, cohorts: list[str]) -> dict[str, dict[str, str]]:
+def window_statuses(con, cohorts: list[str]) -> dict[str, dict[str, str]]:
     """Per cohort, window id → estimated_only | labelled (has realised figures)."""
     from clinical_mlops.core.warehouse import table_exists
 
