@@ -52,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     from clinical_mlops.bench.serving import measure_serving
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=1500, help="requests per server, level and round")
+    parser.add_argument("--requests", type=int, default=800, help="requests per server, level and round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--kills", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="a small model workspace, 300 requests, one kill")
+    parser.add_argument("--quick", action="store_true", help="a small model workspace, 200 requests, one kill")
     parser.add_argument("--baseline", type=Path, default=None, help="source tree of an earlier service to measure too")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the result as JSON here")

@@ -7,6 +7,7 @@ starts ``clinical-mlops serve`` (fsync'ed, hash-chained prediction log) and ``ml
 sends the same single-encounter requests to each in turn, alternating which goes first, for
 ``rounds`` rounds; it reports the median req/s and p50/p95 latency per server and their ratio.
 Then it SIGKILLs the service under load and counts acknowledged predictions missing from the log.
+``quick``: 5,000 encounters instead of 20,000 (same model and parameters), 200 requests, one kill.
 
 The load generator is a minimal asyncio HTTP/1.1 keep-alive client (one connection per concurrent
 caller), the same for both servers: on a 2-core machine a heavier client (httpx) spends more CPU per
@@ -39,6 +40,9 @@ SOURCE = "synthetic_diabetes130"
 COHORT = f"{SOURCE}_readmission_30d"
 CONCURRENCY = (1, 8)
 PSEUDONYM_KEY = "bench-key-not-secret"
+COMPARED = ("ours: X-API-Key check, schema validation, risk with model version and card hash, the request appended "
+            "to the hash-chained prediction log and fsync'ed before the answer; mlflow models serve --env-manager "
+            "local (1 worker): signature enforcement, the pyfunc prediction (class label), no authentication, no log")
 
 
 def _say(message: str) -> None:
@@ -287,7 +291,7 @@ def _scorer(server: Server, ws: dict) -> str | None:
         return (json.loads(answer.read()).get("model") or {}).get("scorer")
 
 
-def measure_serving(work: Path, *, requests: int = 1500, quick: bool = False, rounds: int = 2,
+def measure_serving(work: Path, *, requests: int = 800, quick: bool = False, rounds: int = 2,
                     concurrency: Sequence[int] = CONCURRENCY, kills: int | None = None,
                     baseline: Path | None = None, say: Callable[[str], None] = _say) -> dict:
     """Ours and ``mlflow models serve`` on the same version, alternated; ratios; the kill -9 check.
@@ -297,7 +301,7 @@ def measure_serving(work: Path, *, requests: int = 1500, quick: bool = False, ro
     """
     work = Path(work)
     if quick:
-        requests, kills = min(requests, 300), 1 if kills is None else kills
+        requests, kills = min(requests, 200), 1 if kills is None else kills
     kills = 2 if kills is None else kills
     started = time.perf_counter()
     ws = build_workspace(work / "serving", encounters=5_000 if quick else 20_000)
@@ -306,8 +310,9 @@ def measure_serving(work: Path, *, requests: int = 1500, quick: bool = False, ro
     servers = {"ours": start_ours(ws), "mlflow": start_mlflow(ws)}
     if baseline is not None:
         servers["before"] = start_ours(ws, "before", tree=Path(baseline))
-    result: dict = {"model": ws["model"], "max_iter": ws["max_iter"], "requests_per_level": requests,
-                    "rounds": rounds, "load_average_at_start": os.getloadavg(), "levels": {}}
+    result: dict = {"model": ws["model"], "max_iter": ws["max_iter"], "train_rows": ws["train_rows"], "quick": quick,
+                    "requests_per_level": requests, "rounds": rounds, "load_average_at_start": os.getloadavg(),
+                    "compared": COMPARED, "levels": {}}
     runs: dict[tuple[int, str], list[dict]] = {}
     kinds = list(servers)
     try:
