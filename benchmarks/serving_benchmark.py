@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--kills", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="a small model workspace, 200 requests, one kill")
+    parser.add_argument("--quick", action="store_true", help="a small model workspace, one round of 120 requests, one kill")
     parser.add_argument("--baseline", type=Path, default=None, help="source tree of an earlier service to measure too")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the result as JSON here")

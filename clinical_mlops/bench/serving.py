@@ -7,7 +7,7 @@ starts ``clinical-mlops serve`` (fsync'ed, hash-chained prediction log) and ``ml
 sends the same single-encounter requests to each in turn, alternating which goes first, for
 ``rounds`` rounds; it reports the median req/s and p50/p95 latency per server and their ratio.
 Then it SIGKILLs the service under load and counts acknowledged predictions missing from the log.
-``quick``: 5,000 encounters instead of 20,000 (same model and parameters), 200 requests, one kill.
+``quick``: 3,000 encounters instead of 20,000 (same model and parameters), one round of 120 requests, one kill.
 
 The load generator is a minimal asyncio HTTP/1.1 keep-alive client (one connection per concurrent
 caller), the same for both servers: on a 2-core machine a heavier client (httpx) spends more CPU per
@@ -246,12 +246,15 @@ def load(server: Server, kind: str, ws: dict, concurrency: int, requests: int, w
 # --- durability -----------------------------------------------------------------------------------
 
 
-def kill_under_load(ws: dict, *, concurrency: int = 8, seconds: float = 3.0, tag: str = "kill") -> dict:
-    """Load a fresh service, SIGKILL it, count acknowledged predictions missing from the log, verify the chain."""
+def kill_under_load(ws: dict, *, concurrency: int = 8, seconds: float = 3.0, tag: str = "kill",
+                    server: Server | None = None) -> dict:
+    """Load the service (``server``, or a fresh one), SIGKILL it, count acknowledged predictions missing
+    from the log, verify the chain."""
     from clinical_mlops.scoring import prediction_log
 
-    server = start_ours(ws, tag)
-    server.wait_ready()
+    if server is None:
+        server = start_ours(ws, tag)
+        server.wait_ready()
     acknowledged: list[tuple[str, str]] = []
 
     def note(body: bytes) -> None:
@@ -301,10 +304,10 @@ def measure_serving(work: Path, *, requests: int = 800, quick: bool = False, rou
     """
     work = Path(work)
     if quick:
-        requests, kills = min(requests, 200), 1 if kills is None else kills
+        requests, rounds, kills = min(requests, 120), 1, 1 if kills is None else kills
     kills = 2 if kills is None else kills
     started = time.perf_counter()
-    ws = build_workspace(work / "serving", encounters=5_000 if quick else 20_000)
+    ws = build_workspace(work / "serving", encounters=3_000 if quick else 20_000)
     say(f"serving workspace ready in {time.perf_counter() - started:.0f} s: {ws['model']['name']} "
         f"v{ws['model']['version']}, {ws['train_rows']} training rows, {ws['max_iter']} iterations")
     servers = {"ours": start_ours(ws), "mlflow": start_mlflow(ws)}
@@ -326,6 +329,7 @@ def measure_serving(work: Path, *, requests: int = 800, quick: bool = False, rou
                     runs.setdefault((c, kind), []).append(m)
                     say(f"round {r + 1} c={c} {kind:<6} {m['req_per_s']:7.1f} req/s  p50 {m['p50_ms']:6.1f} ms  "
                         f"p95 {m['p95_ms']:6.1f} ms  errors {m['errors']}")
+        loaded = servers.pop("ours")  # its first kill is the durability check's (no second start-up)
     finally:
         for server in servers.values():
             server.stop()
@@ -341,7 +345,9 @@ def measure_serving(work: Path, *, requests: int = 800, quick: bool = False, rou
         if "before" in level:
             level["ratio_before_req_per_s"] = round(level["before"]["req_per_s"] / level["mlflow"]["req_per_s"], 2)
         result["levels"][str(c)] = level
-    outcomes = [kill_under_load(ws, tag=f"kill{i}") for i in range(kills)]
+    outcomes = [kill_under_load(ws, tag=f"kill{i}", server=loaded if i == 0 else None) for i in range(kills)]
+    if not kills:
+        loaded.stop()
     result["durability"] = {
         "kills": outcomes, "acknowledged": sum(o["acknowledged"] for o in outcomes),
         "missing_from_log": sum(o["missing_from_log"] for o in outcomes),
