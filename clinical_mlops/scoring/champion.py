@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import duckdb
@@ -198,10 +198,18 @@ class ScoringModel:
     ref: ModelRef
     pipeline: object
     spec: CohortSpec
+    compiled: object | None = field(default=None, compare=False, repr=False)
+    """An equivalent fast scorer of request records (``score(records)``), checked identical at load time."""
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
         """Probability of the positive class for each row of ``frame`` (feature columns)."""
         return modelling.predict_risk(self.pipeline, frame, self.spec)
+
+    def score_records(self, records: Sequence[Mapping[str, object]]) -> np.ndarray:
+        """``score`` of canonical feature records, by the compiled scorer when there is one."""
+        if self.compiled is not None:
+            return self.compiled.score(records)  # type: ignore[attr-defined]
+        return self.score(pd.DataFrame(list(records)))
 
     def flag(self, scores: np.ndarray) -> np.ndarray | None:
         if self.ref.operating_threshold is None:

@@ -129,6 +129,22 @@ def test_concurrent_appends_form_one_chain_and_all_are_durable(tmp_path):
     assert result.ok and result.entries == 400 + 2
 
 
+def test_a_submitted_entry_is_on_disk_when_its_future_resolves(tmp_path):
+    """``submit`` (the service's non-blocking path) acknowledges only what is written and fsync'ed."""
+    writer = prediction_log.PredictionLogWriter(tmp_path, COHORT)
+    futures = [writer.submit(prediction_log.KIND_PREDICTION, {"request_id": f"s{i}"}) for i in range(100)]
+    for future in futures:
+        entry = future.result(timeout=30)
+        assert entry.line() in _lines(writer.path)
+        assert not future.cancel()  # once queued, an entry is logged whatever the caller does
+    assert [f.result().seq for f in futures] == list(range(2, 102))  # after segment_open, in submission order
+    writer.close()
+    late = writer.submit(prediction_log.KIND_PREDICTION, {"request_id": "late"})
+    with pytest.raises(prediction_log.PredictionLogClosed):
+        late.result(timeout=5)
+    assert prediction_log.verify_segment(writer.path).ok
+
+
 def test_a_closed_writer_refuses_appends(tmp_path):
     writer = _write(tmp_path, 1)
     with pytest.raises(prediction_log.PredictionLogClosed):

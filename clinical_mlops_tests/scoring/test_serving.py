@@ -316,6 +316,59 @@ def test_a_withdrawn_champion_stops_being_served(service):
     assert service["server"].wait_ready(timeout=30)["model_version"] == str(version)
 
 
+def test_concurrent_requests_are_all_logged_once_and_the_chain_verifies(service):
+    """Many callers at once (batched scoring, group commit): every answer is in the log with its own seq,
+    the risk the model gives in process, and the chain verifies; concurrent rejections are logged too."""
+    import pandas as pd
+
+    spec = service["trained"].spec
+    answers: list[tuple[int, dict]] = []
+    rejected: list[str] = []
+    lock = threading.Lock()
+
+    def caller(k: int) -> None:
+        with _client(service) as client:
+            for j in range(12):
+                i = (k * 12 + j) % 150
+                if j == 5:
+                    response = client.post("/v1/predict", json={"features": {}})
+                    assert response.status_code == 422
+                    with lock:
+                        rejected.append(response.json()["request_id"])
+                    continue
+                response = client.post("/v1/predict", json=_body(service, i))
+                assert response.status_code == 200, response.text
+                with lock:
+                    answers.append((i, response.json()))
+
+    callers = [threading.Thread(target=caller, args=(k,)) for k in range(16)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(timeout=120)
+    assert len(answers) == 16 * 11 and len(rejected) == 16
+    records = _log_records(service)
+    by_request = {r["record"].get("request_id"): r for r in records}
+    assert len({a["log"]["seq"] for _, a in answers}) == len(answers)
+    model = scoring.load_scoring_model(scoring.resolve_champion(COHORT), spec)
+    expected = model.score(pd.DataFrame([_body(service, i)["features"] for i, _ in answers]))
+    for (i, answer), risk in zip(answers, expected):
+        entry = by_request[answer["prediction_id"]]
+        assert (entry["kind"], entry["seq"], entry["hash"]) == ("prediction", answer["log"]["seq"], answer["log"]["hash"])
+        assert entry["record"]["input_sha256"] == answer["input_sha256"]
+        assert answer["risk"] == entry["record"]["response"]["risk"] == float(risk)  # exactly the pipeline's
+    assert all(by_request[r]["kind"] == "rejected" for r in rejected)
+    seqs = [r["seq"] for r in records if r["record"].get("request_id") in by_request]
+    assert len(seqs) == len(set(seqs))
+    result = prediction_log.verify_log(service["log_dir"])
+    assert result.ok, result.problems
+
+
+def test_the_service_scores_with_the_compiled_scorer(service):
+    with _client(service) as client:
+        assert client.get("/v1/model").json()["model"]["scorer"] == "compiled"
+
+
 def test_kill_9_under_load_loses_no_acknowledged_prediction(service):
     server = service["server"]
     acknowledged: list[tuple[str, str]] = []

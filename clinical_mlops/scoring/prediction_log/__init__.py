@@ -19,10 +19,11 @@ a chain. The first entry (``segment_open``) names the previous segment and the h
 it saw there, which links segments into one history: deleting a segment, or truncating one
 below a head a later segment saw, is detected. A clean shutdown appends ``segment_close``.
 
-Durability: ``PredictionLogWriter.append`` returns only after the entry is written and
-``fsync``'ed (group commit: a single writer thread seals all entries pending at that moment
-into the chain, writes them in one ``write`` and one ``fsync``, then wakes their callers). The
-service answers a request only after ``append`` returned, so an acknowledged prediction is on
+Durability: ``PredictionLogWriter.append`` returns (and the future of ``submit``, its
+non-blocking form, resolves) only after the entry is written and ``fsync``'ed (group commit: a
+single writer thread seals all entries pending at that moment into the chain, writes them in one
+``write`` and one ``fsync``, then resolves their futures). The service answers a request only
+after that, so an acknowledged prediction is on
 disk even if the process is killed with ``kill -9`` a microsecond later. A crash mid-write
 can leave one unterminated last line: it was never acknowledged, and the verifier reports it
 as a torn tail, not as tampering.

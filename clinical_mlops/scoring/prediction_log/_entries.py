@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -65,19 +65,29 @@ class LogEntry:
     record: dict
     prev_hash: str
     hash: str
+    body_json: str | None = field(default=None, compare=False, repr=False)
+    """The canonical JSON of every field but ``hash`` (what the hash is over), when known."""
 
     def as_dict(self) -> dict:
         return {"seq": self.seq, "ts": self.ts, "kind": self.kind, "record": self.record,
                 "prev_hash": self.prev_hash, "hash": self.hash}
 
     def line(self) -> bytes:
+        """The canonical JSON of the entry and a newline.
+
+        ``"hash"`` sorts before every other field, so the canonical text of the whole entry is the
+        body's with ``"hash":"…",`` put first: one serialisation serves the hash and the line.
+        """
+        if self.body_json is not None and self.body_json.startswith('{"kind":'):
+            return ('{"hash":"' + self.hash + '",' + self.body_json[1:] + "\n").encode()
         return (canonical_json(self.as_dict()) + "\n").encode()
 
 
 def seal(seq: int, kind: str, record: dict, prev_hash: str, ts: str | None = None) -> LogEntry:
     """The entry at ``seq`` after ``prev_hash``, with its hash."""
     body = {"seq": seq, "ts": ts or utc_iso(), "kind": kind, "record": record, "prev_hash": prev_hash}
-    return LogEntry(**body, hash=entry_hash(body))
+    text = canonical_json(body)
+    return LogEntry(**body, hash=hashlib.sha256(text.encode()).hexdigest(), body_json=text)
 
 
 def default_root() -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,9 +33,7 @@ class PredictionLogClosed(RuntimeError):
 class _Pending:
     kind: str
     record: dict
-    done: threading.Event = field(default_factory=threading.Event)
-    entry: LogEntry | None = None
-    error: BaseException | None = None
+    future: Future = field(default_factory=Future)
 
 
 class PredictionLogWriter:
@@ -78,19 +77,28 @@ class PredictionLogWriter:
 
     def append(self, kind: str, record: dict) -> LogEntry:
         """Seal ``record`` into the chain and return once it is on disk (fsync'ed)."""
+        return self.submit(kind, record).result()
+
+    def submit(self, kind: str, record: dict) -> Future:
+        """Queue ``record``; the future's result is its entry, set only once it is on disk (fsync'ed).
+
+        Its exception is :class:`PredictionLogClosed` when the log is closed or failed. Callers
+        that must not block (the service's event loop) await it instead of calling ``append``.
+        """
         pending = _Pending(kind, record)
+        pending.future.set_running_or_notify_cancel()  # not cancellable: once queued, it is logged
         with self._cv:
             if self._failed is not None:
-                raise PredictionLogClosed(f"the prediction log failed: {self._failed}") from self._failed
+                failure = PredictionLogClosed(f"the prediction log failed: {self._failed}")
+                failure.__cause__ = self._failed
+                pending.future.set_exception(failure)
+                return pending.future
             if self._closing and kind != KIND_CLOSE:
-                raise PredictionLogClosed("the prediction log is closed")
+                pending.future.set_exception(PredictionLogClosed("the prediction log is closed"))
+                return pending.future
             self._pending.append(pending)
-            self._cv.notify_all()
-        pending.done.wait()
-        if pending.error is not None:
-            raise PredictionLogClosed(f"the prediction log failed: {pending.error}") from pending.error
-        assert pending.entry is not None
-        return pending.entry
+            self._cv.notify()
+        return pending.future
 
     def _run(self) -> None:
         while True:
@@ -118,17 +126,17 @@ class PredictionLogWriter:
                     self.fsyncs += 1
                 self._seq, self._prev = seq, prev
                 self.entries_written += len(entries)
-                for item, entry in zip(batch, entries):
-                    item.entry = entry
-                    item.done.set()
             except BaseException as exc:  # noqa: BLE001 - every waiting caller must learn of it
                 with self._cv:
                     self._failed = exc
                     failed, self._pending = batch + self._pending, []
                 for item in failed:
-                    item.error = exc
-                    item.done.set()
+                    failure = PredictionLogClosed(f"the prediction log failed: {exc}")
+                    failure.__cause__ = exc
+                    item.future.set_exception(failure)
                 return
+            for item, entry in zip(batch, entries):  # only now, on disk: acknowledge
+                item.future.set_result(entry)
 
     def close(self) -> None:
         """Append ``segment_close`` and stop; later appends raise ``PredictionLogClosed``.
@@ -144,8 +152,11 @@ class PredictionLogWriter:
                 self._pending.append(closing)
                 self._cv.notify_all()
             else:
-                closing.done.set()
-        closing.done.wait(timeout=30)
+                closing.future.set_result(None)
+        try:
+            closing.future.result(timeout=30)
+        except Exception:  # noqa: BLE001 - a failed log is closed all the same
+            pass
         self._thread.join(timeout=10)
         os.close(self._fd)
 

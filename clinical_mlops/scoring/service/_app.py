@@ -3,6 +3,7 @@
 Not ``from __future__ import annotations``: FastAPI reads the real annotations.
 """
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -127,11 +128,12 @@ def create_app(config: ServingConfig, *, spec: CohortSpec | None = None) -> Fast
     )
     app.state.service = state
 
-    def _log(kind: str, record: dict) -> prediction_log.LogEntry:
+    async def _log(kind: str, record: dict) -> prediction_log.LogEntry:
+        """Append ``record``; returns once it is fsync'ed, without blocking the event loop."""
         assert state.log is not None
-        return state.log.append(kind, record)
+        return await asyncio.wrap_future(state.log.submit(kind, record))
 
-    def _reject(status: int, request_id: str, caller: dict | None, body: bytes, detail: str,
+    async def _reject(status: int, request_id: str, caller: dict | None, body: bytes, detail: str,
                 errors: list[dict] | None = None) -> JSONResponse:
         record = {
             "request_id": request_id,
@@ -141,7 +143,7 @@ def create_app(config: ServingConfig, *, spec: CohortSpec | None = None) -> Fast
             "response": {"status": status, "error_fields": [e["field"] for e in errors or []] or None},
         }
         try:
-            _log(prediction_log.KIND_REJECTED, record)
+            await _log(prediction_log.KIND_REJECTED, record)
         except prediction_log.PredictionLogClosed:
             return JSONResponse({"detail": "prediction log unavailable"}, status_code=503)
         content: dict = {"detail": detail, "request_id": request_id}
@@ -150,15 +152,15 @@ def create_app(config: ServingConfig, *, spec: CohortSpec | None = None) -> Fast
         headers = {"WWW-Authenticate": API_KEY_HEADER} if status == 401 else None
         return JSONResponse(content, status_code=status, headers=headers)
 
-    def _score_and_log(request_id: str, caller: dict, parsed: BaseModel) -> JSONResponse:
+    async def _score_and_log(request_id: str, caller: dict, parsed: BaseModel) -> JSONResponse:
         features = scoring.canonical_features(parsed.features.model_dump(), spec)
         started = time.perf_counter()
         try:
             assert state.batcher is not None
-            risk, model = state.batcher.score(features)  # the model that scored this row
+            risk, model = await asyncio.wrap_future(state.batcher.submit(features))  # the model that scored it
         except NoModelAvailable as exc:  # nothing scored: the 503 says why, the log records a rejection only
             errors = [{"field": "model", "type": "unavailable", "message": str(exc)}]
-            return _reject(503, request_id, caller, parsed.model_dump_json().encode(), str(exc), errors)
+            return await _reject(503, request_id, caller, parsed.model_dump_json().encode(), str(exc), errors)
         model_ms = (time.perf_counter() - started) * 1000
         threshold = model.ref.operating_threshold
         response = {
@@ -173,7 +175,7 @@ def create_app(config: ServingConfig, *, spec: CohortSpec | None = None) -> Fast
             features=features, input_sha256=input_hash, response=response, model_ms=model_ms,
         )
         try:
-            entry = _log(prediction_log.KIND_PREDICTION, record)  # returns once fsync'ed
+            entry = await _log(prediction_log.KIND_PREDICTION, record)  # returns once fsync'ed
         except prediction_log.PredictionLogClosed:
             return JSONResponse({"detail": "prediction log unavailable: nothing was scored",
                                  "request_id": request_id}, status_code=503)
@@ -213,17 +215,17 @@ def create_app(config: ServingConfig, *, spec: CohortSpec | None = None) -> Fast
         record = state.keys.authenticate(presented)
         if record is None:
             detail = "missing API key" if not presented else "invalid API key"
-            return await run_in_threadpool(_reject, 401, request_id, None, body, f"{detail} ({API_KEY_HEADER} header)")
+            return await _reject(401, request_id, None, body, f"{detail} ({API_KEY_HEADER} header)")
         caller = {"key_id": record.key_id, "name": record.name}
         if len(body) > MAX_BODY_BYTES or (declared.isdigit() and int(declared) > MAX_BODY_BYTES):
             errors = [{"field": "body", "type": "too_large", "message": f"body over {MAX_BODY_BYTES} bytes"}]
-            return await run_in_threadpool(_reject, 413, request_id, caller, body, "request body too large", errors)
+            return await _reject(413, request_id, caller, body, "request body too large", errors)
         try:
             parsed = Body.model_validate_json(body)
         except ValidationError as exc:
             errors = validation_errors(exc)
-            return await run_in_threadpool(_reject, 422, request_id, caller, body, "invalid input", errors)
-        return await run_in_threadpool(_score_and_log, request_id, caller, parsed)
+            return await _reject(422, request_id, caller, body, "invalid input", errors)
+        return await _score_and_log(request_id, caller, parsed)
 
     @app.get("/v1/model", summary="The model in service and the input schema (requires X-API-Key)")
     async def model_info(request: Request) -> JSONResponse:
@@ -232,7 +234,8 @@ def create_app(config: ServingConfig, *, spec: CohortSpec | None = None) -> Fast
         model = state.holder.current
         return JSONResponse({
             "cohort": spec.name,
-            "model": None if model is None else {**model.ref.as_dict(), "note": model.ref.note},
+            "model": None if model is None else {**model.ref.as_dict(), "note": model.ref.note,
+                                                 "scorer": "pipeline" if model.compiled is None else "compiled"},
             "reason": state.holder.unavailable_reason,
             "input_schema": Body.model_json_schema(),
             "log_segment": state.log.segment if state.log else None,
