@@ -5,5 +5,5 @@ the asset graph as Dagster runs (:mod:`.runs`) and the one-line messages for kno
 (:mod:`.errors`). The library behind a command is imported when the command runs, so
 ``clinical-mlops --help`` stays fast."""
 
-__all__ = ["audit", "bench", "demo", "demo_extracts", "errors", "fairness", "main", "pipeline", "preflight", "registry", "runs",
+__all__ = ["audit", "bench", "demo", "demo_extracts", "demo_windows", "errors", "fairness", "main", "pipeline", "preflight", "registry", "runs",
            "serving", "sources"]
