@@ -96,6 +96,8 @@ def run_startup(work: Path, *, rows: int = LAND_ROWS, repeats: int = 1, say=lamb
     outcome = {k: printed.get(k) for k in ("status", "rows_landed", "rows_valid", "rows_quarantined", "failed_checks")}
     return {
         "rows": rows, "source_contract": LAND_SOURCE, "repeats": repeats,
+        # every child compiles every module it imports when bytecode caching is off: it inflates start-up most
+        "python_dont_write_bytecode": bool(os.environ.get("PYTHONDONTWRITEBYTECODE")),
         "help": _summary(helps),
         "land": _summary(lands, fresh_workspace=True, **outcome),
         "land_again": _summary(agains, fresh_workspace=False),
