@@ -35,8 +35,9 @@ _RELEASE = ("The governance path, in the graph's order: fairness audit, root cau
 
 def ingestion_job(source: str):
     """``ingestion_job_<source>``: land one extract and validate it (what ``clinical-mlops land`` runs)."""
+    # partitioned by extract: Dagster infers it from the two assets (passing partitions_def is deprecated)
     return dg.define_asset_job(job_name("ingestion", source), selection=dg.AssetSelection.assets(
-        raw_key(source), validated_key(source)), partitions_def=extract_partitions(source),
+        raw_key(source), validated_key(source)),
         description=f"Land one extract of {source} and validate it against its contract (partitioned by extract).")
 
 

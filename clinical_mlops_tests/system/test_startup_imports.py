@@ -46,3 +46,17 @@ def test_the_benchmark_names_the_same_libraries():
     from clinical_mlops.bench import imports
 
     assert set(imports.HEAVY_MODULES) == set(HEAVY)
+
+
+def test_land_runs_the_ingestion_job_the_full_definitions_define():
+    """``clinical-mlops land`` loads only the landing and validation assets; the job it runs (and so the run
+    Dagster records) is the one the whole graph defines: the same snapshot."""
+    from clinical_mlops.cli import runs
+    from clinical_mlops.defs.jobs import job_name
+    from clinical_mlops.sources.contract import load_all_sources
+
+    full = runs.load_definitions()
+    for source in load_all_sources():
+        name = job_name("ingestion", source)
+        job = runs.ingestion_definitions(source).resolve_job_def(name)
+        assert job.get_job_snapshot_id() == full.resolve_job_def(name).get_job_snapshot_id(), source
