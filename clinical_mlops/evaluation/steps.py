@@ -85,7 +85,6 @@ def by_group_markdown(evaluation: models.ModelEvaluation) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-
 @dataclass(frozen=True)
 class ExternalStep:
     """One extract's external evaluation, or why there is none (``evaluation`` None, insufficient evidence)."""

@@ -63,7 +63,6 @@ def input_extracts(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> list[dic
     return [{"extract_id": extract_id, "sha256": sha} for extract_id, sha in rows]
 
 
-
 TRAINING_SAMPLES_DDL = """CREATE TABLE IF NOT EXISTS ml.training_samples (
     registered_at TIMESTAMP NOT NULL,
     cohort VARCHAR NOT NULL,

@@ -17,7 +17,6 @@ from clinical_mlops.validation.settings import DEFAULT_MAX_QUARANTINE_FRACTION
 __all__ = ["DEFAULT_MAX_QUARANTINE_FRACTION", "ValidationStep", "reconcile_evidence", "validate"]
 
 
-
 @dataclass(frozen=True)
 class ValidationStep:
     outcome: rules.ValidationOutcome

@@ -45,7 +45,6 @@ MITCHELL_SECTIONS: tuple[str, ...] = (
 )
 
 
-
 def _of_patients(spec, counts) -> str:
     """`` of N patients`` — nothing for a row split, whose rows are not linked to patients."""
     return "" if spec.split_strategy == "row" else f" of {int(counts['patients']):,} patients"
