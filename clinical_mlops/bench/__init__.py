@@ -14,4 +14,4 @@ Every variant runs in a fresh child process so its wall time includes its import
 peak RSS is its own (``os.wait4``).
 """
 
-__all__ = ["bare", "imports", "measure", "orchestrated", "overhead", "plain", "report", "run", "scale", "startup"]
+__all__ = ["bare", "imports", "measure", "orchestrated", "overhead", "plain", "report", "run", "scale", "serving", "startup"]
