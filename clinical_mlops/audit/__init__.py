@@ -19,4 +19,5 @@ __all__ = [
     "recorded_inputs",
     "replay",
     "steps",
+    "tags",
 ]

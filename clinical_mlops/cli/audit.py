@@ -24,11 +24,12 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
-
-from clinical_mlops.audit import ledger
 from clinical_mlops.core.settings import default_paths, switch_off_telemetry
+
+if TYPE_CHECKING:
+    import duckdb
 
 __all__ = [
     "cmd_amend",
@@ -55,11 +56,15 @@ def _warehouse_path(args: argparse.Namespace) -> Path:
 
 
 def _ledger_path(args: argparse.Namespace) -> Path:
+    from clinical_mlops.audit import ledger
+
     return Path(args.ledger) if getattr(args, "ledger", None) else ledger.default_ledger_path(_warehouse_path(args))
 
 
 @contextlib.contextmanager
 def _warehouse(args: argparse.Namespace, *, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    import duckdb
+
     from clinical_mlops.core import warehouse
 
     path = _warehouse_path(args)
@@ -86,6 +91,10 @@ def _print(args: argparse.Namespace, data: dict, text: str) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from clinical_mlops.audit import ledger
+
+    import duckdb
+
     path = _ledger_path(args)
     con = None
     note = ""
@@ -168,6 +177,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from clinical_mlops.audit import ledger
+
     from clinical_mlops.audit import events as audit_events, replay
 
     paths = default_paths()
@@ -241,6 +252,8 @@ def _parse_assignment(text: str) -> tuple[str, object]:
 
 
 def cmd_amend(args: argparse.Namespace) -> int:
+    from clinical_mlops.audit import ledger
+
     entry = ledger.amend(_ledger_path(args), args.seq, dict(args.set), reason=args.reason)
     _print(args, entry.as_dict(), f"entry {entry.seq} amends entry {args.seq}: prior value "
            f"{json.dumps(entry.payload['prior_value'])} → {json.dumps(entry.payload['new_value'])}")
@@ -248,6 +261,8 @@ def cmd_amend(args: argparse.Namespace) -> int:
 
 
 def cmd_reseal(args: argparse.Namespace) -> int:
+    from clinical_mlops.audit import ledger
+
     try:
         entry = ledger.reseal(_ledger_path(args), reason=args.reason)
     except ledger.LedgerIntegrityError as exc:

@@ -72,8 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; known failure classes (disk, lock, store) end as one ``error:`` line and exit 1."""
-    from clinical_mlops.cli import errors as cli_errors
-
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -81,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         _say("interrupted")
         return 130
     except Exception as exc:
+        from clinical_mlops.cli import errors as cli_errors  # DuckDB's error classes: only when there is an error
+
         message = cli_errors.describe(exc)
         if message is None:
             raise

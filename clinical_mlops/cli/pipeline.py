@@ -85,7 +85,8 @@ def cmd_sources(args: argparse.Namespace) -> int:
 
 def land_file(path: Path, source):
     """Copy ``path`` into the source's landing folder (refusing a different file of the same name) and run
-    ``ingestion_job_<source>`` on it. Returns the run outcome, or a one-line error string."""
+    ``ingestion_job_<source>`` on it (from :func:`~clinical_mlops.cli.runs.ingestion_definitions`: the same job,
+    without loading the rest of the graph). Returns the run outcome, or a one-line error string."""
     from clinical_mlops.cli import runs
     from clinical_mlops.ingestion import landing
 
@@ -97,7 +98,7 @@ def land_file(path: Path, source):
     if not target.exists():
         shutil.copyfile(path, target)
     instance = runs.project_instance()
-    return runs.run_ingestion(runs.load_definitions(), instance, source.name, target.name), instance
+    return runs.run_ingestion(runs.ingestion_definitions(source.name), instance, source.name, target.name), instance
 
 
 def cmd_land(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ __all__ = [
     "QUIET_RUN_CONFIG",
     "RunOutcome",
     "UNFINISHED",
+    "ingestion_definitions",
     "load_definitions",
     "project_instance",
     "record_or_warn",
@@ -123,6 +124,19 @@ def load_definitions() -> dg.Definitions:
     from clinical_mlops.definitions import defs
 
     return defs()
+
+
+def ingestion_definitions(source: str) -> dg.Definitions:
+    """What ``ingestion_job_<source>`` needs and nothing else: every source's landing and validation
+    assets, that one job, the project's resources, executor and loggers. The job it resolves is the one
+    :func:`load_definitions` gives (same snapshot, so the run recorded is the same) at a fraction of the
+    load: ``clinical-mlops land`` runs no other asset."""
+    from clinical_mlops.defs import jobs, progress, resources
+    from clinical_mlops.defs.ingestion import assets as ingestion
+    from clinical_mlops.defs.validation import assets as validation
+
+    return dg.Definitions.merge(ingestion.defs(), validation.defs(), resources.resources(), progress.defs(),
+                                dg.Definitions(jobs=[jobs.ingestion_job(source)]))
 
 
 @dataclass

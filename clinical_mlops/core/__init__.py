@@ -15,4 +15,5 @@ __all__ = [
     "steps",
     "tracking",
     "warehouse",
+    "yaml_files",
 ]

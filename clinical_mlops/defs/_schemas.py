@@ -6,7 +6,9 @@ their checks come from the Pandera schema through dagster-pandera, so the UI sho
 validation enforces:
 
 * :func:`feature_table_schema` — a cohort's ``encounter_features`` table is the Pandera feature
-  schema itself (``strict=True``: no other column).
+  schema itself (``strict=True``: no other column), shown as dagster-pandera shows it, built from the
+  same declared columns (:mod:`clinical_mlops.features.columns`) so the Definitions load without
+  Pandera; :func:`pandera_table_schema` is dagster-pandera's own conversion, which the tests compare it to.
 * :func:`validated_extract_schema` — ``staging.<source>`` holds the rows that passed the
   source contract's rules, typed: each column keeps its rules, its type is the staging table's,
   the patient id appears only as its keyed pseudonym, and the two bookkeeping columns
@@ -16,15 +18,17 @@ validation enforces:
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandera.pandas as pa
-from dagster_pandera import pandera_schema_to_dagster_type
 
-from clinical_mlops.features import build as features
 from clinical_mlops.features.cohort import CohortSpec
+from clinical_mlops.features.columns import feature_columns
 from clinical_mlops.sources import derive, tables
 from clinical_mlops.sources.contract import LoadedSource
+
+if TYPE_CHECKING:
+    import pandera.pandas as pa
 
 __all__ = ["COLUMN_SCHEMA", "feature_table_schema", "pandera_table_schema", "validated_extract_schema"]
 
@@ -33,6 +37,8 @@ COLUMN_SCHEMA = "dagster/column_schema"
 
 def pandera_table_schema(schema: pa.DataFrameSchema) -> dg.TableSchema:
     """The Pandera schema as a Dagster ``TableSchema`` (dagster-pandera's own conversion)."""
+    from dagster_pandera import pandera_schema_to_dagster_type
+
     with warnings.catch_warnings():
         # the converter is marked beta; its output is plain TableSchema, which is stable
         warnings.simplefilter("ignore", dg.BetaWarning)
@@ -41,8 +47,14 @@ def pandera_table_schema(schema: pa.DataFrameSchema) -> dg.TableSchema:
 
 
 def feature_table_schema(spec: CohortSpec) -> dict[str, dg.TableSchema]:
-    """Asset metadata: the cohort's feature table as its Pandera schema declares it."""
-    return {COLUMN_SCHEMA: pandera_table_schema(features.feature_schema(spec))}
+    """Asset metadata: the cohort's feature table as its Pandera schema declares it (what
+    ``pandera_table_schema(features.build.feature_schema(spec))`` gives, without importing Pandera)."""
+    columns = [
+        dg.TableColumn(name=c.name, type=c.dtype_name, description=None, constraints=dg.TableColumnConstraints(
+            nullable=False, unique=c.unique, other=[check.error for check in c.checks]))
+        for c in feature_columns(spec)
+    ]
+    return {COLUMN_SCHEMA: dg.TableSchema(columns=columns, constraints=dg.TableConstraints(other=[]))}
 
 
 def validated_extract_schema(source: LoadedSource) -> dict[str, dg.TableSchema]:

@@ -9,7 +9,7 @@ from clinical_mlops.defs.partitions import extract_partitions, raw_key, validate
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.sources.contract import load_all_sources
 
-__all__ = ["job_name"]
+__all__ = ["ingestion_job", "job_name"]
 
 _MODELLING = ("features", "training", "evaluation")
 
@@ -33,12 +33,18 @@ _RELEASE = ("The governance path, in the graph's order: fairness audit, root cau
             "change control, and the promotion gate (moves the champion alias only when the evidence says so)")
 
 
+def ingestion_job(source: str):
+    """``ingestion_job_<source>``: land one extract and validate it (what ``clinical-mlops land`` runs)."""
+    # partitioned by extract: Dagster infers it from the two assets (passing partitions_def is deprecated)
+    return dg.define_asset_job(job_name("ingestion", source), selection=dg.AssetSelection.assets(
+        raw_key(source), validated_key(source)),
+        description=f"Land one extract of {source} and validate it against its contract (partitioned by extract).")
+
+
 def _source_jobs(source: str, specs: list[CohortSpec]) -> list:
     partitions = extract_partitions(source)
     return [
-        dg.define_asset_job(job_name("ingestion", source), selection=dg.AssetSelection.assets(
-            raw_key(source), validated_key(source)), partitions_def=partitions,
-            description=f"Land one extract of {source} and validate it against its contract (partitioned by extract)."),
+        ingestion_job(source),
         dg.define_asset_job(job_name("training", source), selection=_of(specs, *_MODELLING),
                             description=f"Features, split, baseline and candidate, evaluation — {source}'s cohorts."),
         dg.define_asset_job(job_name("features", source), selection=_of(specs, "features"),

@@ -6,4 +6,4 @@ counts, corrected across features), and keeps the results as a time series in th
 reproducible sample. Wired by ``clinical_mlops/defs/drift``.
 What each of its assets does is one function in :mod:`.steps`."""
 
-__all__ = ["report", "statistics", "steps"]
+__all__ = ["report", "settings", "statistics", "steps"]

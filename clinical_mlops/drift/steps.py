@@ -13,6 +13,7 @@ from clinical_mlops.core import tracking
 from clinical_mlops.core.evidence import FAIL, INSUFFICIENT, PASS, Evidence
 from clinical_mlops.core.steps import LOG, StepError, StepLog, escalation
 from clinical_mlops.drift import report as drift_report, statistics as drift
+from clinical_mlops.drift.settings import DRIFT_CHECK
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.governance.policy import BLOCKING_SEVERITIES, Policy
 from clinical_mlops.monitoring import incidents
@@ -23,7 +24,6 @@ __all__ = ["BLOCKING_SEVERITIES", "DRIFT_CHECK", "DriftHtml", "DriftStep", "asse
            "statistics_markdown"]
 
 """Policy severities whose drift check blocks what follows (ERROR); any other warns."""
-DRIFT_CHECK = "no_dataset_drift"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """What the evaluation asset does, as a plain function (no Dagster): ``[cohort, model_evaluation]``.
 
 :class:`EvaluationSettings` holds the evaluation's defaults, the one place they are defined
-(the Dagster config and the benchmark take theirs from here).
+(:mod:`.settings`, re-exported here; the Dagster config and the benchmark take theirs from there).
 """
 
 from __future__ import annotations
@@ -15,28 +15,15 @@ import duckdb
 from clinical_mlops.core import tracking
 from clinical_mlops.core.evidence import INSUFFICIENT, Evidence, at_least
 from clinical_mlops.core.steps import StepError, report_path
-from clinical_mlops.evaluation import external, metrics, models
+from clinical_mlops.evaluation import external, models
 from clinical_mlops.features import build as features
 from clinical_mlops.features.cohort import CohortSpec
+from clinical_mlops.evaluation.settings import EXTERNAL_CHECK, HEADLINE_METRICS, ROLES, EvaluationSettings
 from clinical_mlops.scoring import champion
 from clinical_mlops.training import fit
 
 __all__ = ["EXTERNAL_CHECK", "HEADLINE_METRICS", "ROLES", "EvaluatedModel", "EvaluationSettings", "EvaluationStep",
            "ExternalStep", "by_group_markdown", "evaluate_external", "evaluate_models"]
-
-ROLES = ("baseline", "candidate")
-HEADLINE_METRICS = ("auroc", "auprc", "brier", "ece")
-
-
-@dataclass(frozen=True)
-class EvaluationSettings:
-    n_bootstrap: int = 200
-    seed: int = 11
-    min_group_size: int = 100
-    """Groups smaller than this get point estimates but no confidence interval."""
-    exact_max_rows: int = metrics.EXACT_MAX_ROWS
-    """Above this many test rows the bootstrap draws cell counts (score bins) instead of row weights."""
-
 
 @dataclass(frozen=True)
 class EvaluatedModel:
@@ -96,8 +83,6 @@ def by_group_markdown(evaluation: models.ModelEvaluation) -> str:
 # ---------------------------------------------------------------------------------------------
 # [cohort, external_evaluation]: the champion (else the latest candidate) on one later extract
 # ---------------------------------------------------------------------------------------------
-
-EXTERNAL_CHECK = "external_performance_assessed"
 
 
 @dataclass(frozen=True)

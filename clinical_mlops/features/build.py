@@ -12,14 +12,18 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
-import pandera.pandas as pa
+
+if TYPE_CHECKING:  # imported where used: the feature SQL loads without pandas or Pandera
+    import pandas as pd
+    import pandera.pandas as pa
 
 from clinical_mlops.sources import contract, derive, tables
 from clinical_mlops.core.chunking import DEFAULT_CHUNK_ROWS, iter_frames
 from clinical_mlops.features.cohort import CohortSpec
+from clinical_mlops.features.columns import FeatureCheck, feature_columns, feature_sql_version
 from clinical_mlops.core.warehouse import scalar, transaction
 
 __all__ = ["FEATURE_CHECK_ENGINES", "FeatureBuild", "FeatureSchemaCheck", "SplitSummary",
@@ -27,16 +31,13 @@ __all__ = ["FEATURE_CHECK_ENGINES", "FeatureBuild", "FeatureSchemaCheck", "Split
     "feature_schema", "feature_schema_sql", "feature_sql_version", "iter_split_frames", "load_features",
     "load_split_frame", "load_training_sample", "summarise_split"]
 
+_COLUMN_TYPES = {"int": int, "float": float, "str": str}
+
 def encounter_base_sql(spec: CohortSpec) -> str:
     """The cohort's feature SQL over ``source_rows``: its source's base SQL, then its own."""
     if not spec.cohort_sql:
         return spec.base_sql
     return f"WITH cohort_base AS ({spec.base_sql})\n{spec.cohort_sql}"
-
-
-def feature_sql_version(spec: CohortSpec) -> str:
-    """A hash of everything that defines the feature table: the cohort file, its SQL and the source contract."""
-    return hashlib.sha256((spec.spec_hash + spec.contract_sha256).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -96,19 +97,18 @@ def build_features(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> FeatureB
 
 
 def feature_schema(spec: CohortSpec) -> pa.DataFrameSchema:
-    """Pandera schema of a cohort's feature table: no missing values, ranges, a 0/1 label."""
-    columns: dict[str, pa.Column] = {
-        "encounter_id": pa.Column(int, unique=True, coerce=True),
-        "patient_key": pa.Column(str, pa.Check.str_matches(r"^[0-9a-f]{16}$", name="pseudonymised")),
-        "extract_id": pa.Column(str),
-        "label": pa.Column(int, pa.Check.isin([0, 1], name="binary_label"), coerce=True),
+    """Pandera schema of a cohort's feature table (:func:`~clinical_mlops.features.columns.feature_columns`):
+    no missing values, ranges, a 0/1 label."""
+    import pandera.pandas as pa
+
+    def check(declared: FeatureCheck) -> pa.Check:
+        value = list(declared.value) if declared.kind == "isin" else declared.value
+        return getattr(pa.Check, declared.kind)(value, name=declared.name)
+
+    columns = {
+        c.name: pa.Column(_COLUMN_TYPES[c.dtype], [check(k) for k in c.checks] or None, unique=c.unique, coerce=c.coerce)
+        for c in feature_columns(spec)
     }
-    for attribute in spec.sensitive_attributes:
-        columns[attribute] = pa.Column(str)
-    for feature in spec.numeric_features:
-        columns[feature] = pa.Column(float, pa.Check.ge(0, name="non_negative"), coerce=True)
-    for feature in spec.categorical_features:
-        columns[feature] = pa.Column(str)
     return pa.DataFrameSchema(columns, strict=True, name=f"{spec.name}_features")
 
 
@@ -126,6 +126,8 @@ class FeatureSchemaCheck:
 
 
 def _schema_failure_counts(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> dict[str, int]:
+    import pandera.pandas as pa
+
     try:
         schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as errors:

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from clinical_mlops.core import yaml_files
 from clinical_mlops.core.settings import PROJECT_ROOT
 from clinical_mlops.features import _sql_check
 
@@ -154,7 +155,7 @@ def _prediction_time(raw: Any, features: tuple[str, ...], source: str) -> Predic
 
 def parse_cohort_spec(text: str, source: str = "<string>") -> CohortSpec:
     """Parse and validate a cohort spec, with errors that name the field at fault."""
-    raw = yaml.safe_load(text)
+    raw = yaml_files.load(text)
     if not isinstance(raw, dict):
         raise CohortSpecError(f"{source}: expected a mapping at the top level")
     name = _require(raw, "name", source)
@@ -226,7 +227,7 @@ def _specs_of_file(path: Path) -> list[CohortSpec]:
     file = _display(path)
     text = path.read_text()
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml_files.load(text)
     except yaml.YAMLError as error:
         raise CohortSpecError(f"{file}: invalid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(raw, dict):

@@ -7,4 +7,4 @@ and the ingestion of that log into the warehouse. Wired by ``clinical_mlops/defs
 (the log's ingestion by ``defs/monitoring``).
 What each of its assets does is one function in :mod:`.steps`."""
 
-__all__ = ["api_keys", "champion", "prediction_log", "service", "steps"]
+__all__ = ["api_keys", "champion", "names", "prediction_log", "service", "steps"]

@@ -36,6 +36,7 @@ from clinical_mlops.training import modelling
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.core.reporting import canonical_json
 from clinical_mlops.core.warehouse import transaction
+from clinical_mlops.scoring.names import CHAMPION_ROLES, champion_model_names
 
 __all__ = [
     "BATCH_PREDICTIONS_DDL", "CARD_TAG", "CHAMPION_ALIAS", "CHAMPION_ROLES", "CHUNK_ROWS", "SOURCE_ALIAS",
@@ -51,8 +52,6 @@ CHUNK_ROWS = 100_000
 """Encounters fetched, scored and inserted at a time by batch scoring."""
 CARD_TAG = "model_card_sha256"
 SOURCE_ALIAS = "champion_alias"
-CHAMPION_ROLES = ("candidate", "mitigated")
-"""The registered models (``<cohort>_<role>``) whose ``champion`` alias may serve the cohort."""
 
 BATCH_PREDICTIONS_DDL = """CREATE TABLE IF NOT EXISTS ml.batch_predictions (
     cohort VARCHAR NOT NULL,
@@ -84,11 +83,6 @@ class AmbiguousChampionError(NoModelError):
 def registered_model_name(cohort: str) -> str:
     """The cohort's candidate model: the one a first promotion (or ``clinical-mlops promote``) names."""
     return modelling.registered_model_name(cohort, "candidate")
-
-
-def champion_model_names(cohort: str) -> tuple[str, ...]:
-    """Every registered model whose ``champion`` alias may serve the cohort (candidate, mitigated)."""
-    return tuple(modelling.registered_model_name(cohort, role) for role in CHAMPION_ROLES)
 
 
 def no_champion_reason(cohort: str) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from clinical_mlops.core import yaml_files
 from clinical_mlops.core.settings import PROJECT_ROOT
 from clinical_mlops.sources._model import (
     COLUMN_TYPES,
@@ -96,6 +97,13 @@ def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = Fals
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
+class _FastUniqueKeyLoader(yaml_files.FAST_SAFE_LOADER):
+    """:class:`_UniqueKeyLoader` on libyaml's parser (see :mod:`clinical_mlops.core.yaml_files`)."""
+
+
+_FastUniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
 def _field(location: tuple) -> str:
     return ".".join(str(part) for part in location)
 
@@ -137,7 +145,7 @@ def load_contract_file(path: Path) -> LoadedSource:
     except OSError as error:
         raise ContractError(file, "", f"cannot be read ({error.strerror or error})") from None
     try:
-        data = yaml.load(raw.decode("utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        data = yaml_files.load(raw.decode("utf-8"), _UniqueKeyLoader, _FastUniqueKeyLoader)
     except UnicodeDecodeError:
         raise ContractError(file, "", "is not valid UTF-8") from None
     except yaml.YAMLError as error:

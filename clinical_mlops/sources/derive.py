@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import pandera.pandas as pa
+if TYPE_CHECKING:  # imported where used: the rules and their SQL load without pandas or Pandera
+    import pandas as pd
+    import pandera.pandas as pa
 
 from clinical_mlops.sources.contract import Column, SourceContract, band_labels
 
@@ -163,6 +165,8 @@ def failing_rows_sql(contract: SourceContract, table: str, row_column: str, *, w
 
 def _series_check(rule: Rule):
     """Element-wise pass/fail of a rule's value check on non-null text."""
+    import pandas as pd
+
     missing = frozenset(rule.missing)
     if rule.kind == "vocabulary":
         allowed = frozenset(rule.arg)
@@ -196,6 +200,8 @@ def _series_check(rule: Rule):
 
 
 def _unique_check(rule: Rule) -> pa.Check:
+    import pandera.pandas as pa
+
     columns = list(rule.arg)
 
     def check(frame: pd.DataFrame) -> pd.Series:
@@ -211,6 +217,8 @@ def pandera_schema(contract: SourceContract) -> pa.DataFrameSchema:
     Column checks are named by ``check`` (``not_nullable`` is Pandera's own); the key's rule is a
     frame-wide check named by its full rule name. ``strict`` and ``ordered``: the header is the contract's.
     """
+    import pandera.pandas as pa
+
     columns: dict[str, pa.Column] = {}
     frame_checks: list[pa.Check] = []
     by_column: dict[str, list[Rule]] = {}
@@ -236,6 +244,8 @@ def pandera_failures(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> dict[ob
     A failure that concerns no row (a missing or extra column, a wrong dtype) raises
     ``ValueError`` naming column and check, never a value.
     """
+    import pandera.pandas as pa
+
     reasons: dict[object, set[str]] = {}
     try:
         schema.validate(frame, lazy=True)

@@ -27,6 +27,7 @@ from clinical_mlops.training import modelling
 from clinical_mlops.core import provenance, tracking
 from clinical_mlops.core.chunking import DEFAULT_CHUNK_ROWS
 from clinical_mlops.features.cohort import CohortSpec
+from clinical_mlops.training.params import DEFAULT_MAX_TRAINING_ROWS, DEFAULT_SUBSAMPLE_SEED
 from clinical_mlops.core.warehouse import scalar, transaction
 
 __all__ = ["DEFAULT_MAX_TRAINING_ROWS", "DEFAULT_SUBSAMPLE_SEED", "TRAINING_SAMPLES_DDL", "TrainingOutcome",
@@ -61,9 +62,6 @@ def input_extracts(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> list[dic
     ).fetchall()
     return [{"extract_id": extract_id, "sha256": sha} for extract_id, sha in rows]
 
-
-DEFAULT_MAX_TRAINING_ROWS = 1_000_000
-DEFAULT_SUBSAMPLE_SEED = 20240601
 
 TRAINING_SAMPLES_DDL = """CREATE TABLE IF NOT EXISTS ml.training_samples (
     registered_at TIMESTAMP NOT NULL,

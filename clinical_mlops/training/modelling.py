@@ -4,13 +4,11 @@ Two model families: a logistic-regression baseline (always trained, GMLP princip
 gradient-boosted candidate. Hyperparameters and seeds come from the caller's config so they
 are recorded wherever the model is; their defaults are the fields of
 :class:`LogisticRegressionParams` and :class:`GradientBoostingParams`, the one place they are
-defined (the Dagster configs and the benchmark take theirs from here). A model is registered
+defined (in :mod:`.params`, re-exported here; the Dagster configs and the benchmark take theirs from there). A model is registered
 in MLflow under :func:`registered_model_name`.
 """
 
 from __future__ import annotations
-
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -21,45 +19,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from clinical_mlops.features.cohort import CohortSpec
+from clinical_mlops.training.params import GradientBoostingParams, LogisticRegressionParams, registered_model_name
 
 __all__ = [
     "GradientBoostingParams", "LogisticRegressionParams", "build_gradient_boosting", "build_logistic_regression",
     "fit", "model_input", "predict_risk", "registered_model_name",
 ]
-
-
-def registered_model_name(cohort: str, role: str) -> str:
-    """The MLflow registered model of a cohort's model in a role: ``<cohort>_<role>``
-    (``readmission_30d_candidate``; roles ``baseline``, ``candidate``, ``mitigated``)."""
-    return f"{cohort}_{role}"
-
-
-@dataclass(frozen=True)
-class LogisticRegressionParams:
-    """The baseline's hyperparameters; the defaults are the project's."""
-
-    C: float = 0.5
-    max_iter: int = 500
-    class_weight: str | None = None
-    seed: int = 7
-
-    def as_dict(self) -> dict:
-        return {"algorithm": "logistic_regression", **asdict(self)}
-
-
-@dataclass(frozen=True)
-class GradientBoostingParams:
-    """The candidate's hyperparameters; the defaults are the project's."""
-
-    max_iter: int = 300
-    learning_rate: float = 0.05
-    max_leaf_nodes: int = 31
-    min_samples_leaf: int = 40
-    l2_regularization: float = 1.0
-    seed: int = 7
-
-    def as_dict(self) -> dict:
-        return {"algorithm": "hist_gradient_boosting", **asdict(self)}
 
 
 def _categorical_input(frame: pd.DataFrame, spec: CohortSpec) -> pd.DataFrame:

@@ -25,12 +25,10 @@ from clinical_mlops.core.chunking import DEFAULT_CHUNK_ROWS
 from clinical_mlops.core.warehouse import scalar, transaction
 from clinical_mlops.sources import derive, tables
 from clinical_mlops.sources.contract import LoadedSource, SourceContract
+from clinical_mlops.validation.settings import DEFAULT_ENGINE, ENGINES
 
 __all__ = ["DEFAULT_ENGINE", "ENGINES", "ValidationOutcome", "row_schema", "validate_extract"]
 
-ENGINES = ("sql", "pandera")
-DEFAULT_ENGINE = "sql"
-"""SQL finds and names the failing rows, Pandera re-checks them (same result as ``pandera``, much faster)."""
 
 _REASONS_TABLE = "validation_reasons"
 

@@ -12,11 +12,9 @@ from clinical_mlops.core.steps import StepError
 from clinical_mlops.ingestion.deid import key_fingerprint
 from clinical_mlops.sources.contract import LoadedSource
 from clinical_mlops.validation import rules
+from clinical_mlops.validation.settings import DEFAULT_MAX_QUARANTINE_FRACTION
 
 __all__ = ["DEFAULT_MAX_QUARANTINE_FRACTION", "ValidationStep", "reconcile_evidence", "validate"]
-
-DEFAULT_MAX_QUARANTINE_FRACTION = 0.05
-"""Above this share of quarantined rows the extract is flagged (WARN) for the data owner."""
 
 
 @dataclass(frozen=True)

@@ -89,3 +89,12 @@ def test_a_feature_table_shows_its_pandera_schema(asset_graph, spec):
     assert columns["encounter_id"].constraints.unique
     assert any("0, 1" in check for check in columns["label"].constraints.other)
     assert asset_graph.get(dg.AssetKey([spec.name, "encounter_features"])).metadata["cohort"] == spec.name
+
+
+@pytest.mark.parametrize("spec", load_all_cohorts(), ids=lambda s: s.name)
+def test_the_feature_table_schema_is_dagster_panderas_conversion_of_the_pandera_schema(asset_graph, spec):
+    """Built from the declared columns (so the Definitions load without Pandera), it is exactly what
+    dagster-pandera makes of the schema the table is validated against."""
+    shown = _schema(asset_graph, dg.AssetKey([spec.name, "encounter_features"]))
+    assert shown == _schemas.feature_table_schema(spec)[_schemas.COLUMN_SCHEMA]
+    assert shown == _schemas.pandera_table_schema(features.feature_schema(spec))

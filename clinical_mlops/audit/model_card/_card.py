@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from clinical_mlops.audit import lineage
+from clinical_mlops.audit.tags import TAG_CARD, TAG_TRIPOD
 from clinical_mlops.audit.model_card._governance import (
     ALERT,
     decision_lines,
@@ -42,11 +43,6 @@ MITCHELL_SECTIONS: tuple[str, ...] = (
     "Ethical Considerations",
     "Caveats and Recommendations",
 )
-
-TAG_CARD = "model_card_sha256"
-"""MLflow model-version tag holding the sha256 of the card's Markdown."""
-TAG_TRIPOD = "tripod_report_sha256"
-"""MLflow model-version tag holding the sha256 of the TRIPOD+AI report's Markdown."""
 
 
 def _of_patients(spec, counts) -> str:

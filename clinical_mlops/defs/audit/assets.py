@@ -4,8 +4,8 @@ TRIPOD+AI report of each latest registered version."""
 
 import dagster as dg
 
-from clinical_mlops.audit import ledger, model_card, steps
-from clinical_mlops.core import tracking as tracking_lib
+from clinical_mlops.audit import ledger
+from clinical_mlops.audit.tags import TAG_CARD
 from clinical_mlops.defs.partitions import cohort_code_version
 from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, ReportsResource, TrackingResource, WarehouseResource
@@ -31,6 +31,8 @@ LEDGER_VERIFIES = dg.AssetCheckSpec(
     "decisions, approvals, fairness verdicts, incidents) and its DuckDB mirror audit.ledger; verified on every run.",
 )
 def audit_ledger(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from clinical_mlops.audit import steps
+
     ledger_path = ledger.default_ledger_path(warehouse.path)
     with step_failures(), warehouse.connect() as con:
         step = steps.sync_ledger(con, ledger_path)
@@ -71,7 +73,7 @@ def build_model_card_asset(spec: CohortSpec) -> dg.AssetsDefinition:
         "waivers, the previous promotion decision, the declared prediction time) and TRIPOD+AI development report "
         "(items reported only from recorded facts) for the latest candidate and baseline; written after the fairness "
         "audit and mitigation, before change control; sha256 recorded in the audit ledger and as MLflow tag "
-        f"`{model_card.TAG_CARD}`.",
+        f"`{TAG_CARD}`.",
     )
     def model_card_asset(
         context: dg.AssetExecutionContext,
@@ -79,6 +81,9 @@ def build_model_card_asset(spec: CohortSpec) -> dg.AssetsDefinition:
         tracking: TrackingResource,
         reports: ReportsResource,
     ) -> dg.MaterializeResult:
+        from clinical_mlops.audit import steps
+        from clinical_mlops.core import tracking as tracking_lib
+
         ledger_path = ledger.default_ledger_path(warehouse.path)
         with step_failures(), warehouse.connect() as con:
             step = steps.write_model_cards(con, spec, ledger_path=ledger_path, reports_dir=reports.directory,

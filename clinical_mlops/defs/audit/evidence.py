@@ -39,7 +39,6 @@ import dagster as dg
 from clinical_mlops.defs.partitions import validated_key
 
 from clinical_mlops.audit import events as audit_events, ledger
-from clinical_mlops.core import tracking
 from clinical_mlops.core.settings import default_paths
 
 __all__ = [
@@ -186,6 +185,8 @@ def _number(value: Any) -> float | None:
 
 
 def _report_files(metadata: Mapping[str, Any], subject: Subject, siblings: bool) -> list[Path]:
+    from clinical_mlops.core import tracking
+
     files: list[Path] = []
     for value in metadata.values():
         if not isinstance(value, dg.PathMetadataValue):
@@ -319,6 +320,8 @@ def run_evidence(instance: dg.DagsterInstance, run_id: str) -> list[EvidenceItem
 
 def _default_tracking_uri() -> str:
     """The store this process's runs logged to, else the one the code location's resources use."""
+    from clinical_mlops.core import tracking
+
     return tracking.configured_tracking_uri() or default_paths().mlflow_tracking_uri
 
 
@@ -330,6 +333,8 @@ def record_evidence(instance: dg.DagsterInstance, run_id: str, *, tracking_uri: 
         return _warn(run_id, EvidenceRecording(problems=(f"event log unreadable ({type(exc).__name__})",)))
     if not items:
         return EvidenceRecording()
+    from clinical_mlops.core import tracking  # MLflow only when there is evidence to log (not for a landing run)
+
     uri = tracking_uri or _default_tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return _warn(run_id, EvidenceRecording(problems=(f"no MLflow store at {uri}",)))

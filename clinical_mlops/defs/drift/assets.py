@@ -1,6 +1,8 @@
 """Drift: each new extract against the champion's training population, one partition per extract."""
 
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 
 from clinical_mlops.defs.checks import evidence_check
@@ -14,8 +16,11 @@ from clinical_mlops.defs.resources import (
     TrackingResource,
     WarehouseResource,
 )
-from clinical_mlops.drift import steps
+from clinical_mlops.drift.settings import DRIFT_CHECK
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
+
+if TYPE_CHECKING:
+    from clinical_mlops.drift import steps
 
 
 class DriftConfig(dg.Config):
@@ -27,7 +32,7 @@ class DriftConfig(dg.Config):
     """Render the Evidently HTML report (on a seeded sample); the statistics never depend on it."""
 
 
-def _html_metadata(step: steps.DriftStep) -> dict:
+def _html_metadata(step: "steps.DriftStep") -> dict:
     if step.html is None:
         return {"evidently_report": "not rendered (html_report: false)"}
     html = step.html
@@ -40,7 +45,7 @@ def _html_metadata(step: steps.DriftStep) -> dict:
     }
 
 
-def _checks(extract_id: str, step: steps.DriftStep) -> list[dg.AssetCheckResult]:
+def _checks(extract_id: str, step: "steps.DriftStep") -> list[dg.AssetCheckResult]:
     """Both drift checks through the evidence rule: never a pass without a comparison behind it."""
     settings, result = step.settings, step.result
     incident = {} if step.incident is None else {
@@ -49,7 +54,7 @@ def _checks(extract_id: str, step: steps.DriftStep) -> list[dg.AssetCheckResult]
     escalation = {} if step.escalation is None else {"escalation": dg.MetadataValue.json(step.escalation)}
     return [
         evidence_check(
-            steps.DRIFT_CHECK, step.dataset, blocking=step.blocking,
+            DRIFT_CHECK, step.dataset, blocking=step.blocking,
             metadata={"extract_id": extract_id,
                       "drift_share": round(result.drift_share, 4) if result else -1.0,
                       "dataset_drift_share": settings.dataset_drift_share,
@@ -64,7 +69,9 @@ def _checks(extract_id: str, step: steps.DriftStep) -> list[dg.AssetCheckResult]
     ]
 
 
-def _result(extract_id: str, step: steps.DriftStep) -> dg.MaterializeResult:
+def _result(extract_id: str, step: "steps.DriftStep") -> dg.MaterializeResult:
+    from clinical_mlops.drift import steps
+
     result, settings, reference = step.result, step.settings, step.reference
     common = {
         "extract_id": extract_id,
@@ -123,7 +130,7 @@ def build_drift_report(spec: CohortSpec) -> dg.AssetsDefinition:
         ),
         check_specs=[
             extract_check_spec(
-                steps.DRIFT_CHECK, asset=key, source=spec.source, blocking=True,
+                DRIFT_CHECK, asset=key, source=spec.source, blocking=True,
                 description="Per extract: the share of drifting features stays under the policy's dataset_drift_share "
                 "(insufficient evidence without a reference population). Severity from the policy: WARN, or ERROR "
                 "(blocks downstream) when drift.severity blocks promotion. Dataset drift opens an incident.",
@@ -143,6 +150,8 @@ def build_drift_report(spec: CohortSpec) -> dg.AssetsDefinition:
         reports: ReportsResource,
         policy: PolicyResource,
     ) -> dg.MaterializeResult:
+        from clinical_mlops.drift import steps
+
         extract_id = context.partition_key
         declared = policy.load(config.policy_path)
         html_path = reports.path(spec.name, "drift", f"{extract_id}.html") if config.html_report else None

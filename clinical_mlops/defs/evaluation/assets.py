@@ -2,6 +2,7 @@
 
 
 import base64
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -16,10 +17,13 @@ from clinical_mlops.defs.resources import (
     TrackingResource,
     WarehouseResource,
 )
-from clinical_mlops.evaluation import steps
+from clinical_mlops.evaluation.settings import EXTERNAL_CHECK, HEADLINE_METRICS, EvaluationSettings
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 
-_DEFAULTS = steps.EvaluationSettings()
+if TYPE_CHECKING:
+    from clinical_mlops.evaluation import steps
+
+_DEFAULTS = EvaluationSettings()
 
 
 class EvaluationConfig(dg.Config):
@@ -30,19 +34,21 @@ class EvaluationConfig(dg.Config):
     bootstrap_exact_max_rows: int = _DEFAULTS.exact_max_rows
     """Above this many test rows the bootstrap draws cell counts (1,000 score bins) instead of row weights."""
 
-    def settings(self) -> steps.EvaluationSettings:
-        return steps.EvaluationSettings(n_bootstrap=self.n_bootstrap, seed=self.seed,
-                                        min_group_size=self.min_group_size,
-                                        exact_max_rows=self.bootstrap_exact_max_rows)
+    def settings(self) -> EvaluationSettings:
+        return EvaluationSettings(n_bootstrap=self.n_bootstrap, seed=self.seed,
+                                  min_group_size=self.min_group_size,
+                                  exact_max_rows=self.bootstrap_exact_max_rows)
 
 
-def _metadata(step: steps.EvaluationStep) -> dict[str, dg.MetadataValue | float | int | str]:
+def _metadata(step: "steps.EvaluationStep") -> dict[str, dg.MetadataValue | float | int | str]:
+    from clinical_mlops.evaluation import steps
+
     metadata: dict[str, dg.MetadataValue | float | int | str] = {}
     for evaluated in step.models:
         role, result = evaluated.role, evaluated.evaluation
         metadata[f"{role}_model"] = f"{result.model_name} v{result.model_version}"
         metadata[f"{role}_bootstrap"] = dg.MetadataValue.json(result.bootstrap)
-        for metric in steps.HEADLINE_METRICS:
+        for metric in HEADLINE_METRICS:
             estimate = result.overall(metric)
             metadata[f"{role}_{metric}"] = round(estimate.estimate, 4)
             metadata[f"{role}_{metric}_ci"] = f"{estimate.lower:.4f}–{estimate.upper:.4f}"
@@ -72,6 +78,8 @@ def build_model_evaluation(spec: CohortSpec) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
         reports: ReportsResource,
     ) -> dg.MaterializeResult:
+        from clinical_mlops.evaluation import steps
+
         with step_failures(), warehouse.connect() as con:
             step = steps.evaluate_models(con, spec, reports_dir=reports.directory, settings=config.settings())
         context.log.info(f"{spec.name}: evaluated baseline and candidate")
@@ -85,7 +93,7 @@ class ExternalEvaluationConfig(EvaluationConfig):
     """Governance policy file; empty = the policy resource's (its change_control.absolute_acceptance.min_auroc)."""
 
 
-def _external_metadata(step: steps.ExternalStep) -> dict[str, dg.MetadataValue | float | int | str]:
+def _external_metadata(step: "steps.ExternalStep") -> dict[str, dg.MetadataValue | float | int | str]:
     metadata: dict[str, dg.MetadataValue | float | int | str] = {
         "extract_id": step.extract_id, "relation": step.relation, "model": step.model or "none",
         "model_kind": step.model_kind or "none", "evidence": step.evidence.status,
@@ -133,7 +141,7 @@ def build_external_evaluation(spec: CohortSpec) -> dg.AssetsDefinition:
         ),
         check_specs=[
             extract_check_spec(
-                steps.EXTERNAL_CHECK, asset=key, source=spec.source, blocking=False,
+                EXTERNAL_CHECK, asset=key, source=spec.source, blocking=False,
                 description="Per extract: the external AUROC interval lies at or above the policy's min_auroc (pass), "
                 "wholly below it (fail), or straddles it (insufficient evidence, e.g. a wide interval at small n); "
                 "insufficient evidence too when not assessed (no model, trained on the extract, one class only).",
@@ -148,6 +156,8 @@ def build_external_evaluation(spec: CohortSpec) -> dg.AssetsDefinition:
         reports: ReportsResource,
         policy: PolicyResource,
     ) -> dg.MaterializeResult:
+        from clinical_mlops.evaluation import steps
+
         extract_id = context.partition_key
         min_auroc = float(policy.load(config.policy_path).change_control.absolute_acceptance.min_auroc)
         with step_failures(), warehouse.connect() as con:
@@ -159,7 +169,7 @@ def build_external_evaluation(spec: CohortSpec) -> dg.AssetsDefinition:
         metadata = _external_metadata(step)
         return dg.MaterializeResult(
             metadata=metadata,
-            check_results=[evidence_check(steps.EXTERNAL_CHECK, step.evidence, blocking=False,
+            check_results=[evidence_check(EXTERNAL_CHECK, step.evidence, blocking=False,
                                           metadata={k: metadata[k] for k in ("extract_id", "relation", "model")})],
         )
 

@@ -19,9 +19,11 @@ The work is :mod:`clinical_mlops.fairness.steps`; this module wires it.
 
 import base64
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 
-from clinical_mlops.core import evidence, tracking as tracking_lib
+from clinical_mlops.core import evidence
 from clinical_mlops.defs.partitions import cohort_code_version
 from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
@@ -33,9 +35,11 @@ from clinical_mlops.defs.resources import (
     WarehouseResource,
     default_policy,
 )
-from clinical_mlops.fairness import audit as fairness, report as fairness_report, steps
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.governance.policy import MetricRule, Policy
+
+if TYPE_CHECKING:
+    from clinical_mlops.fairness import audit as fairness, steps
 
 GROUP = "fairness"
 
@@ -67,7 +71,7 @@ def _group_text(g: dict) -> str:
     return f"{g['slice']}={g['group']} (n={g['n']}, positives={g['n_positive']}, {mdg})"
 
 
-def _description(rule: MetricRule, outcome: fairness.RuleOutcome) -> str:
+def _description(rule: MetricRule, outcome: "fairness.RuleOutcome") -> str:
     if outcome.status == evidence.FAIL:
         return "; ".join(f"{e['slice']}={e['group']}: {e['estimate']:+.3f} CI [{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}]"
                          for e in outcome.evidence(5))
@@ -81,7 +85,7 @@ def _description(rule: MetricRule, outcome: fairness.RuleOutcome) -> str:
     return f"every assessed group's interval lies inside the bound ({rule.describe()}){tail}"
 
 
-def _check_results(result: fairness.FairnessAudit, declared: Policy, incident_by_rule: dict) -> list[dg.AssetCheckResult]:
+def _check_results(result: "fairness.FairnessAudit", declared: Policy, incident_by_rule: dict) -> list[dg.AssetCheckResult]:
     """One result per declared rule under the evidence rule: passed only on ``pass``."""
     results = []
     active = {r.name for r in result.rules}
@@ -116,8 +120,10 @@ def _check_results(result: fairness.FairnessAudit, declared: Policy, incident_by
     return results
 
 
-def _required_groups(result: fairness.FairnessAudit) -> list[dict]:
+def _required_groups(result: "fairness.FairnessAudit") -> list[dict]:
     """Each required group with its counts and minimum detectable recall gap (80 % power)."""
+    from clinical_mlops.fairness import report as fairness_report
+
     out = []
     for r in result.required_groups().itertuples(index=False):
         gap = float(r.min_detectable_gap)
@@ -159,6 +165,9 @@ def build_fairness_report(spec: CohortSpec, declared: Policy) -> dg.AssetsDefini
         context: dg.AssetExecutionContext, config: FairnessConfig, warehouse: WarehouseResource,
         reports: ReportsResource, policy: PolicyResource,
     ) -> dg.MaterializeResult:
+        from clinical_mlops.fairness import steps
+        from clinical_mlops.fairness import report as fairness_report
+
         with step_failures(), warehouse.connect() as con:
             step = steps.audit_candidate(con, spec, policy=policy.load(config.policy_path), n_bootstrap=config.n_boot(),
                                          reports_dir=reports.directory, run_id=context.run.run_id, log=context.log)
@@ -206,6 +215,8 @@ def build_root_cause(spec: CohortSpec) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: FairnessConfig, warehouse: WarehouseResource,
         tracking: TrackingResource, reports: ReportsResource, policy: PolicyResource,
     ) -> dg.MaterializeResult:
+        from clinical_mlops.fairness import steps
+
         with warehouse.connect(read_only=False) as con:
             step = steps.analyse_root_cause(con, spec, policy=policy.load(config.policy_path),
                                             tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root,
@@ -224,7 +235,10 @@ def build_root_cause(spec: CohortSpec) -> dg.AssetsDefinition:
     return fairness_root_cause
 
 
-def _mitigated_metadata(step: steps.MitigationStep, ui_url: str) -> dict:
+def _mitigated_metadata(step: "steps.MitigationStep", ui_url: str) -> dict:
+    from clinical_mlops.fairness import report as fairness_report
+    from clinical_mlops.core import tracking as tracking_lib
+
     chosen, registered, target = step.chosen, step.registered, step.target
     before, after = step.recall_gap_before, step.recall_gap_after
     return {
@@ -264,6 +278,8 @@ def build_mitigated_model(spec: CohortSpec) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: MitigationConfig, warehouse: WarehouseResource,
         tracking: TrackingResource, reports: ReportsResource, policy: PolicyResource,
     ) -> dg.MaterializeResult:
+        from clinical_mlops.fairness import steps
+
         with warehouse.connect() as con:
             step = steps.mitigate(
                 con, spec, policy=policy.load(config.policy_path), methods=config.methods, n_bootstrap=config.n_boot(),

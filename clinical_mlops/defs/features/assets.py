@@ -6,7 +6,7 @@ import dagster as dg
 from clinical_mlops.defs._schemas import feature_table_schema
 from clinical_mlops.defs.partitions import validated_key
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, WarehouseResource
-from clinical_mlops.features import build as features, steps
+from clinical_mlops.features.columns import feature_sql_version
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 
 
@@ -19,7 +19,7 @@ def build_encounter_features(spec: CohortSpec) -> dg.AssetsDefinition:
         group_name="features",
         automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
         kinds={"duckdb", "sql", "pandera"},
-        code_version=features.feature_sql_version(spec),
+        code_version=feature_sql_version(spec),
         pool=WAREHOUSE_POOL,
         description=f"{spec.title}: engineered features from source {spec.source} only, cohort exclusions applied, "
         f"label `{spec.target_column}`.",
@@ -35,6 +35,8 @@ def build_encounter_features(spec: CohortSpec) -> dg.AssetsDefinition:
                   **feature_table_schema(spec)},
     )
     def encounter_features(warehouse: WarehouseResource) -> dg.MaterializeResult:
+        from clinical_mlops.features import steps
+
         with warehouse.connect() as con:
             step = steps.build_features(con, spec)
         build, schema_check = step.build, step.schema_check

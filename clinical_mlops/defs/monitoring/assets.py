@@ -11,6 +11,7 @@ predictions); a blocking rule that *fails* on evidence is an ERROR and fails the
 
 import base64
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -28,8 +29,9 @@ from clinical_mlops.defs.resources import (
 )
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.governance.policy import Policy
-from clinical_mlops.monitoring import steps
-from clinical_mlops.scoring import prediction_log
+
+if TYPE_CHECKING:
+    from clinical_mlops.monitoring import steps
 
 GROUP = "monitoring"
 
@@ -40,6 +42,8 @@ class PredictionLogConfig(dg.Config):
     (``$CLINICAL_MLOPS_PREDICTION_LOG`` or ``<data dir>/serving/prediction_log``)."""
 
     def root(self) -> Path:
+        from clinical_mlops.scoring import prediction_log
+
         return Path(self.prediction_log_dir) if self.prediction_log_dir else prediction_log.default_root()
 
 
@@ -80,7 +84,7 @@ def _erroring(blocking: bool, judged: evidence.Evidence) -> bool:
     return blocking and judged.status != evidence.INSUFFICIENT
 
 
-def _fairness_check(rule, step: steps.ProductionStep) -> dg.AssetCheckResult:
+def _fairness_check(rule, step: "steps.ProductionStep") -> dg.AssetCheckResult:
     """One policy rule on production predictions: pass / fail / insufficient evidence, per group on its interval."""
     fair, policy = step.fairness, step.policy
     judged = fair.rule_evidence(rule.name)
@@ -93,7 +97,7 @@ def _fairness_check(rule, step: steps.ProductionStep) -> dg.AssetCheckResult:
                           metadata={**metadata, **step.incidents.get(rule.name, {})})
 
 
-def _monitoring_result(step: steps.ProductionStep, declared: Policy) -> dg.MaterializeResult:
+def _monitoring_result(step: "steps.ProductionStep", declared: Policy) -> dg.MaterializeResult:
     performance = step.performance
     check_results = [evidence_check(
         "production_auroc_within_tolerance", performance.evidence, blocking=False,
@@ -147,6 +151,8 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, config: PredictionLogConfig, warehouse: WarehouseResource,
         policy: PolicyResource,
     ) -> dg.MaterializeResult:
+        from clinical_mlops.monitoring import steps
+
         with warehouse.connect() as con:
             step = steps.ingest_prediction_log(con, spec, log_root=config.root(), policy=policy.load(),
                                                run_id=context.run.run_id)
@@ -184,6 +190,8 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
     )
     def prediction_outcomes(config: LabelJoinConfig, warehouse: WarehouseResource,
                             policy: PolicyResource) -> dg.MaterializeResult:
+        from clinical_mlops.monitoring import steps
+
         with step_failures(), warehouse.connect() as con:
             summary = steps.join_outcomes(con, spec, policy=policy.load(), label_delay_days=config.label_delay_days,
                                           labels_file=Path(config.labels_file) if config.labels_file else None,
@@ -234,6 +242,8 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, config: ProductionMonitoringConfig, warehouse: WarehouseResource,
         policy: PolicyResource,
     ) -> dg.MaterializeResult:
+        from clinical_mlops.monitoring import steps
+
         with warehouse.connect() as con:
             step = steps.monitor_production(
                 con, spec, policy=policy.load(), period=config.period, window_days=config.window_days,
@@ -262,6 +272,8 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
     def training_serving_skew(
         config: SkewConfig, warehouse: WarehouseResource, policy: PolicyResource
     ) -> dg.MaterializeResult:
+        from clinical_mlops.monitoring import steps
+
         with warehouse.connect() as con:
             step = steps.training_serving_skew(con, spec, policy=policy.load(), window_days=config.window_days,
                                                min_served=config.min_served,
@@ -301,7 +313,7 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
     )
     def production_windows(config: WindowsConfig, warehouse: WarehouseResource, policy: PolicyResource,
                            reports: ReportsResource) -> dg.MaterializeResult:
-        from clinical_mlops.monitoring import dashboard  # Evidently loads only when the asset runs
+        from clinical_mlops.monitoring import dashboard, steps  # Evidently loads only when the asset runs
 
         reports_dir = Path(reports.directory)
         with step_failures(), warehouse.connect() as con:

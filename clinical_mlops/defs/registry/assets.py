@@ -3,6 +3,8 @@
 
 import json
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 
 from clinical_mlops.core.evidence import Evidence
@@ -17,7 +19,9 @@ from clinical_mlops.defs.resources import (
     WarehouseResource,
 )
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
-from clinical_mlops.registry import steps
+
+if TYPE_CHECKING:
+    from clinical_mlops.registry import steps
 
 
 class ChangeControlConfig(dg.Config):
@@ -38,7 +42,7 @@ def _actor(context: dg.AssetExecutionContext) -> str:
     return f"dagster:{context.run.run_id}"
 
 
-def _change_control_metadata(step: steps.ChangeControlStep) -> dict:
+def _change_control_metadata(step: "steps.ChangeControlStep") -> dict:
     report, decision, challenger, champion = step.report, step.decision, step.challenger, step.champion
     auroc = report.overall("auroc")
     mitigated = {}
@@ -114,6 +118,8 @@ def build_change_control_report(spec: CohortSpec) -> dg.AssetsDefinition:
         reports: ReportsResource,
         policy: PolicyResource,
     ) -> dg.MaterializeResult:
+        from clinical_mlops.registry import steps
+
         with step_failures(), warehouse.connect() as con:
             step = steps.change_control_report(
                 con, spec, policy=policy.load(config.policy_path), n_bootstrap=config.n_bootstrap or None,
@@ -162,6 +168,8 @@ def build_promotion(spec: CohortSpec) -> dg.AssetsDefinition:
         tracking: TrackingResource,
         policy: PolicyResource,
     ) -> dg.MaterializeResult:
+        from clinical_mlops.registry import steps
+
         with step_failures(), warehouse.connect() as con:
             step = steps.promote_if_accepted(con, spec, policy=policy.load(config.policy_path), actor=_actor(context),
                                              tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root)

@@ -3,13 +3,12 @@
 
 import dagster as dg
 
-from clinical_mlops.core import tracking as tracking_lib
 from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.partitions import cohort_code_version, extract_partitions, validated_key
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, TrackingResource, WarehouseResource
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
-from clinical_mlops.scoring import champion as scoring, steps
+from clinical_mlops.scoring.names import champion_model_names
 
 
 def new_extract_condition(promotion_key: dg.AssetKey) -> dg.AutomationCondition:
@@ -45,7 +44,7 @@ def build_batch_predictions(spec: CohortSpec) -> dg.AssetsDefinition:
         automation_condition=new_extract_condition(promotion_key),
         description=(
             f"{spec.title}: the extract's in-cohort encounters scored by the champion (alias 'champion' on "
-            f"{' or '.join(scoring.champion_model_names(spec.name))}; with none, the run fails and names the "
+            f"{' or '.join(champion_model_names(spec.name))}; with none, the run fails and names the "
             "command that promotes), in ml.batch_predictions; each row carries model version, model card sha256, "
             "input sha256 and a UTC timestamp."
         ),
@@ -61,6 +60,9 @@ def build_batch_predictions(spec: CohortSpec) -> dg.AssetsDefinition:
     def batch_predictions(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, tracking: TrackingResource
     ) -> dg.MaterializeResult:
+        from clinical_mlops.scoring import steps
+        from clinical_mlops.core import tracking as tracking_lib
+
         extract_id = context.partition_key
         with step_failures(), warehouse.connect() as con:
             step = steps.score_batch(con, spec, extract_id, tracking_uri=tracking.tracking_uri,

@@ -1,22 +1,31 @@
 """Training: patient-grouped split, a logistic-regression baseline and a gradient-boosted candidate."""
 
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 
-from clinical_mlops.core import tracking as tracking_lib
 from clinical_mlops.defs.partitions import cohort_code_version
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, TrackingResource, WarehouseResource
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
-from clinical_mlops.training import fit as training, modelling, steps
+from clinical_mlops.training.params import (
+    DEFAULT_MAX_TRAINING_ROWS,
+    DEFAULT_SUBSAMPLE_SEED,
+    GradientBoostingParams,
+    LogisticRegressionParams,
+)
 
-_BASELINE = modelling.LogisticRegressionParams()
-_CANDIDATE = modelling.GradientBoostingParams()
+if TYPE_CHECKING:
+    from clinical_mlops.training import fit as training
+
+_BASELINE = LogisticRegressionParams()
+_CANDIDATE = GradientBoostingParams()
 
 
 class TrainingSampleConfig(dg.Config):
-    max_training_rows: int = training.DEFAULT_MAX_TRAINING_ROWS
+    max_training_rows: int = DEFAULT_MAX_TRAINING_ROWS
     """Above this many training rows the fit uses a seeded patient-grouped subsample (test is scored whole)."""
-    subsample_seed: int = training.DEFAULT_SUBSAMPLE_SEED
+    subsample_seed: int = DEFAULT_SUBSAMPLE_SEED
 
 
 class BaselineModelConfig(TrainingSampleConfig):
@@ -26,8 +35,8 @@ class BaselineModelConfig(TrainingSampleConfig):
     max_iter: int = _BASELINE.max_iter
     seed: int = _BASELINE.seed
 
-    def params(self) -> modelling.LogisticRegressionParams:
-        return modelling.LogisticRegressionParams(C=self.C, max_iter=self.max_iter, seed=self.seed)
+    def params(self) -> LogisticRegressionParams:
+        return LogisticRegressionParams(C=self.C, max_iter=self.max_iter, seed=self.seed)
 
 
 class CandidateModelConfig(TrainingSampleConfig):
@@ -40,8 +49,8 @@ class CandidateModelConfig(TrainingSampleConfig):
     l2_regularization: float = _CANDIDATE.l2_regularization
     seed: int = _CANDIDATE.seed
 
-    def params(self) -> modelling.GradientBoostingParams:
-        return modelling.GradientBoostingParams(**self.model_dump(exclude={"max_training_rows", "subsample_seed"}))
+    def params(self) -> GradientBoostingParams:
+        return GradientBoostingParams(**self.model_dump(exclude={"max_training_rows", "subsample_seed"}))
 
 
 def build_training_split(spec: CohortSpec) -> dg.AssetsDefinition:
@@ -61,6 +70,8 @@ def build_training_split(spec: CohortSpec) -> dg.AssetsDefinition:
         ],
     )
     def training_split(warehouse: WarehouseResource) -> dg.MaterializeResult:
+        from clinical_mlops.training import steps
+
         with warehouse.connect() as con:
             step = steps.split(con, spec)
         summary = step.summary
@@ -87,8 +98,10 @@ def build_training_split(spec: CohortSpec) -> dg.AssetsDefinition:
     return training_split
 
 
-def _model_result(outcome: training.TrainingOutcome, tracking_resource: TrackingResource,
+def _model_result(outcome: "training.TrainingOutcome", tracking_resource: TrackingResource,
                   spec: CohortSpec) -> dg.MaterializeResult:
+    from clinical_mlops.core import tracking as tracking_lib
+
     model = outcome.model
     return dg.MaterializeResult(
         metadata={
@@ -130,6 +143,8 @@ def build_model_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
     def baseline_model(
         config: BaselineModelConfig, warehouse: WarehouseResource, tracking: TrackingResource
     ) -> dg.MaterializeResult:
+        from clinical_mlops.training import steps
+
         with warehouse.connect() as con:
             outcome = steps.train_baseline(
                 con, spec, config.params(), tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root,
@@ -143,6 +158,8 @@ def build_model_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
     def candidate_model(
         config: CandidateModelConfig, warehouse: WarehouseResource, tracking: TrackingResource
     ) -> dg.MaterializeResult:
+        from clinical_mlops.training import steps
+
         with warehouse.connect() as con:
             outcome = steps.train_candidate(
                 con, spec, config.params(), tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root,

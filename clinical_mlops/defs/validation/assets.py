@@ -1,6 +1,8 @@
 """Validation, per source: each landed extract through its contract's rules; failing rows quarantined with reasons."""
 
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 
 from clinical_mlops.core.chunking import DEFAULT_CHUNK_ROWS
@@ -11,15 +13,18 @@ from clinical_mlops.defs.ingestion.extract_checks import extract_check_spec
 from clinical_mlops.defs.partitions import extract_partitions, raw_key, validated_key
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, PseudonymisationResource, WarehouseResource
 from clinical_mlops.sources.contract import LoadedSource, load_all_sources
-from clinical_mlops.validation import rules, steps
+from clinical_mlops.validation.settings import DEFAULT_ENGINE, DEFAULT_MAX_QUARANTINE_FRACTION
+
+if TYPE_CHECKING:
+    from clinical_mlops.validation import steps
 
 
 class ValidationConfig(dg.Config):
-    max_quarantine_fraction: float = steps.DEFAULT_MAX_QUARANTINE_FRACTION
+    max_quarantine_fraction: float = DEFAULT_MAX_QUARANTINE_FRACTION
     """Above this share of quarantined rows the extract is flagged (WARN) for the data owner."""
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     """Landed rows validated at a time: bounds memory whatever the extract's size."""
-    engine: str = rules.DEFAULT_ENGINE
+    engine: str = DEFAULT_ENGINE
     """``sql``: the format rules compiled to SQL find failing rows, Pandera names their reasons;
     ``pandera``: every row through Pandera (same result, about 20k rows/s)."""
 
@@ -63,6 +68,8 @@ def build_validated_extract(source: LoadedSource) -> dg.AssetsDefinition:
         if is_default_key:
             context.log.warning("Using the documented development pseudonymisation key; set "
                                 f"{pseudonymisation.key_env_var} in production.")
+        from clinical_mlops.validation import steps
+
         extract_id = context.partition_key
         with step_failures(), warehouse.connect() as con:
             step = steps.validate(con, source, extract_id, pseudonym_key=key, chunk_rows=config.chunk_rows,
@@ -72,7 +79,7 @@ def build_validated_extract(source: LoadedSource) -> dg.AssetsDefinition:
     return validated_extract
 
 
-def _result(source: LoadedSource, extract_id: str, step: steps.ValidationStep,
+def _result(source: LoadedSource, extract_id: str, step: "steps.ValidationStep",
             config: ValidationConfig) -> dg.MaterializeResult:
     outcome, quarantine_fraction = step.outcome, step.quarantine_fraction
     failures = {reason: dg.MetadataValue.int(n) for reason, n in outcome.failures.items()}

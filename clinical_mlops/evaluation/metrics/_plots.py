@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import io
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from clinical_mlops.core.bootstrap import ECE_BINS
 from clinical_mlops.evaluation.metrics._inputs import group_labels, inputs
 from clinical_mlops.evaluation.metrics._thresholds import calibration_table
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["MAX_PLOT_POINTS", "plot_calibration", "plot_roc", "plot_roc_by_group"]
 
@@ -42,6 +44,8 @@ def _thin(fpr: np.ndarray, tpr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _png(fig: Figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib loads when a plot is drawn
+
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
@@ -61,6 +65,8 @@ def _roc_axes(fig: Figure, title: str):
 
 def plot_roc(y_true: np.ndarray, y_score: np.ndarray, title: str) -> bytes:
     """ROC curve as PNG bytes."""
+    from matplotlib.figure import Figure
+
     y, s = inputs(y_true, y_score)
     fig = Figure(figsize=(5, 5))
     ax = _roc_axes(fig, title)
@@ -75,6 +81,8 @@ def plot_roc(y_true: np.ndarray, y_score: np.ndarray, title: str) -> bytes:
 
 def plot_calibration(y_true: np.ndarray, y_score: np.ndarray, title: str) -> bytes:
     """Reliability diagram (10 equal-width bins) with a score histogram, as PNG bytes."""
+    from matplotlib.figure import Figure
+
     y, s = inputs(y_true, y_score)
     table = calibration_table(y, s, n_bins=ECE_BINS)
     shown = table[table["n"] > 0]
@@ -99,6 +107,8 @@ def plot_calibration(y_true: np.ndarray, y_score: np.ndarray, title: str) -> byt
 def plot_roc_by_group(y_true: np.ndarray, y_score: np.ndarray, groups: np.ndarray | pd.Series,
                       title: str) -> bytes:
     """One ROC curve per group as PNG bytes (single-class groups are listed but not drawn)."""
+    from matplotlib.figure import Figure
+
     y, s = inputs(y_true, y_score)
     codes, labels = group_labels(groups, y.shape[0], "groups")
     fig = Figure(figsize=(6, 6))

@@ -10,6 +10,7 @@ import pandas as pd
 
 from clinical_mlops.core import bootstrap
 from clinical_mlops.evaluation.metrics._inputs import group_labels, inputs
+from clinical_mlops.evaluation.settings import EXACT_MAX_ROWS
 
 __all__ = [
     "EXACT_MAX_ROWS",
@@ -37,9 +38,6 @@ METRICS: tuple[str, ...] = (
 """Metric names, in the order they are reported."""
 
 _COLUMNS = [bootstrap.METRICS.index(m) for m in METRICS]
-
-EXACT_MAX_ROWS = 250_000
-"""Above this many rows the bootstrap is binned (cell counts); see :mod:`clinical_mlops.core.bootstrap`."""
 
 OVERALL_ATTRIBUTE = "overall"
 OVERALL_GROUP = "all"

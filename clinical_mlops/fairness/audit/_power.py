@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 
-from scipy.stats import norm
 
 __all__ = ["DEFAULT_POWER", "cohens_h", "min_detectable_gap"]
 
@@ -33,6 +32,8 @@ def min_detectable_gap(n_positive: int, reference_n_positive: int, reference_rec
     ``None`` when it cannot be computed (no positives on either side, an undefined reference
     recall) or when no drop at all is detectable at these sizes (even a recall of 0 would be missed).
     """
+    from scipy.stats import norm  # scipy loads when a test runs, not when the package is imported
+
     if n_positive < 1 or reference_n_positive < 1:
         return None
     if reference_recall is None or not math.isfinite(reference_recall) or not 0.0 <= reference_recall <= 1.0:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import norm
 
 __all__ = ["confusion_rates", "two_proportion_z_test"]
 
@@ -29,6 +28,8 @@ def confusion_rates(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 
 def two_proportion_z_test(x1: float, n1: float, x2: float, n2: float) -> float:
     """Two-sided p-value of H0: p1 == p2 (pooled z-test); NaN when a sample is empty."""
+    from scipy.stats import norm  # scipy loads when a test runs, not when the package is imported
+
     if n1 <= 0 or n2 <= 0:
         return float("nan")
     pooled = (x1 + x2) / (n1 + n2)
