@@ -164,7 +164,7 @@ def run_demo(work: Path, *, source: Path | None, encounters: int | None = None,
     summary = root / "summary.json"
     args = ["demo", "--summary-json", str(summary)]
     if source is not None:
-        args += ["--source", str(source)]
+        args += ["--source", str(Path(source).resolve())]
     elif encounters is not None:
         args += ["--encounters", str(encounters)]
     say(f"demo: clinical-mlops {' '.join(args[:1] + args[3:])} …")

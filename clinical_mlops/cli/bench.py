@@ -23,7 +23,7 @@ def _bench(args: argparse.Namespace) -> int:
     from clinical_mlops.bench.measure import BenchStepError
     from clinical_mlops.bench.run import BenchOptions, quick_options, run_bench
 
-    source = args.source
+    source = args.source.resolve() if args.source else None  # the demo runs in its own folder
     if source is None and not args.synthetic:
         shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "diabetes130" / "dataset_diabetes.zip"
         source = shared if shared.exists() else None
