@@ -138,8 +138,8 @@ def generate(workspace: Path, rows: int) -> dict:
 
 
 def duckdb_scan(workspace: Path, rows: int) -> dict:
-    """The yardstick of the stages: one plain DuckDB scan of the same extract files, every column parsed
-    (types detected, ``max`` of each column), in memory, with the warehouse's memory cap."""
+    """The yardstick of the stages: one plain DuckDB scan of the same extract files, every column read
+    (as text, ``max`` of each), in memory, with the warehouse's memory cap."""
     import duckdb
 
     from clinical_mlops.core import chunking
@@ -150,10 +150,10 @@ def duckdb_scan(workspace: Path, rows: int) -> dict:
         temp = Path(workspace) / "duckdb_tmp"
         temp.mkdir(parents=True, exist_ok=True)
         chunking.bound_memory(con, temp_directory=temp, preserve_insertion_order=False)
-        relation = con.execute("SELECT * FROM read_csv(?, header = true) LIMIT 0", [files])
-        columns = [d[0] for d in relation.description]
+        read = "read_csv(?, header = true, all_varchar = true)"  # text: a "?" anywhere parses
+        columns = [d[0] for d in con.execute(f"SELECT * FROM {read} LIMIT 0", [files]).description]
         aggregates = ", ".join(f'max("{c}")' for c in columns)
-        scanned = con.execute(f"SELECT count(*), {aggregates} FROM read_csv(?, header = true)", [files]).fetchone()
+        scanned = con.execute(f"SELECT count(*), {aggregates} FROM {read}", [files]).fetchone()
     return {"rows": int(scanned[0]), "files": len(files), "columns": len(columns), "rows_processed": int(scanned[0])}
 
 
