@@ -26,6 +26,7 @@ from pathlib import Path
 
 from clinical_mlops.bench import report, targets
 from clinical_mlops.bench.compare import BENCH_PSEUDONYM_KEY, INSTANCE_YAML, child, workspace_env
+from clinical_mlops.bench.measure import BenchStepError
 from clinical_mlops.core.settings import PROJECT_ROOT
 
 __all__ = [
@@ -222,7 +223,11 @@ def run_bench(options: BenchOptions) -> Path:
             results["demo"] = run_demo(work, source=options.source, encounters=options.demo_encounters,
                                        say=options.say)
         if options.scale:
-            results["scale"] = run_scale(options, work)
+            try:
+                results["scale"] = run_scale(options, work)
+            except BenchStepError as error:  # the parts already measured are kept; the run stops here
+                results["scale_error"] = str(error).splitlines()[0]
+                raise
         if options.serving:
             _guarded(results, "serving", options, lambda: run_serving(options, work))
     finally:

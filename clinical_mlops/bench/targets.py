@@ -72,7 +72,8 @@ def _wall(part: dict | None) -> float | None:
 def _scale_row(target: Target, results: dict) -> dict:
     stages = [s for s in results.get("scale") or [] if s["stage"] in SCALE_STAGES]
     if not stages:
-        return _row(target, None, "s", None, "plain DuckDB scan", "not measured (scale skipped)")
+        why = f"not measured: {results['scale_error']}" if results.get("scale_error") else "not measured (scale skipped)"
+        return _row(target, None, "s", None, "plain DuckDB scan", why)
     size = max(s["encounters"] for s in stages)
     ours = [s for s in stages if s["encounters"] == size]
     total = round(sum(s["wall_seconds"] for s in ours), 1)
