@@ -115,41 +115,26 @@ def run_startup(options: BenchOptions, work: Path) -> dict:
     return measure_startup(work / "startup", repeats=options.repeats, say=options.say)
 
 
-def _rps(part: object) -> float | None:
-    if isinstance(part, (int, float)):
-        return float(part)
-    if isinstance(part, dict):
-        for key in ("req_per_s", "requests_per_second", "rps", "throughput"):
-            if isinstance(part.get(key), (int, float)):
-                return float(part[key])
-    return None
-
-
 def run_serving(options: BenchOptions, work: Path) -> dict:
     """The scoring service beside ``mlflow models serve``, by :func:`clinical_mlops.bench.serving.measure_serving`.
 
     Its result is kept whole under ``raw``; ``concurrency`` gives ``ours_rps``/``mlflow_rps`` per
-    concurrency and ``durability`` the kill -9 check, read from it.
+    concurrency (from its ``levels``) and ``durability`` the kill -9 check (acknowledged predictions,
+    those missing from the log as ``lost``, whether the hash chain verified).
     """
     try:
         from clinical_mlops.bench.serving import measure_serving
     except ImportError:
         return _not_measured("not measured: clinical_mlops.bench.serving is not installed yet")
-    raw = measure_serving(work / "serving", quick=options.quick)
-    per = raw.get("concurrency") or raw.get("results") or {}
-    concurrency = {}
-    for level in ("1", "8"):
-        entry = per.get(level) if isinstance(per, dict) else None
-        entry = entry if entry is not None else (per.get(int(level)) if isinstance(per, dict) else None) or {}
-        ours = _rps(entry.get("ours_rps", entry.get("ours", entry.get("clinical_mlops"))))
-        theirs = _rps(entry.get("mlflow_rps", entry.get("mlflow")))
-        concurrency[level] = {"ours_rps": ours, "mlflow_rps": theirs}
-    kill = raw.get("durability") or raw.get("kill") or {}
-    acknowledged = kill.get("acknowledged")
-    lost = kill.get("lost", None if acknowledged is None or kill.get("logged") is None
-                    else acknowledged - kill.get("logged"))
-    return {"concurrency": concurrency, "durability": {"acknowledged": acknowledged, "lost": lost} if kill else {},
-            "raw": raw}
+    raw = measure_serving(work / "serving", quick=options.quick, say=options.say)
+    levels = raw.get("levels") or {}
+    concurrency = {level: {"ours_rps": (levels.get(level) or {}).get("ours", {}).get("req_per_s"),
+                           "mlflow_rps": (levels.get(level) or {}).get("mlflow", {}).get("req_per_s")}
+                   for level in ("1", "8")}
+    kill = raw.get("durability") or {}
+    durability = {"acknowledged": kill.get("acknowledged"), "lost": kill.get("missing_from_log"),
+                  "chain_ok": kill.get("chain_ok")} if kill else {}
+    return {"concurrency": concurrency, "durability": durability, "raw": raw}
 
 
 def run_scale(options: BenchOptions, work: Path) -> list[dict]:

@@ -103,10 +103,11 @@ def _serving_rows(results: dict) -> list[dict]:
             continue
         durability = serving.get("durability") or {}
         lost = durability.get("lost")
-        note = f"kill -9: {durability.get('acknowledged')} acknowledged, {lost} lost" if durability else ""
+        note = (f"kill -9: {durability.get('acknowledged')} acknowledged, {lost} lost, hash chain "
+                f"{'verified' if durability.get('chain_ok', True) else 'BROKEN'}") if durability else ""
         ratio = _ratio(ours, theirs)
         met = _met(ratio, target)
-        if met is not None and lost not in (None, 0):
+        if met is not None and (lost not in (None, 0) or durability.get("chain_ok") is False):
             met = False
         rows.append(_row(target, ours, "req/s", theirs, "mlflow models serve", note, ratio=ratio, met=met))
     return rows

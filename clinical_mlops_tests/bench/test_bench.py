@@ -108,3 +108,24 @@ def test_report_tables_carry_every_measurement_and_the_targets(tmp_path):
     assert "| 10,000,000 | 440.0 | 3,500 | 650.0 | 10.0 |" in text  # 7 stages; + train, evaluation; the scan
     report.write(results, tmp_path)
     assert (tmp_path / "bench.png").stat().st_size > 10_000
+
+
+def test_the_serving_measurement_is_read_into_the_targets(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from clinical_mlops.bench import run
+
+    def measure_serving(work, *, quick=False, say=None):
+        level = {"ours": {"req_per_s": 50.0}, "mlflow": {"req_per_s": 20.0}, "ratio_req_per_s": 2.5}
+        return {"levels": {"1": level, "8": {**level, "ours": {"req_per_s": 30.0}}},
+                "durability": {"acknowledged": 120, "missing_from_log": 0, "chain_ok": True}}
+
+    monkeypatch.setitem(sys.modules, "clinical_mlops.bench.serving", types.SimpleNamespace(measure_serving=measure_serving))
+    serving = run.run_serving(run.BenchOptions(), tmp_path)
+    assert serving["concurrency"] == {"1": {"ours_rps": 50.0, "mlflow_rps": 20.0},
+                                      "8": {"ours_rps": 30.0, "mlflow_rps": 20.0}}
+    rows = {r["key"]: r for r in targets.targets({"serving": serving})}
+    assert rows["serving_1"]["ratio"] == 2.5 and rows["serving_1"]["met"] is True
+    assert rows["serving_8"]["ratio"] == 1.5 and rows["serving_8"]["met"] is False
+    assert "120 acknowledged, 0 lost" in rows["serving_1"]["note"]
