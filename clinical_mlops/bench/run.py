@@ -6,7 +6,8 @@ the readmission graph alternated, and the naive script (:mod:`.compare`); the wh
 stage at each size beside a plain DuckDB scan (:mod:`.scale`); the scoring service beside
 ``mlflow models serve`` (:mod:`.serving`). Then :func:`clinical_mlops.bench.targets.targets` puts
 issue 16's targets in one table. ``quick`` (:data:`QUICK`) runs the parts smaller — synthetic data,
-one repeat, one small size, no naive script and no per-step overhead — and leaves out the whole demo
+one repeat, one small size, no naive script, no per-step overhead, no evaluation stage — and leaves
+out the whole demo
 (minutes on this machine: its row says not measured); every row is marked quick. It is a regression
 guard, not the target figures.
 """
@@ -37,6 +38,7 @@ __all__ = [
     "INSTANCE_YAML",
     "QUICK",
     "QUICK_NO_DEMO",
+    "QUICK_SKIPPED_STAGES",
     "machine",
     "quick_options",
     "run_bench",
@@ -78,6 +80,8 @@ class BenchOptions:
 
 QUICK = {"compare_encounters": 3_000, "sizes": (5_000,), "repeats": 1}
 """What ``--quick`` changes besides: synthetic data, no whole demo, no naive script, no per-step overhead."""
+QUICK_SKIPPED_STAGES = ("evaluation",)
+"""Scale stages ``--quick`` leaves out: not counted by the 10M target, needed by no stage after them."""
 QUICK_NO_DEMO = "not measured in --quick (the whole demo takes minutes here): run `clinical-mlops bench`"
 
 
@@ -145,6 +149,8 @@ def run_scale(options: BenchOptions, work: Path) -> list[dict]:
         root = work / f"scale_{rows}"
         root.mkdir(parents=True, exist_ok=True)
         for stage in scale.STAGES:
+            if options.quick and stage.name in QUICK_SKIPPED_STAGES:
+                continue
             options.say(f"scale {rows:,}: {stage.name} …")
             m = child(f"{stage.name}_{rows}", "clinical_mlops.bench.scale", root, stage.name, "--rows", str(rows),
                       "--workspace", str(root), rows=rows)
