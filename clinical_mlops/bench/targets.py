@@ -125,11 +125,12 @@ def targets(results: dict) -> list[dict]:
                      data if graph else "not measured (comparison skipped)", peak_mib=graph.get("peak_rss_mib")))
     demo = results.get("demo") or {}
     rows.append(_row(by_key["demo"], _wall(demo), "s", bare, "like-for-like bare script",
-                     demo.get("note") or demo.get("not_measured", "not measured"), peak_mib=demo.get("peak_rss_mib")))
-    startup = results.get("startup") or {}
+                     demo.get("note") or demo.get("not_measured", "not measured (demo skipped)"),
+                     peak_mib=demo.get("peak_rss_mib")))
+    startup = results.get("startup") or {"not_measured": "not measured (start-up skipped)"}
     land = startup.get("land") if not startup.get("not_measured") else None
     rows.append(_row(by_key["land"], _wall(land), "s", bare, "like-for-like bare script",
-                     startup.get("not_measured", "median of fresh-workspace runs"),
+                     startup.get("not_measured", f"median of {startup.get('repeats')} fresh-workspace run(s)"),
                      peak_mib=(land or {}).get("peak_rss_mib")))
     definitions = (results.get("overhead") or {}).get("load_definitions") or {}
     rows.append(_row(by_key["definitions"], definitions.get("process_wall_seconds"), "s", bare,
@@ -137,7 +138,7 @@ def targets(results: dict) -> list[dict]:
                      peak_mib=definitions.get("peak_rss_mib")))
     help_ = startup.get("help") if not startup.get("not_measured") else None
     rows.append(_row(by_key["help"], _wall(help_), "s", None, "absolute",
-                     startup.get("not_measured", "median of fresh processes")))
+                     startup.get("not_measured", f"median of {startup.get('repeats')} fresh process(es)")))
     rows.append(_scale_row(by_key["scale"], results))
     rows.extend(_serving_rows(results))
     quick = bool(results.get("quick"))
