@@ -117,6 +117,7 @@ def _in_workspace(name: str, module: str, root: Path, source: str, extracts: lis
 
 
 def run_comparison(work: Path, *, source: Path | None, encounters: int, repeats: int, naive: bool = True,
+                   why_synthetic: str = "no real extract given",
                    say: Callable[[str], None] = lambda message: None) -> dict:
     """Bare script and graph alternated ``repeats`` times, then (``naive``) the naive script once."""
     extracts = comparison_extracts(source, encounters, work / "extracts")
@@ -139,7 +140,7 @@ def run_comparison(work: Path, *, source: Path | None, encounters: int, repeats:
     bare, graph = measured["bare_script"], measured["orchestrated_graph"]
     bare_auroc, graph_auroc = bare["extra"].get("test_auroc"), graph["extra"].get("candidate_auroc")
     described = (f"real extract {source.name}" if source is not None
-                 else f"synthetic data ({encounters:,} encounters): no real extract given")
+                 else f"synthetic data ({encounters:,} encounters): {why_synthetic}")
     return {
         "source": str(source) if source is not None else f"synthetic ({encounters:,} encounters)",
         "source_contract": contract, "synthetic": source is None,

@@ -207,7 +207,8 @@ def run_bench(options: BenchOptions) -> Path:
         if options.compare:
             results["comparison"] = run_comparison(work / "compare", source=options.source,
                                                    encounters=options.compare_encounters, repeats=options.repeats,
-                                                   naive=not options.quick, say=options.say)
+                                                   naive=not options.quick, say=options.say,
+                                                   why_synthetic="--quick" if options.quick else "no real extract given")
         if options.demo and options.quick:
             results["demo"] = _not_measured(QUICK_NO_DEMO)
         elif options.demo:

@@ -30,7 +30,7 @@ def test_quick_bench_writes_every_target_row_marked_quick(tmp_path, monkeypatch)
     assert by_key["scale"]["met"] is None  # 1,500 encounters is not the 10M target: not judged
     assert by_key["demo"]["measured"] is None and by_key["demo"]["note"] == run.QUICK_NO_DEMO
     comparison = results["comparison"]
-    assert comparison["synthetic"] and "no real extract given" in comparison["source_note"]
+    assert comparison["synthetic"] and "synthetic data (1,500 encounters): --quick" in comparison["source_note"]
     assert set(comparison["variants"]) == {"bare_script", "orchestrated_graph"}
     assert {s["stage"] for s in results["scale"]} == {"generate", "duckdb_scan", "train", *targets.SCALE_STAGES}
     assert "## Issue 16's targets" in (out / "bench.md").read_text()
