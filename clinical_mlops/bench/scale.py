@@ -1,7 +1,8 @@
 """Each stage of the graph at a given number of synthetic encounters, one stage per process.
 
 Stages run on the synthetic source (``synthetic_diabetes130``) and its readmission cohort, in
-order on one workspace (``--workspace``): generate the extracts, then land,
+order on one workspace (``--workspace``): generate the extracts, scan them once with plain DuckDB
+(the yardstick, :func:`duckdb_scan`), then land,
 validate, features, split, train, drift, fairness, evaluation and batch scoring. Every stage but
 ``generate`` is the step function its asset calls (``clinical_mlops.<domain>.steps``), with the
 asset's default settings, so the figures are the product's code path without Dagster. Each call
@@ -34,6 +35,7 @@ __all__ = [
     "Stage",
     "batch_scoring",
     "drift_statistics",
+    "duckdb_scan",
     "evaluation",
     "fairness_aggregates",
     "features",
@@ -133,6 +135,26 @@ def generate(workspace: Path, rows: int) -> dict:
                                      chunk_rows=250_000)
     return {"rows": rows, "extracts": len(paths), "bytes": sum(p.stat().st_size for p in paths),
             "rows_processed": rows}
+
+
+def duckdb_scan(workspace: Path, rows: int) -> dict:
+    """The yardstick of the stages: one plain DuckDB scan of the same extract files, every column read
+    (as text, ``max`` of each), in memory, with the warehouse's memory cap."""
+    import duckdb
+
+    from clinical_mlops.core import chunking
+    from clinical_mlops.ingestion import landing
+
+    files = [str(p) for p in landing.list_extracts(_landing(workspace))]
+    with duckdb.connect() as con:
+        temp = Path(workspace) / "duckdb_tmp"
+        temp.mkdir(parents=True, exist_ok=True)
+        chunking.bound_memory(con, temp_directory=temp, preserve_insertion_order=False)
+        read = "read_csv(?, header = true, all_varchar = true)"  # text: a "?" anywhere parses
+        columns = [d[0] for d in con.execute(f"SELECT * FROM {read} LIMIT 0", [files]).description]
+        aggregates = ", ".join(f'max("{c}")' for c in columns)
+        scanned = con.execute(f"SELECT count(*), {aggregates} FROM {read}", [files]).fetchone()
+    return {"rows": int(scanned[0]), "files": len(files), "columns": len(columns), "rows_processed": int(scanned[0])}
 
 
 def land(workspace: Path, rows: int) -> dict:
@@ -292,6 +314,7 @@ def batch_scoring(workspace: Path, rows: int) -> dict:
 
 STAGES: tuple[Stage, ...] = (
     Stage("generate", generate),
+    Stage("duckdb_scan", duckdb_scan),
     Stage("land", land),
     Stage("validate", validate),
     Stage("features", features),

@@ -28,7 +28,7 @@ def _count(workspace, sql: str) -> int:
 
 def test_the_stages_are_the_graphs_stages_in_order():
     assert [s.name for s in scale.STAGES] == [
-        "generate", "land", "validate", "features", "split", "train", "drift_statistics", "fairness_aggregates",
+        "generate", "duckdb_scan", "land", "validate", "features", "split", "train", "drift_statistics", "fairness_aggregates",
         "evaluation", "batch_scoring"]
     with pytest.raises(SystemExit, match="unknown stage"):
         scale.run_stage("nope", None, 1)
@@ -37,6 +37,7 @@ def test_the_stages_are_the_graphs_stages_in_order():
 def test_data_stages_land_validate_build_and_split_every_row(staged):
     workspace, results = staged
     assert results["generate"]["rows"] == ROWS and results["generate"]["extracts"] == 1
+    assert results["duckdb_scan"]["rows"] == ROWS and results["duckdb_scan"]["files"] == 1  # the yardstick reads it all
     assert results["land"]["rows"] == ROWS and results["land"]["rejected"] == 0
     validated = results["validate"]
     assert validated["reconciles"] and validated["rows_valid"] + validated["rows_quarantined"] == ROWS
