@@ -5,6 +5,8 @@ project and its fairness panel's data covers at least three windows (screenshots
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import socket
@@ -200,3 +202,23 @@ def test_evidently_ui_in_chromium_lists_the_project_and_its_fairness_panel_cover
         driver.save_screenshot(str(ARTIFACTS / "static_dashboard.png"))
     finally:
         driver.quit()
+
+
+def test_an_unchanged_window_keeps_its_snapshot_and_a_changed_one_is_replaced(published, tmp_path):
+    spec, step, root = published["spec"], published["step"], published["root"]
+    ws_dir = tmp_path / "evidently"
+    with warehouse.connect(root / "w.duckdb", read_only=True) as con:
+        dashboard.publish(con, spec, step.outcome, workspace_dir=ws_dir, reports_dir=tmp_path / "reports")
+        ws = _workspace(ws_dir)
+        (project,) = ws.search_project(dashboard.PROJECT_PREFIX + spec.name)
+        before = {ws.get_run(project.id, s).metadata["window_id"]: s for s in ws.list_runs(project.id)}
+        dashboard.publish(con, spec, step.outcome, workspace_dir=ws_dir, reports_dir=tmp_path / "reports")
+        same = {ws.get_run(project.id, s).metadata["window_id"]: s for s in ws.list_runs(project.id)}
+        # the newest window without its rows: its score quantiles are gone, so its snapshot changes
+        fewer = dataclasses.replace(step.outcome, windows=step.outcome.windows[:-1])
+        dashboard.publish(con, spec, fewer, workspace_dir=ws_dir, reports_dir=tmp_path / "reports")
+        changed = {ws.get_run(project.id, s).metadata["window_id"]: s for s in ws.list_runs(project.id)}
+    newest = step.outcome.windows[-1].window.window_id
+    assert same == before and len(same) == 3
+    assert set(changed) == set(before) and changed[newest] != before[newest]
+    assert all(changed[w] == before[w] for w in before if w != newest)

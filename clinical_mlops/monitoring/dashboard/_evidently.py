@@ -79,6 +79,15 @@ def snapshot_frame(f: WindowFigures, attributes: list[str], b: Bounds) -> dict[s
     return {k: v for k, v in values.items() if math.isfinite(v)}
 
 
+def _values_sha256(f: WindowFigures, values: dict[str, float]) -> str:
+    """What a window's snapshot shows, hashed: an unchanged window is not rendered again."""
+    import hashlib
+    import json
+
+    shown = {"values": values, "status": f.status, "model_version": f.model_version, "end": str(f.end)}
+    return hashlib.sha256(json.dumps(shown, sort_keys=True).encode()).hexdigest()
+
+
 def _snapshot(f: WindowFigures, values: dict[str, float], cohort: str):
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import MeanValue
@@ -89,20 +98,29 @@ def _snapshot(f: WindowFigures, values: dict[str, float], cohort: str):
     report = Report([MeanValue(column=c) for c in columns])
     return report.run(data, None, timestamp=f.end, name=f.window_id,
                       metadata={"cohort": cohort, "window_id": f.window_id, "status": f.status,
-                                "model_version": f.model_version},
+                                "model_version": f.model_version, "values_sha256": _values_sha256(f, values)},
                       tags=[f.status])
 
 
 def publish_snapshots(ws, project, figures: list[WindowFigures], attributes: list[str], b: Bounds,
                       cohort: str) -> int:
-    """One snapshot per window; a window published before is replaced (its old snapshot deleted)."""
-    ids = {f.window_id for f in figures}
+    """One snapshot per window; a window whose figures changed since it was published is replaced (its old
+    snapshot deleted), an unchanged one is kept as it is."""
+    values = {f.window_id: snapshot_frame(f, attributes, b) for f in figures}
+    wanted = {f.window_id: _values_sha256(f, values[f.window_id]) for f in figures}
+    kept: set[str] = set()
     for snapshot_id in list(ws.list_runs(project.id)):
         run = ws.get_run(project.id, snapshot_id)
-        if run is not None and run.metadata.get("window_id") in ids:
+        window = run.metadata.get("window_id") if run is not None else None
+        if window not in wanted:
+            continue
+        if run.metadata.get("values_sha256") == wanted[window] and window not in kept:
+            kept.add(window)
+        else:
             ws.delete_run(project.id, snapshot_id)
     for f in figures:
-        ws.add_run(project.id, _snapshot(f, snapshot_frame(f, attributes, b), cohort))
+        if f.window_id not in kept:
+            ws.add_run(project.id, _snapshot(f, values[f.window_id], cohort))
     return len(ws.list_runs(project.id))
 
 
