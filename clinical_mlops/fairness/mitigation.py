@@ -101,10 +101,13 @@ class GroupThresholdModel(ClassifierMixin, BaseEstimator):
         table = dict(self.thresholds or {})
         return groups.map(lambda g: table.get(g, self.operating_threshold)).to_numpy(dtype=float)
 
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        s = self.base_score(X)
+    def adjust(self, base_scores: np.ndarray, X: pd.DataFrame) -> np.ndarray:
+        """The decision score of rows ``X`` whose base model scores are ``base_scores``."""
         shift = _logit(self.operating_threshold) - _logit(self.group_thresholds(X))
-        adjusted = expit(_logit(s) + shift)
+        return expit(_logit(np.asarray(base_scores, dtype=float)) + shift)
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        adjusted = self.adjust(self.base_score(X), X)
         return np.column_stack([1 - adjusted, adjusted])
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
@@ -201,8 +204,11 @@ def fit_mitigation(
     min_positives: int = 30,
     eg_max_iter: int = 20,
     eg_max_rows: int = 30_000,
+    base_train_scores: np.ndarray | None = None,
+    base_test_scores: np.ndarray | None = None,
 ) -> MitigationResult:
-    """Fit one mitigation on ``train`` and score ``test``; see the module docstring."""
+    """Fit one mitigation on ``train`` and score ``test``; see the module docstring. ``base_train_scores`` /
+    ``base_test_scores``: ``base_model``'s scores of those rows, if known (post-processing reuses them)."""
     if method not in METHODS:
         raise ValueError(f"unknown mitigation {method!r} (expected one of {', '.join(METHODS)})")
     attributes = tuple(attributes)
@@ -212,7 +218,8 @@ def fit_mitigation(
     groups = sensitive_feature(train, attributes)
 
     if method in ("group_thresholds", "threshold_optimizer"):
-        train_scores = base_model.predict_proba(x_train[features])[:, 1]
+        train_scores = (base_model.predict_proba(x_train[features])[:, 1] if base_train_scores is None
+                        else np.asarray(base_train_scores, dtype=float))
         if method == "group_thresholds":
             flagged = train_scores >= operating_threshold
             target = float(flagged[y_train == 1].mean()) if (y_train == 1).any() else 0.0
@@ -236,8 +243,9 @@ def fit_mitigation(
         model = GroupThresholdModel(base=base_model, feature_columns=tuple(features), attributes=attributes,
                                     thresholds=thresholds, operating_threshold=float(operating_threshold)).fit()
         params = {**params, "group_thresholds": {g: round(t, 5) for g, t in thresholds.items()}}
-        return MitigationResult(method, model, float(operating_threshold), model.predict_proba(x_test)[:, 1],
-                                True, attributes, params)
+        test_scores = (model.predict_proba(x_test)[:, 1] if base_test_scores is None
+                       else model.adjust(base_test_scores, x_test))
+        return MitigationResult(method, model, float(operating_threshold), test_scores, True, attributes, params)
 
     # exponentiated gradient over a logistic regression, on (a sample of) the training split
     from fairlearn import reductions
@@ -352,12 +360,15 @@ def compare_mitigations(
                           slice_name, group)]
     results, audits = {}, {"none": base_audit}
     skipped: dict[str, str] = {}
+    post = any(METHODS.get(m, {}).get("kind") == "post-processing" for m in methods)
+    train_scores = modelling.predict_risk(base_model, train, spec) if post else None  # once for all of them
     for method in methods:
         try:
             result = fit_mitigation(method, base_model=base_model, train=train, test=test, spec=spec,
                                     attributes=attributes, operating_threshold=operating_threshold,
                                     constraint=policy.fairness.mitigation.constraint, seed=seed,
-                                    eg_max_iter=eg_max_iter)
+                                    eg_max_iter=eg_max_iter, base_train_scores=train_scores,
+                                    base_test_scores=base_test_scores)
         except ValueError as exc:  # e.g. a group with a single outcome class in training
             skipped[method] = f"not applicable here: {exc}"
             continue

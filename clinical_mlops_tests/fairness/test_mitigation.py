@@ -87,3 +87,18 @@ def test_unknown_method_is_refused(fitted):
     with pytest.raises(ValueError, match="unknown mitigation"):
         mitigation.fit_mitigation("magic", base_model=model, train=train, test=test, spec=SPEC, attributes=("race",),
                                   operating_threshold=threshold)
+
+
+def test_given_base_scores_give_the_same_post_processed_scores(fitted):
+    """Scores the caller already has (compare_mitigations passes them) change nothing."""
+    train, test, model, threshold = fitted
+    given = {"base_train_scores": modelling.predict_risk(model, train, SPEC),
+             "base_test_scores": modelling.predict_risk(model, test, SPEC)}
+    for method in ("group_thresholds", "threshold_optimizer"):
+        scored = mitigation.fit_mitigation(method, base_model=model, train=train, test=test, spec=SPEC,
+                                           attributes=("race",), operating_threshold=threshold)
+        reused = mitigation.fit_mitigation(method, base_model=model, train=train, test=test, spec=SPEC,
+                                           attributes=("race",), operating_threshold=threshold, **given)
+        np.testing.assert_array_equal(reused.test_scores, scored.test_scores)
+        assert reused.params == scored.params
+
