@@ -15,7 +15,8 @@ as the candidate:
 * ``exponentiated_gradient`` (in-processing): Fairlearn's ``ExponentiatedGradient`` reduction
   under the same constraint over a logistic regression; the risk score is the weighted mixture
   of the reduction's predictors' probabilities, thresholded by the cohort's threshold policy. Does
-  not use the sensitive attribute at prediction time (only in training).
+  not use the sensitive attribute at prediction time (only in training). Each oracle call fits on a
+  sparse copy of the one-hot design (:mod:`clinical_mlops.fairness.reduction_oracle`).
 
 Post-processed models are served as :class:`GroupThresholdModel`, which shifts each group's
 score on the logit scale so the cohort's single operating threshold applies to everyone
@@ -35,7 +36,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import roc_auc_score
 
 from clinical_mlops.evaluation import metrics as evaluation
-from clinical_mlops.fairness import audit as fairness
+from clinical_mlops.fairness import audit as fairness, reduction_oracle
 from clinical_mlops.training import modelling
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.governance.policy import Policy
@@ -249,7 +250,6 @@ def fit_mitigation(
 
     # exponentiated gradient over a logistic regression, on (a sample of) the training split
     from fairlearn import reductions
-    from sklearn.linear_model import LogisticRegression
 
     rng = np.random.default_rng(seed)
     rows = np.arange(len(x_train))
@@ -261,11 +261,13 @@ def fit_mitigation(
     Z = Z.toarray() if hasattr(Z, "toarray") else np.asarray(Z)
     moment = getattr(reductions, _CONSTRAINTS[constraint])()
     reduction = reductions.ExponentiatedGradient(
-        LogisticRegression(C=0.5, max_iter=300, random_state=seed), constraints=moment, max_iter=eg_max_iter,
+        reduction_oracle.SparseLogisticRegression(C=0.5, max_iter=300, random_state=seed),
+        constraints=moment,
+        max_iter=eg_max_iter,
     )
     reduction.fit(Z, y_train[rows], sensitive_features=groups.to_numpy()[rows])
     keep = [i for i, w in enumerate(reduction.weights_) if w > 0]
-    predictors = [reduction.predictors_[i] for i in keep]
+    predictors = [reduction_oracle.plain_logistic_regression(reduction.predictors_[i]) for i in keep]
     weights = [float(reduction.weights_.iloc[i]) for i in keep]
     model = ExponentiatedGradientModel(preprocess=preprocess, predictors=predictors, weights=weights,
                                        feature_columns=tuple(features)).fit()
