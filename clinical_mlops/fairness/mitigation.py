@@ -15,7 +15,8 @@ as the candidate:
 * ``exponentiated_gradient`` (in-processing): Fairlearn's ``ExponentiatedGradient`` reduction
   under the same constraint over a logistic regression; the risk score is the weighted mixture
   of the reduction's predictors' probabilities, thresholded by the cohort's threshold policy. Does
-  not use the sensitive attribute at prediction time (only in training).
+  not use the sensitive attribute at prediction time (only in training). Each oracle call fits on a
+  sparse copy of the one-hot design (:mod:`clinical_mlops.fairness.reduction_oracle`).
 
 Post-processed models are served as :class:`GroupThresholdModel`, which shifts each group's
 score on the logit scale so the cohort's single operating threshold applies to everyone
@@ -35,7 +36,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import roc_auc_score
 
 from clinical_mlops.evaluation import metrics as evaluation
-from clinical_mlops.fairness import audit as fairness
+from clinical_mlops.fairness import audit as fairness, reduction_oracle
 from clinical_mlops.training import modelling
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.governance.policy import Policy
@@ -101,10 +102,13 @@ class GroupThresholdModel(ClassifierMixin, BaseEstimator):
         table = dict(self.thresholds or {})
         return groups.map(lambda g: table.get(g, self.operating_threshold)).to_numpy(dtype=float)
 
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        s = self.base_score(X)
+    def adjust(self, base_scores: np.ndarray, X: pd.DataFrame) -> np.ndarray:
+        """The decision score of rows ``X`` whose base model scores are ``base_scores``."""
         shift = _logit(self.operating_threshold) - _logit(self.group_thresholds(X))
-        adjusted = expit(_logit(s) + shift)
+        return expit(_logit(np.asarray(base_scores, dtype=float)) + shift)
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        adjusted = self.adjust(self.base_score(X), X)
         return np.column_stack([1 - adjusted, adjusted])
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
@@ -201,8 +205,11 @@ def fit_mitigation(
     min_positives: int = 30,
     eg_max_iter: int = 20,
     eg_max_rows: int = 30_000,
+    base_train_scores: np.ndarray | None = None,
+    base_test_scores: np.ndarray | None = None,
 ) -> MitigationResult:
-    """Fit one mitigation on ``train`` and score ``test``; see the module docstring."""
+    """Fit one mitigation on ``train`` and score ``test``; see the module docstring. ``base_train_scores`` /
+    ``base_test_scores``: ``base_model``'s scores of those rows, if known (post-processing reuses them)."""
     if method not in METHODS:
         raise ValueError(f"unknown mitigation {method!r} (expected one of {', '.join(METHODS)})")
     attributes = tuple(attributes)
@@ -212,7 +219,8 @@ def fit_mitigation(
     groups = sensitive_feature(train, attributes)
 
     if method in ("group_thresholds", "threshold_optimizer"):
-        train_scores = base_model.predict_proba(x_train[features])[:, 1]
+        train_scores = (base_model.predict_proba(x_train[features])[:, 1] if base_train_scores is None
+                        else np.asarray(base_train_scores, dtype=float))
         if method == "group_thresholds":
             flagged = train_scores >= operating_threshold
             target = float(flagged[y_train == 1].mean()) if (y_train == 1).any() else 0.0
@@ -236,12 +244,12 @@ def fit_mitigation(
         model = GroupThresholdModel(base=base_model, feature_columns=tuple(features), attributes=attributes,
                                     thresholds=thresholds, operating_threshold=float(operating_threshold)).fit()
         params = {**params, "group_thresholds": {g: round(t, 5) for g, t in thresholds.items()}}
-        return MitigationResult(method, model, float(operating_threshold), model.predict_proba(x_test)[:, 1],
-                                True, attributes, params)
+        test_scores = (model.predict_proba(x_test)[:, 1] if base_test_scores is None
+                       else model.adjust(base_test_scores, x_test))
+        return MitigationResult(method, model, float(operating_threshold), test_scores, True, attributes, params)
 
     # exponentiated gradient over a logistic regression, on (a sample of) the training split
     from fairlearn import reductions
-    from sklearn.linear_model import LogisticRegression
 
     rng = np.random.default_rng(seed)
     rows = np.arange(len(x_train))
@@ -253,11 +261,13 @@ def fit_mitigation(
     Z = Z.toarray() if hasattr(Z, "toarray") else np.asarray(Z)
     moment = getattr(reductions, _CONSTRAINTS[constraint])()
     reduction = reductions.ExponentiatedGradient(
-        LogisticRegression(C=0.5, max_iter=300, random_state=seed), constraints=moment, max_iter=eg_max_iter,
+        reduction_oracle.SparseLogisticRegression(C=0.5, max_iter=300, random_state=seed),
+        constraints=moment,
+        max_iter=eg_max_iter,
     )
     reduction.fit(Z, y_train[rows], sensitive_features=groups.to_numpy()[rows])
     keep = [i for i, w in enumerate(reduction.weights_) if w > 0]
-    predictors = [reduction.predictors_[i] for i in keep]
+    predictors = [reduction_oracle.plain_logistic_regression(reduction.predictors_[i]) for i in keep]
     weights = [float(reduction.weights_.iloc[i]) for i in keep]
     model = ExponentiatedGradientModel(preprocess=preprocess, predictors=predictors, weights=weights,
                                        feature_columns=tuple(features)).fit()
@@ -352,12 +362,15 @@ def compare_mitigations(
                           slice_name, group)]
     results, audits = {}, {"none": base_audit}
     skipped: dict[str, str] = {}
+    post = any(METHODS.get(m, {}).get("kind") == "post-processing" for m in methods)
+    train_scores = modelling.predict_risk(base_model, train, spec) if post else None  # once for all of them
     for method in methods:
         try:
             result = fit_mitigation(method, base_model=base_model, train=train, test=test, spec=spec,
                                     attributes=attributes, operating_threshold=operating_threshold,
                                     constraint=policy.fairness.mitigation.constraint, seed=seed,
-                                    eg_max_iter=eg_max_iter)
+                                    eg_max_iter=eg_max_iter, base_train_scores=train_scores,
+                                    base_test_scores=base_test_scores)
         except ValueError as exc:  # e.g. a group with a single outcome class in training
             skipped[method] = f"not applicable here: {exc}"
             continue

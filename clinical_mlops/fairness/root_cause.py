@@ -10,7 +10,9 @@ For one failing group (against its reference group) the analysis looks at, in or
 4. **Feature distributions** — standardised mean differences of the numeric features (recording
    gaps such as unseen prior utilisation show up here).
 5. **Per-group feature importance** — permutation importance (AUROC drop) on the group's and the
-   reference's held-out rows.
+   reference's held-out rows. A pipeline whose preprocessing encodes each column on its own is
+   encoded once and its final estimator scored on permuted encoded columns: the same permutations
+   and the same scores as permuting the raw columns (see :func:`modelling.encoded_for_permutation`).
 6. **Per-group calibration** and **threshold effects** — whether the group's positives score lower,
    and which group-specific threshold would restore the reference recall.
 
@@ -175,7 +177,8 @@ def analyse(
         if idx.size < 20 or y_t.min() == y_t.max():
             continue
         X = modelling.model_input(test.iloc[idx], spec)
-        result = permutation_importance(model, X, y_t, scoring="roc_auc", n_repeats=importance_repeats,
+        estimator, matrix = modelling.encoded_for_permutation(model, X)
+        result = permutation_importance(estimator, matrix, y_t, scoring="roc_auc", n_repeats=importance_repeats,
                                         random_state=seed, n_jobs=1)
         importance[label] = pd.Series(result.importances_mean, index=X.columns)
     if importance:

@@ -16,14 +16,14 @@ from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.training.params import GradientBoostingParams, LogisticRegressionParams, registered_model_name
 
 __all__ = [
     "GradientBoostingParams", "LogisticRegressionParams", "build_gradient_boosting", "build_logistic_regression",
-    "fit", "model_input", "predict_risk", "registered_model_name",
+    "encoded_for_permutation", "fit", "model_input", "predict_risk", "registered_model_name",
 ]
 
 
@@ -93,3 +93,43 @@ def fit(pipeline: Pipeline, frame: pd.DataFrame, spec: CohortSpec) -> Pipeline:
 def predict_risk(pipeline: Pipeline, frame: pd.DataFrame, spec: CohortSpec) -> np.ndarray:
     """Probability of the positive class for each row."""
     return pipeline.predict_proba(model_input(frame, spec))[:, 1]
+
+
+def _columnwise(transformer: object) -> bool:
+    """Whether a ColumnTransformer part maps each input column to one output column, value by value."""
+    if isinstance(transformer, FunctionTransformer):  # how a fitted ColumnTransformer holds "passthrough"
+        return transformer.func is None and transformer.inverse_func is None
+    return transformer == "passthrough" or isinstance(transformer, OrdinalEncoder)
+
+
+def encoded_for_permutation(model: object, X: pd.DataFrame) -> tuple[object, object]:
+    """``(estimator, matrix)`` on which permuting column ``j`` equals permuting ``X``'s column ``j`` in ``model``.
+
+    For a fitted ``Pipeline([ColumnTransformer, estimator])`` whose parts are passthrough or ordinal
+    encoders over ``X``'s columns in order (the candidate of :func:`build_gradient_boosting`), each
+    value is encoded on its own, so encoding a permuted column gives the permuted encoded column:
+    ``X`` is encoded once and the final estimator is returned with the encoded matrix. Permutation
+    importance then draws the same permutations (it seeds per column, whatever the input type) and
+    gets the same scores without re-encoding the rows at every permutation. Any other model is
+    returned unchanged with ``X``.
+    """
+    if not isinstance(model, Pipeline) or len(model.steps) != 2:
+        return model, X
+    preprocess = model.steps[0][1]
+    if not isinstance(preprocess, ColumnTransformer) or not hasattr(preprocess, "transformers_"):
+        return model, X
+    columns: list[str] = []
+    for name, transformer, selected in preprocess.transformers_:
+        if name == "remainder" and transformer == "drop":
+            if len(selected):
+                return model, X
+            continue
+        if not _columnwise(transformer) or not isinstance(selected, list | tuple):
+            return model, X
+        columns += [str(c) for c in selected]
+    if columns != [str(c) for c in X.columns]:
+        return model, X
+    matrix = preprocess.transform(X)
+    if not isinstance(matrix, np.ndarray) or matrix.shape != X.shape:
+        return model, X
+    return model.steps[1][1], matrix

@@ -8,7 +8,7 @@ import pytest
 import skops.io as sio
 
 from clinical_mlops.evaluation import metrics as evaluation
-from clinical_mlops.fairness import mitigation
+from clinical_mlops.fairness import mitigation, reduction_oracle
 from clinical_mlops.training import modelling
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.governance.policy import for_cohort, load_policy
@@ -87,3 +87,47 @@ def test_unknown_method_is_refused(fitted):
     with pytest.raises(ValueError, match="unknown mitigation"):
         mitigation.fit_mitigation("magic", base_model=model, train=train, test=test, spec=SPEC, attributes=("race",),
                                   operating_threshold=threshold)
+
+
+def test_given_base_scores_give_the_same_post_processed_scores(fitted):
+    """Scores the caller already has (compare_mitigations passes them) change nothing."""
+    train, test, model, threshold = fitted
+    given = {"base_train_scores": modelling.predict_risk(model, train, SPEC),
+             "base_test_scores": modelling.predict_risk(model, test, SPEC)}
+    for method in ("group_thresholds", "threshold_optimizer"):
+        scored = mitigation.fit_mitigation(method, base_model=model, train=train, test=test, spec=SPEC,
+                                           attributes=("race",), operating_threshold=threshold)
+        reused = mitigation.fit_mitigation(method, base_model=model, train=train, test=test, spec=SPEC,
+                                           attributes=("race",), operating_threshold=threshold, **given)
+        np.testing.assert_array_equal(reused.test_scores, scored.test_scores)
+        assert reused.params == scored.params
+
+
+def test_exponentiated_gradient_registers_plain_logistic_regressions(fitted):
+    """The sparse-input fit is an implementation detail: the deployable model holds plain estimators and
+    serialises with skops like any other."""
+    from sklearn.linear_model import LogisticRegression
+
+    train, test, model, threshold = fitted
+    result = mitigation.fit_mitigation("exponentiated_gradient", base_model=model, train=train, test=test, spec=SPEC,
+                                       attributes=("race",), operating_threshold=threshold, eg_max_iter=6)
+    assert result.model.predictors and all(type(p) is LogisticRegression or not isinstance(p, LogisticRegression)
+                                           for p in result.model.predictors)
+    blob = sio.dumps(result.model)
+    loaded = sio.loads(blob, trusted=sio.get_untrusted_types(data=blob))
+    x = mitigation._model_frame(test, SPEC, ("race",))
+    np.testing.assert_allclose(loaded.predict_proba(x)[:, 1], result.test_scores)
+
+
+def test_sparse_fit_matches_the_dense_logistic_regression():
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    X = np.hstack([rng.normal(size=(2_000, 3)), (rng.random((2_000, 20)) < 0.1).astype(float)])
+    y = (rng.random(2_000) < 1 / (1 + np.exp(-X[:, 0] - X[:, 4]))).astype(int)
+    w = rng.random(2_000) * 2
+    dense = LogisticRegression(C=0.5, max_iter=300, tol=1e-8).fit(X, y, sample_weight=w)
+    fitted = reduction_oracle.SparseLogisticRegression(C=0.5, max_iter=300, tol=1e-8).fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(fitted.coef_, dense.coef_, atol=1e-5)
+    np.testing.assert_allclose(fitted.predict_proba(sparse.csr_matrix(X)), dense.predict_proba(X), atol=1e-6)
