@@ -4,7 +4,7 @@
 - ``land``: ``clinical-mlops land FILE --source synthetic_diabetes130`` of a generated extract
   (:mod:`clinical_mlops.ingestion.synthetic`, cut by :func:`~clinical_mlops.ingestion.uci.write_sequential_extracts`)
   into a fresh workspace (its own data folder and Dagster instance, see
-  :func:`clinical_mlops.bench.run.workspace_env`): the whole command as a user runs it — preflight,
+  :func:`clinical_mlops.bench.compare.workspace_env`): the whole command as a user runs it — preflight,
   Definitions, the Dagster instance created, the ingestion run (landing, validation, quarantine),
   the run recorded in the audit ledger.
 - ``land_again``: a second extract of the same size into the same workspace (instance and
@@ -49,7 +49,7 @@ def startup_extracts(directory: Path, rows: int = LAND_ROWS, seed: int = 42) -> 
 
 
 def _env(root: Path) -> dict[str, str]:
-    from clinical_mlops.bench.run import workspace_env
+    from clinical_mlops.bench.compare import workspace_env
 
     return {k: v for k, v in {**os.environ, **workspace_env(root)}.items() if v}  # an empty value = unset
 
