@@ -109,15 +109,17 @@ DISTINCTIVE = _distinctive_values()
 
 
 def _as_token(number: str) -> re.Pattern:
-    """A number on its own, not inside a hash, a run id or a longer number."""
-    return re.compile(rf"(?<![0-9A-Za-z]){number}(?![0-9A-Za-z])")
+    """A number on its own, not inside a hash, a run id or a longer number (a timestamp such as
+    ``1764640250.02`` does not quote the ICD code ``250.02``)."""
+    return re.compile(rf"(?<![0-9A-Za-z.]){re.escape(number)}(?![0-9A-Za-z])")
 
 
 def assert_quotes_no_data(case: corpus.BadExtract, text: str) -> None:
     """No planted value, no distinctive value of the extract, no long run of one character."""
     for value in case.planted:
         assert value not in text, f"{case.name}: a planted value is quoted"
-    quoted = sorted(v for v in DISTINCTIVE if v in text and (not v.isdigit() or _as_token(v).search(text)))
+    quoted = sorted(v for v in DISTINCTIVE if v in text and (not re.fullmatch(r"[0-9.]+", v)
+                                                             or _as_token(v).search(text)))
     assert not quoted, f"{case.name}: values of the extract are quoted: {quoted[:5]}"
     assert not re.search(r"(\w)\1{19}", text), f"{case.name}: a field's content is quoted"
 
