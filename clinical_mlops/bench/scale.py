@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clinical_mlops.bench import compare
+
 __all__ = [
     "BENCH_PSEUDONYM_KEY",
     "COHORT",
@@ -51,7 +53,7 @@ __all__ = [
 SOURCE = "synthetic_diabetes130"
 """The source the synthetic generator's extracts land in."""
 COHORT = f"{SOURCE}_readmission_30d"
-BENCH_PSEUDONYM_KEY = b"bench-key-not-secret"
+BENCH_PSEUDONYM_KEY = compare.BENCH_PSEUDONYM_KEY.encode()  # the workspaces' key, as bytes
 ROWS_PER_EXTRACT = 1_000_000
 
 

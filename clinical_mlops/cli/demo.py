@@ -29,7 +29,7 @@ import time
 from datetime import UTC, datetime
 
 from clinical_mlops.cli.demo_extracts import SYNTHETIC_SOURCE, DemoExtracts, choose_source, prepare_extracts
-from clinical_mlops.cli.demo_windows import DEMO_LABEL_DELAY_SECONDS, WindowClock, play_windows, print_windows, windows_story
+from clinical_mlops.cli.demo_windows import DEMO_LABEL_DELAY_SECONDS, WindowClock, play_windows, print_windows, query_rows, windows_story
 from clinical_mlops.core.settings import default_paths
 
 __all__ = ["SYNTHETIC_SOURCE", "DemoExtracts", "choose_source", "cmd_demo", "prepare_extracts", "run_landed", "story"]
@@ -271,20 +271,20 @@ def story(con, since: datetime, cohorts: list[str] | None = None) -> dict[str, d
                 for role in ("candidate", "mitigated") for failing in (fair.get(role) or {}).get("failing", [])
             ],
             "fairness": fair,
-            "incidents_opened": _rows(con, """SELECT incident_id, severity, owner, due_by, model, "check", status
+            "incidents_opened": query_rows(con, """SELECT incident_id, severity, owner, due_by, model, "check", status
                                               FROM monitoring.incidents WHERE cohort = ? AND opened_at >= ?
                                               ORDER BY opened_at""", [cohort, since]),
-            "drift": {r["extract_id"]: r for r in _rows(con, """
+            "drift": {r["extract_id"]: r for r in query_rows(con, """
                 SELECT extract_id, dataset_drift, drift_share, features_drifted, features_tested, prediction_drift,
                        reference_kind, reference_model, reference_version
                 FROM monitoring.drift_runs WHERE cohort = ? AND computed_at >= ? ORDER BY computed_at""",
                 [cohort, since])},
-            "external_evaluation": _rows(con, """
+            "external_evaluation": query_rows(con, """
                 SELECT extract_id, relation, model_name, model_version, model_kind, n, n_positive,
                        round(estimate, 3) AS auroc, round(lower, 3) AS auroc_lower, round(upper, 3) AS auroc_upper
                 FROM ml.external_evaluations WHERE cohort = ? AND evaluated_at >= ? AND attribute = 'overall'
                   AND metric = 'auroc' ORDER BY evaluated_at""", [cohort, since]),
-            "scoring": _rows(con, """SELECT extract_id, model_name, model_version, model_source, count(*) AS rows,
+            "scoring": query_rows(con, """SELECT extract_id, model_name, model_version, model_source, count(*) AS rows,
                                             sum(CAST(flagged AS INTEGER)) AS flagged
                                      FROM ml.batch_predictions WHERE cohort = ? AND predicted_at >= ?
                                      GROUP BY ALL ORDER BY extract_id""", [cohort, since]),
@@ -292,20 +292,9 @@ def story(con, since: datetime, cohorts: list[str] | None = None) -> dict[str, d
     return out
 
 
-def _rows(con, sql: str, params: list) -> list[dict]:
-    import duckdb
-
-    try:
-        cursor = con.execute(sql, params)
-    except duckdb.CatalogException:  # the table is created by a step that did not run
-        return []
-    columns = [d[0] for d in cursor.description]
-    return [json.loads(json.dumps(dict(zip(columns, row)), default=str)) for row in cursor.fetchall()]
-
-
 def _decisions(con, cohort: str, since: datetime) -> list[dict]:
     """The promotion decisions of this demo, newest per model; status promoted | blocked | pending_approval."""
-    rows = _rows(con, "SELECT * FROM audit.promotion_decisions WHERE cohort = ? AND decided_at >= ? "
+    rows = query_rows(con, "SELECT * FROM audit.promotion_decisions WHERE cohort = ? AND decided_at >= ? "
                       "ORDER BY decided_at", [cohort, since])
     newest: dict[str, dict] = {}
     for row in rows:

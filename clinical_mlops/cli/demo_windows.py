@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
-__all__ = ["DEMO_LABEL_DELAY_SECONDS", "MONITORING_ASSETS", "WindowClock", "play_windows", "print_windows", "window_statuses",
-           "windows_story"]
+__all__ = ["DEMO_LABEL_DELAY_SECONDS", "MONITORING_ASSETS", "WindowClock", "play_windows", "print_windows", "query_rows",
+           "window_statuses", "windows_story"]
 
 DEMO_LABEL_DELAY_SECONDS = 2.0
 """The demo's label delay (the policy's ``monitoring.label_delay_days`` in production)."""
 
 MONITORING_ASSETS = ("prediction_outcomes", "production_windows")
 """A cohort's assets a monitoring pass runs: the label join, then the windows (estimated, realised)."""
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class WindowClock:
@@ -76,6 +72,7 @@ def play_windows(launch, clock: WindowClock, cohorts: list[str], paths) -> dict:
     import contextlib
 
     from clinical_mlops.core import warehouse
+    from clinical_mlops.monitoring.production import utc_now
 
     delay_days = clock.delay / 86_400
     with contextlib.closing(warehouse.connect(paths.warehouse, read_only=True)) as con:
@@ -83,53 +80,50 @@ def play_windows(launch, clock: WindowClock, cohorts: list[str], paths) -> dict:
     if as_of is None:
         return {}
     first = _monitoring_pass(launch, cohorts, delay_days, as_of)
-    first_at = _utc_now()
+    first_at = utc_now()
     with contextlib.closing(warehouse.connect(paths.warehouse, read_only=True)) as con:
         before = window_statuses(con, cohorts)
     clock.until_labels_due()
     second = _monitoring_pass(launch, cohorts, delay_days, None)
     return {"label_delay_seconds": clock.delay, "first_pass": {"as_of": as_of, "finished_at": first_at,
                                                                "run_id": first.run_id},
-            "second_pass": {"finished_at": _utc_now(), "run_id": second.run_id}, "status_first_pass": before}
+            "second_pass": {"finished_at": utc_now(), "run_id": second.run_id}, "status_first_pass": before}
 
 
 def window_statuses(con, cohorts: list[str]) -> dict[str, dict[str, str]]:
     """Per cohort, window id → estimated_only | labelled (has realised figures)."""
-    from clinical_mlops.core.warehouse import table_exists
-
     out: dict[str, dict[str, str]] = {c: {} for c in cohorts}
-    if not table_exists(con, "monitoring.window_metrics"):
-        return out
-    for cohort, window, realised in con.execute(
-            "SELECT cohort, window_id, bool_or(kind = 'realised') FROM monitoring.window_metrics "
-            "GROUP BY ALL ORDER BY ALL").fetchall():
-        if cohort in out:
-            out[cohort][window] = "labelled" if realised else "estimated_only"
+    for row in query_rows(con, "SELECT cohort, window_id, bool_or(kind = 'realised') AS realised "
+                               "FROM monitoring.window_metrics GROUP BY ALL ORDER BY ALL", []):
+        if row["cohort"] in out:
+            out[row["cohort"]][row["window_id"]] = "labelled" if row["realised"] else "estimated_only"
     return out
 
 
-def _rows(con, sql: str, params: list) -> list[dict]:
-    cursor = con.execute(sql, params)
+def query_rows(con, sql: str, params: list) -> list[dict]:
+    """The rows of a query as JSON-ready dicts; none when a table it reads was never created (its step did
+    not run)."""
+    import duckdb
+
+    try:
+        cursor = con.execute(sql, params)
+    except duckdb.CatalogException:
+        return []
     columns = [d[0] for d in cursor.description]
-    return [dict(zip(columns, row)) for row in cursor.fetchall()]
+    return [json.loads(json.dumps(dict(zip(columns, row)), default=str)) for row in cursor.fetchall()]
 
 
 def windows_story(con, cohort: str, played: dict) -> list[dict]:
     """Each window of ``cohort``: estimated against realised (overall AUROC and recall, the widest estimated
     recall gap and its realised value), the estimation error, the early warning and when its labels landed."""
-    from clinical_mlops.core.warehouse import table_exists
-
-    if not table_exists(con, "monitoring.window_metrics"):
-        return []
-    figures = _rows(con, """SELECT window_id, model_name, model_version, kind, attribute, "group", n, metric,
+    figures = query_rows(con, """SELECT window_id, model_name, model_version, kind, attribute, "group", n, metric,
                                    estimate, lower, upper, status
                             FROM monitoring.window_metrics WHERE cohort = ? ORDER BY window_id""", [cohort])
-    errors = _rows(con, """SELECT window_id, metric, error FROM monitoring.estimation_errors
-                           WHERE cohort = ? AND attribute = 'overall'""", [cohort]) \
-        if table_exists(con, "monitoring.estimation_errors") else []
-    warnings = _rows(con, """SELECT incident_id, opened_at, severity, "check" FROM monitoring.incidents
-                             WHERE cohort = ? AND "check" LIKE ? ORDER BY opened_at""",
-                     [cohort, f"{cohort}/production_windows:%"]) if table_exists(con, "monitoring.incidents") else []
+    errors = query_rows(con, """SELECT window_id, metric, error FROM monitoring.estimation_errors
+                                WHERE cohort = ? AND attribute = 'overall'""", [cohort])
+    warnings = query_rows(con, """SELECT incident_id, opened_at, severity, "check" FROM monitoring.incidents
+                                  WHERE cohort = ? AND "check" LIKE ? ORDER BY opened_at""",
+                          [cohort, f"{cohort}/production_windows:%"])
     first = (played.get("status_first_pass") or {}).get(cohort, {})
     out = []
     for window in dict.fromkeys(f["window_id"] for f in figures):
