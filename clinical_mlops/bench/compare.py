@@ -30,8 +30,11 @@ BENCH_PSEUDONYM_KEY = "bench-key-not-secret"
 INSTANCE_YAML = """telemetry:
   enabled: false
 storage:
-  sqlite:
-    base_dir: {home}/storage
+  custom:
+    module: clinical_mlops.defs.dagster_internals
+    class: LocalStorage
+    config:
+      base_dir: {home}/storage
 local_artifact_storage:
   module: dagster._core.storage.root
   class: LocalArtifactStorage

@@ -52,6 +52,39 @@ def test_concurrency_slots_of_a_run_can_be_read_and_freed(tmp_path):
         assert info.active_slot_count == 0
 
 
+def project_instance(tmp_path: Path, monkeypatch) -> dg.DagsterInstance:
+    """The instance the project's own ``dagster.yaml`` describes, its storage under ``tmp_path``."""
+    text = (PROJECT_ROOT / "dagster.yaml").read_text().replace("data/dagster", str(tmp_path / "dagster"))
+    (tmp_path / "dagster.yaml").write_text(text)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    return dg.DagsterInstance.get()
+
+
+def test_the_project_instance_stores_events_with_the_atomic_pool_claim(tmp_path, monkeypatch):
+    with project_instance(tmp_path, monkeypatch) as instance:
+        assert isinstance(instance.event_log_storage, internals.AtomicClaimEventLogStorage)
+        assert (tmp_path / "dagster" / "storage" / "history" / "runs").is_dir()
+
+
+def test_a_slot_read_free_but_claimed_meanwhile_is_not_taken_twice(tmp_path, monkeypatch):
+    """Two processes both read slot N as free; only the first UPDATE wins (SQLite ignores FOR UPDATE)."""
+    with project_instance(tmp_path, monkeypatch) as instance:
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots("duckdb_warehouse", 1)
+        with storage.index_connection() as conn:
+            stale = internals.free_slot_id(conn, "duckdb_warehouse")
+        assert stale is not None
+        assert storage.claim_concurrency_slot("duckdb_warehouse", "run-a", "land").is_claimed
+        with storage.index_connection() as conn:
+            assert internals.free_slot_id(conn, "duckdb_warehouse") is None
+            assert not internals.take_slot(conn, stale, "run-b", "land")
+        info = storage.get_concurrency_info("duckdb_warehouse")
+        assert [(s.run_id, s.step_key) for s in info.claimed_slots] == [("run-a", "land")]
+        assert not storage.claim_concurrency_slot("duckdb_warehouse", "run-b", "land").is_claimed
+        internals.free_concurrency_slots(instance, "run-a")
+        assert storage.claim_concurrency_slot("duckdb_warehouse", "run-b", "land").is_claimed
+
+
 def test_instance_config_validates_and_refuses(tmp_path):
     shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     config = internals.instance_config(tmp_path)
