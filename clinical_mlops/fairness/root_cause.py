@@ -12,7 +12,9 @@ For one failing group (against its reference group) the analysis looks at, in or
 5. **Per-group feature importance** — permutation importance (AUROC drop) on the group's and the
    reference's held-out rows. A pipeline whose preprocessing encodes each column on its own is
    encoded once and its final estimator scored on permuted encoded columns: the same permutations
-   and the same scores as permuting the raw columns (see :func:`modelling.encoded_for_permutation`).
+   and the same scores as permuting the raw columns (see :func:`modelling.encoded_for_permutation`);
+   the permuted copies are scored in a few stacked predictions (:mod:`clinical_mlops.training.importance`,
+   sklearn's permutations and scores).
 6. **Per-group calibration** and **threshold effects** — whether the group's positives score lower,
    and which group-specific threshold would restore the reference recall.
 
@@ -27,10 +29,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.inspection import permutation_importance
 
 from clinical_mlops.fairness import audit as fairness
-from clinical_mlops.training import modelling
+from clinical_mlops.training import importance as importance_of, modelling
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.fairness.mitigation import sensitive_feature
 from clinical_mlops.governance.policy import Policy
@@ -178,8 +179,8 @@ def analyse(
             continue
         X = modelling.model_input(test.iloc[idx], spec)
         estimator, matrix = modelling.encoded_for_permutation(model, X)
-        result = permutation_importance(estimator, matrix, y_t, scoring="roc_auc", n_repeats=importance_repeats,
-                                        random_state=seed, n_jobs=1)
+        result = importance_of.permutation_importance(estimator, matrix, y_t, n_repeats=importance_repeats,
+                                                      random_state=seed)
         importance[label] = pd.Series(result.importances_mean, index=X.columns)
     if importance:
         imp = pd.DataFrame(importance).fillna(0.0)
