@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -193,6 +193,8 @@ class WindowsStep:
     """Window id → the warn incident its early warning opened (or found open)."""
     realised_incidents: dict[str, dict] = field(default_factory=dict)
     """``window id:rule`` → the incident a blocking rule's realised failure opened, at the rule's severity."""
+    dashboard: object | None = None
+    """The published dashboard (``dashboard.DashboardResult``) when a reports folder was given."""
 
     def evidence(self) -> evidence.Evidence:
         """``estimated_fairness_within_policy``: fail when a window's estimated recall-gap band lies wholly beyond
@@ -220,12 +222,15 @@ def _has_gap_estimate(result) -> bool:
 def estimate_windows(
     con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, policy: Policy, n_simulations: int = 400,
     seed: int = 20261115, period: str | None = None, label_delay_days: float | None = None,
+    reports_dir: Path | None = None, dashboard_dir: Path | None = None,
 ) -> WindowsStep:
     """``[cohort, production_windows]``: every production window of the cohort estimated from its scores before
     labels (per subgroup, after the held-out calibration gate), realised once labelled, side by side in
     ``monitoring.window_metrics`` / ``monitoring.estimation_errors``; an early warning opens a ``warn`` incident
     before the labels land (once per window). The window period, label delay and calibration bound are the
-    policy's ``monitoring`` section unless given."""
+    policy's ``monitoring`` section unless given. With ``reports_dir`` the windows are then published: the
+    cohort's Evidently project in ``dashboard_dir`` (default: ``evidently/`` beside ``reports_dir``) and its
+    static page under ``reports_dir``."""
     policy = for_cohort(policy, spec)  # the thresholds, with the sensitive attributes of the cohort's source
     outcome = estimation.monitor_windows(
         con, spec, policy, n_simulations=n_simulations, seed=seed, period=period or policy.monitoring.window_period,
@@ -240,8 +245,17 @@ def estimate_windows(
                 check=f"{spec.name}/production_windows:estimated_fairness_within_policy[{result.window.window_id}]",
                 evidence={"window": result.window.window_id, "status": result.status,
                           "warnings": list(result.warnings)[:10]})
-    return WindowsStep(outcome=outcome, incidents=opened, realised_incidents=_realised_incidents(con, spec, policy,
+    step = WindowsStep(outcome=outcome, incidents=opened, realised_incidents=_realised_incidents(con, spec, policy,
                                                                                                 outcome))
+    if reports_dir is None:
+        return step
+    from clinical_mlops.monitoring import dashboard  # Evidently loads only when the windows are published
+
+    reports_dir = Path(reports_dir)
+    board = dashboard.publish(con, spec, outcome, policy=policy,
+                              workspace_dir=Path(dashboard_dir or reports_dir.parent / "evidently"),
+                              reports_dir=reports_dir)
+    return replace(step, dashboard=board)
 
 
 def _realised_incidents(con: duckdb.DuckDBPyConnection, spec: CohortSpec, policy: Policy,

@@ -45,9 +45,10 @@ def published(tmp_path_factory):
     with warehouse.connect(con_path) as con:
         _write(con, spec, calibrated(4_000, 41), frames, labelled={"month_001.csv", "month_002.csv"},
                when=datetime(2026, 1, 5))
-        step = steps.estimate_windows(con, spec, policy=policy, n_simulations=100)
-        first = dashboard.publish(con, spec, step.outcome, workspace_dir=root / "evidently",
-                                  reports_dir=root / "reports")
+        # the asset's one step: estimate the windows, then publish them (Evidently beside the reports folder)
+        step = steps.estimate_windows(con, spec, policy=policy, n_simulations=100, reports_dir=root / "reports")
+        first = step.dashboard
+        assert first.workspace_dir == root / "evidently"
         again = dashboard.publish(con, spec, None, workspace_dir=root / "evidently", reports_dir=root / "reports")
         ids = [int(i) for i in con.execute("SELECT encounter_id FROM ml.batch_predictions").df()["encounter_id"]]
     return {"spec": spec, "root": root, "first": first, "again": again, "step": step, "ids": ids}

@@ -313,13 +313,12 @@ def build_monitoring_assets(spec: CohortSpec) -> list[dg.AssetsDefinition]:
     )
     def production_windows(config: WindowsConfig, warehouse: WarehouseResource, policy: PolicyResource,
                            reports: ReportsResource) -> dg.MaterializeResult:
-        from clinical_mlops.monitoring import dashboard, steps  # Evidently loads only when the asset runs
+        from clinical_mlops.monitoring import steps
 
-        reports_dir = Path(reports.directory)
         with step_failures(), warehouse.connect() as con:
-            step = steps.estimate_windows(con, spec, policy=policy.load(), label_delay_days=config.label_delay_days)
-            board = dashboard.publish(con, spec, step.outcome, policy=policy.load(),
-                                      workspace_dir=reports_dir.parent / "evidently", reports_dir=reports_dir)
+            step = steps.estimate_windows(con, spec, policy=policy.load(), label_delay_days=config.label_delay_days,
+                                          reports_dir=Path(reports.directory))
+        board = step.dashboard
         latest = step.outcome.windows[-1].summary() if step.outcome.windows else {}
         numbers = {f"latest_{k}": float(v) for k, v in latest.items()
                    if k.startswith(("estimated_", "realised_")) and isinstance(v, int | float) and v is not None}
