@@ -193,7 +193,9 @@ def run_bench(options: BenchOptions) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = options.out_dir / stamp
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="work_", dir=options.work_dir or options.out_dir))
+    work_parent = Path(options.work_dir or options.out_dir)
+    work_parent.mkdir(parents=True, exist_ok=True)  # --work-dir may name a folder not yet made
+    work = Path(tempfile.mkdtemp(prefix="work_", dir=work_parent))
     results: dict = {"started": stamp, "quick": options.quick, "machine": machine(),
                      "options": {"source": str(options.source) if options.source else None,
                                  "sizes": list(options.sizes), "repeats": options.repeats}}

@@ -129,3 +129,13 @@ def test_the_serving_measurement_is_read_into_the_targets(tmp_path, monkeypatch)
     assert rows["serving_1"]["ratio"] == 2.5 and rows["serving_1"]["met"] is True
     assert rows["serving_8"]["ratio"] == 1.5 and rows["serving_8"]["met"] is False
     assert "120 acknowledged, 0 lost" in rows["serving_1"]["note"]
+
+
+def test_a_work_dir_not_yet_made_is_created(tmp_path):
+    """``--work-dir`` naming a new folder: the bench makes it (it used to stop with a traceback)."""
+    from clinical_mlops.bench import run
+
+    options = run.BenchOptions(out_dir=tmp_path / "out", work_dir=tmp_path / "new" / "deeper", compare=False,
+                               demo=False, startup=False, scale=False, overhead=False, serving=False)
+    out = run.run_bench(options)
+    assert (out / "bench.json").is_file() and (tmp_path / "new" / "deeper").is_dir()
