@@ -81,10 +81,11 @@ def build_features(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> FeatureB
     tables.ensure_source_tables(con, contract.load_source(spec.source))
     with transaction(con):
         con.execute(f"CREATE OR REPLACE TEMP VIEW encounter_base AS {cohort_rows_sql(spec)}")
-        rows_in = int(scalar(con, "SELECT count(*) FROM encounter_base"))
-        excluded = {
-            e.name: int(scalar(con, f"SELECT count(*) FROM encounter_base WHERE {e.sql}")) for e in spec.exclusions
-        }
+        # one pass for every count: the cohort SQL (windows over each patient's history) runs once, not once per count
+        counted = ["count(*)", *(f"count(*) FILTER (WHERE {e.sql})" for e in spec.exclusions)]
+        rows_in, *per_exclusion = con.execute(f"SELECT {', '.join(counted)} FROM encounter_base").fetchone()
+        rows_in = int(rows_in)
+        excluded = {e.name: int(n) for e, n in zip(spec.exclusions, per_exclusion, strict=True)}
         con.execute(
             f"""CREATE OR REPLACE TABLE {spec.features_table} AS
             SELECT {columns}, CAST(({spec.target_sql}) AS INTEGER) AS label

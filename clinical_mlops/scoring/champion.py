@@ -318,6 +318,18 @@ def _extract_features_sql(spec: CohortSpec) -> str:
             f"SELECT {columns} FROM encounter_base WHERE extract_id = ? AND NOT ({excluded_any}) ORDER BY encounter_id")
 
 
+def _extract_rows_sql(spec: CohortSpec) -> str:
+    """Every encounter of one extract with its features and two flags: ``_scored`` (in the cohort: what
+    :func:`_extract_features_sql` selects) and ``_excluded`` (what :func:`excluded_count` counts). One pass of
+    the cohort SQL (windows over each patient's whole history) serves both."""
+    excluded_any = " OR ".join(f"({e.sql})" for e in spec.exclusions) or "FALSE"
+    columns = ", ".join(["encounter_id", "extract_id", *(f'"{c}"' for c in spec.features)])
+    return (f"WITH encounter_base AS ({features.cohort_rows_sql(spec)}) "
+            f"SELECT {columns}, coalesce(NOT ({excluded_any}), FALSE) AS _scored, "
+            f"coalesce(({excluded_any}), FALSE) AS _excluded "
+            "FROM encounter_base WHERE extract_id = ? ORDER BY encounter_id")
+
+
 def extract_feature_frame(con: duckdb.DuckDBPyConnection, spec: CohortSpec, extract_id: str) -> pd.DataFrame:
     """The cohort's features for the encounters of one validated extract (exclusions applied).
 
@@ -329,9 +341,14 @@ def extract_feature_frame(con: duckdb.DuckDBPyConnection, spec: CohortSpec, extr
 def extract_feature_chunks(con: duckdb.DuckDBPyConnection, spec: CohortSpec, extract_id: str,
                            chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
     """``extract_feature_frame`` in chunks of at most ``chunk_rows`` rows, streamed from DuckDB."""
+    yield from _chunks(con, _extract_features_sql(spec), extract_id, chunk_rows)
+
+
+def _chunks(con: duckdb.DuckDBPyConnection, sql: str, extract_id: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The rows of ``sql`` (one parameter: the extract id), at most ``chunk_rows`` at a time, streamed."""
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be >= 1")
-    cursor = con.execute(_extract_features_sql(spec), [extract_id])
+    cursor = con.execute(sql, [extract_id])
     vectors = max(1, chunk_rows // 2048)  # DuckDB vectors hold 2,048 rows
     while True:
         chunk = cursor.fetch_df_chunk(vectors)
@@ -422,12 +439,16 @@ def score_extract(
     predicted_at = now or utc_now()
     digest = hashlib.sha256()
     scores_seen: list[np.ndarray] = []
-    flagged_count = 0
+    flagged_count = excluded = 0
     reader = con.cursor()  # reads while ``con`` writes: its own transaction, the same database
     try:
         with transaction(con):
             con.execute("DELETE FROM ml.batch_predictions WHERE cohort = ? AND extract_id = ?", [spec.name, extract_id])
-            for frame in extract_feature_chunks(reader, spec, extract_id, chunk_rows):
+            for rows_read in _chunks(reader, _extract_rows_sql(spec), extract_id, chunk_rows):
+                excluded += int(rows_read["_excluded"].sum())
+                frame = rows_read[rows_read["_scored"]].drop(columns=["_scored", "_excluded"]).reset_index(drop=True)
+                if frame.empty:
+                    continue
                 scores = model.score(frame)
                 rows = prediction_rows(frame, scores, model.ref, spec, extract_id=extract_id,
                                        predicted_at=predicted_at, dagster_run_id=dagster_run_id)
@@ -447,7 +468,7 @@ def score_extract(
         extract_id=extract_id,
         model=model.ref,
         rows_scored=int(all_scores.shape[0]),
-        rows_excluded=excluded_count(con, spec, extract_id),
+        rows_excluded=excluded,
         rows_flagged=None if model.ref.operating_threshold is None else flagged_count,
         mean_score=float(np.mean(all_scores)),
         scores_sha256=digest.hexdigest(),

@@ -433,3 +433,10 @@ def test_chunked_scoring_equals_scoring_in_one_chunk(champion, configured):
     assert rows_one == rows_many and len(rows_one) == one.rows_scored
     assert one.scores_sha256 == many.scores_sha256
     assert (one.rows_flagged, one.mean_score) == (many.rows_flagged, many.mean_score)
+    # one pass of the cohort SQL gives what its two standalone queries give: the rows scored and the rows excluded
+    with warehouse.connect(configured.workspace.warehouse) as con:
+        frame = scoring.extract_feature_frame(con, spec, extract)
+        excluded = scoring.excluded_count(con, spec, extract)
+    assert one.rows_scored == many.rows_scored == len(frame)
+    assert one.rows_excluded == many.rows_excluded == excluded
+    assert [r[0] for r in rows_one] == [int(i) for i in frame["encounter_id"]]
