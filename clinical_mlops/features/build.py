@@ -71,6 +71,9 @@ def cohort_rows_sql(spec: CohortSpec, source_table: str | None = None) -> str:
             "JOIN source_rows s USING (extract_id, row_number)")
 
 
+_BASE_TABLE = "temp.cohort_rows_for_features"
+
+
 def build_features(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> FeatureBuild:
     """Create ``features.<cohort>`` from its source's rows only: keys, sensitive attributes, features
     and the 0/1 label."""
@@ -80,19 +83,21 @@ def build_features(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> FeatureB
     excluded_any = " OR ".join(f"({e.sql})" for e in spec.exclusions) or "FALSE"
     tables.ensure_source_tables(con, contract.load_source(spec.source))
     with transaction(con):
-        con.execute(f"CREATE OR REPLACE TEMP VIEW encounter_base AS {cohort_rows_sql(spec)}")
-        # one pass for every count: the cohort SQL (windows over each patient's history) runs once, not once per count
+        # the cohort SQL (windows over each patient's whole history) runs once, into a temporary table that the
+        # counts and the feature table read (DuckDB spills it to its temp directory beyond the memory cap)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {_BASE_TABLE} AS {cohort_rows_sql(spec)}")
         counted = ["count(*)", *(f"count(*) FILTER (WHERE {e.sql})" for e in spec.exclusions)]
-        rows_in, *per_exclusion = con.execute(f"SELECT {', '.join(counted)} FROM encounter_base").fetchone()
+        rows_in, *per_exclusion = con.execute(f"SELECT {', '.join(counted)} FROM {_BASE_TABLE}").fetchone()
         rows_in = int(rows_in)
         excluded = {e.name: int(n) for e, n in zip(spec.exclusions, per_exclusion, strict=True)}
         con.execute(
             f"""CREATE OR REPLACE TABLE {spec.features_table} AS
             SELECT {columns}, CAST(({spec.target_sql}) AS INTEGER) AS label
-            FROM encounter_base
+            FROM {_BASE_TABLE}
             WHERE NOT ({excluded_any})
             ORDER BY encounter_id"""
         )
+        con.execute(f"DROP TABLE {_BASE_TABLE}")
     rows_out, positives = con.execute(f"SELECT count(*), coalesce(sum(label), 0) FROM {spec.features_table}").fetchone()
     return FeatureBuild(rows_in=rows_in, rows_excluded=excluded, rows_out=int(rows_out), positives=int(positives))
 
