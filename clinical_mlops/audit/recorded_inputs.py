@@ -56,7 +56,7 @@ def rebuild_recorded_inputs(
     columns = ", ".join(
         ["encounter_id", "patient_key", "extract_id", *dict.fromkeys(spec.sensitive_attributes), *spec.features]
     )
-    excluded_any = " OR ".join(f"({e.sql})" for e in spec.exclusions) or "FALSE"
+    excluded_any = spec.excluded_sql
     try:
         con.execute(
             f"CREATE TEMP TABLE {staging_view} AS SELECT * FROM {tables.staging_table(spec.source)} "

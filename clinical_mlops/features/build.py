@@ -80,7 +80,7 @@ def build_features(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -> FeatureB
     columns = ", ".join(
         ["encounter_id", "patient_key", "extract_id", *dict.fromkeys(spec.sensitive_attributes), *spec.features]
     )
-    excluded_any = " OR ".join(f"({e.sql})" for e in spec.exclusions) or "FALSE"
+    excluded_any = spec.excluded_sql
     tables.ensure_source_tables(con, contract.load_source(spec.source))
     with transaction(con):
         # the cohort SQL (windows over each patient's whole history) runs once, into a temporary table that the

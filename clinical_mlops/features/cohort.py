@@ -118,6 +118,11 @@ class CohortSpec:
     def features_table(self) -> str:
         return f"features.{self.name}"
 
+    @property
+    def excluded_sql(self) -> str:
+        """SQL true for an encounter any exclusion removes (``FALSE`` when the cohort has none)."""
+        return " OR ".join(f"({e.sql})" for e in self.exclusions) or "FALSE"
+
 
 def _require(raw: dict[str, Any], key: str, source: str) -> Any:
     if key not in raw or raw[key] in (None, ""):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -21,6 +22,9 @@ from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.governance.policy import Policy, for_cohort
 from clinical_mlops.monitoring import estimation, incidents, production
 from clinical_mlops.scoring import prediction_log
+
+if TYPE_CHECKING:  # the dashboard (Evidently) loads only when windows are published
+    from clinical_mlops.monitoring.dashboard import DashboardResult
 
 __all__ = ["LogIngestStep", "ProductionStep", "SkewStep", "WindowsStep", "estimate_windows", "ingest_prediction_log",
            "join_outcomes", "label_delay", "monitor_production", "training_serving_skew"]
@@ -193,8 +197,8 @@ class WindowsStep:
     """Window id → the warn incident its early warning opened (or found open)."""
     realised_incidents: dict[str, dict] = field(default_factory=dict)
     """``window id:rule`` → the incident a blocking rule's realised failure opened, at the rule's severity."""
-    dashboard: object | None = None
-    """The published dashboard (``dashboard.DashboardResult``) when a reports folder was given."""
+    dashboard: DashboardResult | None = None
+    """The published dashboard when a reports folder was given."""
 
     def evidence(self) -> evidence.Evidence:
         """``estimated_fairness_within_policy``: fail when a window's estimated recall-gap band lies wholly beyond

@@ -41,7 +41,7 @@ from clinical_mlops.scoring.names import CHAMPION_ROLES, champion_model_names
 __all__ = [
     "BATCH_PREDICTIONS_DDL", "CARD_TAG", "CHAMPION_ALIAS", "CHAMPION_ROLES", "CHUNK_ROWS", "SOURCE_ALIAS",
     "AmbiguousChampionError", "BatchScoringSummary", "ModelRef", "NoModelError", "ScoringModel",
-    "canonical_features", "champion_model_names", "ensure_tables", "excluded_count", "extract_feature_chunks",
+    "canonical_features", "champion_model_names", "ensure_tables", "extract_feature_chunks",
     "extract_feature_frame", "input_hashes", "input_sha256", "load_scoring_model", "no_champion_reason",
     "prediction_rows", "registered_card_sha256", "registered_model_name", "resolve_champion", "score_extract",
     "utc_now", "write_batch_predictions",
@@ -312,7 +312,7 @@ def prediction_rows(
 
 def _extract_features_sql(spec: CohortSpec) -> str:
     """The cohort's features for one extract's encounters (one parameter: the extract id), in encounter order."""
-    excluded_any = " OR ".join(f"({e.sql})" for e in spec.exclusions) or "FALSE"
+    excluded_any = spec.excluded_sql
     columns = ", ".join(["encounter_id", "extract_id", *(f'"{c}"' for c in spec.features)])
     return (f"WITH encounter_base AS ({features.cohort_rows_sql(spec)}) "
             f"SELECT {columns} FROM encounter_base WHERE extract_id = ? AND NOT ({excluded_any}) ORDER BY encounter_id")
@@ -320,9 +320,9 @@ def _extract_features_sql(spec: CohortSpec) -> str:
 
 def _extract_rows_sql(spec: CohortSpec) -> str:
     """Every encounter of one extract with its features and two flags: ``_scored`` (in the cohort: what
-    :func:`_extract_features_sql` selects) and ``_excluded`` (what :func:`excluded_count` counts). One pass of
-    the cohort SQL (windows over each patient's whole history) serves both."""
-    excluded_any = " OR ".join(f"({e.sql})" for e in spec.exclusions) or "FALSE"
+    :func:`_extract_features_sql` selects) and ``_excluded`` (removed by an exclusion). One pass of the cohort
+    SQL (windows over each patient's whole history) serves both."""
+    excluded_any = spec.excluded_sql
     columns = ", ".join(["encounter_id", "extract_id", *(f'"{c}"' for c in spec.features)])
     return (f"WITH encounter_base AS ({features.cohort_rows_sql(spec)}) "
             f"SELECT {columns}, coalesce(NOT ({excluded_any}), FALSE) AS _scored, "
@@ -356,19 +356,6 @@ def _chunks(con: duckdb.DuckDBPyConnection, sql: str, extract_id: str, chunk_row
             return
         for start in range(0, len(chunk), chunk_rows):
             yield chunk.iloc[start:start + chunk_rows].reset_index(drop=True)
-
-
-def excluded_count(con: duckdb.DuckDBPyConnection, spec: CohortSpec, extract_id: str) -> int:
-    """Encounters of the extract outside the cohort (exclusions), not scored."""
-    if not spec.exclusions:
-        return 0
-    excluded_any = " OR ".join(f"({e.sql})" for e in spec.exclusions)
-    con.execute(f"CREATE OR REPLACE TEMP VIEW encounter_base AS {features.cohort_rows_sql(spec)}")
-    return int(
-        con.execute(
-            f"SELECT count(*) FROM encounter_base WHERE extract_id = ? AND ({excluded_any})", [extract_id]
-        ).fetchall()[0][0]
-    )
 
 
 @dataclass(frozen=True)

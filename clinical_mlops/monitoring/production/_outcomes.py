@@ -85,7 +85,7 @@ def stage_warehouse_outcomes(con: duckdb.DuckDBPyConnection, spec: CohortSpec) -
 
     Encounters that meet a cohort exclusion get no label (they are outside the intended use).
     """
-    excluded_any = " OR ".join(f"({e.sql})" for e in spec.exclusions) or "FALSE"
+    excluded_any = spec.excluded_sql
     con.execute(f"CREATE OR REPLACE TEMP VIEW encounter_base AS {features.cohort_rows_sql(spec)}")
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE cohort_outcomes AS
