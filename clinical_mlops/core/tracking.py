@@ -55,6 +55,7 @@ __all__ = [
     "model_version_url",
     "run_url",
     "signature_for",
+    "store_lock",
 ]
 
 
@@ -99,7 +100,7 @@ def _initialise_store(tracking_uri: str) -> None:
     """
     if not tracking_uri.startswith("sqlite:///") or tracking_uri in _initialised:
         return
-    with _store_lock(tracking_uri, "init"):
+    with store_lock(tracking_uri, "init"):
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         client.search_experiments(max_results=1)
         client.search_registered_models(max_results=1)
@@ -247,7 +248,7 @@ def metric_key(name: str) -> str:
 
 
 @contextlib.contextmanager
-def _store_lock(tracking_uri: str, purpose: str) -> Iterator[None]:
+def store_lock(tracking_uri: str, purpose: str) -> Iterator[None]:
     """An exclusive file lock beside a local SQLite store (``<db>.<purpose>-lock``); no-op for a server."""
     if not tracking_uri.startswith("sqlite:///"):
         yield
@@ -303,7 +304,7 @@ def log_step_evidence(
         **({"dagster.run_url": dagster_run_url} if dagster_run_url else {}),
         **{k: str(v)[:5000] for k, v in tags.items()},
     }
-    with _store_lock(tracking_uri or mlflow.get_tracking_uri(), "evidence"):  # CLI and sensor may record one run at once
+    with store_lock(tracking_uri or mlflow.get_tracking_uri(), "evidence"):  # CLI and sensor may record one run at once
         for run in _existing_evidence(client, experiment_id, run_tags):
             if run.info.status == "FINISHED":
                 return StepEvidence(run.info.run_id, parent_run_id, created=False)

@@ -60,11 +60,10 @@ class TrackingResource(dg.ConfigurableResource):
 
     Each fit is its own MLflow run and registered version (``core.tracking.log_fitted_model``),
     and each later step's evidence is a run nested under that version's run, logged at the run
-    boundary (``defs/audit/evidence.py``). dagster-mlflow is not used: its ``mlflow_tracking``
-    resource opens one MLflow run per *Dagster* run, held as the process's active run from
-    resource set-up, so every fit would nest under a run that names no model and evidence could
-    not sit under the version it concerns; its ``end_mlflow_on_run_finished`` hook ends that
-    run after the job's last op, a notion asset jobs (subsets, partitions) do not have.
+    boundary (``defs/audit/evidence.py``). dagster-mlflow is used there too, wrapped
+    (``defs/audit/dagster_runs_in_mlflow.py``): it opens the one MLflow run that stands for the
+    whole Dagster run. It is not this resource because its ``mlflow_tracking`` resource holds one
+    process-wide active run from set-up on, under which every fit would nest.
     """
 
     tracking_uri: str

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from clinical_mlops.audit import ledger
 from clinical_mlops.core import tracking
 from clinical_mlops.definitions import defs as load_defs
-from clinical_mlops.defs.audit import evidence, sensors
+from clinical_mlops.defs.audit import dagster_runs_in_mlflow, evidence, sensors
 from clinical_mlops.defs.resources import WarehouseResource
 from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH
 from clinical_mlops_tests.audit import _audit_graph
@@ -149,8 +149,62 @@ def test_fairness_change_control_and_drift_log_their_reports_and_checks(graph, c
     assert f"{graph.extract_ids[-1]}.html" in _artifacts(client, drift)
 
 
+def _dagster_run_in_mlflow(client: MlflowClient, run_id: str):
+    experiment = client.get_experiment_by_name(dagster_runs_in_mlflow.EXPERIMENT)
+    (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.dagster_run_id = '{run_id}'")
+    return run
+
+
+def test_each_recorded_dagster_run_is_one_mlflow_run_listing_its_evidence(graph, client, tmp_path):
+    experiment = client.get_experiment_by_name(dagster_runs_in_mlflow.EXPERIMENT)
+    assert experiment.artifact_location == (graph.workspace.artifacts / "dagster_runs").resolve().as_uri()
+    for run_id in (graph.train_run_id, *graph.later_run_ids):
+        run = _dagster_run_in_mlflow(client, run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["dagster.run_url"].endswith(f"/runs/{run_id}")
+        listed = json.loads(Path(client.download_artifacts(run.info.run_id, "evidence_runs.json", str(tmp_path)))
+                            .read_text())["evidence_runs"]
+        nested = [r for name in (graph.candidate, graph.baseline)
+                  for r in client.search_runs([client.get_experiment_by_name(COHORT).experiment_id],
+                                              filter_string=f"tags.`{tracking.DAGSTER_RUN_TAG}` = '{run_id}'")
+                  if r.data.tags["clinical_mlops.model_name"] == name]
+        assert sorted(link["run_id"] for link in listed) == sorted(r.info.run_id for r in nested) != []
+        assert run.data.metrics["evidence_runs"] == len(listed)
+        assert run.data.metrics["steps_succeeded"] >= 1 and run.data.metrics["steps_failed"] == 0
+        tags = graph.instance.get_run_by_id(run_id).tags
+        assert tags[dagster_runs_in_mlflow.RUN_ID_TAG] == run.info.run_id, "the Dagster run links back"
+        assert tags[dagster_runs_in_mlflow.RUN_URL_TAG].endswith(run.info.run_id)
+
+
+def test_a_failed_dagster_run_is_a_failed_mlflow_run(tmp_path, mlflow_template):
+    @dg.asset
+    def broken() -> None:
+        raise RuntimeError("step failed")
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([broken], instance=instance, raise_on_error=False)
+    store = tmp_path / "mlflow.db"
+    shutil.copyfile(mlflow_template, store)
+    uri = f"sqlite:///{store}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment("a_model", artifact_location=(tmp_path / "artifacts" / "a_model").as_uri())
+    evidence_run = client.create_run(experiment_id).info.run_id
+    link = dagster_runs_in_mlflow.EvidenceLink("evaluation", "a_model v1", "", evidence_run)
+    recorded = dagster_runs_in_mlflow.record_dagster_run(
+        instance, result.run_id, [link], tracking_uri=uri, dagster_run_url="http://ui/runs/x", mlflow_ui="http://m")
+    run = client.get_run(recorded)
+    assert run.info.status == "FAILED" and run.data.metrics["steps_failed"] == 1
+    assert run.data.tags["dagster_run_id"] == result.run_id
+    assert not tracking.active_run_leftover()
+    again = dagster_runs_in_mlflow.record_dagster_run(
+        instance, result.run_id, [link], tracking_uri=uri, dagster_run_url="http://ui/runs/x", mlflow_ui="http://m")
+    assert again == recorded and len(client.get_metric_history(recorded, "evidence_runs")) == 1
+
+
 def test_recording_a_run_again_logs_nothing_twice(graph, client):
     before = {step: len(runs) for step, runs in _children(client, graph.candidate, graph.candidate_version).items()}
+    dagster_runs = {run_id: _dagster_run_in_mlflow(client, run_id).info.run_id
+                    for run_id in (graph.train_run_id, *graph.later_run_ids)}
     for run_id in (graph.train_run_id, *graph.later_run_ids):
         recording = sensors.record_run(graph.instance, run_id, warehouse_path=graph.workspace.warehouse,
                                        tracking_uri=graph.workspace.tracking_uri)
@@ -158,6 +212,9 @@ def test_recording_a_run_again_logs_nothing_twice(graph, client):
         assert recording.events_appended == 0
     after = {step: len(runs) for step, runs in _children(client, graph.candidate, graph.candidate_version).items()}
     assert after == before
+    for run_id, mlflow_run_id in dagster_runs.items():
+        assert _dagster_run_in_mlflow(client, run_id).info.run_id == mlflow_run_id
+        assert len(client.get_metric_history(mlflow_run_id, "evidence_runs")) == 1, "nothing logged twice"
 
 
 def test_an_unreachable_store_or_unknown_version_is_a_warning_not_a_failure(graph, tmp_path, mlflow_template, caplog):

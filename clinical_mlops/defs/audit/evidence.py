@@ -12,6 +12,9 @@ logs one MLflow run nested under that version's training run
   and ``evidence.json``: the metadata summarised as the ledger summarises it;
 * **tags** — the step, the Dagster run id and its URL, the asset and partition.
 
+The Dagster run itself becomes one MLflow run listing those evidence runs, opened by dagster-mlflow
+(:mod:`clinical_mlops.defs.audit.dagster_runs_in_mlflow`).
+
 It is called where the ledger is written — after every CLI run (:func:`record_run`) and by
 ``audit_ledger_sensor`` for runs launched elsewhere — and is idempotent, so a run recorded by both
 is logged once. A failure to reach MLflow is a warning: the run's result and its ledger entries
@@ -36,7 +39,9 @@ from typing import Any
 
 import dagster as dg
 
+from clinical_mlops.defs.audit import dagster_runs_in_mlflow
 from clinical_mlops.defs.partitions import validated_key
+from clinical_mlops.defs.resources import MLFLOW_UI
 
 from clinical_mlops.audit import events as audit_events, ledger
 from clinical_mlops.core.settings import default_paths
@@ -152,6 +157,8 @@ class EvidenceRecording:
     logged: int = 0
     already_logged: int = 0
     problems: tuple[str, ...] = field(default_factory=tuple)
+    dagster_run_mlflow_id: str | None = None
+    """The MLflow run standing for the Dagster run (``dagster_runs_in_mlflow``), when one was recorded."""
 
 
 def event_records(instance: dg.DagsterInstance, run_id: str, event_types: set) -> Iterator[Any]:
@@ -341,12 +348,14 @@ def record_evidence(instance: dg.DagsterInstance, run_id: str, *, tracking_uri: 
     run = instance.get_run_by_id(run_id)
     logged = existing = 0
     problems = []
+    links = []
+    run_url = f"{DAGSTER_UI.rstrip('/')}/runs/{run_id}"
     for item in items:
         try:
             result = tracking.log_step_evidence(
                 model_name=item.subject.model_name, model_version=item.subject.model_version, step=item.step,
                 metrics=item.metrics, artifacts=item.artifacts, texts=item.texts, dagster_run_id=run_id,
-                dagster_run_url=f"{DAGSTER_UI.rstrip('/')}/runs/{run_id}", partition=item.partition,
+                dagster_run_url=run_url, partition=item.partition,
                 tags={"dagster.asset_key": item.asset_key, "dagster.job_name": run.job_name if run else ""},
                 tracking_uri=uri,
             )
@@ -356,7 +365,16 @@ def record_evidence(instance: dg.DagsterInstance, run_id: str, *, tracking_uri: 
             continue
         logged += result.created
         existing += not result.created
-    return _warn(run_id, EvidenceRecording(logged, existing, tuple(problems)))
+        links.append(dagster_runs_in_mlflow.EvidenceLink(item.step, item.subject.label, item.partition or "",
+                                                         result.run_id))
+    dagster_run_mlflow_id = None
+    try:
+        dagster_run_mlflow_id = dagster_runs_in_mlflow.record_dagster_run(
+            instance, run_id, links, tracking_uri=uri, dagster_run_url=run_url,
+            mlflow_ui=os.environ.get("CLINICAL_MLOPS_MLFLOW_UI", MLFLOW_UI))
+    except Exception as exc:  # noqa: BLE001 - as for the evidence runs: a warning, not a failure
+        problems.append(f"the Dagster run's own MLflow run: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}")
+    return _warn(run_id, EvidenceRecording(logged, existing, tuple(problems), dagster_run_mlflow_id))
 
 
 def _warn(run_id: str, recording: EvidenceRecording) -> EvidenceRecording:
