@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import duckdb
 
 from clinical_mlops.core.chunking import DEFAULT_CHUNK_ROWS, bound_memory
 from clinical_mlops.features import build
 from clinical_mlops.features.cohort import CohortSpec
+
+if TYPE_CHECKING:
+    import pandera.pandas as pa
 
 __all__ = ["FeatureStep", "build_features"]
 
@@ -19,6 +23,8 @@ class FeatureStep:
     build: build.FeatureBuild
     schema_check: build.FeatureSchemaCheck
     build_seconds: float
+    schema: pa.DataFrameSchema
+    """The Pandera schema the rows were checked against (shown in the UI through dagster-pandera)."""
 
     @property
     def schema_valid(self) -> bool:
@@ -36,4 +42,4 @@ def build_features(
     built = build.build_features(con, spec)
     seconds = time.perf_counter() - started
     return FeatureStep(build=built, schema_check=build.check_feature_schema(con, spec, chunk_rows=chunk_rows),
-                       build_seconds=seconds)
+                       build_seconds=seconds, schema=build.feature_schema(spec))

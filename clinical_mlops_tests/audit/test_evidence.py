@@ -244,3 +244,13 @@ def test_every_step_names_an_asset_of_the_definitions():
     """An asset renamed without updating ``evidence.STEPS`` would silently drop its evidence."""
     names = {key.path[-1] for key in load_defs().resolve_asset_graph().get_all_asset_keys()}
     assert set(evidence.STEPS) <= names
+
+
+@pytest.mark.parametrize(("asset", "key"), [("external_evaluation", "model"), ("batch_predictions", "model"),
+                                            ("production_monitoring", "model_in_service")])
+def test_the_later_steps_name_the_version_they_judged(asset, key):
+    """External evaluation, scoring and production monitoring name their model as ``name vN``, or none."""
+    step = evidence.STEPS[asset]
+    (subject,) = step.subjects({key: dg.MetadataValue.text("readmission_30d_candidate v7"), "other": 1})
+    assert (subject.model_name, subject.model_version) == ("readmission_30d_candidate", "7")
+    assert step.subjects({key: dg.MetadataValue.text("none")}) == []

@@ -120,6 +120,9 @@ def test_training_graph_registers_models_and_reproduces_predictions(defs, worksp
     checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in first.get_asset_check_evaluations()}
     assert checks[("synthetic_diabetes130_readmission_30d/encounter_features", "feature_schema_valid")]
     assert checks[("synthetic_diabetes130_readmission_30d/training_split", "no_patient_overlap")]
+    features = first.asset_materializations_for_node("synthetic_diabetes130_readmission_30d__encounter_features")[0]
+    definition = defs.resolve_asset_graph().get(features.asset_key).metadata["dagster/column_schema"]
+    assert features.metadata["dagster/column_schema"].value == definition, "dagster-pandera's schema, as declared"
 
     candidate = first.asset_materializations_for_node("synthetic_diabetes130_readmission_30d__candidate_model")[0].metadata
     assert candidate["registered_model"].value == "synthetic_diabetes130_readmission_30d_candidate"

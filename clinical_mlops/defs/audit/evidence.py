@@ -45,6 +45,7 @@ from clinical_mlops.defs.resources import MLFLOW_UI
 
 from clinical_mlops.audit import events as audit_events, ledger
 from clinical_mlops.core.settings import default_paths
+from clinical_mlops.evaluation.settings import ROLES
 
 __all__ = [
     "STEPS",
@@ -63,7 +64,6 @@ log = logging.getLogger(__name__)
 DAGSTER_UI = os.environ.get("CLINICAL_MLOPS_DAGSTER_UI", "http://127.0.0.1:3000")
 """Where the nested runs link the Dagster run (the same variable the incident sensor reads)."""
 VALIDATION_COUNTS = ("rows_landed", "rows_valid", "rows_quarantined")
-ROLES = ("baseline", "candidate")
 EVIDENCE_EVENTS = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_CHECK_EVALUATION}
 _LABEL = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+) v(?P<version>[0-9]+)$")
 _REFERENCE = re.compile(r"^\S+ (?P<name>[A-Za-z0-9_.\-]+) v(?P<version>[0-9]+)$")
@@ -134,6 +134,9 @@ STEPS: dict[str, Step] = {
     "change_control_report": Step("change_control", labelled("challenger")),
     "promotion": Step("promotion", labelled("challenger")),
     "model_card": Step("model_card", per_role, siblings=True),
+    "external_evaluation": Step("external_evaluation", labelled("model")),
+    "batch_predictions": Step("scoring", labelled("model")),
+    "production_monitoring": Step("production_monitoring", labelled("model_in_service")),
 }
 """Asset name (last part of its key) → step. The training assets' step is the validation of the
 extracts the version was trained on: the fit itself is the parent run."""

@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from clinical_mlops.defs._schemas import feature_table_schema
+from clinical_mlops.defs._schemas import COLUMN_SCHEMA, feature_table_schema, pandera_table_schema
 from clinical_mlops.defs.partitions import validated_key
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, WarehouseResource
 from clinical_mlops.features.columns import feature_sql_version
@@ -49,6 +49,8 @@ def build_encounter_features(spec: CohortSpec) -> dg.AssetsDefinition:
                 "n_features": len(spec.features),
                 "table": spec.features_table,
                 "dagster/row_count": build.rows_out,
+                # the schema the rows were just checked against, converted by dagster-pandera
+                COLUMN_SCHEMA: pandera_table_schema(step.schema),
             },
             check_results=[
                 dg.AssetCheckResult(
