@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 
 from clinical_mlops.cli.demo_extracts import SYNTHETIC_SOURCE, DemoExtracts, choose_source, prepare_extracts
 from clinical_mlops.cli.demo_windows import DEMO_LABEL_DELAY_SECONDS, WindowClock, play_windows, print_windows, query_rows, windows_story
+from clinical_mlops.core.reporting import format_number
 from clinical_mlops.core.settings import default_paths
 
 __all__ = ["SYNTHETIC_SOURCE", "DemoExtracts", "choose_source", "cmd_demo", "prepare_extracts", "run_landed", "story"]
@@ -335,11 +336,11 @@ def _finish(summary: dict, launch: _Launcher, started: float, began: datetime, p
 
 
 def _num(value) -> str:
-    return "—" if value is None or value != value else f"{value:.3f}"
+    return format_number(None if value is None else float(value))
 
 
 def _ci(values: list) -> str:
-    return "[" + ", ".join("—" if v is None else f"{v:+.3f}" for v in values) + "]"
+    return "[" + ", ".join(format_number(None if v is None else float(v), sign=True) for v in values) + "]"
 
 
 def _print_summary(summary: dict) -> None:

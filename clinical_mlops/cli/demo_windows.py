@@ -15,6 +15,8 @@ import json
 import time
 from datetime import datetime
 
+from clinical_mlops.core.reporting import format_number
+
 __all__ = ["DEMO_LABEL_DELAY_SECONDS", "MONITORING_ASSETS", "WindowClock", "play_windows", "print_windows", "query_rows",
            "window_statuses", "windows_story"]
 
@@ -167,7 +169,7 @@ def _value(row: dict | None) -> float | None:
 
 
 def _num(value, signed: bool = False) -> str:
-    return "—" if value is None else (f"{value:+.3f}" if signed else f"{value:.3f}")
+    return format_number(None if value is None else float(value), sign=signed)
 
 
 def print_windows(cohort_story: dict, played: dict) -> None:

@@ -7,4 +7,4 @@ into the run failure Dagster shows.
 """
 
 __all__ = ["audit", "automation", "checks", "drift", "evaluation", "failures", "fairness", "features", "ingestion", "jobs",
-           "monitoring", "partitions", "progress", "registry", "resources", "scoring", "sources", "training", "validation"]
+           "monitoring", "partitions", "progress", "registry", "resources", "scoring", "training", "validation"]

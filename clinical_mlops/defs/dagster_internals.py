@@ -2,7 +2,7 @@
 
 Dagster 1.13 has no public name for three things the project needs. Each is wrapped here, with
 why and what replaces it, so an upgrade that moves one breaks this module (and
-``clinical_mlops_tests/system/testdagster_internals.py``, which fails loudly) instead of a
+``clinical_mlops_tests/system/test_dagster_internals.py``, which fails loudly) instead of a
 sensor at three in the morning. Nothing else in ``clinical_mlops`` imports from ``dagster._``.
 
 * :data:`AssetCheckExecutionRecordStatus` — the status of a stored check execution, needed to

@@ -66,6 +66,11 @@ class DriftStep:
     def blocking(self) -> bool:
         return self.settings.severity in BLOCKING_SEVERITIES
 
+    @property
+    def statistics_markdown(self) -> str:
+        """The most drifted features as a Markdown table (:func:`statistics_markdown`); empty without a result."""
+        return statistics_markdown(self.result) if self.result is not None else ""
+
 
 def _dataset_evidence(result: drift.DriftResult) -> Evidence:
     if result.features_tested == 0:

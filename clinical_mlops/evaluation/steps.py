@@ -32,6 +32,11 @@ class EvaluatedModel:
     plot_paths: dict[str, Path]
     """Each plot's PNG in the reports folder, by plot name."""
 
+    @property
+    def by_group_markdown(self) -> str:
+        """AUROC and AUPRC per group with their 95% CIs (:func:`by_group_markdown`)."""
+        return by_group_markdown(self.evaluation)
+
 
 @dataclass(frozen=True)
 class EvaluationStep:

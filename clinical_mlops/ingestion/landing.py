@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 
+from clinical_mlops.core.evidence import FAIL, PASS, Evidence
 from clinical_mlops.core.warehouse import scalar, transaction
 from clinical_mlops.ingestion import deid
 from clinical_mlops.sources import tables
@@ -52,6 +53,18 @@ class LandingResult:
     @property
     def identifier_free(self) -> bool:
         return not self.findings
+
+    def gate_evidence(self) -> Evidence:
+        """The de-identification gate's verdict: pass only when no direct identifier was found."""
+        if self.identifier_free:
+            return Evidence(PASS, f"extract {self.extract_id}: no direct identifiers found")
+        return Evidence(FAIL, f"extract {self.extract_id}: direct identifiers found, extract not landed: "
+                              f"{describe_findings(self.findings)}")
+
+    def gate_findings(self) -> list[dict]:
+        """The gate's findings as plain records: column, kind of identifier, where, rows — never a value."""
+        return [{"column": f.column, "identifier": f.identifier, "location": f.location, "rows": f.matches}
+                for f in self.findings]
 
 
 def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:

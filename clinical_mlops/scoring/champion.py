@@ -43,7 +43,7 @@ __all__ = [
     "AmbiguousChampionError", "BatchScoringSummary", "ModelRef", "NoModelError", "ScoringModel",
     "canonical_features", "champion_model_names", "ensure_tables", "extract_feature_chunks",
     "extract_feature_frame", "input_hashes", "input_sha256", "load_scoring_model", "no_champion_reason",
-    "prediction_rows", "registered_card_sha256", "registered_model_name", "resolve_champion", "score_extract",
+    "prediction_rows", "registered_card_sha256", "resolve_champion", "score_extract",
     "utc_now", "write_batch_predictions",
 ]
 
@@ -80,17 +80,12 @@ class AmbiguousChampionError(NoModelError):
     """The ``champion`` alias is on more than one of the cohort's registered models: refused, not guessed."""
 
 
-def registered_model_name(cohort: str) -> str:
-    """The cohort's candidate model: the one a first promotion (or ``clinical-mlops promote``) names."""
-    return modelling.registered_model_name(cohort, "candidate")
-
-
 def no_champion_reason(cohort: str) -> str:
     """The one line batch scoring fails with and the service answers 503 with, when there is no champion."""
     return (
         f"no champion for {cohort}: no model has passed the promotion gate; run the release "
         f"(clinical-mlops demo, or materialize {cohort}/promotion) or approve one with clinical-mlops promote "
-        f"--model {registered_model_name(cohort)} --version N --approver NAME --reason TEXT"
+        f"--model {modelling.registered_model_name(cohort, 'candidate')} --version N --approver NAME --reason TEXT"
     )
 
 

@@ -70,8 +70,6 @@ def _checks(extract_id: str, step: "steps.DriftStep") -> list[dg.AssetCheckResul
 
 
 def _result(extract_id: str, step: "steps.DriftStep") -> dg.MaterializeResult:
-    from clinical_mlops.drift import steps
-
     result, settings, reference = step.result, step.settings, step.reference
     common = {
         "extract_id": extract_id,
@@ -103,7 +101,7 @@ def _result(extract_id: str, step: "steps.DriftStep") -> dg.MaterializeResult:
             "dataset_drift": result.dataset_drift,
             "drifted_features": drifted,
             "target_drift": result.target.summary if result.target else "no labels",
-            "statistics": dg.MetadataValue.md(steps.statistics_markdown(result)),
+            "statistics": dg.MetadataValue.md(step.statistics_markdown),
             "statistics_seconds": round(step.statistics_seconds, 3),
             **_html_metadata(step),
             "drift_run_id": step.drift_run_id or "",

@@ -41,8 +41,6 @@ class EvaluationConfig(dg.Config):
 
 
 def _metadata(step: "steps.EvaluationStep") -> dict[str, dg.MetadataValue | float | int | str]:
-    from clinical_mlops.evaluation import steps
-
     metadata: dict[str, dg.MetadataValue | float | int | str] = {}
     for evaluated in step.models:
         role, result = evaluated.role, evaluated.evaluation
@@ -55,7 +53,7 @@ def _metadata(step: "steps.EvaluationStep") -> dict[str, dg.MetadataValue | floa
         images = [f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})"
                   for name, png in result.plots.items()]
         metadata[f"{role}_plots"] = dg.MetadataValue.md("\n\n".join(images))
-        metadata[f"{role}_by_group"] = dg.MetadataValue.md(steps.by_group_markdown(result))
+        metadata[f"{role}_by_group"] = dg.MetadataValue.md(evaluated.by_group_markdown)
         metadata[f"{role}_report_dir"] = dg.MetadataValue.path(str(step.report_dir))
     return metadata
 

@@ -3,7 +3,6 @@
 
 import dagster as dg
 
-from clinical_mlops.core.evidence import FAIL, PASS, Evidence
 from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.ingestion.extract_checks import extract_check_spec
@@ -12,25 +11,14 @@ from clinical_mlops.defs.resources import WAREHOUSE_POOL, LandingZoneResource, W
 from clinical_mlops.ingestion import landing, steps
 from clinical_mlops.sources.contract import LoadedSource, load_all_sources
 
-def gate_findings(result: landing.LandingResult) -> list[dict]:
-    """The gate's findings as check metadata: column, kind of identifier, where, rows — never a value."""
-    return [{"column": f.column, "identifier": f.identifier, "location": f.location, "rows": f.matches}
-            for f in result.findings]
-
-
-def _gate(extract_id: str, result: landing.LandingResult) -> dg.AssetCheckResult:
-    if result.identifier_free:
-        evidence = Evidence(PASS, f"extract {extract_id}: no direct identifiers found")
-    else:
-        evidence = Evidence(FAIL, f"extract {extract_id}: direct identifiers found, extract not landed: "
-                                  f"{landing.describe_findings(result.findings)}")
+def _gate(result: landing.LandingResult) -> dg.AssetCheckResult:
     return evidence_check(
-        "no_direct_identifiers", evidence, blocking=True,
+        "no_direct_identifiers", result.gate_evidence(), blocking=True,
         metadata={
-            "extract_id": extract_id,
+            "extract_id": result.extract_id,
             "gate_status": "passed" if result.identifier_free else "refused",
             "findings": len(result.findings),
-            "findings_detail": dg.MetadataValue.json(gate_findings(result)),
+            "findings_detail": dg.MetadataValue.json(result.gate_findings()),
             "columns_flagged": ", ".join(sorted({f.column for f in result.findings})) or "none",
             "identifier_kinds": ", ".join(sorted({f.identifier for f in result.findings})) or "none",
             "deidentification_mode": "safe_harbor",
@@ -83,7 +71,7 @@ def build_raw_extract(source: LoadedSource) -> dg.AssetsDefinition:
                 "duplicate_of": result.duplicate_of or "",
                 "dagster/row_count": result.rows_landed,
             },
-            check_results=[_gate(extract_id, result)],
+            check_results=[_gate(result)],
         )
 
     return raw_extract

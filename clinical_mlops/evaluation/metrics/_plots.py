@@ -23,16 +23,16 @@ MAX_PLOT_POINTS = 2_000
 
 
 def _roc_points(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """ROC curve (one point per distinct score, starting at (0, 0)) and its AUROC."""
-    order = np.argsort(-s, kind="stable")
-    s_sorted, y_sorted = s[order], y[order]
-    last_of_tie = np.r_[s_sorted[1:] != s_sorted[:-1], True]
-    tp = np.r_[0.0, np.cumsum(y_sorted)[last_of_tie]]
-    fp = np.r_[0.0, np.cumsum(1.0 - y_sorted)[last_of_tie]]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpr, fpr = tp / tp[-1], fp / fp[-1]
-    auc = float(np.trapezoid(tpr, fpr)) if tp[-1] > 0 and fp[-1] > 0 else float("nan")
-    return fpr, tpr, auc
+    """ROC curve (one point per distinct score, starting at (0, 0)) and its AUROC, by scikit-learn.
+
+    With a single class there is no curve: one point at (0, 0) and a NaN AUROC.
+    """
+    from sklearn.metrics import auc, roc_curve
+
+    if y.size == 0 or y.min() == y.max():
+        return np.zeros(1), np.zeros(1), float("nan")
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    return fpr, tpr, float(auc(fpr, tpr))
 
 
 def _thin(fpr: np.ndarray, tpr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
