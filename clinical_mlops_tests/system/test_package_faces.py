@@ -80,7 +80,35 @@ def test_no_private_name_crosses_a_package_boundary():
                 for alias in node.names:
                     if alias.name.startswith("_") and not (package + ".").startswith(node.module + "."):
                         offenders.append(f"{here} imports {node.module}.{alias.name}")
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    segments = alias.name.split(".")
+                    for i, segment in enumerate(segments):
+                        owner = ".".join(segments[:i])
+                        if segment.startswith("_") and not (package == owner or package.startswith(owner + ".")):
+                            offenders.append(f"{here} imports {alias.name}")
+        offenders += _private_attributes(path, here, package)
     assert offenders == []
+
+
+def _private_attributes(path: Path, here: str, package: str) -> list[str]:
+    """``module._name`` where ``module`` is one of our modules imported under a name, from outside its package."""
+    tree = ast.parse(path.read_text())
+    modules = {_module_name(p) for p in ROOT.rglob("*.py")}
+    bound: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("clinical_mlops"):
+            for alias in node.names:
+                if f"{node.module}.{alias.name}" in modules:
+                    bound[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname and alias.name in modules:
+                    bound[alias.asname] = alias.name
+    return [f"{here} uses {bound[node.value.id]}.{node.attr}" for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
+            and node.attr.startswith("_") and not node.attr.startswith("__")
+            and not (package + ".").startswith(bound[node.value.id] + ".")]
 
 
 def test_no_import_cycle_even_through_function_level_imports():
