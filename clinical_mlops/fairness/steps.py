@@ -20,7 +20,7 @@ import pandas as pd
 from clinical_mlops.core import evidence, provenance, tracking
 from clinical_mlops.core.steps import LOG, StepError, StepLog, report_path
 from clinical_mlops.core.warehouse import transaction
-from clinical_mlops.fairness import audit as fairness, mitigation, report, root_cause
+from clinical_mlops.fairness import audit as fairness, mitigation, plots, report, root_cause
 from clinical_mlops.features import build as features
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.governance.policy import Policy, for_cohort
@@ -78,7 +78,7 @@ def audit_candidate(
         log.warning(f"{spec.name}: {rule_name} failed; incident {incident.incident_id} "
                     f"({'opened' if incident.created else 'already open'}), owner {incident.owner}")
     recall_rule = next((r for r in result.rules if r.name == "recall_gap"), None)
-    plot = None if recall_rule is None else report.plot_disparity(result, "recall_gap", recall_rule.bound)
+    plot = None if recall_rule is None else plots.plot_disparity(result, "recall_gap", recall_rule.bound)
     return FairnessReportStep(result, audit_id, label, path, incident_by_rule, plot)
 
 
@@ -199,12 +199,9 @@ def mitigate(
                                              policy=policy, n_bootstrap=n_bootstrap)
     label = f"{registered.name} v{registered.version}"
     path = report_path(reports_dir, spec.name, f"fairness_mitigation_{registered.name}_v{registered.version}.html")
-    note = (f"<p><b>{chosen.method}</b> needs the sensitive attribute(s) {', '.join(chosen.attributes)} at prediction "
-            "time.</p>" if chosen.needs_sensitive_attribute else
-            f"<p><b>{chosen.method}</b> does not use the sensitive attribute at prediction time.</p>")
     path.write_text(report.render_audit_html(
         audited, title=f"Mitigated model — {spec.title}", model=label, policy=policy,
-        extra_sections=[report.tradeoff_html(comparison.table, comparison.reason), note]))
+        extra_sections=[report.tradeoff_section(comparison.table, comparison.reason, chosen)]))
     before = comparison.audits["none"].disparity(target["slice"], target["group"], "recall_gap")
     after = audited.disparity(target["slice"], target["group"], "recall_gap")
     log.info(f"{spec.name}: registered {label} ({chosen.method}); recall gap for {target['group']} "
