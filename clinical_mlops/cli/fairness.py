@@ -21,7 +21,7 @@ def _policy(args: argparse.Namespace):
 
 
 def _governance(args: argparse.Namespace) -> int:
-    from clinical_mlops.fairness import report as fairness_report
+    from clinical_mlops.fairness import governance_document
     from clinical_mlops.governance.policy import PolicyError
 
     try:
@@ -29,7 +29,8 @@ def _governance(args: argparse.Namespace) -> int:
     except PolicyError as error:
         print(f"invalid policy: {error}", file=sys.stderr)
         return 2
-    text = fairness_report.governance_html(policy) if args.format == "html" else fairness_report.governance_markdown(policy)
+    text = (governance_document.governance_html(policy) if args.format == "html"
+            else governance_document.governance_markdown(policy))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)

@@ -13,7 +13,8 @@ as the candidate:
   score quantile giving the group the selection rate the optimiser chose. Needs the sensitive
   attribute at prediction time.
 * ``exponentiated_gradient`` (in-processing): Fairlearn's ``ExponentiatedGradient`` reduction
-  under the same constraint over a logistic regression; the risk score is the weighted mixture
+  under the same constraint over a logistic regression
+  (:data:`clinical_mlops.training.params.REDUCTION_ORACLE_PARAMS`); the risk score is the weighted mixture
   of the reduction's predictors' probabilities, thresholded by the cohort's threshold policy. Does
   not use the sensitive attribute at prediction time (only in training). Each oracle call fits on a
   sparse copy of the one-hot design (:mod:`clinical_mlops.fairness.reduction_oracle`).
@@ -38,6 +39,7 @@ from sklearn.metrics import roc_auc_score
 from clinical_mlops.evaluation import metrics as evaluation
 from clinical_mlops.fairness import audit as fairness, reduction_oracle
 from clinical_mlops.training import modelling
+from clinical_mlops.training.params import REDUCTION_ORACLE_PARAMS
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.governance.policy import Policy
 
@@ -235,6 +237,8 @@ def fit_mitigation(
             )
             index = pd.DataFrame({"row": np.arange(len(train_scores))})
             optimizer.fit(index, y_train, sensitive_features=groups.to_numpy())
+            # fairlearn 0.15 has no public API for the randomised rule's probabilities: ``predict`` draws
+            # labels from them, so only the private ``_pmf_predict`` gives each row's P(alert) exactly
             pmf = optimizer._pmf_predict(index, sensitive_features=groups.to_numpy())[:, 1]
             counts = groups.value_counts()
             rates = {g: float(pmf[(groups == g).to_numpy()].mean()) for g in counts.index if counts[g] > 0}
@@ -260,8 +264,10 @@ def fit_mitigation(
     Z = preprocess.transform(x_train[features].iloc[rows])
     Z = Z.toarray() if hasattr(Z, "toarray") else np.asarray(Z)
     moment = getattr(reductions, _CONSTRAINTS[constraint])()
+    oracle = REDUCTION_ORACLE_PARAMS
     reduction = reductions.ExponentiatedGradient(
-        reduction_oracle.SparseLogisticRegression(C=0.5, max_iter=300, random_state=seed),
+        reduction_oracle.SparseLogisticRegression(C=oracle.C, max_iter=oracle.max_iter, class_weight=oracle.class_weight,
+                                                  random_state=seed),
         constraints=moment,
         max_iter=eg_max_iter,
     )

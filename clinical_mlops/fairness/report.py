@@ -1,70 +1,60 @@
-"""Readable pages: the fairness report, the root-cause and mitigation pages, and the governance document.
+"""Readable pages: the fairness report, the root-cause and mitigation pages (and, re-exported from
+:mod:`.governance_document`, the governance document).
 
-Reports are self-contained HTML (plots are matplotlib PNGs embedded as base64) so they can be
-attached to a Dagster materialization, archived or mailed. Groups smaller than
-:data:`SMALL_CELL` are shown with their count only (small-cell suppression). The governance
-document is generated from the policy file itself, so what it says and what the gates enforce
-cannot disagree.
+Each is written as Markdown and rendered to one self-contained HTML page by
+:func:`clinical_mlops.core.reporting.page` (plots are matplotlib PNGs from :mod:`.plots`, embedded as
+data URIs) so it can be attached to a Dagster materialization, archived or mailed. Table rows are
+coloured by their status or verdict. Groups smaller than :data:`SMALL_CELL` are shown with their
+count only (small-cell suppression).
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from clinical_mlops.core import reporting
-from clinical_mlops.core.reporting import format_number
+from clinical_mlops.core.reporting import escape_markdown as _text, format_number, png_markdown
 from clinical_mlops.fairness.audit import SMALL_CELL, FairnessAudit
-from clinical_mlops.governance.policy import SEVERITIES, Policy
+from clinical_mlops.fairness.governance_document import governance_html, governance_markdown
+from clinical_mlops.fairness.plots import plot_disparity, plot_group_metric
+from clinical_mlops.governance.policy import Policy
+
+if TYPE_CHECKING:
+    from clinical_mlops.fairness.mitigation import MitigationResult
 
 __all__ = [
     "SMALL_CELL",
+    "audit_markdown",
     "governance_html",
     "governance_markdown",
-    "img_tag",
-    "plot_disparity",
-    "plot_group_metric",
     "recall_gap_markdown",
     "render_audit_html",
     "required_groups_markdown",
     "root_cause_html",
+    "root_cause_markdown",
     "shown_count",
     "summary_markdown",
-    "tradeoff_html",
     "tradeoff_markdown",
+    "tradeoff_section",
     "verdict_summary",
 ]
 
 _STATUS_WORDS = {"pass": "PASS", "fail": "FAIL", "insufficient_evidence": "INSUFFICIENT EVIDENCE (not a pass)"}
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;max-width:1100px;color:#1d2733}
-h1{font-size:1.6rem} h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5rem 0;font-size:.85rem} td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}
-th{background:#f3f5f7} td.l,th.l{text-align:left}
-.pass{background:#e3f4e1}.fail{background:#fbe0dd}.insufficient_evidence{background:#fff4d6}
-.box{border:1px solid #ccc;border-radius:6px;padding:.75rem 1rem;background:#fafbfc} .muted{color:#667}
-"""
-
-
-def _esc(value: object) -> str:
-    return html.escape(str(value))
+_ROW_CLASSES = {"status": {word: status for status, word in _STATUS_WORDS.items()},
+                "verdict": {status: status for status in _STATUS_WORDS}}
+"""An audit page's rows coloured by the rule status (summary) or the group's verdict (one table per rule)."""
 
 
 def _fmt(value: object, digits: int = 3) -> str:
-    """Anything float-like through :func:`format_number` (NaN as —); anything else as escaped text."""
+    """Anything float-like through :func:`format_number` (NaN as —); anything else as its text."""
     try:
         v = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return _esc(value)
+        return str(value)
     return format_number(v, digits)
 
 
@@ -74,89 +64,24 @@ def shown_count(value: object) -> int | str:
     return n if n >= SMALL_CELL or n == 0 else f"<{SMALL_CELL}"
 
 
-def _gap(value: object) -> str:
-    """A minimum detectable gap; — when none was computed or no drop is detectable at this size."""
-    try:
-        v = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return "—"
-    return "—" if math.isnan(v) else f"{v:.3f}"
-
-
 def _ci(lo: object, hi: object) -> str:
+    """An interval as ``[lo, hi]``, each end through :func:`_fmt`. Kept beside :func:`format_number`, whose
+    format it uses, because an interval is not one number: undefined at either end it is one —, not ``[—, —]``."""
     if any(isinstance(v, float) and math.isnan(v) for v in (lo, hi)):
         return "—"
     return f"[{_fmt(lo)}, {_fmt(hi)}]"
 
 
-def _png(fig: Figure) -> bytes:
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return buffer.getvalue()
-
-
-def img_tag(png: bytes, alt: str) -> str:
-    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
-
-
-def _table(frame: pd.DataFrame, columns: Iterable[tuple[str, str]], row_class: str | None = None,
-           left: Iterable[str] = ()) -> str:
-    cols = list(columns)
-    left = set(left)
-    head = "".join(f'<th class="{"l" if k in left else ""}">{_esc(t)}</th>' for k, t in cols)
-    rows = []
+def _md_table(frame: pd.DataFrame, columns: Iterable[tuple[str, str]], left: Iterable[str] = ()) -> str:
+    """``columns`` (key, header) of ``frame`` as a Markdown table: floats through :func:`_fmt` and right-aligned
+    unless ``left``; every other cell as its text."""
+    cols, left = list(columns), set(left)
+    lines = ["| " + " | ".join(_text(t) for _, t in cols) + " |",
+             "|" + "|".join("---" if k in left else "--:" for k, _ in cols) + "|"]
     for _, r in frame.iterrows():
-        cls = f' class="{_esc(r[row_class])}"' if row_class else ""
-        cells = "".join(
-            f'<td class="{"l" if k in left else ""}">{_esc(r[k]) if k in left else _fmt(r[k]) if isinstance(r[k], float) else _esc(r[k])}</td>'
-            for k, _ in cols
-        )
-        rows.append(f"<tr{cls}>{cells}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
-
-
-# --------------------------------------------------------------------------------------------
-# Plots
-# --------------------------------------------------------------------------------------------
-
-
-def plot_disparity(result: FairnessAudit, metric: str, bound: float | None, kind: str = "difference") -> bytes:
-    """Forest plot: each group's disparity against its reference with its interval and the policy bound."""
-    d = result.disparities[(result.disparities["metric"] == metric) & (result.disparities["n"] >= SMALL_CELL)]
-    d = d.iloc[::-1]
-    fig = Figure(figsize=(7, 0.35 * max(len(d), 4) + 1.2))
-    ax = fig.add_subplot(1, 1, 1)
-    ypos = np.arange(len(d))
-    est, lo, hi = d["estimate"].to_numpy(), d["lower"].to_numpy(), d["upper"].to_numpy()
-    err = np.clip(np.vstack([np.nan_to_num(est - lo), np.nan_to_num(hi - est)]), 0, None)
-    ax.errorbar(est, ypos, xerr=err, fmt="o", color="#1f4e79", ecolor="#7a9cc6", capsize=3)
-    ax.set_yticks(ypos, [f"{s}: {g} (n={n})" for s, g, n in zip(d["slice"], d["group"], d["n"])], fontsize=8)
-    centre = 1.0 if kind == "ratio" else 0.0
-    ax.axvline(centre, color="grey", linewidth=1)
-    if bound is not None:
-        lines = (bound, 1 / bound) if kind == "ratio" else (-bound, bound)
-        for x in lines:
-            ax.axvline(x, color="#c0392b", linestyle="--", linewidth=1)
-    ax.set_xlabel(f"{metric} vs reference ({'ratio' if kind == 'ratio' else 'difference'}), {result.confidence:.0%} CI")
-    ax.set_title(f"{metric}: policy bound in red")
-    return _png(fig)
-
-
-def plot_group_metric(result: FairnessAudit, slice_name: str, metric: str) -> bytes:
-    g = result.groups[(result.groups["slice"] == slice_name) & (result.groups["metric"] == metric)
-                      & (result.groups["n"] >= SMALL_CELL)]
-    fig = Figure(figsize=(6, 3.2))
-    ax = fig.add_subplot(1, 1, 1)
-    x = np.arange(len(g))
-    est = np.nan_to_num(g["estimate"].to_numpy())
-    err = np.clip(np.vstack([np.nan_to_num(est - g["lower"].to_numpy()), np.nan_to_num(g["upper"].to_numpy() - est)]), 0, None)
-    colors = ["#2e7d32" if ref else "#1f4e79" for ref in g["is_reference"]]
-    ax.bar(x, np.nan_to_num(est), color=colors, alpha=0.8)
-    ax.errorbar(x, np.nan_to_num(est), yerr=err, fmt="none", ecolor="black", capsize=3)
-    ax.set_xticks(x, [f"{v}\n(n={n})" for v, n in zip(g["group"], g["n"])], fontsize=7, rotation=30)
-    ax.set_title(f"{metric} by {slice_name} (reference in green)")
-    return _png(fig)
+        cells = (_fmt(r[k]) if k not in left and isinstance(r[k], float) else r[k] for k, _ in cols)
+        lines.append("| " + " | ".join(_text(c) for c in cells) + " |")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,7 +130,8 @@ def _required_table(result: FairnessAudit) -> pd.DataFrame:
     req["recall_gap_verdict"] = [verdicts.get((s, g), "—") for s, g in zip(req["slice"], req["group"])]
     for col in ("n", "n_positive", "reference_n_positive"):
         req[col] = [str(shown_count(v)) for v in req[col]]
-    req["min_detectable_gap"] = [_gap(v) for v in req["min_detectable_gap"]]
+    # a float or NaN (— when none was computed or no drop is detectable at this size)
+    req["min_detectable_gap"] = [format_number(v) for v in req["min_detectable_gap"]]
     return req
 
 
@@ -234,60 +160,45 @@ def recall_gap_markdown(result: FairnessAudit) -> str:
     return "\n".join(lines)
 
 
-def _power_note(policy: Policy) -> str:
-    return (f"<p class=muted>Minimum detectable gap: the smallest drop in recall against the reference that a two-sided "
-            f"test at alpha {policy.fairness.significance.alpha:g} detects with 80 % power at the group's and the "
-            "reference's numbers of positives (normal approximation on the arcsine scale, Cohen's h). A bound tighter "
-            "than this cannot be shown to hold at this sample size; — means no drop is detectable.</p>")
+def _required_section(result: FairnessAudit, policy: Policy) -> list[str]:
+    fp = policy.fairness
+    listed = "; ".join(f"{a.name}: {', '.join(a.required_groups)}" for a in fp.sensitive_attributes if a.required_groups)
+    share = ("" if fp.required_population_share is None else
+             f" and every group of an attribute with at least {fp.required_population_share:.0%} of the audited rows")
+    intro = _text(f"Required by the policy: {listed or 'no listed group'}{share} (never the reference).")
+    req = _required_table(result)
+    if req.empty:
+        return [intro, "No group is required."]
+    table = _md_table(req, [("slice", "slice"), ("group", "group"), ("reference", "reference"), ("n", "n"),
+                            ("n_positive", "positives"), ("reference_n_positive", "reference positives"),
+                            ("min_detectable_gap", "min detectable recall gap"),
+                            ("recall_gap_verdict", "recall-gap verdict")], left=req.columns)
+    return [intro, table, (
+        "Minimum detectable gap: the smallest drop in recall against the reference that a two-sided test at alpha "
+        f"{fp.significance.alpha:g} detects with 80 % power at the group's and the reference's numbers of positives "
+        "(normal approximation on the arcsine scale, Cohen's h). A bound tighter than this cannot be shown to hold at "
+        "this sample size; — means no drop is detectable.")]
 
 
-def render_audit_html(result: FairnessAudit, *, title: str, model: str, policy: Policy,
-                      extra_sections: Iterable[str] = ()) -> str:
-    """The fairness report page for one audited model."""
-    summary = verdict_summary(result)
-    parts = [
-        f"<h1>{_esc(title)}</h1>",
-        f'<div class="box"><b>Model</b> {_esc(model)} · <b>operating threshold</b> {_fmt(result.threshold, 4)} · '
-        f"<b>held-out encounters</b> {result.n} ({result.n_positive} positive) · <b>policy</b> {_esc(policy.version)} "
-        f'(sha256 <code>{_esc(result.policy_sha256[:16])}…</code>) · {result.n_bootstrap} bootstrap replicates, '
-        f"{result.confidence:.0%} intervals · recall-gap p-values corrected with {_esc(result.correction)}</div>",
-        "<p class=muted>A gap <b>fails</b> only when its whole interval lies outside the policy bound, "
-        "<b>passes</b> only when its whole interval lies inside it, and is otherwise "
-        "<b>insufficient evidence</b> — as is every group below the minimum group size "
-        f"({policy.fairness.min_group_size}). A rule <b>fails</b> if any group fails; it is <b>insufficient "
-        "evidence</b> — which is not a pass and blocks a blocking rule — if a required group lacks evidence or no "
-        "group could be assessed; it <b>passes</b> otherwise. Groups that are not required and lack evidence are "
-        "<b>not assessable</b>: listed here and acknowledged at promotion.</p>",
-        "<h2>Status by policy rule</h2>",
-        _table(summary, [("rule", "rule"), ("severity", "severity"), ("bound", "bound"), ("status_text", "status"),
-                         ("reason", "why"), ("pass", "pass"), ("fail", "fail"),
-                         ("insufficient_evidence", "insufficient"), ("failing_groups", "failing groups"),
-                         ("insufficient_required", "required, without evidence"),
-                         ("not_assessable", "not assessable"), ("check", "asset check")],
-               row_class="status", left=("rule", "severity", "bound", "status_text", "reason", "failing_groups",
-                                         "insufficient_required", "not_assessable", "check")),
-        "<h2>Required groups and minimum detectable gaps</h2>",
-        _required_html(result, policy),
-    ]
-    for rule in result.rules:
-        parts.append(f"<h2>{_esc(rule.name)} ({_esc(rule.severity)}, {_esc(rule.describe())})</h2>")
-        parts.append(img_tag(plot_disparity(result, rule.name, rule.bound, rule.kind), rule.name))
-        v = result.verdicts[result.verdicts["rule"] == rule.name].copy()
-        v["ci"] = [_ci(lo, hi) if n >= SMALL_CELL else "—" for lo, hi, n in zip(v["lower"], v["upper"], v["n"])]
-        v["estimate"] = [e if n >= SMALL_CELL else float("nan") for e, n in zip(v["estimate"], v["n"])]
-        v["n"] = [str(n) if n >= SMALL_CELL else f"<{SMALL_CELL}" for n in v["n"]]
-        cols = [("slice", "slice"), ("group", "group"), ("reference", "reference"), ("n", "n"), ("estimate", "estimate"),
-                ("ci", "CI")]
-        if rule.name == "recall_gap":
-            cols.append(("p_adjusted", "p (adjusted)"))
-        v["required"] = v["required"].map({True: "yes", False: "no"})
-        cols += [("required", "required"), ("verdict", "verdict"), ("reason", "reason")]
-        parts.append(_table(v, cols, row_class="verdict",
-                            left=("slice", "group", "reference", "n", "ci", "required", "verdict", "reason")))
-    parts.append("<h2>Per-group metrics</h2>")
-    slices = list(dict.fromkeys(result.groups["slice"]))
-    for slice_name in slices:
-        parts.append(img_tag(plot_group_metric(result, slice_name, "tpr"), f"recall by {slice_name}"))
+def _rule_section(result: FairnessAudit, rule) -> list[str]:
+    """One policy rule: its forest plot and every group's verdict."""
+    v = result.verdicts[result.verdicts["rule"] == rule.name].copy()
+    v["ci"] = [_ci(lo, hi) if n >= SMALL_CELL else "—" for lo, hi, n in zip(v["lower"], v["upper"], v["n"])]
+    v["estimate"] = [e if n >= SMALL_CELL else float("nan") for e, n in zip(v["estimate"], v["n"])]
+    v["n"] = [str(n) if n >= SMALL_CELL else f"<{SMALL_CELL}" for n in v["n"]]
+    v["required"] = v["required"].map({True: "yes", False: "no"})
+    cols = [("slice", "slice"), ("group", "group"), ("reference", "reference"), ("n", "n"), ("estimate", "estimate"),
+            ("ci", "CI"), *([("p_adjusted", "p (adjusted)")] if rule.name == "recall_gap" else []),
+            ("required", "required"), ("verdict", "verdict"), ("reason", "reason")]
+    return [f"## {_text(rule.name)} ({_text(rule.severity)}, {_text(rule.describe())})",
+            png_markdown(plot_disparity(result, rule.name, rule.bound, rule.kind), rule.name),
+            _md_table(v, cols, left=("slice", "group", "reference", "n", "ci", "required", "verdict", "reason"))]
+
+
+def _group_metrics_section(result: FairnessAudit) -> list[str]:
+    """Recall by group for each slice, and every group's metrics (small cells suppressed)."""
+    plots = [png_markdown(plot_group_metric(result, s, "tpr"), f"recall by {s}")
+             for s in dict.fromkeys(result.groups["slice"])]
     wide = result.groups.pivot_table(index=["slice", "group", "n", "n_positive"], columns="metric", values="estimate",
                                      sort=False).reset_index()
     for metric in ("prevalence", "selection_rate", "tpr", "fpr", "precision", "auroc", "calibration"):
@@ -295,50 +206,70 @@ def render_audit_html(result: FairnessAudit, *, title: str, model: str, policy: 
             wide[metric] = [v if n >= SMALL_CELL else float("nan") for v, n in zip(wide[metric], wide["n"])]
     wide["n_positive"] = [str(p) if n >= SMALL_CELL else "—" for p, n in zip(wide["n_positive"], wide["n"])]
     wide["n"] = [str(n) if n >= SMALL_CELL else f"<{SMALL_CELL}" for n in wide["n"]]
-    parts.append(_table(wide, [("slice", "slice"), ("group", "group"), ("n", "n"), ("n_positive", "positives"),
-                               ("prevalence", "prevalence"), ("selection_rate", "selection rate"), ("tpr", "TPR (recall)"),
-                               ("fpr", "FPR"), ("precision", "precision"), ("auroc", "AUROC"),
-                               ("calibration", "calibration (mean risk − rate)")],
-                        left=("slice", "group", "n", "n_positive")))
-    parts.extend(extra_sections)
-    return _page(title, parts)
+    return ["## Per-group metrics", *plots, _md_table(
+        wide, [("slice", "slice"), ("group", "group"), ("n", "n"), ("n_positive", "positives"),
+               ("prevalence", "prevalence"), ("selection_rate", "selection rate"), ("tpr", "TPR (recall)"),
+               ("fpr", "FPR"), ("precision", "precision"), ("auroc", "AUROC"),
+               ("calibration", "calibration (mean risk − rate)")], left=("slice", "group", "n", "n_positive"))]
 
 
-def _required_html(result: FairnessAudit, policy: Policy) -> str:
-    fp = policy.fairness
-    listed = "; ".join(f"{a.name}: {', '.join(a.required_groups)}" for a in fp.sensitive_attributes if a.required_groups)
-    share = ("" if fp.required_population_share is None else
-             f" and every group of an attribute with at least {fp.required_population_share:.0%} of the audited rows")
-    intro = f"<p>Required by the policy: {_esc(listed or 'no listed group')}{_esc(share)} (never the reference).</p>"
-    req = _required_table(result)
-    if req.empty:
-        return intro + "<p>No group is required.</p>"
-    table = _table(req, [("slice", "slice"), ("group", "group"), ("reference", "reference"), ("n", "n"),
-                         ("n_positive", "positives"), ("reference_n_positive", "reference positives"),
-                         ("min_detectable_gap", "min detectable recall gap"),
-                         ("recall_gap_verdict", "recall-gap verdict")],
-                   left=("slice", "group", "reference", "n", "n_positive", "reference_n_positive",
-                         "min_detectable_gap", "recall_gap_verdict"))
-    return intro + table + _power_note(policy)
+def audit_markdown(result: FairnessAudit, *, title: str, model: str, policy: Policy,
+                   extra_sections: Iterable[str] = ()) -> str:
+    """The fairness report for one audited model, in Markdown; ``extra_sections`` (Markdown) go last."""
+    parts = [
+        f"# {_text(title)}",
+        f"> **Model** {_text(model)} · **operating threshold** {_fmt(result.threshold, 4)} · **held-out encounters** "
+        f"{result.n} ({result.n_positive} positive) · **policy** {_text(policy.version)} "
+        f"(sha256 `{result.policy_sha256[:16]}…`) · {result.n_bootstrap} bootstrap replicates, "
+        f"{result.confidence:.0%} intervals · recall-gap p-values corrected with {_text(result.correction)}",
+        "A gap **fails** only when its whole interval lies outside the policy bound, **passes** only when its whole "
+        "interval lies inside it, and is otherwise **insufficient evidence** — as is every group below the minimum "
+        f"group size ({policy.fairness.min_group_size}). A rule **fails** if any group fails; it is **insufficient "
+        "evidence** — which is not a pass and blocks a blocking rule — if a required group lacks evidence or no group "
+        "could be assessed; it **passes** otherwise. Groups that are not required and lack evidence are **not "
+        "assessable**: listed here and acknowledged at promotion.",
+        "## Status by policy rule",
+        _md_table(verdict_summary(result),
+                  [("rule", "rule"), ("severity", "severity"), ("bound", "bound"), ("status_text", "status"),
+                   ("reason", "why"), ("pass", "pass"), ("fail", "fail"), ("insufficient_evidence", "insufficient"),
+                   ("failing_groups", "failing groups"), ("insufficient_required", "required, without evidence"),
+                   ("not_assessable", "not assessable"), ("check", "asset check")],
+                  left=("rule", "severity", "bound", "status_text", "reason", "failing_groups",
+                        "insufficient_required", "not_assessable", "check")),
+        "## Required groups and minimum detectable gaps",
+        *_required_section(result, policy),
+    ]
+    for rule in result.rules:
+        parts += _rule_section(result, rule)
+    parts += _group_metrics_section(result)
+    parts += extra_sections
+    return "\n\n".join(parts) + "\n"
 
 
-def _page(title: str, parts: Iterable[str]) -> str:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+def render_audit_html(result: FairnessAudit, *, title: str, model: str, policy: Policy,
+                      extra_sections: Iterable[str] = ()) -> str:
+    """The fairness report page for one audited model (:func:`audit_markdown`, rows coloured by status)."""
+    return reporting.page(audit_markdown(result, title=title, model=model, policy=policy,
+                                         extra_sections=extra_sections),
+                          title, style=reporting.EVIDENCE_STYLE, row_classes=_ROW_CLASSES)
 
 
-def tradeoff_html(table: pd.DataFrame, reason: str) -> str:
+def tradeoff_section(table: pd.DataFrame, reason: str, chosen: MitigationResult) -> str:
+    """The mitigated model's page section: the trade-off table, why the registered option was chosen, and
+    whether it needs the sensitive attribute at prediction time (Markdown)."""
     t = table.copy()
     t["recall_gap_ci"] = [_ci(lo, hi) for lo, hi in zip(t["recall_gap_lower"], t["recall_gap_upper"])]
     t["needs_sensitive_attribute"] = t["needs_sensitive_attribute"].map({True: "yes", False: "no"})
     t["chosen"] = t["chosen"].map({True: "✔", False: ""})
-    return "<h2>Mitigation trade-off</h2>" + _table(
+    uses = (f"needs the sensitive attribute(s) {', '.join(chosen.attributes)} at prediction time."
+            if chosen.needs_sensitive_attribute else "does not use the sensitive attribute at prediction time.")
+    return "\n\n".join(["## Mitigation trade-off", _md_table(
         t, [("method", "method"), ("kind", "kind"), ("needs_sensitive_attribute", "needs sensitive attribute at prediction"),
             ("auroc", "AUROC"), ("auroc_change", "ΔAUROC"), ("recall", "recall"), ("alerts_per_100", "alerts/100"),
             ("recall_gap", "recall gap"), ("recall_gap_ci", "gap CI"), ("max_abs_recall_gap", "max |gap| (judged)"),
             ("blocking_fails", "blocking fails"), ("chosen", "registered")],
         left=("method", "kind", "needs_sensitive_attribute", "recall_gap_ci", "chosen"),
-    ) + f"<p>{_esc(reason)}</p>"
+    ), _text(reason), f"**{_text(chosen.method)}** {_text(uses)}"])
 
 
 def tradeoff_markdown(table: pd.DataFrame) -> str:
@@ -351,140 +282,22 @@ def tradeoff_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def root_cause_html(causes: Iterable, *, title: str, model: str, policy: Policy) -> str:
-    parts = [f"<h1>{_esc(title)}</h1>", f'<div class="box"><b>Model</b> {_esc(model)} · <b>policy</b> '
-             f"{_esc(policy.version)} (sha256 <code>{_esc(policy.sha256[:16])}…</code>)</div>"]
+def root_cause_markdown(causes: Iterable, *, title: str, model: str, policy: Policy) -> str:
+    """The root-cause page in Markdown: per failing group, the conclusion, the findings and their tables."""
+    parts = [f"# {_text(title)}",
+             f"> **Model** {_text(model)} · **policy** {_text(policy.version)} (sha256 `{policy.sha256[:16]}…`)"]
     for cause in causes:
-        parts.append(f"<h2>{_esc(cause.slice)} = {_esc(cause.group)} (reference {_esc(cause.reference)})</h2>")
-        parts.append(f'<p class="box"><b>Conclusion.</b> {_esc(cause.conclusion)}</p><ul>')
-        for f in cause.findings:
-            parts.append(f"<li>{'⚠️ ' if f.concern else ''}<b>{_esc(f.title)}</b> ({_esc(f.category)}): {_esc(f.detail)}</li>")
-        parts.append("</ul>")
+        parts.append(f"## {_text(cause.slice)} = {_text(cause.group)} (reference {_text(cause.reference)})")
+        parts.append(f"> **Conclusion.** {_text(cause.conclusion)}")
+        parts += ["\n".join(f"- {'⚠️ ' if f.concern else ''}**{_text(f.title)}** ({_text(f.category)}): {_text(f.detail)}"
+                            for f in cause.findings)] if cause.findings else []
         for name, table in cause.tables.items():
             head = table.head(10)
-            parts.append(f"<h3>{_esc(name.replace('_', ' '))}</h3>")
-            parts.append(_table(head, [(c, c) for c in head.columns], left=("feature",)))
-    return _page(title, parts)
+            parts.append(f"### {_text(name.replace('_', ' '))}")
+            parts.append(_md_table(head, [(c, c) for c in head.columns], left=("feature",)))
+    return "\n\n".join(parts) + "\n"
 
 
-# --------------------------------------------------------------------------------------------
-# Governance document, generated from the policy
-# --------------------------------------------------------------------------------------------
-
-
-def _attributes_text(fp) -> str:
-    return (", ".join(f"**{a.name}** (reference {a.reference})" for a in fp.sensitive_attributes)
-            + (f" and the intersections {', '.join(' × '.join(c) for c in fp.intersections)}" if fp.intersections
-               else ""))
-
-
-def _reference_population_lines(fp) -> list[str]:
-    return [line for a in fp.sensitive_attributes if a.reference_population
-            for line in (f"Declared reference population for **{a.name}**: "
-                         + ", ".join(f"{g} {s:.1%}" for g, s in a.reference_population.items()) + ".", "")]
-
-
-def _per_source_lines(policy: Policy) -> list[str]:
-    """Each source contract's sensitive attributes and required groups, as the policy applies them."""
-    from types import SimpleNamespace
-
-    from clinical_mlops.governance.policy import for_cohort
-    from clinical_mlops.sources.contract import load_all_sources
-
-    lines: list[str] = []
-    for name, source in load_all_sources().items():
-        fp = for_cohort(policy, SimpleNamespace(source=name)).fairness
-        required = "; ".join(f"{a.name}: {', '.join(a.required_groups)}" for a in fp.sensitive_attributes
-                             if a.required_groups) or "none listed"
-        lines += [f"**Source `{name}`** (contract sha256 {source.sha256[:12]}): {_attributes_text(fp) or 'none'}. "
-                  f"Required groups: {required}.", "", *_reference_population_lines(fp)]
-    return lines
-
-
-def governance_markdown(policy: Policy) -> str:
-    """The governance document: thresholds, who intervenes, how clinicians are told, timelines."""
-    fp, cc, dr = policy.fairness, policy.change_control, policy.drift
-    lines = [
-        "# Clinical model governance",
-        "",
-        f"Generated from `{policy.source}` — version **{policy.version}**, sha256 `{policy.sha256}`. "
-        "The gates that enforce these rules read the same file; every decision they record carries this hash.",
-        "",
-        "## Owners",
-        "",
-        "| role | who |", "|---|---|",
-        *[f"| {role} | {contact} |" for role, contact in policy.owners.as_dict().items()],
-        "",
-        "## Fairness",
-        "",
-        "Audited on the held-out split at the model's operating threshold, for the sensitive attributes "
-        + (_attributes_text(fp) if fp.sensitive_attributes else
-           "its source contract declares (`sources/<source>.yaml`: `sensitive_attributes`, `intersections`; "
-           "listed per source below)")
-        + f". Intervals: {fp.n_bootstrap} bootstrap replicates at {fp.confidence:.0%}; recall gaps are also tested "
-        f"(two-proportion z-test, {fp.significance.correction} correction, alpha {fp.significance.alpha:g}).",
-        "",
-        f"A group with fewer than **{fp.min_group_size}** held-out encounters is *insufficient evidence*, never a pass. "
-        "A gap *fails* only when its whole interval lies outside the bound and *passes* only when its whole interval "
-        "lies inside it.",
-        "",
-        "A rule *fails* if any group fails. It is *insufficient evidence* — not a pass: a blocking rule then stops "
-        "promotion until a named approver records a waiver — if a required group lacks evidence or no group could be "
-        "assessed at all. Required groups: "
-        + ("; ".join(f"{a.name}: {', '.join(a.required_groups)}" for a in fp.sensitive_attributes if a.required_groups)
-           or "none listed")
-        + ("" if fp.required_population_share is None else
-           f"; and every group of an attribute with at least {fp.required_population_share:.0%} of the audited rows")
-        + " (never the reference; intersections have none). Other groups without evidence are listed as *not "
-        "assessable* and acknowledged at promotion. For each required group the report states the smallest recall gap "
-        f"detectable with 80 % power at alpha {fp.significance.alpha:g}.",
-        "",
-        "| metric | bound | severity | enforced by asset check | blocks promotion |", "|---|---|---|---|---|",
-        *[f"| {m.name} | {m.describe()} | {m.severity} | `{m.check_name}` | {'yes' if m.blocking else 'no'} |"
-          for m in fp.metrics],
-        "",
-    ]
-    lines += _reference_population_lines(fp)
-    if not fp.sensitive_attributes:
-        lines += _per_source_lines(policy)
-    lines += [
-        f"When a fairness check fails, root-cause analysis and the mitigation options "
-        f"({', '.join(fp.mitigation.methods)}; constraint {fp.mitigation.constraint}) run automatically and a "
-        "trade-off table is produced for the reviewer. A mitigated model is a challenger: it goes through change control "
-        "like any other.",
-        "",
-        "## Drift",
-        "",
-        f"Per-feature tests at alpha {dr.alpha:g} with {dr.correction} correction; the dataset drifts when "
-        f"{dr.dataset_drift_share:.0%} of features drift; PSI threshold {dr.psi_threshold:g}. Severity: {dr.severity}.",
-        "",
-        "## Change control",
-        "",
-        f"Allowed without new review: {', '.join(cc.allowed_modifications)}. Requires a new review: "
-        f"{', '.join(cc.requires_new_review)}.",
-        "",
-        f"A challenger is accepted when the lower bound of its AUROC difference to the champion (paired bootstrap) is "
-        f"above −{cc.acceptance.max_auroc_drop:g}"
-        + (" and it introduces no new fairness failure" if cc.acceptance.no_new_fairness_failures else "")
-        + f". With no champion: AUROC ≥ {cc.absolute_acceptance.min_auroc:g} and Brier ≤ {cc.absolute_acceptance.max_brier:g}.",
-        "",
-        "## Escalation",
-        "",
-        "| severity | who is told | within | channel | what they do |", "|---|---|---|---|---|",
-    ]
-    for severity in SEVERITIES:
-        rule = policy.escalation.for_severity(severity)
-        who = ", ".join(f"{r} ({policy.owners.contact(r)})" for r in rule.notify)
-        lines.append(f"| {severity} | {who} | {rule.within_hours:g} h | {rule.channel or '—'} | {rule.action} |")
-    lines += [
-        "",
-        "A failing blocking check (severity block_promotion or open_incident) opens an incident record in "
-        "`monitoring.incidents` with the owner, the deadline (opened + the hours above), the evidence and the policy hash.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def governance_html(policy: Policy) -> str:
-    """The governance document as a standalone HTML page (its Markdown rendered by :func:`reporting.page`)."""
-    return reporting.page(governance_markdown(policy), "Clinical model governance")
+def root_cause_html(causes: Iterable, *, title: str, model: str, policy: Policy) -> str:
+    """The root-cause page (:func:`root_cause_markdown` rendered)."""
+    return reporting.page(root_cause_markdown(causes, title=title, model=model, policy=policy), title)

@@ -4,6 +4,9 @@
 * :func:`analyse_root_cause` — ``[cohort, fairness_root_cause]``: why the failing groups fail;
 * :func:`mitigate` — ``[cohort, mitigated_model]``: the mitigations compared, the chosen one
   registered as ``<cohort>_mitigated`` (a challenger) and audited.
+
+Each returns what its asset attaches, ready-made: the rendered Markdown, the report's path and,
+for the report, each declared rule's check decided (:mod:`.rule_checks`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import pandas as pd
 from clinical_mlops.core import evidence, provenance, tracking
 from clinical_mlops.core.steps import LOG, StepError, StepLog, report_path
 from clinical_mlops.core.warehouse import transaction
-from clinical_mlops.fairness import audit as fairness, mitigation, report, root_cause
+from clinical_mlops.core.reporting import png_markdown
+from clinical_mlops.fairness import audit as fairness, mitigation, plots, report, root_cause, rule_checks
 from clinical_mlops.features import build as features
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.governance.policy import Policy, for_cohort
@@ -41,17 +45,37 @@ class FairnessReportStep:
     report_path: Path
     incidents: dict[str, incidents.Incident]
     """Rule name → the incident its blocking failure opened (or found already open)."""
-    recall_gap_plot: bytes | None
+    checks: tuple[rule_checks.RuleCheck, ...]
+    """One per rule of the declared policy, in its order."""
+    summary_markdown: str
+    required_groups_markdown: str
+    recall_gaps_markdown: str
+    recall_gap_plot_markdown: str
+    """The recall-gap forest plot as a Markdown image; empty when the policy has no recall-gap rule."""
+
+    @property
+    def bootstrap(self) -> dict:
+        a = self.audit
+        return {"method": a.bootstrap_method, "replicates": a.n_bootstrap, "seed": a.seed,
+                "exact_max_rows": a.exact_max_rows, "score_bins": a.score_bins}
+
+    @property
+    def incidents_metadata(self) -> list[dict]:
+        return [i.as_metadata() for i in self.incidents.values()]
 
 
 def audit_candidate(
     con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, policy: Policy, n_bootstrap: int | None,
-    reports_dir: Path | str, run_id: str | None, log: StepLog = LOG,
+    reports_dir: Path | str, run_id: str | None, log: StepLog = LOG, declared: Policy | None = None,
 ) -> FairnessReportStep:
     """``[cohort, fairness_report]``: audit the latest candidate at its operating threshold against the
     policy (metrics, disparities with bootstrap CIs, corrected tests, a verdict per rule), store it in
     ``monitoring.fairness_*``, render the HTML report, and open an incident for each blocking rule whose
-    status is ``fail`` (insufficient evidence blocks promotion through the stored gate, without an incident)."""
+    status is ``fail`` (insufficient evidence blocks promotion through the stored gate, without an incident).
+
+    ``declared``: the policy whose rules the asset declares checks for (default ``policy``); a declared
+    rule missing from ``policy`` is an insufficient-evidence check."""
+    declared = declared or policy
     policy = for_cohort(policy, spec)  # the thresholds, with the sensitive attributes of the cohort's source
     model = fit.latest_model_version(con, spec.name, "candidate")
     if model is None:
@@ -78,8 +102,12 @@ def audit_candidate(
         log.warning(f"{spec.name}: {rule_name} failed; incident {incident.incident_id} "
                     f"({'opened' if incident.created else 'already open'}), owner {incident.owner}")
     recall_rule = next((r for r in result.rules if r.name == "recall_gap"), None)
-    plot = None if recall_rule is None else report.plot_disparity(result, "recall_gap", recall_rule.bound)
-    return FairnessReportStep(result, audit_id, label, path, incident_by_rule, plot)
+    plot = "" if recall_rule is None else png_markdown(plots.plot_disparity(result, "recall_gap", recall_rule.bound),
+                                                       "recall gap")
+    return FairnessReportStep(result, audit_id, label, path, incident_by_rule,
+                              rule_checks.rule_checks(result, declared, incident_by_rule),
+                              report.summary_markdown(result), report.required_groups_markdown(result),
+                              report.recall_gap_markdown(result), plot)
 
 
 def _failing_targets(con: duckdb.DuckDBPyConnection, cohort: str) -> tuple[dict | None, pd.DataFrame]:
@@ -113,6 +141,13 @@ class RootCauseStep:
     model_label: str | None = None
     causes: tuple[root_cause.RootCause, ...] = ()
     report_path: Path | None = None
+    findings_markdown: str = ""
+    """Every analysed group's findings, in Markdown."""
+
+    @property
+    def conclusions(self) -> dict[str, str]:
+        """``slice=group`` → where the evidence points."""
+        return {f"{c.slice}={c.group}": c.conclusion for c in self.causes}
 
 
 def analyse_root_cause(
@@ -142,7 +177,8 @@ def analyse_root_cause(
     path.write_text(report.root_cause_html(causes, title=f"Fairness root cause — {spec.title}", model=label,
                                            policy=policy))
     log.info(f"{spec.name}: root cause for {len(causes)} failing group(s)")
-    return RootCauseStep(f"{len(causes)} failing group(s) analysed", policy.sha256, label, causes, path)
+    return RootCauseStep(f"{len(causes)} failing group(s) analysed", policy.sha256, label, causes, path,
+                         "\n\n".join(c.as_markdown() for c in causes))
 
 
 @dataclass(frozen=True)
@@ -161,6 +197,27 @@ class MitigationStep:
     recall_gap_before: dict | None = None
     recall_gap_after: dict | None = None
     report_path: Path | None = None
+    tradeoff_markdown: str = ""
+    """The trade-off table of every option compared, in Markdown (the registered one ticked)."""
+
+    @property
+    def target_text(self) -> str:
+        """``slice=group (rule)``."""
+        t = self.target or {}
+        return f"{t['slice']}={t['group']} ({t['rule']})"
+
+    @property
+    def recall_gap_before_ci(self) -> str:
+        return _interval_text(self.recall_gap_before)
+
+    @property
+    def recall_gap_after_ci(self) -> str:
+        return _interval_text(self.recall_gap_after)
+
+
+def _interval_text(gap: dict | None) -> str:
+    """``-0.1878 to +0.3736``: a recall gap's interval, signed, four decimals."""
+    return "—" if gap is None else f"{gap['lower']:+.4f} to {gap['upper']:+.4f}"
 
 
 def mitigate(
@@ -199,18 +256,15 @@ def mitigate(
                                              policy=policy, n_bootstrap=n_bootstrap)
     label = f"{registered.name} v{registered.version}"
     path = report_path(reports_dir, spec.name, f"fairness_mitigation_{registered.name}_v{registered.version}.html")
-    note = (f"<p><b>{chosen.method}</b> needs the sensitive attribute(s) {', '.join(chosen.attributes)} at prediction "
-            "time.</p>" if chosen.needs_sensitive_attribute else
-            f"<p><b>{chosen.method}</b> does not use the sensitive attribute at prediction time.</p>")
     path.write_text(report.render_audit_html(
         audited, title=f"Mitigated model — {spec.title}", model=label, policy=policy,
-        extra_sections=[report.tradeoff_html(comparison.table, comparison.reason), note]))
+        extra_sections=[report.tradeoff_section(comparison.table, comparison.reason, chosen)]))
     before = comparison.audits["none"].disparity(target["slice"], target["group"], "recall_gap")
     after = audited.disparity(target["slice"], target["group"], "recall_gap")
     log.info(f"{spec.name}: registered {label} ({chosen.method}); recall gap for {target['group']} "
              f"{before['estimate']:+.3f} -> {after['estimate']:+.3f}")
     return MitigationStep("mitigated", "mitigated", policy.sha256, comparison, chosen, registered, target, audited,
-                          audit_id, before, after, path)
+                          audit_id, before, after, path, report.tradeoff_markdown(comparison.table))
 
 
 def _register_mitigated(spec: CohortSpec, candidate: dict, result: mitigation.MitigationResult,

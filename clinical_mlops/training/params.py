@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["DEFAULT_MAX_TRAINING_ROWS", "DEFAULT_SUBSAMPLE_SEED", "GradientBoostingParams", "LogisticRegressionParams",
-           "registered_model_name"]
+__all__ = ["DEFAULT_MAX_TRAINING_ROWS", "DEFAULT_SUBSAMPLE_SEED", "REDUCTION_ORACLE_PARAMS", "GradientBoostingParams",
+           "LogisticRegressionParams", "registered_model_name"]
 
 DEFAULT_MAX_TRAINING_ROWS = 1_000_000
 """Above this many training rows the fit uses a seeded patient-grouped subsample (test is scored whole)."""
@@ -48,3 +48,11 @@ class GradientBoostingParams:
 
     def as_dict(self) -> dict:
         return {"algorithm": "hist_gradient_boosting", **asdict(self)}
+
+
+REDUCTION_ORACLE_PARAMS = LogisticRegressionParams(C=0.5, max_iter=300)
+"""The logistic regression the exponentiated-gradient mitigation refits at every iteration (its "oracle",
+:mod:`clinical_mlops.fairness.reduction_oracle`): the baseline's regularisation with a lower iteration
+limit, because the reduction fits it a few dozen times. A modelling hyperparameter, not a policy
+rule: the policy says which constraint a mitigation must meet (``fairness.mitigation``), not how
+the model meeting it is fitted. ``seed`` is unused: the mitigation's own seed is the random state."""

@@ -127,6 +127,24 @@ def test_multiple_comparison_corrections():
     assert fairness.two_proportion_z_test(20, 100, 60, 100) < 1e-6
 
 
+def test_two_proportion_z_test_is_the_pooled_z_test():
+    """statsmodels' proportions_ztest against the textbook formula (the hand-written test it replaced),
+    with the fractional counts the audit passes (recall × positives); no variance is a p-value of 1."""
+    import math
+
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(3)
+    for _ in range(500):
+        n1, n2 = (int(n) for n in rng.integers(1, 3_000, 2))
+        x1, x2 = float(rng.random() * n1), float(rng.integers(0, n2 + 1))
+        pooled = (x1 + x2) / (n1 + n2)
+        z = (x1 / n1 - x2 / n2) / math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+        assert fairness.two_proportion_z_test(x1, n1, x2, n2) == pytest.approx(2 * norm.sf(abs(z)), rel=0, abs=1e-12)
+    assert fairness.two_proportion_z_test(0, 10, 0, 20) == 1.0 == fairness.two_proportion_z_test(10, 10, 5, 5)
+    assert math.isnan(fairness.two_proportion_z_test(1, 0, 1, 10))
+
+
 def test_store_and_summary_keep_the_policy_hash(tmp_path, policy):
     con = warehouse.connect(tmp_path / "w.duckdb")
     result = fairness.audit(_predictions(8000, aa_penalty=0.15), threshold=0.2, policy=policy, n_bootstrap=50)

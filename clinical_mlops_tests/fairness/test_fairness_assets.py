@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import dagster as dg
 import pytest
 import yaml
@@ -18,6 +20,17 @@ from clinical_mlops_tests.conftest import synthetic_assets
 
 COHORT = "synthetic_diabetes130_readmission_30d"
 GROUPS = {"ingestion", "validation", "features", "training", "evaluation", "fairness"}
+# what each asset attaches, in order (the steps return it ready-made; the assets only map it)
+REPORT_METADATA = ["model", "operating_threshold", "test_rows", "bootstrap", "policy_version", "policy_sha256",
+                   "audit_id", "verdicts", "blocking_failed", "blocking_status", "required_groups", "summary",
+                   "recall_gaps", "recall_gap_plot", "report", "incidents"]
+CHECK_METADATA = ["evidence", "evidence_reason", "policy_version", "policy_sha256", "bound", "severity_in_policy",
+                  "status", "groups_pass", "groups_fail", "groups_insufficient_evidence", "failing_groups",
+                  "insufficient_required_groups", "not_assessable_groups", "required_groups"]
+MITIGATED_METADATA = ["status", "registered_model", "model_version", "mlflow_run", "mitigation", "mitigation_kind",
+                      "needs_sensitive_attribute", "target", "recall_gap_before", "recall_gap_before_ci",
+                      "recall_gap_after", "recall_gap_after_ci", "chosen_because", "tradeoff", "verdicts_after",
+                      "audit_id", "policy_sha256", "report"]
 
 
 
@@ -118,6 +131,8 @@ def test_fairness_gate_incident_sensor_and_remediation(trained, workspace, tmp_p
     meta = first.asset_materializations_for_node(f"{COHORT}__fairness_report")[0].metadata
     assert meta["policy_sha256"].value == load_policy(loose).sha256
     assert meta["report"].value.endswith(".html") and meta["blocking_status"].value == evidence.PASS
+    assert list(meta) == REPORT_METADATA and list(recall.metadata) == CHECK_METADATA
+    assert meta["recall_gap_plot"].value.startswith("![recall gap](data:image/png;base64,")
     quiet = _run(assets, remediation, instance, workspace, {
         f"{COHORT}__fairness_root_cause": {"config": {"policy_path": loose}},
         f"{COHORT}__mitigated_model": {"config": {"policy_path": loose}}})
@@ -139,6 +154,7 @@ def test_fairness_gate_incident_sensor_and_remediation(trained, workspace, tmp_p
     assert any(g["group"] == "AfricanAmerican" and g["ci"][1] < -0.1 for g in failing)
     assert "AfricanAmerican" in recall.description and not recall.description.startswith("insufficient")
     incident_id = recall.metadata["incident_id"].value
+    assert list(recall.metadata) == [*CHECK_METADATA, "incident_id", "incident_owner"]
     with warehouse.connect(workspace.warehouse) as con:
         opened = incidents.list_incidents(con, COHORT)
         verdict_hashes = con.execute("SELECT DISTINCT policy_sha256 FROM monitoring.fairness_verdicts "
@@ -166,8 +182,11 @@ def test_fairness_gate_incident_sensor_and_remediation(trained, workspace, tmp_p
     assert third.success
     cause = third.asset_materializations_for_node(f"{COHORT}__fairness_root_cause")[0].metadata
     assert "AfricanAmerican" in cause["findings"].value and "Conclusion" in cause["findings"].value
+    assert list(cause) == ["status", "model", "policy_sha256", "findings", "conclusions", "report"]
     mitigated = third.asset_materializations_for_node(f"{COHORT}__mitigated_model")[0].metadata
-    assert mitigated["registered_model"].value == f"{COHORT}_mitigated"
+    assert mitigated["registered_model"].value == f"{COHORT}_mitigated" and list(mitigated) == MITIGATED_METADATA
+    assert mitigated["target"].value == "race=AfricanAmerican (recall_gap)"
+    assert re.fullmatch(r"[+-]\d\.\d{4} to [+-]\d\.\d{4}", mitigated["recall_gap_after_ci"].value)
     assert "group_thresholds" in mitigated["tradeoff"].value and "exponentiated_gradient" in mitigated["tradeoff"].value
     tracking.configure(workspace.tracking_uri, workspace.artifacts)
     version = MlflowClient().get_model_version(f"{COHORT}_mitigated", mitigated["model_version"].value)
@@ -224,6 +243,8 @@ def test_fairness_gate_incident_sensor_and_remediation(trained, workspace, tmp_p
     missing = checks["calibration_gap_within_policy"]
     assert not missing.passed and missing.metadata["evidence"].value == evidence.INSUFFICIENT
     assert "not in the policy used for this run" in missing.description
+    assert list(missing.metadata) == ["evidence", "evidence_reason", "policy_version", "policy_sha256",
+                                      "severity_in_policy"]
     assert missing.severity == dg.AssetCheckSeverity.WARN
     with warehouse.connect(workspace.warehouse) as con:
         candidate = con.execute(f"SELECT model_name, model_version FROM ml.model_versions WHERE cohort = '{COHORT}' "

@@ -17,13 +17,10 @@ Per cohort:
 The work is :mod:`clinical_mlops.fairness.steps`; this module wires it.
 """
 
-import base64
-
 from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from clinical_mlops.core import evidence
 from clinical_mlops.defs.partitions import cohort_code_version
 from clinical_mlops.defs.checks import evidence_check
 from clinical_mlops.defs.failures import step_failures
@@ -36,10 +33,10 @@ from clinical_mlops.defs.resources import (
     default_policy,
 )
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
-from clinical_mlops.governance.policy import MetricRule, Policy
+from clinical_mlops.governance.policy import Policy
 
 if TYPE_CHECKING:
-    from clinical_mlops.fairness import audit as fairness, steps
+    from clinical_mlops.fairness import rule_checks, steps
 
 GROUP = "fairness"
 
@@ -61,77 +58,11 @@ class MitigationConfig(FairnessConfig):
     seed: int = 7
 
 
-def _md_image(png: bytes, alt: str) -> str:
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
-
-
-def _group_text(g: dict) -> str:
-    gap = g.get("min_detectable_gap")
-    mdg = f"min detectable gap {gap:.3f}" if gap is not None else "min detectable gap: none, no drop is detectable at this size"
-    return f"{g['slice']}={g['group']} (n={g['n']}, positives={g['n_positive']}, {mdg})"
-
-
-def _description(rule: MetricRule, outcome: "fairness.RuleOutcome") -> str:
-    if outcome.status == evidence.FAIL:
-        return "; ".join(f"{e['slice']}={e['group']}: {e['estimate']:+.3f} CI [{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}]"
-                         for e in outcome.evidence(5))
-    listed = len(outcome.not_assessable)
-    tail = f"; {listed} group(s) not assessable (listed, need an acknowledgement at promotion)" if listed else ""
-    if outcome.status == evidence.INSUFFICIENT:
-        missing = outcome.required_evidence()
-        if missing:
-            return "required group(s) without sufficient evidence: " + "; ".join(map(_group_text, missing)) + tail
-        return outcome.reason
-    return f"every assessed group's interval lies inside the bound ({rule.describe()}){tail}"
-
-
-def _check_results(result: "fairness.FairnessAudit", declared: Policy, incident_by_rule: dict) -> list[dg.AssetCheckResult]:
-    """One result per declared rule under the evidence rule: passed only on ``pass``."""
-    results = []
-    active = {r.name for r in result.rules}
-    for rule in declared.fairness.metrics:
-        if rule.name not in active:
-            missing = evidence.Evidence(evidence.INSUFFICIENT, f"rule {rule.name} is not in the policy used for this "
-                                                               f"run (sha256 {result.policy_sha256[:12]})")
-            results.append(evidence_check(rule.check_name, missing, blocking=rule.blocking, metadata={
-                "policy_version": result.policy_version, "policy_sha256": result.policy_sha256,
-                "severity_in_policy": rule.severity}))
-            continue
-        outcome = result.outcome(rule.name)
-        metadata = {
-            "policy_version": result.policy_version,
-            "policy_sha256": result.policy_sha256,
-            "bound": rule.describe(),
-            "severity_in_policy": rule.severity,
-            "status": outcome.status,
-            "groups_pass": outcome.counts["pass"],
-            "groups_fail": outcome.counts["fail"],
-            "groups_insufficient_evidence": outcome.counts["insufficient_evidence"],
-            "failing_groups": dg.MetadataValue.json(outcome.evidence()),
-            "insufficient_required_groups": dg.MetadataValue.json(outcome.required_evidence()),
-            "not_assessable_groups": dg.MetadataValue.json(outcome.not_assessable_evidence()),
-            "required_groups": dg.MetadataValue.json(_required_groups(result)),
-        }
-        if rule.name in incident_by_rule:
-            metadata["incident_id"] = incident_by_rule[rule.name].incident_id
-            metadata["incident_owner"] = incident_by_rule[rule.name].owner
-        results.append(evidence_check(rule.check_name, outcome.as_evidence, blocking=rule.blocking, metadata=metadata,
-                                      description=_description(rule, outcome)))
-    return results
-
-
-def _required_groups(result: "fairness.FairnessAudit") -> list[dict]:
-    """Each required group with its counts and minimum detectable recall gap (80 % power)."""
-    from clinical_mlops.fairness import report as fairness_report
-
-    out = []
-    for r in result.required_groups().itertuples(index=False):
-        gap = float(r.min_detectable_gap)
-        out.append({"slice": r.slice, "group": r.group, "n": fairness_report.shown_count(r.n),
-                    "n_positive": fairness_report.shown_count(r.n_positive),
-                    "reference_n_positive": fairness_report.shown_count(r.reference_n_positive),
-                    "min_detectable_gap": None if gap != gap else round(gap, 4)})
-    return out
+def _check_result(check: "rule_checks.RuleCheck") -> dg.AssetCheckResult:
+    """A rule's check, decided in :mod:`clinical_mlops.fairness.rule_checks`, as Dagster's result."""
+    metadata = {k: dg.MetadataValue.json(v) if isinstance(v, (list, dict)) else v for k, v in check.metadata.items()}
+    return evidence_check(check.check_name, check.evidence, blocking=check.blocking, metadata=metadata,
+                          description=check.description)
 
 
 def build_fairness_report(spec: CohortSpec, declared: Policy) -> dg.AssetsDefinition:
@@ -166,35 +97,32 @@ def build_fairness_report(spec: CohortSpec, declared: Policy) -> dg.AssetsDefini
         reports: ReportsResource, policy: PolicyResource,
     ) -> dg.MaterializeResult:
         from clinical_mlops.fairness import steps
-        from clinical_mlops.fairness import report as fairness_report
 
         with step_failures(), warehouse.connect() as con:
             step = steps.audit_candidate(con, spec, policy=policy.load(config.policy_path), n_bootstrap=config.n_boot(),
-                                         reports_dir=reports.directory, run_id=context.run.run_id, log=context.log)
+                                         reports_dir=reports.directory, run_id=context.run.run_id, log=context.log,
+                                         declared=declared)
         result = step.audit
-        plots = [] if step.recall_gap_plot is None else [_md_image(step.recall_gap_plot, "recall gap")]
         return dg.MaterializeResult(
             metadata={
                 "model": step.model_label,
                 "operating_threshold": round(result.threshold, 5),
                 "test_rows": result.n,
-                "bootstrap": dg.MetadataValue.json({
-                    "method": result.bootstrap_method, "replicates": result.n_bootstrap, "seed": result.seed,
-                    "exact_max_rows": result.exact_max_rows, "score_bins": result.score_bins}),
+                "bootstrap": dg.MetadataValue.json(step.bootstrap),
                 "policy_version": result.policy_version,
                 "policy_sha256": result.policy_sha256,
                 "audit_id": step.audit_id,
                 "verdicts": dg.MetadataValue.json(result.verdict_counts),
                 "blocking_failed": result.blocking_failed,
                 "blocking_status": result.blocking_status,
-                "required_groups": dg.MetadataValue.md(fairness_report.required_groups_markdown(result)),
-                "summary": dg.MetadataValue.md(fairness_report.summary_markdown(result)),
-                "recall_gaps": dg.MetadataValue.md(fairness_report.recall_gap_markdown(result)),
-                "recall_gap_plot": dg.MetadataValue.md("\n\n".join(plots)),
+                "required_groups": dg.MetadataValue.md(step.required_groups_markdown),
+                "summary": dg.MetadataValue.md(step.summary_markdown),
+                "recall_gaps": dg.MetadataValue.md(step.recall_gaps_markdown),
+                "recall_gap_plot": dg.MetadataValue.md(step.recall_gap_plot_markdown),
                 "report": dg.MetadataValue.path(str(step.report_path)),
-                "incidents": dg.MetadataValue.json([i.as_metadata() for i in step.incidents.values()]),
+                "incidents": dg.MetadataValue.json(step.incidents_metadata),
             },
-            check_results=_check_results(result, declared, step.incidents),
+            check_results=[_check_result(c) for c in step.checks],
         )
 
     return fairness_report_asset
@@ -227,8 +155,8 @@ def build_root_cause(spec: CohortSpec) -> dg.AssetsDefinition:
             "status": step.status,
             "model": step.model_label,
             "policy_sha256": step.policy_sha256,
-            "findings": dg.MetadataValue.md("\n\n".join(c.as_markdown() for c in step.causes)),
-            "conclusions": dg.MetadataValue.json({f"{c.slice}={c.group}": c.conclusion for c in step.causes}),
+            "findings": dg.MetadataValue.md(step.findings_markdown),
+            "conclusions": dg.MetadataValue.json(step.conclusions),
             "report": dg.MetadataValue.path(str(step.report_path)),
         })
 
@@ -236,11 +164,9 @@ def build_root_cause(spec: CohortSpec) -> dg.AssetsDefinition:
 
 
 def _mitigated_metadata(step: "steps.MitigationStep", ui_url: str) -> dict:
-    from clinical_mlops.fairness import report as fairness_report
     from clinical_mlops.core import tracking as tracking_lib
 
-    chosen, registered, target = step.chosen, step.registered, step.target
-    before, after = step.recall_gap_before, step.recall_gap_after
+    chosen, registered = step.chosen, step.registered
     return {
         "status": step.status,
         "registered_model": registered.name,
@@ -249,13 +175,13 @@ def _mitigated_metadata(step: "steps.MitigationStep", ui_url: str) -> dict:
         "mitigation": chosen.method,
         "mitigation_kind": chosen.kind,
         "needs_sensitive_attribute": chosen.needs_sensitive_attribute,
-        "target": f"{target['slice']}={target['group']} ({target['rule']})",
-        "recall_gap_before": round(before["estimate"], 4),
-        "recall_gap_before_ci": f"{before['lower']:+.4f} to {before['upper']:+.4f}",
-        "recall_gap_after": round(after["estimate"], 4),
-        "recall_gap_after_ci": f"{after['lower']:+.4f} to {after['upper']:+.4f}",
+        "target": step.target_text,
+        "recall_gap_before": round(step.recall_gap_before["estimate"], 4),
+        "recall_gap_before_ci": step.recall_gap_before_ci,
+        "recall_gap_after": round(step.recall_gap_after["estimate"], 4),
+        "recall_gap_after_ci": step.recall_gap_after_ci,
         "chosen_because": step.comparison.reason,
-        "tradeoff": dg.MetadataValue.md(fairness_report.tradeoff_markdown(step.comparison.table)),
+        "tradeoff": dg.MetadataValue.md(step.tradeoff_markdown),
         "verdicts_after": dg.MetadataValue.json(step.audit.verdict_counts),
         "audit_id": step.audit_id,
         "policy_sha256": step.policy_sha256,

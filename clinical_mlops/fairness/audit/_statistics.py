@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 __all__ = ["confusion_rates", "two_proportion_z_test"]
@@ -27,15 +25,17 @@ def confusion_rates(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 
 
 def two_proportion_z_test(x1: float, n1: float, x2: float, n2: float) -> float:
-    """Two-sided p-value of H0: p1 == p2 (pooled z-test); NaN when a sample is empty."""
-    from scipy.stats import norm  # scipy loads when a test runs, not when the package is imported
+    """Two-sided p-value of H0: p1 == p2: statsmodels' pooled ``proportions_ztest``.
 
+    NaN when a sample is empty. With no variance (both proportions 0, or both 1) the p-value is 1,
+    where statsmodels divides zero by zero and returns NaN.
+    """
     if n1 <= 0 or n2 <= 0:
         return float("nan")
     pooled = (x1 + x2) / (n1 + n2)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
-    if se == 0:
+    if pooled * (1 - pooled) == 0:
         return 1.0 if x1 / n1 == x2 / n2 else 0.0
-    z = (x1 / n1 - x2 / n2) / se
-    return float(2 * norm.sf(abs(z)))
+    # statsmodels loads when a test runs, not when the package is imported
+    from statsmodels.stats.proportion import proportions_ztest
 
+    return float(proportions_ztest([x1, x2], [n1, n2], alternative="two-sided")[1])
