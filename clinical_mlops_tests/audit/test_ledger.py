@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import subprocess
 import sys
 import textwrap
 import threading
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -17,6 +17,9 @@ import pytest
 from clinical_mlops.cli import audit as cli_audit
 from clinical_mlops.audit import ledger
 from clinical_mlops.core.reporting import canonical_json
+from clinical_mlops_tests.helpers import run_cli
+
+_cli = partial(run_cli, cli_audit.register)
 
 KEY = "test-ledger-key"
 
@@ -376,13 +379,6 @@ def test_mirror_is_incremental_and_idempotent(tmp_path):
                        "ORDER BY seq").fetchall()
     assert [r[0] for r in rows] == list(range(1, 7)) and rows[0][2] == '"run-1"'
     assert ledger.verify(path, con=con).ok
-
-
-def _cli(args: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    cli_audit.register(parser.add_subparsers(dest="command", required=True))
-    parsed = parser.parse_args(args)
-    return parsed.func(parsed)
 
 
 def test_audit_verify_command_exits_non_zero_and_names_the_first_bad_entry(tmp_path, capsys):
