@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from clinical_mlops.core import chunking, tracking, warehouse
 from clinical_mlops.features import build as features
-from clinical_mlops.ingestion import landing, synthetic
+from clinical_mlops.ingestion import synthetic
 from clinical_mlops.audit import model_card
 from clinical_mlops.training import modelling, fit as training
 from clinical_mlops.sources import derive
@@ -24,6 +24,7 @@ from clinical_mlops.validation import rules as validation
 from clinical_mlops.ingestion import diabetes130 as d130
 from clinical_mlops.features.cohort import load_cohort
 from clinical_mlops_tests.conftest import synthetic_source  # noqa: E402
+from clinical_mlops_tests.helpers import land
 
 SYNTHETIC_SOURCE = synthetic_source()
 
@@ -42,13 +43,6 @@ def con(workspace):
     connection = warehouse.connect(workspace.warehouse)
     yield connection
     connection.close()
-
-
-def _land(con, workspace, frame: pd.DataFrame, name: str) -> str:
-    path = workspace.landing / name
-    frame.to_csv(path, index=False, lineterminator="\n")
-    assert landing.land_extract(con, path, SYNTHETIC_SOURCE).status == "landed"
-    return name
 
 
 # --- generator ---------------------------------------------------------------------------------
@@ -117,7 +111,7 @@ def test_chunked_validation_equals_whole_frame_pandera(con, workspace, encounter
     frame = _planted(encounters)
     expected = _whole_frame_reasons(frame)
     assert len(expected) == 11
-    extract = _land(con, workspace, frame, "planted.csv")
+    extract = land(con, frame, workspace.landing / "planted.csv")
     outcome = validation.validate_extract(con, SYNTHETIC_SOURCE, extract, pseudonym_key=KEY, chunk_rows=CHUNK, engine=engine)
     quarantined = dict(con.execute("SELECT row_number, reasons FROM staging.synthetic_diabetes130__quarantine ORDER BY 1").fetchall())
     assert quarantined == expected
@@ -131,7 +125,7 @@ def test_chunked_validation_equals_whole_frame_pandera(con, workspace, encounter
 
 
 def test_chunk_size_does_not_change_the_result(con, workspace, encounters):
-    extract = _land(con, workspace, _planted(encounters), "planted.csv")
+    extract = land(con, _planted(encounters), workspace.landing / "planted.csv")
     results = []
     for chunk_rows in (N * 2, 999, 1):
         validation.validate_extract(con, SYNTHETIC_SOURCE, extract, pseudonym_key=KEY, chunk_rows=chunk_rows)
@@ -141,10 +135,10 @@ def test_chunk_size_does_not_change_the_result(con, workspace, encounters):
 
 
 def test_duplicates_across_extracts_are_found_in_sql_in_any_chunk(con, workspace, encounters):
-    first = _land(con, workspace, encounters.iloc[:2_500], "a.csv")
+    first = land(con, encounters.iloc[:2_500], workspace.landing / "a.csv")
     second_frame = encounters.iloc[2_500:].copy()
     second_frame.iloc[1_500, 0] = encounters.iloc[42, 0]  # second chunk of b.csv clashes with a.csv
-    second = _land(con, workspace, second_frame, "b.csv")
+    second = land(con, second_frame, workspace.landing / "b.csv")
     validation.validate_extract(con, SYNTHETIC_SOURCE, first, pseudonym_key=KEY, chunk_rows=CHUNK)
     outcome = validation.validate_extract(con, SYNTHETIC_SOURCE, second, pseudonym_key=KEY, chunk_rows=CHUNK)
     assert outcome.failures == {"encounter_id:duplicate_across_extracts": 1}
@@ -152,7 +146,7 @@ def test_duplicates_across_extracts_are_found_in_sql_in_any_chunk(con, workspace
 
 
 def test_a_failing_validation_leaves_the_warehouse_unchanged(con, workspace, encounters, monkeypatch):
-    extract = _land(con, workspace, _planted(encounters), "planted.csv")
+    extract = land(con, _planted(encounters), workspace.landing / "planted.csv")
     validation.validate_extract(con, SYNTHETIC_SOURCE, extract, pseudonym_key=KEY, chunk_rows=CHUNK)
     before = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("staging.synthetic_diabetes130", "staging.synthetic_diabetes130__quarantine")]
 
@@ -193,7 +187,7 @@ def test_each_rule_gives_the_same_verdict_in_sql_and_pandera(rule):
 @pytest.fixture
 def featured(con, workspace, encounters):
     spec = load_cohort("synthetic_diabetes130_readmission_30d")
-    validation.validate_extract(con, SYNTHETIC_SOURCE, _land(con, workspace, encounters, "clean.csv"), pseudonym_key=KEY)
+    validation.validate_extract(con, SYNTHETIC_SOURCE, land(con, encounters, workspace.landing / "clean.csv"), pseudonym_key=KEY)
     features.build_features(con, spec)
     features.assign_split(con, spec)
     return spec
