@@ -136,13 +136,15 @@ def con(workspace):
     connection.close()
 
 
-def synthetic_assets(defs) -> list:
+def synthetic_assets(defs, groups: set[str] | None = None) -> list:
     """The assets of the synthetic source and its cohorts only (each source has its own extract partitions,
-    so a run selecting a group across sources would mix partition definitions)."""
+    so a run selecting a group across sources would mix partition definitions); with ``groups``, only the
+    assets of those stages (other stages may need resources a test does not bind)."""
     import dagster as dg
 
     return [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)
-            and all(k.path[0].startswith(SYNTHETIC) for k in a.keys)]
+            and all(k.path[0].startswith(SYNTHETIC) for k in a.keys)
+            and (groups is None or set(a.group_names_by_key.values()) <= groups)]
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import functools
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from clinical_mlops_tests.conftest import synthetic_source
+from clinical_mlops_tests.conftest import READMISSION, SYNTHETIC, synthetic_assets, synthetic_source
 
 TEST_PSEUDONYM_KEY = b"test-key-not-secret"
 """The pseudonymisation key the tests' environment sets (``CLINICAL_MLOPS_PSEUDONYM_KEY``)."""
@@ -53,3 +53,38 @@ def land_and_validate(con, frame, path: Path, *, source=None, pseudonym_key: byt
     extract_id = land(con, frame, path, source=source)
     validation.validate_extract(con, source, extract_id, pseudonym_key=pseudonym_key)
     return extract_id
+
+
+def ingest(defs, workspace, instance, extract_ids: Iterable[str], *, groups: set[str] | None = None,
+           raise_on_error: bool = True) -> list:
+    """Materialize the synthetic source's ingestion and validation assets (among :func:`synthetic_assets` of
+    ``groups``) for each extract already in the landing zone, adding its partition first; the results, each
+    asserted successful unless ``raise_on_error`` is false."""
+    import dagster as dg
+
+    extract_ids = list(extract_ids)
+    instance.add_dynamic_partitions(f"{SYNTHETIC}_extracts", extract_ids)
+    results = []
+    for extract_id in extract_ids:
+        result = dg.materialize(
+            synthetic_assets(defs, groups), selection=dg.AssetSelection.groups("ingestion", "validation"),
+            partition_key=extract_id, instance=instance, resources=workspace.resources(),
+            raise_on_error=raise_on_error,
+        )
+        assert result.success or not raise_on_error
+        results.append(result)
+    return results
+
+
+def materialize(defs, workspace, instance, keys, run_config=None, partition_key=None, *, groups: set[str],
+                cohort: str = READMISSION):
+    """Materialize ``keys`` (asset names of ``cohort``, or asset keys) among :func:`synthetic_assets` of
+    ``groups``, without raising on a failed step."""
+    import dagster as dg
+
+    return dg.materialize(
+        synthetic_assets(defs, groups),
+        selection=dg.AssetSelection.assets(*[dg.AssetKey([cohort, k]) if isinstance(k, str) else k for k in keys]),
+        instance=instance, resources=workspace.resources(), run_config=run_config or {},
+        partition_key=partition_key, raise_on_error=False,
+    )

@@ -3,37 +3,26 @@ an error fails the asset, dataset drift opens one incident per cohort and extrac
 
 from __future__ import annotations
 
+from functools import partial
+
 import dagster as dg
 import pytest
 
 from clinical_mlops.core import warehouse
 from clinical_mlops.governance.policy import load_policy
 from clinical_mlops.ingestion import synthetic
-from clinical_mlops_tests.conftest import synthetic_assets
+from clinical_mlops_tests.helpers import ingest, materialize
 
 COHORT = "synthetic_diabetes130_readmission_30d"
 GROUPS = {"ingestion", "validation", "features", "training", "drift"}
 NO_HTML = {"ops": {f"{COHORT}__drift_report": {"config": {"html_report": False}}}}
-
-
-def _assets(defs: dg.Definitions) -> list:
-    return [a for a in synthetic_assets(defs) if set(a.group_names_by_key.values()) <= GROUPS]
-
-
-def _materialize(defs, workspace, instance, keys, run_config=None, partition_key=None):
-    return dg.materialize(
-        _assets(defs), selection=dg.AssetSelection.assets(*[dg.AssetKey([COHORT, k]) for k in keys]),
-        instance=instance, resources=workspace.resources(), run_config=run_config or {},
-        partition_key=partition_key, raise_on_error=False,
-    )
+_ingest = partial(ingest, groups=GROUPS)
+_materialize = partial(materialize, groups=GROUPS)
 
 
 def _land(defs, workspace, instance, frame, name):
     frame.to_csv(workspace.landing / name, index=False, lineterminator="\n")
-    instance.add_dynamic_partitions("synthetic_diabetes130_extracts", [name])
-    result = dg.materialize(_assets(defs), selection=dg.AssetSelection.groups("ingestion", "validation"),
-                            partition_key=name, instance=instance, resources=workspace.resources())
-    assert result.success
+    _ingest(defs, workspace, instance, [name])
 
 
 def _checks(result) -> dict[str, dg.AssetCheckEvaluation]:
