@@ -126,6 +126,15 @@ def defs():
     return load_defs()
 
 
+@pytest.fixture(scope="module")
+def policy():
+    """The shipped policy with the synthetic readmission cohort's source attributes (race, gender, age band)."""
+    from clinical_mlops.features.cohort import load_cohort
+    from clinical_mlops.governance.policy import for_cohort, load_policy
+
+    return for_cohort(load_policy(), load_cohort(READMISSION))
+
+
 @pytest.fixture
 def con(workspace):
     """A read-write connection to the test's temporary warehouse (files needing another kind override it)."""
