@@ -105,6 +105,15 @@ def small_encounters():
     return synthetic.generate_encounters(synthetic.SyntheticConfig(n_encounters=3_000, seed=7))
 
 
+@pytest.fixture(scope="session")
+def chunked_encounters():
+    """5,000 synthetic encounters (seed 11), generated once per session: five chunks at the 1,000-row chunk
+    size of the chunked-path tests (all columns as text)."""
+    from clinical_mlops.ingestion import synthetic
+
+    return synthetic.generate_encounters(synthetic.SyntheticConfig(n_encounters=5_000, seed=11))
+
+
 @pytest.fixture
 def extract_file(workspace: Workspace, small_encounters) -> Path:
     """One valid extract in the landing zone."""
@@ -143,6 +152,21 @@ def con(workspace):
     connection = warehouse.connect(workspace.warehouse)
     yield connection
     connection.close()
+
+
+@pytest.fixture
+def featured(con, workspace, chunked_encounters):
+    """The readmission cohort's features and patient split in the test's warehouse, built from
+    ``chunked_encounters`` landed and validated as one extract; the cohort's spec."""
+    from clinical_mlops.features import build as features
+    from clinical_mlops.features.cohort import load_cohort
+    from clinical_mlops_tests.helpers import land_and_validate
+
+    spec = load_cohort(READMISSION)
+    land_and_validate(con, chunked_encounters, workspace.landing / "clean.csv", pseudonym_key=b"test-key")
+    features.build_features(con, spec)
+    features.assign_split(con, spec)
+    return spec
 
 
 def synthetic_assets(defs, groups: set[str] | None = None) -> list:
