@@ -88,3 +88,13 @@ def materialize(defs, workspace, instance, keys, run_config=None, partition_key=
         instance=instance, resources=workspace.resources(), run_config=run_config or {},
         partition_key=partition_key, raise_on_error=False,
     )
+
+
+def asset_checks(result) -> dict:
+    """A Dagster run result's asset check evaluations by check name."""
+    return {c.check_name: c for c in result.get_asset_check_evaluations()}
+
+
+def file_lines(path: Path) -> list[bytes]:
+    """The lines of a file, as bytes with their line ends (an append-only log as written)."""
+    return path.read_bytes().splitlines(keepends=True)
