@@ -105,6 +105,15 @@ def small_encounters():
     return synthetic.generate_encounters(synthetic.SyntheticConfig(n_encounters=3_000, seed=7))
 
 
+@pytest.fixture(scope="session")
+def chunked_encounters():
+    """5,000 synthetic encounters (seed 11), generated once per session: five chunks at the 1,000-row chunk
+    size of the chunked-path tests (all columns as text)."""
+    from clinical_mlops.ingestion import synthetic
+
+    return synthetic.generate_encounters(synthetic.SyntheticConfig(n_encounters=5_000, seed=11))
+
+
 @pytest.fixture
 def extract_file(workspace: Workspace, small_encounters) -> Path:
     """One valid extract in the landing zone."""
@@ -126,6 +135,15 @@ def defs():
     return load_defs()
 
 
+@pytest.fixture(scope="module")
+def policy():
+    """The shipped policy with the synthetic readmission cohort's source attributes (race, gender, age band)."""
+    from clinical_mlops.features.cohort import load_cohort
+    from clinical_mlops.governance.policy import for_cohort, load_policy
+
+    return for_cohort(load_policy(), load_cohort(READMISSION))
+
+
 @pytest.fixture
 def con(workspace):
     """A read-write connection to the test's temporary warehouse (files needing another kind override it)."""
@@ -136,13 +154,30 @@ def con(workspace):
     connection.close()
 
 
-def synthetic_assets(defs) -> list:
+@pytest.fixture
+def featured(con, workspace, chunked_encounters):
+    """The readmission cohort's features and patient split in the test's warehouse, built from
+    ``chunked_encounters`` landed and validated as one extract; the cohort's spec."""
+    from clinical_mlops.features import build as features
+    from clinical_mlops.features.cohort import load_cohort
+    from clinical_mlops_tests.helpers import land_and_validate
+
+    spec = load_cohort(READMISSION)
+    land_and_validate(con, chunked_encounters, workspace.landing / "clean.csv", pseudonym_key=b"test-key")
+    features.build_features(con, spec)
+    features.assign_split(con, spec)
+    return spec
+
+
+def synthetic_assets(defs, groups: set[str] | None = None) -> list:
     """The assets of the synthetic source and its cohorts only (each source has its own extract partitions,
-    so a run selecting a group across sources would mix partition definitions)."""
+    so a run selecting a group across sources would mix partition definitions); with ``groups``, only the
+    assets of those stages (other stages may need resources a test does not bind)."""
     import dagster as dg
 
     return [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)
-            and all(k.path[0].startswith(SYNTHETIC) for k in a.keys)]
+            and all(k.path[0].startswith(SYNTHETIC) for k in a.keys)
+            and (groups is None or set(a.group_names_by_key.values()) <= groups)]
 
 
 def pytest_collection_modifyitems(config, items) -> None:

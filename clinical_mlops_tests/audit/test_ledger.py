@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import subprocess
 import sys
 import textwrap
 import threading
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -17,6 +17,9 @@ import pytest
 from clinical_mlops.cli import audit as cli_audit
 from clinical_mlops.audit import ledger
 from clinical_mlops.core.reporting import canonical_json
+from clinical_mlops_tests.helpers import file_lines, run_cli
+
+_cli = partial(run_cli, cli_audit.register)
 
 KEY = "test-ledger-key"
 
@@ -33,10 +36,6 @@ def _fill(path: Path, n: int = 8) -> list[ledger.LedgerEntry]:
                       payload={"run_id": f"run-{i}", "rows": i * 10, "auroc": 0.7 + i / 100}, actor="tester")
         for i in range(1, n + 1)
     ]
-
-
-def _lines(path: Path) -> list[bytes]:
-    return path.read_bytes().splitlines(keepends=True)
 
 
 def _write(path: Path, lines: list[bytes]) -> None:
@@ -60,7 +59,7 @@ def test_entries_are_hash_chained_over_a_canonical_serialization(tmp_path):
     assert entries[0].prev_hash == ledger.GENESIS_HASH
     for previous, entry in zip(entries, entries[1:]):
         assert entry.prev_hash == previous.hash
-    for line, entry in zip(_lines(path), entries):
+    for line, entry in zip(file_lines(path), entries):
         data = json.loads(line)
         assert set(data) == set(ledger.FIELDS)
         body = {k: v for k, v in data.items() if k != "hash"}
@@ -157,7 +156,7 @@ def _insert_duplicate(lines, k):
 def test_tampering_inside_the_chain_is_detected_at_its_position(tmp_path, tamper, position, words):
     path = tmp_path / "ledger.jsonl"
     _fill(path)
-    _write(path, tamper(_lines(path), position))
+    _write(path, tamper(file_lines(path), position))
     result = ledger.verify(path)
     assert not result.ok
     assert result.first_bad_seq == position, result.problem
@@ -177,7 +176,7 @@ def test_a_forged_entry_appended_after_the_signed_head_is_detected(tmp_path):
 def test_a_truncated_file_is_detected(tmp_path):
     path = tmp_path / "ledger.jsonl"
     _fill(path)
-    _write(path, _lines(path)[:5])
+    _write(path, file_lines(path)[:5])
     result = ledger.verify(path)
     assert not result.ok and result.first_bad_seq == 6 and "truncated" in result.problem
 
@@ -195,7 +194,7 @@ def test_a_rewritten_chain_with_a_forged_head_is_detected(tmp_path):
     """Recomputing every hash after an edit defeats a bare chain; the keyed head does not verify."""
     path = tmp_path / "ledger.jsonl"
     _fill(path, 4)
-    lines = _lines(path)[:2]
+    lines = file_lines(path)[:2]
     for seq in (3, 4):
         lines.append(_forged(seq, json.loads(lines[-1])["hash"], subject=f"asset:rewritten/{seq}"))
     _write(path, lines)
@@ -215,7 +214,7 @@ def test_the_duckdb_mirror_localises_a_chain_rewritten_with_the_key(tmp_path):
     _fill(path, 6)
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     assert ledger.mirror_to_duckdb(con, path).inserted == 6
-    lines = _lines(path)[:3]
+    lines = file_lines(path)[:3]
     for seq in (4, 5, 6):
         lines.append(_forged(seq, json.loads(lines[-1])["hash"], subject=f"asset:rewritten/{seq}"))
     _write(path, lines)
@@ -253,10 +252,10 @@ def test_a_missing_head_or_another_key_fails_verification(tmp_path):
 def test_nothing_is_appended_to_a_tampered_ledger(tmp_path):
     path = tmp_path / "ledger.jsonl"
     _fill(path)
-    _write(path, _lines(path)[:5])
+    _write(path, file_lines(path)[:5])
     with pytest.raises(ledger.LedgerIntegrityError, match="signed head records entry 8"):
         ledger.append(path, event_type="x", subject="y")
-    assert len(_lines(path)) == 5
+    assert len(file_lines(path)) == 5
 
 
 def test_reseal_recovers_from_an_interrupted_write_and_records_it(tmp_path):
@@ -270,7 +269,7 @@ def test_reseal_recovers_from_an_interrupted_write_and_records_it(tmp_path):
     assert entry.event_type == "ledger_resealed" and entry.seq == 4
     assert entry.payload["truncated_bytes"] > 0 and entry.payload["previous_head_seq"] == 3
     assert ledger.verify(path).ok
-    _write(path, _swap(_lines(path), 2))
+    _write(path, _swap(file_lines(path), 2))
     with pytest.raises(ledger.LedgerIntegrityError, match="cannot reseal"):
         ledger.reseal(path, reason="hide a swap")
 
@@ -319,10 +318,10 @@ def test_two_concurrent_writer_processes_and_threads_leave_one_valid_chain(tmp_p
 def test_an_amendment_is_a_new_entry_that_keeps_the_prior_value(tmp_path):
     path = tmp_path / "ledger.jsonl"
     _fill(path, 3)
-    original_line = _lines(path)[1]
+    original_line = file_lines(path)[1]
     first = ledger.amend(path, 2, {"auroc": 0.9}, reason="transcription error", actor="qa")
     second = ledger.amend(path, 2, {"auroc": 0.91, "note": "rechecked"}, reason="second review", actor="qa")
-    assert _lines(path)[1] == original_line, "the amended entry is never rewritten"
+    assert file_lines(path)[1] == original_line, "the amended entry is never rewritten"
     assert first.event_type == "amendment" and first.payload["amends_seq"] == 2
     assert first.payload["amends_hash"] == json.loads(original_line)["hash"]
     assert first.payload["prior_value"] == {"auroc": 0.72} and first.payload["new_value"] == {"auroc": 0.9}
@@ -378,19 +377,12 @@ def test_mirror_is_incremental_and_idempotent(tmp_path):
     assert ledger.verify(path, con=con).ok
 
 
-def _cli(args: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    cli_audit.register(parser.add_subparsers(dest="command", required=True))
-    parsed = parser.parse_args(args)
-    return parsed.func(parsed)
-
-
 def test_audit_verify_command_exits_non_zero_and_names_the_first_bad_entry(tmp_path, capsys):
     path = tmp_path / "ledger.jsonl"
     _fill(path, 5)
     assert _cli(["audit", "verify", "--ledger", str(path), "--no-mirror"]) == 0
     assert "ledger OK: 5 entries" in capsys.readouterr().out
-    _write(path, _swap(_lines(path), 3))
+    _write(path, _swap(file_lines(path), 3))
     assert _cli(["audit", "verify", "--ledger", str(path), "--no-mirror"]) == 1
     assert "FAILED at entry 3" in capsys.readouterr().out
     assert _cli(["audit", "verify", "--ledger", str(path), "--no-mirror", "--json"]) == 1

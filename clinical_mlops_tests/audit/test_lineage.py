@@ -3,8 +3,8 @@ consistent with Dagster's asset graph and the data versions Dagster recorded."""
 
 from __future__ import annotations
 
-import argparse
 import json
+from functools import partial
 
 import dagster as dg
 import pytest
@@ -13,6 +13,9 @@ from clinical_mlops.cli import audit as cli_audit
 from clinical_mlops.audit import ledger, lineage
 from clinical_mlops.core import provenance, warehouse
 from clinical_mlops_tests.audit._audit_graph import COHORT
+from clinical_mlops_tests.helpers import run_cli
+
+_cli = partial(run_cli, cli_audit.register)
 
 
 def test_which_extracts_and_which_code_trained_a_version(graph, con):
@@ -101,13 +104,6 @@ def test_model_inputs_view_for_ad_hoc_sql(graph):
         lineage.create_views(con)
         rows = con.execute("SELECT DISTINCT model_name, extract_id FROM audit.model_inputs ORDER BY 1, 2").fetchall()
     assert rows == sorted((m, e) for m in (graph.baseline, graph.candidate) for e in graph.extract_ids)
-
-
-def _cli(args: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    cli_audit.register(parser.add_subparsers(dest="command", required=True))
-    parsed = parser.parse_args(args)
-    return parsed.func(parsed)
 
 
 def test_lineage_command(graph, capsys):

@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 
 from clinical_mlops.audit import model_card
-from clinical_mlops.features.cohort import CohortSpecError, load_cohort, parse_cohort_spec
+from clinical_mlops.features.cohort import load_cohort
 from clinical_mlops.fairness import audit as fairness_audit
 from clinical_mlops.governance import waivers
 from clinical_mlops.registry import change_control
@@ -133,19 +133,6 @@ def test_without_a_declared_prediction_time_predictors_are_not_reported(con, gra
 # --- the declared prediction time -----------------------------------------------------------------------------
 
 
-def test_each_cohort_declares_when_it_predicts_and_when_every_feature_is_complete():
-    readmission, prolonged = load_cohort("synthetic_diabetes130_readmission_30d"), load_cohort("synthetic_diabetes130_prolonged_stay")
-    for spec in (readmission, prolonged):
-        declared = spec.prediction_time
-        assert declared is not None and declared.statement
-        assert all(declared.available_at(f) is not None for f in spec.features), spec.name
-    assert readmission.prediction_time.at == "discharge" and readmission.prediction_time.late_features() == ()
-    in_stay = {f for m, names in prolonged.prediction_time.features_available_at if m == "discharge" for f in names}
-    assert {"num_lab_procedures", "num_medications", "number_diagnoses"} <= in_stay
-    assert "time_in_hospital" not in prolonged.features  # the outcome is not a feature
-    assert "before discharge" in prolonged.prediction_time.limitation
-
-
 def test_features_complete_after_the_prediction_time_are_a_red_caveat_on_the_card(con, graph):
     facts = model_card.gather_facts(con, graph.candidate, graph.candidate_version)
     early = dataclasses.replace(facts.spec.prediction_time, at="admission", limitation="Not valid before discharge.")
@@ -163,21 +150,6 @@ def test_the_prolonged_stay_limitation_reaches_the_card(con, graph):
     assert "**⚠ Prediction-time limitation:**" in markdown and "not valid for a prediction made before" in markdown
     item_26 = {i.item: i for i in model_card.tripod_items(prolonged)}["26"]
     assert "not valid for a prediction made before" in item_26.text
-
-
-@pytest.mark.parametrize("block, message", [
-    ("prediction_time: {at: noon, statement: x}", "prediction_time.at 'noon'"),
-    ("prediction_time: {at: discharge}", "missing required field 'statement'"),
-    ("prediction_time: {at: discharge, statement: x, features_available_at: {admission: [nope]}}", "not features"),
-    ("prediction_time: {at: discharge, statement: x, features_available_at: {admission: [a], discharge: [a]}}",
-     "at two moments"),
-])
-def test_a_malformed_prediction_time_is_refused_naming_the_field(block, message):
-    base = ("name: toy\ntitle: Toy\ntarget: {column: y, sql: 'x = 1', definition: d, source: s}\n"
-            "features: {numeric: [a, b]}\nsensitive_attributes: [race]\n")
-    assert parse_cohort_spec(base).prediction_time is None
-    with pytest.raises(CohortSpecError, match=re.escape(message)):
-        parse_cohort_spec(base + block + "\n")
 
 
 # --- fairness evidence, waivers and the previous decision on the card -------------------------------------------

@@ -1,54 +1,30 @@
 """The chunked data-stage paths agree with the whole-frame paths, on small extracts.
 
 Chunk sizes are tiny here (1,000 rows) so failures and duplicates span chunk boundaries; the
-10M-row behaviour is measured by ``clinical-mlops bench``, not tested.
+10M-row behaviour is measured by ``clinical-mlops bench``, not tested. The chunked feature checks are in
+``features/test_chunked_build.py``, the training subsample in ``training/test_training_sample.py``.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
 
-from clinical_mlops.core import chunking, tracking, warehouse
-from clinical_mlops.features import build as features
-from clinical_mlops.ingestion import landing, synthetic
-from clinical_mlops.audit import model_card
-from clinical_mlops.training import modelling, fit as training
+from clinical_mlops.core import chunking
+from clinical_mlops.ingestion import synthetic
 from clinical_mlops.sources import derive
 from clinical_mlops.validation import rules as validation
 from clinical_mlops.ingestion import diabetes130 as d130
-from clinical_mlops.features.cohort import load_cohort
 from clinical_mlops_tests.conftest import synthetic_source  # noqa: E402
+from clinical_mlops_tests.helpers import land
 
 SYNTHETIC_SOURCE = synthetic_source()
 
 KEY = b"test-key"
-N = 5_000
+N = 5_000  # rows of conftest's chunked_encounters
 CHUNK = 1_000
-
-
-@pytest.fixture(scope="module")
-def encounters() -> pd.DataFrame:
-    return synthetic.generate_encounters(synthetic.SyntheticConfig(n_encounters=N, seed=11))
-
-
-@pytest.fixture
-def con(workspace):
-    connection = warehouse.connect(workspace.warehouse)
-    yield connection
-    connection.close()
-
-
-def _land(con, workspace, frame: pd.DataFrame, name: str) -> str:
-    path = workspace.landing / name
-    frame.to_csv(path, index=False, lineterminator="\n")
-    assert landing.land_extract(con, path, SYNTHETIC_SOURCE).status == "landed"
-    return name
 
 
 # --- generator ---------------------------------------------------------------------------------
@@ -113,11 +89,11 @@ def _whole_frame_reasons(frame: pd.DataFrame) -> dict[int, str]:
 
 
 @pytest.mark.parametrize("engine", validation.ENGINES)
-def test_chunked_validation_equals_whole_frame_pandera(con, workspace, encounters, engine):
-    frame = _planted(encounters)
+def test_chunked_validation_equals_whole_frame_pandera(con, workspace, chunked_encounters, engine):
+    frame = _planted(chunked_encounters)
     expected = _whole_frame_reasons(frame)
     assert len(expected) == 11
-    extract = _land(con, workspace, frame, "planted.csv")
+    extract = land(con, frame, workspace.landing / "planted.csv")
     outcome = validation.validate_extract(con, SYNTHETIC_SOURCE, extract, pseudonym_key=KEY, chunk_rows=CHUNK, engine=engine)
     quarantined = dict(con.execute("SELECT row_number, reasons FROM staging.synthetic_diabetes130__quarantine ORDER BY 1").fetchall())
     assert quarantined == expected
@@ -130,8 +106,8 @@ def test_chunked_validation_equals_whole_frame_pandera(con, workspace, encounter
     assert temp == 0
 
 
-def test_chunk_size_does_not_change_the_result(con, workspace, encounters):
-    extract = _land(con, workspace, _planted(encounters), "planted.csv")
+def test_chunk_size_does_not_change_the_result(con, workspace, chunked_encounters):
+    extract = land(con, _planted(chunked_encounters), workspace.landing / "planted.csv")
     results = []
     for chunk_rows in (N * 2, 999, 1):
         validation.validate_extract(con, SYNTHETIC_SOURCE, extract, pseudonym_key=KEY, chunk_rows=chunk_rows)
@@ -140,19 +116,19 @@ def test_chunk_size_does_not_change_the_result(con, workspace, encounters):
     assert con.execute("SELECT count(*) FROM staging.synthetic_diabetes130").fetchone()[0] == N - len(results[0])
 
 
-def test_duplicates_across_extracts_are_found_in_sql_in_any_chunk(con, workspace, encounters):
-    first = _land(con, workspace, encounters.iloc[:2_500], "a.csv")
-    second_frame = encounters.iloc[2_500:].copy()
-    second_frame.iloc[1_500, 0] = encounters.iloc[42, 0]  # second chunk of b.csv clashes with a.csv
-    second = _land(con, workspace, second_frame, "b.csv")
+def test_duplicates_across_extracts_are_found_in_sql_in_any_chunk(con, workspace, chunked_encounters):
+    first = land(con, chunked_encounters.iloc[:2_500], workspace.landing / "a.csv")
+    second_frame = chunked_encounters.iloc[2_500:].copy()
+    second_frame.iloc[1_500, 0] = chunked_encounters.iloc[42, 0]  # second chunk of b.csv clashes with a.csv
+    second = land(con, second_frame, workspace.landing / "b.csv")
     validation.validate_extract(con, SYNTHETIC_SOURCE, first, pseudonym_key=KEY, chunk_rows=CHUNK)
     outcome = validation.validate_extract(con, SYNTHETIC_SOURCE, second, pseudonym_key=KEY, chunk_rows=CHUNK)
     assert outcome.failures == {"encounter_id:duplicate_across_extracts": 1}
     assert con.execute("SELECT row_number FROM staging.synthetic_diabetes130__quarantine WHERE extract_id = 'b.csv'").fetchall() == [(1_501,)]
 
 
-def test_a_failing_validation_leaves_the_warehouse_unchanged(con, workspace, encounters, monkeypatch):
-    extract = _land(con, workspace, _planted(encounters), "planted.csv")
+def test_a_failing_validation_leaves_the_warehouse_unchanged(con, workspace, chunked_encounters, monkeypatch):
+    extract = land(con, _planted(chunked_encounters), workspace.landing / "planted.csv")
     validation.validate_extract(con, SYNTHETIC_SOURCE, extract, pseudonym_key=KEY, chunk_rows=CHUNK)
     before = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("staging.synthetic_diabetes130", "staging.synthetic_diabetes130__quarantine")]
 
@@ -187,48 +163,7 @@ def test_each_rule_gives_the_same_verdict_in_sql_and_pandera(rule):
     assert in_sql == in_pandas
 
 
-# --- features and split ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def featured(con, workspace, encounters):
-    spec = load_cohort("synthetic_diabetes130_readmission_30d")
-    validation.validate_extract(con, SYNTHETIC_SOURCE, _land(con, workspace, encounters, "clean.csv"), pseudonym_key=KEY)
-    features.build_features(con, spec)
-    features.assign_split(con, spec)
-    return spec
-
-
-@pytest.mark.parametrize("engine", features.FEATURE_CHECK_ENGINES)
-def test_chunked_feature_schema_check_equals_whole_frame(con, featured, engine):
-    spec = featured
-    con.execute(f"""UPDATE {spec.features_table} SET number_inpatient = -1
-                    WHERE encounter_id IN (SELECT encounter_id FROM {spec.features_table} ORDER BY 1 LIMIT 3)""")
-    con.execute(f"""UPDATE {spec.features_table} SET label = 2
-                    WHERE encounter_id IN (SELECT encounter_id FROM {spec.features_table} ORDER BY 1 DESC LIMIT 2)""")
-    con.execute(f"""UPDATE {spec.features_table} SET encounter_id = (SELECT min(encounter_id) FROM {spec.features_table})
-                    WHERE encounter_id = (SELECT max(encounter_id) FROM {spec.features_table})""")
-    whole = features._schema_failure_counts(features.load_features(con, spec), features.feature_schema(spec))
-    chunked = features.check_feature_schema(con, spec, chunk_rows=1, engine=engine)  # one 2,048-row vector a time
-    assert chunked.failures == whole
-    assert {key.split(":")[0] for key in whole} == {"number_inpatient", "label", "encounter_id"}
-    assert whole["encounter_id:field_uniqueness"] == 2
-    assert chunked.rows_checked == con.execute(f"SELECT count(*) FROM {spec.features_table}").fetchone()[0]
-
-
-def test_the_sql_sample_catches_what_sql_cannot_see(con, featured):
-    spec = featured
-    con.execute(f"ALTER TABLE {spec.features_table} ALTER payer_code TYPE INTEGER USING length(payer_code)")
-    found = features.check_feature_schema(con, spec, sample_rows=100)
-    assert any(key.startswith("payer_code:") for key in found.failures)
-
-
-def test_streamed_id_set_hash_equals_hashing_the_whole_set(con, featured):
-    keys = sorted(k for (k,) in con.execute(
-        "SELECT DISTINCT patient_key FROM ml.splits WHERE cohort = ? AND split = 'train'", [featured.name]).fetchall())
-    expected = hashlib.sha256(b"".join(k.encode() + b"\n" for k in keys)).hexdigest()
-    assert features._id_set_hash(con, featured.name, "train", batch_rows=7) == expected
-    assert features.summarise_split(con, featured).train_ids_sha256 == expected
+# --- reading a query in chunks (on the cohort's features: conftest's ``featured``) --------------------
 
 
 def test_iter_frames_covers_the_query_in_order(con, featured):
@@ -236,47 +171,3 @@ def test_iter_frames_covers_the_query_in_order(con, featured):
     frames = list(chunking.iter_frames(con, sql, chunk_rows=1))
     assert len(frames) > 1
     assert pd.concat(frames)["encounter_id"].tolist() == con.execute(sql).df()["encounter_id"].tolist()
-
-
-# --- training at scale -----------------------------------------------------------------------------
-
-
-def test_training_subsample_is_patient_grouped_deterministic_and_recorded(con, workspace, featured):
-    spec = featured
-    full = features.load_training_sample(con, spec, max_rows=10**9, seed=1)
-    assert not full.subsampled and full.used_rows == full.full_rows
-    cap = full.full_rows // 3
-    draws = [features.load_training_sample(con, spec, max_rows=cap, seed=s) for s in (5, 5, 6)]
-    assert draws[0].frame["encounter_id"].tolist() == draws[1].frame["encounter_id"].tolist()
-    assert set(draws[0].frame["encounter_id"]) != set(draws[2].frame["encounter_id"])
-    sample = draws[0]
-    assert sample.subsampled and 0 < sample.used_rows <= cap and sample.full_rows == full.full_rows
-    per_patient = full.frame.groupby("patient_key").size()
-    used = sample.frame.groupby("patient_key").size()
-    assert (per_patient.loc[used.index] == used).all()  # whole patients only
-
-    params = modelling.LogisticRegressionParams(max_iter=200)
-    outcome = training.train_and_register(
-        con, spec, role="baseline", pipeline=modelling.build_logistic_regression(spec, params),
-        params=params.as_dict(), tracking_uri=workspace.tracking_uri, artifact_root=workspace.artifacts,
-        max_training_rows=cap, subsample_seed=5, chunk_rows=CHUNK,
-    )
-    assert outcome.train_rows_used == sample.used_rows and outcome.train_rows == full.full_rows
-    test_rows = con.execute("SELECT count(*) FROM ml.splits WHERE cohort = ? AND split = 'test'", [spec.name]).fetchone()[0]
-    predicted = con.execute(
-        """SELECT count(*), count(DISTINCT p.encounter_id) FROM ml.predictions p
-           JOIN ml.splits s ON s.cohort = p.cohort AND s.encounter_id = p.encounter_id AND s.split = 'test'
-           WHERE p.model_version = ?""", [outcome.model.version]).fetchone()
-    assert predicted == (test_rows, test_rows) == (outcome.test_rows, outcome.test_rows)
-
-    tracking.configure(workspace.tracking_uri, workspace.artifacts)
-    run_params = MlflowClient().get_run(outcome.model.run_id).data.params
-    assert run_params["train_rows_used"] == str(sample.used_rows)
-    assert run_params["train_rows"] == str(full.full_rows)
-    assert run_params["subsample_seed"] == "5" and run_params["max_training_rows"] == str(cap)
-    recorded = con.execute(
-        "SELECT train_rows_used, train_rows_full, subsample_seed, subsampled FROM ml.training_samples "
-        "WHERE model_version = ?", [outcome.model.version]).fetchone()
-    assert recorded == (sample.used_rows, full.full_rows, 5, True)
-    text = model_card.sample_text(model_card.training_sample(con, outcome.model.name, outcome.model.version))
-    assert f"{sample.used_rows:,} of {full.full_rows:,}" in text and "seed 5" in text

@@ -24,17 +24,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from clinical_mlops.core import bootstrap
 from clinical_mlops.evaluation import metrics as evaluation
 from clinical_mlops.fairness import audit as fairness
-from clinical_mlops.governance.policy import for_cohort, load_policy
 from clinical_mlops.registry import change_control
-
-
-@pytest.fixture(scope="module")
-def policy():
-    """The shipped policy with the synthetic readmission cohort's source attributes (race, gender, age band)."""
-    from clinical_mlops.features.cohort import load_cohort
-    from clinical_mlops_tests.conftest import READMISSION
-
-    return for_cohort(load_policy(), load_cohort(READMISSION))
 
 
 def _predictions(n: int, seed: int = 0) -> pd.DataFrame:

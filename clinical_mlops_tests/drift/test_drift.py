@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from clinical_mlops.ingestion import diabetes130, landing, synthetic
+from clinical_mlops.ingestion import diabetes130, synthetic
 from clinical_mlops.drift import statistics as drift, report as drift_report
 from clinical_mlops.features import build as features
-from clinical_mlops.validation import rules as validation
 from clinical_mlops.core import multiple_testing, warehouse
 from clinical_mlops.features.cohort import load_cohort
 from clinical_mlops_tests.conftest import synthetic_source  # noqa: E402
+from clinical_mlops_tests.helpers import land_and_validate
 
 SYNTHETIC_SOURCE = synthetic_source()
 
@@ -180,21 +180,14 @@ def test_known_population_shift_is_detected(strength):
     assert {"age", "race"} <= set(result.material_features) & set(result.drifted_features) < set(result.drifted_features)
 
 
-def _land(con, frame: pd.DataFrame, path) -> str:
-    frame.to_csv(path, index=False, lineterminator="\n")
-    extract_id = landing.land_extract(con, path, SYNTHETIC_SOURCE).extract_id
-    validation.validate_extract(con, SYNTHETIC_SOURCE, extract_id, pseudonym_key=b"test-key-not-secret")
-    return extract_id
-
-
 def test_drift_on_cohort_features_is_stored_as_a_time_series(tmp_path):
     spec = load_cohort("synthetic_diabetes130_readmission_30d")
     con = warehouse.connect(tmp_path / "w.duckdb")
     base = synthetic.generate_encounters(synthetic.SyntheticConfig(n_encounters=5000, seed=11))
     shifted = synthetic.generate_encounters(synthetic.SyntheticConfig(
         n_encounters=2500, seed=12, shift=synthetic.PopulationShift(strength=1.0), first_encounter_id=50_000_000))
-    reference_id = _land(con, base, tmp_path / "month_001.csv")
-    current_id = _land(con, shifted, tmp_path / "month_002.csv")
+    reference_id = land_and_validate(con, base, tmp_path / "month_001.csv")
+    current_id = land_and_validate(con, shifted, tmp_path / "month_002.csv")
     features.build_features(con, spec)
 
     monitored = [*spec.categorical_features, *spec.sensitive_attributes]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -13,7 +14,7 @@ from clinical_mlops.registry import aliases as registry
 from clinical_mlops.ingestion import synthetic, uci
 from clinical_mlops.core import tracking, warehouse
 from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH
-from clinical_mlops_tests.conftest import synthetic_assets
+from clinical_mlops_tests.helpers import ingest, materialize
 
 COHORT = "synthetic_diabetes130_readmission_30d"
 MODEL = f"{COHORT}_candidate"
@@ -21,11 +22,8 @@ MODEL = f"{COHORT}_candidate"
 
 
 GROUPS = {"ingestion", "validation", "features", "training", "evaluation", "fairness", "drift", "registry"}
-
-
-def _assets(defs: dg.Definitions) -> list:
-    """The assets of the stages this test runs (other stages may need resources it does not bind)."""
-    return [a for a in synthetic_assets(defs) if set(a.group_names_by_key.values()) <= GROUPS]
+_ingest = partial(ingest, groups=GROUPS)
+_materialize = partial(materialize, groups=GROUPS)
 
 
 def _policy(tmp_path, *, drift_severity: str = "warn") -> str:
@@ -36,24 +34,6 @@ def _policy(tmp_path, *, drift_severity: str = "warn") -> str:
     path = tmp_path / f"policy_{drift_severity}.yaml"
     path.write_text(text)
     return str(path)
-
-
-def _materialize(defs, workspace, instance, keys, run_config=None, partition_key=None):
-    return dg.materialize(
-        _assets(defs),
-        selection=dg.AssetSelection.assets(*[dg.AssetKey([COHORT, k]) if isinstance(k, str) else k for k in keys]),
-        instance=instance, resources=workspace.resources(), run_config=run_config or {},
-        partition_key=partition_key, raise_on_error=False,
-    )
-
-
-def _ingest(defs, workspace, instance, extract_ids):
-    instance.add_dynamic_partitions("synthetic_diabetes130_extracts", extract_ids)
-    for extract_id in extract_ids:
-        result = dg.materialize(
-            _assets(defs), selection=dg.AssetSelection.groups("ingestion", "validation"),
-            partition_key=extract_id, instance=instance, resources=workspace.resources())
-        assert result.success
 
 
 def _train_and_gate(defs, workspace, instance, policy_path, *, waive_missing_evidence=False):

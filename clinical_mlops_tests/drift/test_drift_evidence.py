@@ -3,41 +3,26 @@ an error fails the asset, dataset drift opens one incident per cohort and extrac
 
 from __future__ import annotations
 
+from functools import partial
+
 import dagster as dg
 import pytest
 
 from clinical_mlops.core import warehouse
 from clinical_mlops.governance.policy import load_policy
 from clinical_mlops.ingestion import synthetic
-from clinical_mlops_tests.conftest import synthetic_assets
+from clinical_mlops_tests.helpers import asset_checks, ingest, materialize
 
 COHORT = "synthetic_diabetes130_readmission_30d"
 GROUPS = {"ingestion", "validation", "features", "training", "drift"}
 NO_HTML = {"ops": {f"{COHORT}__drift_report": {"config": {"html_report": False}}}}
-
-
-def _assets(defs: dg.Definitions) -> list:
-    return [a for a in synthetic_assets(defs) if set(a.group_names_by_key.values()) <= GROUPS]
-
-
-def _materialize(defs, workspace, instance, keys, run_config=None, partition_key=None):
-    return dg.materialize(
-        _assets(defs), selection=dg.AssetSelection.assets(*[dg.AssetKey([COHORT, k]) for k in keys]),
-        instance=instance, resources=workspace.resources(), run_config=run_config or {},
-        partition_key=partition_key, raise_on_error=False,
-    )
+_ingest = partial(ingest, groups=GROUPS)
+_materialize = partial(materialize, groups=GROUPS)
 
 
 def _land(defs, workspace, instance, frame, name):
     frame.to_csv(workspace.landing / name, index=False, lineterminator="\n")
-    instance.add_dynamic_partitions("synthetic_diabetes130_extracts", [name])
-    result = dg.materialize(_assets(defs), selection=dg.AssetSelection.groups("ingestion", "validation"),
-                            partition_key=name, instance=instance, resources=workspace.resources())
-    assert result.success
-
-
-def _checks(result) -> dict[str, dg.AssetCheckEvaluation]:
-    return {c.check_name: c for c in result.get_asset_check_evaluations()}
+    _ingest(defs, workspace, instance, [name])
 
 
 def _shifted() -> object:
@@ -51,7 +36,7 @@ def test_no_reference_population_is_insufficient_evidence_never_a_pass(defs, wor
     assert _materialize(defs, workspace, instance, ["encounter_features"]).success
     result = _materialize(defs, workspace, instance, ["drift_report"], NO_HTML, "month_000.csv")
     assert result.success
-    checks = _checks(result)
+    checks = asset_checks(result)
     for name in ("no_dataset_drift", "prediction_distribution_stable"):
         check = checks[name]
         assert not check.passed, name
@@ -68,7 +53,7 @@ def test_dataset_drift_opens_one_warn_incident_per_cohort_and_extract(defs, work
     assert _materialize(defs, workspace, instance, ["encounter_features"]).success
     first = _materialize(defs, workspace, instance, ["drift_report"], NO_HTML, "month_shifted.csv")
     assert first.success
-    checks = _checks(first)
+    checks = asset_checks(first)
     drift = checks["no_dataset_drift"]
     assert not drift.passed and drift.metadata["evidence"].value == "fail"
     # no model yet: prediction drift cannot be assessed, which is not a pass
@@ -87,12 +72,12 @@ def test_dataset_drift_opens_one_warn_incident_per_cohort_and_extract(defs, work
     assert "month_shifted.csv" in check
 
     again = _materialize(defs, workspace, instance, ["drift_report"], NO_HTML, "month_shifted.csv")
-    assert _checks(again)["no_dataset_drift"].metadata["incident_id"].value == incident_id
+    assert asset_checks(again)["no_dataset_drift"].metadata["incident_id"].value == incident_id
     with warehouse.connect(workspace.warehouse) as con:
         assert con.execute("SELECT count(*) FROM monitoring.incidents").fetchone()[0] == 1
     # the clean extract's result is its own: it neither drifts nor inherits the shifted one's failure
     clean = _materialize(defs, workspace, instance, ["drift_report"], NO_HTML, "month_000.csv")
-    assert _checks(clean)["no_dataset_drift"].metadata["evidence"].value == "insufficient_evidence"
+    assert asset_checks(clean)["no_dataset_drift"].metadata["evidence"].value == "insufficient_evidence"
 
 
 def test_an_error_in_prediction_drift_fails_the_asset(defs, workspace, small_encounters, monkeypatch):

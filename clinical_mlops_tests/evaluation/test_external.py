@@ -23,11 +23,10 @@ from clinical_mlops.evaluation import external, metrics, models, steps
 from clinical_mlops.features import build as features
 from clinical_mlops.features.cohort import load_cohort
 from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH
-from clinical_mlops.ingestion import landing
 from clinical_mlops.sources.contract import load_source
 from clinical_mlops.training import fit, modelling
-from clinical_mlops.validation import rules as validation
 from clinical_mlops_tests.conftest import Workspace
+from clinical_mlops_tests.helpers import land_and_validate
 
 SOURCE = "sepsis_survival"
 COHORT = "sepsis_mortality"
@@ -49,10 +48,7 @@ def _land(ws: Workspace, frames: dict[str, pd.DataFrame]) -> None:
     (ws.landing / SOURCE).mkdir(parents=True, exist_ok=True)
     with warehouse.connect(ws.warehouse) as con:
         for name, frame in frames.items():
-            path = ws.landing / SOURCE / name
-            frame.to_csv(path, index=False, lineterminator="\n")
-            landing.land_extract(con, path, source)
-            validation.validate_extract(con, source, name, pseudonym_key=b"k")
+            land_and_validate(con, frame, ws.landing / SOURCE / name, source=source, pseudonym_key=b"k")
 
 
 @dataclass(frozen=True)

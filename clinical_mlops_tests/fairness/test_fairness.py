@@ -9,16 +9,6 @@ from sklearn.metrics import roc_auc_score
 
 from clinical_mlops.fairness import audit as fairness, report as fairness_report
 from clinical_mlops.core import multiple_testing, warehouse
-from clinical_mlops.governance.policy import for_cohort, load_policy
-
-
-@pytest.fixture(scope="module")
-def policy():
-    """The shipped policy with the synthetic readmission cohort's source attributes (race, gender, age band)."""
-    from clinical_mlops.features.cohort import load_cohort
-    from clinical_mlops_tests.conftest import READMISSION
-
-    return for_cohort(load_policy(), load_cohort(READMISSION))
 
 
 def _predictions(n: int, *, aa_penalty: float, seed: int = 0) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from clinical_mlops.ingestion import uci
 from clinical_mlops.defs.fairness.sensors import fairness_check_failed_sensor
 from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, load_policy
 from clinical_mlops_tests.conftest import synthetic_assets
+from clinical_mlops_tests.helpers import asset_checks
 
 COHORT = "synthetic_diabetes130_readmission_30d"
 GROUPS = {"ingestion", "validation", "features", "training", "evaluation", "fairness"}
@@ -99,10 +100,6 @@ def _inject_recall_bias(workspace):
                 SELECT encounter_id FROM features.{COHORT} WHERE race = 'AfricanAmerican')""")
 
 
-def _checks(result) -> dict:
-    return {c.check_name: c for c in result.get_asset_check_evaluations()}
-
-
 def test_fairness_gate_incident_sensor_and_remediation(trained, workspace, tmp_path):
     instance, assets, _ = trained
     report_key = dg.AssetKey([COHORT, "fairness_report"])
@@ -122,7 +119,7 @@ def test_fairness_gate_incident_sensor_and_remediation(trained, workspace, tmp_p
     # 1. evidence of compliance: every assessed group inside the (loose) bounds passes; nothing to remediate
     first = _run(assets, [report_key], instance, workspace, config(loose))
     assert first.success
-    checks = _checks(first)
+    checks = asset_checks(first)
     assert set(checks) == {r.check_name for r in load_policy().fairness.metrics}
     recall = checks["recall_gap_within_policy"]
     assert recall.passed and recall.metadata["evidence"].value == evidence.PASS
@@ -147,7 +144,7 @@ def test_fairness_gate_incident_sensor_and_remediation(trained, workspace, tmp_p
     _inject_recall_bias(workspace)
     second = _run(assets, [report_key], instance, workspace, config(policy_path))
     assert second.success
-    recall = _checks(second)["recall_gap_within_policy"]
+    recall = asset_checks(second)["recall_gap_within_policy"]
     assert not recall.passed and recall.severity == dg.AssetCheckSeverity.ERROR
     assert recall.metadata["evidence"].value == evidence.FAIL and recall.metadata["status"].value == evidence.FAIL
     failing = recall.metadata["failing_groups"].value
@@ -229,7 +226,7 @@ def test_fairness_gate_incident_sensor_and_remediation(trained, workspace, tmp_p
     bare = _policy_file(tmp_path, "bare.yaml", _without_evidence)
     fourth = _run(assets, [report_key], instance, workspace, config(bare))
     assert fourth.success
-    checks = _checks(fourth)
+    checks = asset_checks(fourth)
     recall = checks["recall_gap_within_policy"]
     assert not recall.passed and recall.severity == dg.AssetCheckSeverity.ERROR
     assert recall.metadata["evidence"].value == evidence.INSUFFICIENT

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 from pathlib import Path
 
 import pytest
 import yaml
 
+from clinical_mlops.cli.fairness import register as register_fairness_cli
 from clinical_mlops.fairness import report as fairness_report
 from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, PolicyError, for_cohort, load_policy, parse_policy
 from clinical_mlops_tests.conftest import READMISSION
 from clinical_mlops_tests.governance._policy_text import declare_source_attributes
+from clinical_mlops_tests.helpers import run_cli
+
+_cli = partial(run_cli, register_fairness_cli)
 
 
 @pytest.fixture(scope="module")
@@ -108,17 +113,6 @@ def test_governance_document_is_generated_from_the_policy():
     assert policy.owners.clinical_lead in doc
     page = fairness_report.governance_html(policy)
     assert page.startswith("<!DOCTYPE html>") and "<table>" in page and "recall_gap_within_policy" in page
-
-
-def _cli(argv: list[str]) -> int:
-    import argparse
-
-    from clinical_mlops.cli.fairness import register
-
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 def test_cli_writes_the_governance_document_and_rejects_a_bad_policy(tmp_path, raw, capsys):

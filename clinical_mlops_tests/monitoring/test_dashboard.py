@@ -9,7 +9,6 @@ import dataclasses
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from clinical_mlops.governance.policy import load_policy
 from clinical_mlops.monitoring import dashboard, steps
 from clinical_mlops_tests.conftest import READMISSION
 from clinical_mlops_tests.monitoring.test_estimation import _write, calibrated, shifted
+from clinical_mlops_tests.helpers import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -105,15 +105,9 @@ def test_the_static_page_shows_intervals_bounds_and_no_row(published):
     assert "encounter_id" not in text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def evidently_ui(published):
-    port = _free_port()
+    port = free_port()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = ARTIFACTS / "evidently_ui.log"
     with log.open("w") as out:

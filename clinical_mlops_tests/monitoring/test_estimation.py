@@ -26,7 +26,6 @@ import pytest
 
 from clinical_mlops.core import warehouse
 from clinical_mlops.features.cohort import load_cohort
-from clinical_mlops.governance.policy import for_cohort, load_policy
 from clinical_mlops.monitoring import estimation as est
 from clinical_mlops.monitoring.production import OUTCOMES_DDL
 from clinical_mlops.scoring.champion import BATCH_PREDICTIONS_DDL
@@ -39,11 +38,6 @@ RACES, RACE_P = ["Caucasian", "AfricanAmerican", "Hispanic"], [0.6, 0.3, 0.1]
 @pytest.fixture(scope="module")
 def spec():
     return load_cohort(READMISSION)
-
-
-@pytest.fixture(scope="module")
-def policy(spec):
-    return for_cohort(load_policy(), spec)
 
 
 def calibrated(n: int, seed: int, *, start_id: int = 0) -> pd.DataFrame:

@@ -12,14 +12,13 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from clinical_mlops.registry import change_control as cc
 from clinical_mlops.features import build as features
-from clinical_mlops.ingestion import landing
 from clinical_mlops.training import modelling, fit as training
 from clinical_mlops.registry import aliases as registry
-from clinical_mlops.validation import rules as validation
 from clinical_mlops.core import warehouse
 from clinical_mlops.features.cohort import cohorts_dir, load_cohort
 from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, for_cohort, load_policy, parse_policy
 from clinical_mlops_tests.conftest import READMISSION, synthetic_source  # noqa: E402
+from clinical_mlops_tests.helpers import land_and_validate
 
 SYNTHETIC_SOURCE = synthetic_source()
 
@@ -349,11 +348,6 @@ def test_report_round_trips_and_renders(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def _land(con, frame: pd.DataFrame, path: Path) -> None:
-    frame.to_csv(path, index=False, lineterminator="\n")
-    validation.validate_extract(con, SYNTHETIC_SOURCE, landing.land_extract(con, path, SYNTHETIC_SOURCE).extract_id, pseudonym_key=b"k")
-
-
 def _fit(con, spec, workspace) -> cc.ModelDescription:
     features.build_features(con, spec)
     features.assign_split(con, spec)
@@ -383,11 +377,11 @@ def test_change_control_on_registered_models(workspace, small_encounters):
     assert full.name == narrow.name == READMISSION and full.spec_hash != narrow.spec_hash
     assert set(full.features) - set(narrow.features) == {"metformin"}
     con = warehouse.connect(workspace.warehouse)
-    _land(con, small_encounters.iloc[:1500], workspace.landing / "month_000.csv")
+    land_and_validate(con, small_encounters.iloc[:1500], workspace.landing / "month_000.csv", pseudonym_key=b"k")
     champion = _fit(con, narrow, workspace)
     registry.promote(con, champion.name, champion.version, actor="test", reason="first", policy_sha256=POLICY.sha256)
 
-    _land(con, small_encounters.iloc[1500:], workspace.landing / "month_001.csv")
+    land_and_validate(con, small_encounters.iloc[1500:], workspace.landing / "month_001.csv", pseudonym_key=b"k")
     retrained = _fit(con, narrow, workspace)
     report = cc.build_report(con, narrow, POLICY, challenger=retrained, champion=champion, n_boot=60, seed=3)
     assert [m.kind for m in report.modifications] == ["retrain_on_new_data"]

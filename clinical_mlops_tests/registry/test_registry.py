@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -14,6 +14,9 @@ from clinical_mlops.registry import aliases as registry
 from clinical_mlops.core import tracking, warehouse
 from clinical_mlops.cli.registry import register
 from clinical_mlops.governance.policy import load_policy
+from clinical_mlops_tests.helpers import run_cli
+
+_cli = partial(run_cli, register)
 
 MODEL = "cohort_x_candidate"
 POLICY = "f" * 64
@@ -103,13 +106,6 @@ def test_a_move_made_outside_the_registry_module_is_reported(con, versions):
     MlflowClient().set_registered_model_alias(MODEL, "champion", "3")
     problems = registry.inconsistencies(con, MODEL)
     assert problems == [f"{MODEL}@champion: MLflow has 3, the alias history has 1"]
-
-
-def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 def _gate_report(con, version: str, champion: str | None, *, recall_gap: str = "pass") -> None:

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+from functools import partial
 
 import pytest
 
 from clinical_mlops.scoring import api_keys, prediction_log
 from clinical_mlops.cli import serving as cli_serving
+from clinical_mlops_tests.helpers import run_cli
 
-
-def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command", required=True)
-    cli_serving.register(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+_run = partial(run_cli, cli_serving.register)
 
 
 def test_api_key_create_prints_the_key_once_and_stores_only_its_hash(tmp_path, capsys):

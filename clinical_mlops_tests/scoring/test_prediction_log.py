@@ -10,6 +10,7 @@ import pytest
 
 from clinical_mlops.scoring import prediction_log
 from clinical_mlops.core import warehouse
+from clinical_mlops_tests.helpers import file_lines
 
 COHORT = "synthetic_diabetes130_readmission_30d"
 
@@ -35,10 +36,6 @@ def test_an_entry_is_this_exact_line_and_hash():
     assert entry.line() == ('{"hash":"' + entry.hash + '",' + body[1:] + "\n").encode()
 
 
-def _lines(path) -> list[bytes]:
-    return path.read_bytes().splitlines(keepends=True)
-
-
 def test_a_clean_log_verifies_and_links_its_segments(tmp_path):
     first = _write(tmp_path, 5)
     second = _write(tmp_path, 3)
@@ -51,7 +48,7 @@ def test_a_clean_log_verifies_and_links_its_segments(tmp_path):
 
 def _tamper(path, how: str) -> int:
     """Apply one kind of tampering; return the seq where verification must first fail."""
-    lines = _lines(path)
+    lines = file_lines(path)
     if how == "change_a_byte":
         entry = json.loads(lines[3])
         entry["record"]["response"]["risk"] = 0.99
@@ -121,7 +118,7 @@ def test_concurrent_appends_form_one_chain_and_all_are_durable(tmp_path):
     for t in threads:
         t.join()
     # every append returned after its entry was on disk: all 400 are in the file already
-    on_disk = {json.loads(line)["hash"] for line in _lines(writer.path)}
+    on_disk = {json.loads(line)["hash"] for line in file_lines(writer.path)}
     assert {e.hash for e in entries} <= on_disk
     assert writer.fsyncs < writer.entries_written  # group commit: fewer fsyncs than entries
     writer.close()
@@ -135,7 +132,7 @@ def test_a_submitted_entry_is_on_disk_when_its_future_resolves(tmp_path):
     futures = [writer.submit(prediction_log.KIND_PREDICTION, {"request_id": f"s{i}"}) for i in range(100)]
     for future in futures:
         entry = future.result(timeout=30)
-        assert entry.line() in _lines(writer.path)
+        assert entry.line() in file_lines(writer.path)
         assert not future.cancel()  # once queued, an entry is logged whatever the caller does
     assert [f.result().seq for f in futures] == list(range(2, 102))  # after segment_open, in submission order
     writer.close()
@@ -180,7 +177,7 @@ def test_tampering_after_ingestion_is_detected_on_the_next_run(tmp_path, how):
     writer = _write(root, 5)
     with warehouse.connect(tmp_path / "w.duckdb") as con:
         assert prediction_log.ingest(con, root, COHORT).ok
-        lines = _lines(writer.path)
+        lines = file_lines(writer.path)
         if how == "truncate":  # drop the tail: invisible to the chain alone, visible against the ingested head
             writer.path.write_bytes(b"".join(lines[:-2]))
         else:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,22 +24,17 @@ from clinical_mlops.registry import aliases as registry
 from clinical_mlops.core import tracking, warehouse
 from clinical_mlops.core.settings import PROJECT_ROOT
 from clinical_mlops_tests import _trained
+from clinical_mlops_tests.helpers import free_port
 
 COHORT = "synthetic_diabetes130_readmission_30d"
 MODEL = "synthetic_diabetes130_readmission_30d_candidate"
 CARD = "c0" * 32
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     def __init__(self, root: Path, env: dict) -> None:
         self.root = root
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.stderr = open(root / "server.log", "wb")
         self.process = subprocess.Popen(

@@ -18,7 +18,7 @@ import pytest
 
 from clinical_mlops.core import warehouse
 from clinical_mlops.core.settings import PROJECT_ROOT
-from clinical_mlops.ingestion import deid, diabetes130, landing, synthetic
+from clinical_mlops.ingestion import deid, diabetes130, landing
 from clinical_mlops.sources import contract, derive
 from clinical_mlops.validation import rules as validation
 from clinical_mlops_tests.ingestion import bad_extracts as corpus
@@ -137,14 +137,9 @@ def test_every_landing_case_of_the_corpus_is_covered():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def synthetic_rows() -> pd.DataFrame:
-    return synthetic.generate_encounters(synthetic.SyntheticConfig(n_encounters=3_000, seed=7))
-
-
-def test_three_thousand_synthetic_rows_all_pass_both(synthetic_rows):
-    assert len(synthetic_rows) == 3_000
-    assert _frame_failures_both_ways(synthetic_rows, DIABETES) == ({}, {})
+def test_three_thousand_synthetic_rows_all_pass_both(small_encounters):
+    assert len(small_encounters) == 3_000
+    assert _frame_failures_both_ways(small_encounters, DIABETES) == ({}, {})
 
 
 BAD_ROWS = {
@@ -164,8 +159,8 @@ BAD_ROWS = {
 }
 
 
-def test_hand_made_bad_rows_fail_exactly_their_rule_in_both(synthetic_rows):
-    frame = synthetic_rows.head(20).copy().reset_index(drop=True)
+def test_hand_made_bad_rows_fail_exactly_their_rule_in_both(small_encounters):
+    frame = small_encounters.head(20).copy().reset_index(drop=True)
     expected: dict[int, set[str]] = {}
     for row, (column, value, rule) in BAD_ROWS.items():
         frame.loc[row, column] = frame.loc[12, "encounter_id"] if value == "__copy_of_row_12__" else value
@@ -176,10 +171,10 @@ def test_hand_made_bad_rows_fail_exactly_their_rule_in_both(synthetic_rows):
     assert pandera == sql == expected
 
 
-def test_a_missing_or_extra_column_is_a_whole_frame_failure(synthetic_rows):
+def test_a_missing_or_extra_column_is_a_whole_frame_failure(small_encounters):
     schema = derive.pandera_schema(DIABETES)
     with pytest.raises(ValueError, match="fails the contract as a whole: .*num_medications"):
-        derive.pandera_failures(synthetic_rows.head(5).drop(columns="num_medications"), schema)
+        derive.pandera_failures(small_encounters.head(5).drop(columns="num_medications"), schema)
 
 
 # --------------------------------------------------------------------------------------------

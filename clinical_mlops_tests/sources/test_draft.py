@@ -8,8 +8,8 @@ identifiers: they are left out, and their values appear nowhere in the draft.
 
 from __future__ import annotations
 
-import argparse
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -20,6 +20,9 @@ from clinical_mlops.cli import sources as cli_sources
 from clinical_mlops.ingestion import deid
 from clinical_mlops.sources import contract, derive
 from clinical_mlops.sources.draft import Draft, DraftError, draft_contract
+from clinical_mlops_tests.helpers import run_cli
+
+_cli = partial(run_cli, cli_sources.add_source_init_parser, prog="clinical-mlops")
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 UCI_ZIP = SHARED_DATA / "diabetes130" / "dataset_diabetes.zip"
@@ -194,13 +197,6 @@ def test_a_bad_name_or_file_is_one_line(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(DraftError, match="empty.csv: is empty$"):
         draft_contract(tmp_path / "empty.csv", "empty")
-
-
-def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="clinical-mlops")
-    cli_sources.add_source_init_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 def test_the_command_writes_refuses_to_overwrite_and_reports_one_line(tmp_path, monkeypatch, capsys):

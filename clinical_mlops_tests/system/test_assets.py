@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 from clinical_mlops.core import tracking, warehouse
 from clinical_mlops.ingestion import uci
 from clinical_mlops_tests.conftest import synthetic_assets
+from clinical_mlops_tests.helpers import ingest
 
 FAST_MODELS = {
     "ops": {
@@ -19,31 +20,10 @@ FAST_MODELS = {
 
 
 
-def _assets(defs: dg.Definitions) -> list:
-    return synthetic_assets(defs)
-
-
-def _ingest(defs, workspace, instance, extract_ids):
-    instance.add_dynamic_partitions("synthetic_diabetes130_extracts", extract_ids)
-    results = []
-    for extract_id in extract_ids:
-        results.append(
-            dg.materialize(
-                _assets(defs),
-                selection=dg.AssetSelection.groups("ingestion", "validation"),
-                partition_key=extract_id,
-                instance=instance,
-                resources=workspace.resources(),
-                raise_on_error=False,
-            )
-        )
-    return results
-
-
 def _train(defs, workspace, instance, cohort="synthetic_diabetes130_readmission_30d", candidate_iterations=40):
     selection = dg.AssetSelection.key_prefixes([cohort]) & dg.AssetSelection.groups("features", "training", "evaluation")
     return dg.materialize(
-        _assets(defs),
+        synthetic_assets(defs),
         selection=selection,
         instance=instance,
         resources=workspace.resources(),
@@ -59,7 +39,7 @@ def landed(defs, workspace, small_encounters):
     """Two sequential extracts landed and validated."""
     paths = uci.write_sequential_extracts(small_encounters, workspace.landing, 2, prefix="month")
     instance = dg.DagsterInstance.ephemeral()
-    results = _ingest(defs, workspace, instance, [p.name for p in paths])
+    results = ingest(defs, workspace, instance, [p.name for p in paths], raise_on_error=False)
     return instance, results
 
 
@@ -94,7 +74,7 @@ def test_identifier_gate_blocks_downstream(defs, workspace, small_encounters):
     frame.loc[7, "payer_code"] = "someone@example.com"
     frame.to_csv(workspace.landing / "leaky.csv", index=False)
     instance = dg.DagsterInstance.ephemeral()
-    (result,) = _ingest(defs, workspace, instance, ["leaky.csv"])
+    (result,) = ingest(defs, workspace, instance, ["leaky.csv"], raise_on_error=False)
     gate = [c for c in result.get_asset_check_evaluations() if c.check_name == "no_direct_identifiers"][0]
     assert not gate.passed
     assert "payer_code" in gate.metadata["columns_flagged"].value
@@ -107,7 +87,7 @@ def test_identifier_gate_blocks_downstream(defs, workspace, small_encounters):
 def test_bad_extract_fails_the_run_with_a_clear_message(defs, workspace, small_encounters):
     small_encounters.head(10).drop(columns=["race"]).to_csv(workspace.landing / "norace.csv", index=False)
     instance = dg.DagsterInstance.ephemeral()
-    (result,) = _ingest(defs, workspace, instance, ["norace.csv"])
+    (result,) = ingest(defs, workspace, instance, ["norace.csv"], raise_on_error=False)
     assert not result.success
     message = result.get_step_failure_events()[0].step_failure_data.error.message
     assert "missing column(s): race" in message and "Nothing was landed" in message

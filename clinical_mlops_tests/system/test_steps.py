@@ -89,10 +89,6 @@ def test_dagster_configs_take_their_defaults_from_the_domain():
     assert config.max_quarantine_fraction == validation_steps.DEFAULT_MAX_QUARANTINE_FRACTION
 
 
-def test_registered_model_name_is_cohort_and_role():
-    assert modelling.registered_model_name("synthetic_diabetes130_readmission_30d", "candidate") == "synthetic_diabetes130_readmission_30d_candidate"
-
-
 def test_one_policy_resource_loads_the_default_or_the_given_file(tmp_path, monkeypatch):
     default = load_policy(DEFAULT_POLICY_PATH)
     assert resources.PolicyResource().load().sha256 == default.sha256

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from clinical_mlops.core.settings import PROJECT_ROOT
+from clinical_mlops_tests.helpers import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -46,12 +46,6 @@ def test_make_ui_binds_both_servers_to_loopback():
     assert re.search(r"--host 127\.0\.0\.1\b", mlflow[0]), mlflow[0]
     assert re.search(r"(-h|--host) 127\.0\.0\.1\b", dagster[0]), dagster[0]
     assert "0.0.0.0" not in recipe
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
@@ -109,7 +103,7 @@ class UiGraph:
         landing.mkdir()
 
     def start(self) -> None:
-        mlflow_port, dagster_port = _free_port(), _free_port()
+        mlflow_port, dagster_port = free_port(), free_port()
         (self.root / "data" / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
         self.mlflow_url = f"http://127.0.0.1:{mlflow_port}"
         self.dagster_url = f"http://127.0.0.1:{dagster_port}"

@@ -12,13 +12,9 @@ from clinical_mlops_tests.conftest import synthetic_assets, synthetic_source  # 
 SYNTHETIC_SOURCE = synthetic_source()
 
 
-def _assets(defs: dg.Definitions) -> list:
-    return [a for a in synthetic_assets(defs) if set(a.group_names_by_key.values()) <= {"ingestion", "validation"}]
-
-
 def _run(defs, workspace, instance, name, group):
-    return dg.materialize(_assets(defs), selection=dg.AssetSelection.groups(group), partition_key=name,
-                          instance=instance, resources=workspace.resources(), raise_on_error=False)
+    return dg.materialize(synthetic_assets(defs, {"ingestion", "validation"}), selection=dg.AssetSelection.groups(group),
+                          partition_key=name, instance=instance, resources=workspace.resources(), raise_on_error=False)
 
 
 def _reconcile(result) -> dg.AssetCheckEvaluation:

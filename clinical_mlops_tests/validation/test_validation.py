@@ -7,6 +7,7 @@ import pytest
 from clinical_mlops.ingestion import deid, landing
 from clinical_mlops.validation import rules as validation
 from clinical_mlops_tests.conftest import synthetic_source  # noqa: E402
+from clinical_mlops_tests.helpers import land
 
 SYNTHETIC_SOURCE = synthetic_source()
 
@@ -14,15 +15,8 @@ KEY = b"test-key"
 
 
 
-def _land(con, workspace, frame, name="extract.csv"):
-    path = workspace.landing / name
-    frame.to_csv(path, index=False, lineterminator="\n")
-    landing.land_extract(con, path, SYNTHETIC_SOURCE)
-    return name
-
-
 def test_clean_extract_is_all_valid_and_pseudonymised(con, workspace, small_encounters):
-    extract = _land(con, workspace, small_encounters.head(500))
+    extract = land(con, small_encounters.head(500), workspace.landing / "extract.csv")
     outcome = validation.validate_extract(con, SYNTHETIC_SOURCE, extract, pseudonym_key=KEY)
     assert (outcome.rows_landed, outcome.rows_valid, outcome.rows_quarantined) == (500, 500, 0)
     keys = {k for (k,) in con.execute("SELECT DISTINCT patient_key FROM staging.synthetic_diabetes130").fetchall()}
@@ -49,7 +43,7 @@ def test_broken_rows_are_quarantined_with_the_failed_check(con, workspace, small
     frame = small_encounters.head(200).copy()
     frame.loc[3, column] = value
     frame.loc[17, column] = value + "0"  # distinct, so only the intended check fails
-    outcome = validation.validate_extract(con, SYNTHETIC_SOURCE, _land(con, workspace, frame), pseudonym_key=KEY)
+    outcome = validation.validate_extract(con, SYNTHETIC_SOURCE, land(con, frame, workspace.landing / "extract.csv"), pseudonym_key=KEY)
     assert outcome.rows_quarantined == 2 and outcome.rows_valid == 198 and outcome.reconciles
     assert outcome.failures == {reason: 2}
     rows = con.execute("SELECT row_number, reasons FROM staging.synthetic_diabetes130__quarantine ORDER BY row_number").fetchall()
@@ -60,7 +54,7 @@ def test_broken_rows_are_quarantined_with_the_failed_check(con, workspace, small
 def test_a_row_failing_several_checks_lists_them_all(con, workspace, small_encounters):
     frame = small_encounters.head(50).copy()
     frame.loc[0, ["A1Cresult", "num_procedures"]] = [">9", "-1"]
-    outcome = validation.validate_extract(con, SYNTHETIC_SOURCE, _land(con, workspace, frame), pseudonym_key=KEY)
+    outcome = validation.validate_extract(con, SYNTHETIC_SOURCE, land(con, frame, workspace.landing / "extract.csv"), pseudonym_key=KEY)
     assert outcome.rows_quarantined == 1
     (reasons,) = con.execute("SELECT reasons FROM staging.synthetic_diabetes130__quarantine").fetchone()
     assert reasons == "A1Cresult:in_vocabulary; num_procedures:integer_in_0_10"
@@ -71,8 +65,8 @@ def test_duplicate_encounter_ids_are_quarantined_within_and_across_extracts(con,
     second = small_encounters.iloc[100:200].copy()
     second.iloc[0, 0] = first.iloc[10, 0]  # clashes with the first extract
     second.iloc[2, 0] = second.iloc[1, 0]  # clashes within the second extract
-    validation.validate_extract(con, SYNTHETIC_SOURCE, _land(con, workspace, first, "a.csv"), pseudonym_key=KEY)
-    outcome = validation.validate_extract(con, SYNTHETIC_SOURCE, _land(con, workspace, second, "b.csv"), pseudonym_key=KEY)
+    validation.validate_extract(con, SYNTHETIC_SOURCE, land(con, first, workspace.landing / "a.csv"), pseudonym_key=KEY)
+    outcome = validation.validate_extract(con, SYNTHETIC_SOURCE, land(con, second, workspace.landing / "b.csv"), pseudonym_key=KEY)
     assert outcome.failures == {"encounter_id:duplicate_across_extracts": 1, "encounter_id:duplicate_encounter_id": 2}
     assert outcome.rows_quarantined == 3 and outcome.reconciles
 
@@ -90,7 +84,7 @@ def test_truncated_row_is_quarantined_not_dropped(con, workspace, small_encounte
 def test_revalidation_replaces_rather_than_duplicates(con, workspace, small_encounters):
     frame = small_encounters.head(100).copy()
     frame.loc[5, "gender"] = "X"
-    extract = _land(con, workspace, frame)
+    extract = land(con, frame, workspace.landing / "extract.csv")
     for _ in range(2):
         outcome = validation.validate_extract(con, SYNTHETIC_SOURCE, extract, pseudonym_key=KEY)
     assert con.execute("SELECT count(*) FROM staging.synthetic_diabetes130").fetchone()[0] == outcome.rows_valid == 99

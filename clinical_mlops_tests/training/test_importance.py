@@ -1,4 +1,5 @@
-"""Root cause's permutation importance on the encoded columns equals permuting the raw columns."""
+"""Permutation importance (clinical_mlops.training.importance) for root cause: on the encoded columns it equals
+permuting the raw columns, and the batched version equals scikit-learn's."""
 
 from __future__ import annotations
 
