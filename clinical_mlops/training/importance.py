@@ -7,7 +7,7 @@ than the tree traversal. Here the copies are stacked and scored together, in blo
 ``max_rows`` rows (cache-sized: :data:`MAX_ROWS`), and AUROC is the Mann–Whitney rank statistic. The permutations are sklearn's own
 (one ``RandomState`` seeded from ``random_state``, reseeded identically for every column, each
 repeat shuffling the already permuted column), and so are the scores: the result equals
-sklearn's to floating-point rounding (``clinical_mlops_tests/fairness/test_root_cause_importance.py``).
+sklearn's to floating-point rounding (``clinical_mlops_tests/training/test_importance.py``).
 """
 
 from __future__ import annotations
