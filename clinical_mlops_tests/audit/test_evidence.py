@@ -18,7 +18,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from clinical_mlops.audit import ledger
+from clinical_mlops.audit import events as audit_events, ledger
 from clinical_mlops.core import tracking
 from clinical_mlops.definitions import defs as load_defs
 from clinical_mlops.defs.audit import dagster_runs_in_mlflow, evidence, sensors
@@ -254,3 +254,12 @@ def test_the_later_steps_name_the_version_they_judged(asset, key):
     (subject,) = step.subjects({key: dg.MetadataValue.text("readmission_30d_candidate v7"), "other": 1})
     assert (subject.model_name, subject.model_version) == ("readmission_30d_candidate", "7")
     assert step.subjects({key: dg.MetadataValue.text("none")}) == []
+
+
+def test_a_column_schema_in_metadata_is_summarised_as_its_columns_not_iterated():
+    schema = dg.TableSchema(columns=[dg.TableColumn("age", "int64"), dg.TableColumn("los", "float64")])
+    plain = evidence.plain_metadata({"dagster/column_schema": dg.MetadataValue.table_schema(schema), "rows": 3})
+    assert plain == {"dagster/column_schema": [{"name": "age", "type": "int64"}, {"name": "los", "type": "float64"}],
+                     "rows": 3}
+    summary = audit_events.summarise_metadata(plain)
+    assert summary["rows"] == 3 and set(summary["dagster/column_schema"]) == {"sha256", "bytes"}

@@ -225,8 +225,18 @@ def _texts(metadata: Mapping[str, Any]) -> dict[str, str]:
 
 
 def plain_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Metadata values as plain Python (summarised later: bulky values become hashes)."""
-    return {key: getattr(value, "value", value) for key, value in (metadata or {}).items()}
+    """Metadata values as plain Python (summarised later: bulky values become hashes).
+
+    A ``TableSchema`` (the ``dagster/column_schema`` of a validated table) becomes its column
+    names and types: Dagster records refuse iteration, so they cannot be walked as tuples.
+    """
+    return {key: _plain(getattr(value, "value", value)) for key, value in (metadata or {}).items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dg.TableSchema):
+        return [{"name": column.name, "type": column.type} for column in value.columns]
+    return value
 
 
 def _check_evidence(checks: list[Any]) -> tuple[dict[str, float], dict[str, Any]]:
