@@ -15,9 +15,9 @@ __all__ = ["register"]
 
 
 def _policy(args: argparse.Namespace):
-    from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, load_policy
+    from clinical_mlops.governance.policy import load_policy
 
-    return load_policy(Path(args.policy) if args.policy else DEFAULT_POLICY_PATH)
+    return load_policy(Path(args.policy) if args.policy else None)
 
 
 def _governance(args: argparse.Namespace) -> int:

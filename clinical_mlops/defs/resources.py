@@ -12,17 +12,16 @@ import duckdb
 from clinical_mlops.core import warehouse
 from clinical_mlops.core.settings import default_paths
 from clinical_mlops.core.steps import report_path
-from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, Policy, load_policy
+from clinical_mlops.governance.policy import POLICY_ENV, Policy, load_policy
 from clinical_mlops.ingestion import deid
 
-__all__ = ["MLFLOW_UI", "POLICY_ENV", "WAREHOUSE_POOL", "LandingZoneResource", "PolicyResource",
+__all__ = ["MLFLOW_UI", "WAREHOUSE_POOL", "LandingZoneResource", "PolicyResource",
            "PseudonymisationResource", "ReportsResource", "TrackingResource", "WarehouseResource", "default_policy",
            "default_resources"]
 
 WAREHOUSE_POOL = "duckdb_warehouse"
 """Every asset that writes the warehouse runs in this pool, so writers queue instead of failing."""
 
-POLICY_ENV = "CLINICAL_MLOPS_POLICY"
 """The governance policy file every asset and check judges by (default ``governance/policy.yaml``)."""
 
 MLFLOW_UI = "http://127.0.0.1:5000"
@@ -104,7 +103,7 @@ class PolicyResource(dg.ConfigurableResource):
     def load(self, override: str = "") -> Policy:
         """The policy, parsed and validated; ``override`` (an asset config's ``policy_path``) wins if set."""
         chosen = override or self.path
-        return load_policy(Path(chosen) if chosen else DEFAULT_POLICY_PATH)
+        return load_policy(Path(chosen) if chosen else None)
 
 
 def default_policy() -> PolicyResource:

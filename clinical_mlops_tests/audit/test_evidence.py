@@ -23,7 +23,7 @@ from clinical_mlops.core import tracking
 from clinical_mlops.definitions import defs as load_defs
 from clinical_mlops.defs.audit import dagster_runs_in_mlflow, evidence, sensors
 from clinical_mlops.defs.resources import WarehouseResource
-from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH
+from clinical_mlops.governance.policy import SHIPPED_POLICY_PATH
 from clinical_mlops_tests.audit import _audit_graph
 from clinical_mlops_tests.audit._audit_graph import COHORT
 
@@ -33,7 +33,7 @@ LATER_STEPS = ("fairness_report", "change_control_report", "promotion", "drift_r
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory, mlflow_template, small_encounters):
     graph = _audit_graph.build(tmp_path_factory.mktemp("evidence_graph"), mlflow_template, small_encounters)
-    raw = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+    raw = yaml.safe_load(SHIPPED_POLICY_PATH.read_text())
     raw["fairness"]["min_group_size"] = 20  # the small fixture has ~600 held-out encounters
     raw["fairness"]["n_bootstrap"] = 30
     policy_path = graph.workspace.root / "policy.yaml"

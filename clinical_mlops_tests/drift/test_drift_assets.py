@@ -13,7 +13,7 @@ import dagster as dg
 from clinical_mlops.registry import aliases as registry
 from clinical_mlops.ingestion import synthetic, uci
 from clinical_mlops.core import tracking, warehouse
-from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH
+from clinical_mlops.governance.policy import SHIPPED_POLICY_PATH
 from clinical_mlops_tests.helpers import ingest, materialize
 
 COHORT = "synthetic_diabetes130_readmission_30d"
@@ -28,7 +28,7 @@ _materialize = partial(materialize, groups=GROUPS)
 
 def _policy(tmp_path, *, drift_severity: str = "warn") -> str:
     """The shipped policy with absolute criteria a 3,000-row synthetic model can meet."""
-    text = DEFAULT_POLICY_PATH.read_text()
+    text = SHIPPED_POLICY_PATH.read_text()
     text = text.replace("min_auroc: 0.60", "min_auroc: 0.50").replace("max_brier: 0.15", "max_brier: 0.25")
     text = text.replace("severity: warn                   # warn | block_promotion", f"severity: {drift_severity}")
     path = tmp_path / f"policy_{drift_severity}.yaml"

@@ -22,7 +22,7 @@ from clinical_mlops.defs.evaluation.assets import build_external_evaluation
 from clinical_mlops.evaluation import external, metrics, models, steps
 from clinical_mlops.features import build as features
 from clinical_mlops.features.cohort import load_cohort
-from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH
+from clinical_mlops.governance.policy import SHIPPED_POLICY_PATH
 from clinical_mlops.sources.contract import load_source
 from clinical_mlops.training import fit, modelling
 from clinical_mlops_tests.conftest import Workspace
@@ -216,7 +216,7 @@ def test_the_drift_job_runs_the_external_evaluation_and_training_does_not(defs):
 
 def _materialize(built: Built, instance, extract_id: str, min_auroc: str) -> dg.ExecuteInProcessResult:
     policy = built.ws.root / f"policy_{min_auroc}.yaml"
-    policy.write_text(DEFAULT_POLICY_PATH.read_text().replace("min_auroc: 0.60", f"min_auroc: {min_auroc}"))
+    policy.write_text(SHIPPED_POLICY_PATH.read_text().replace("min_auroc: 0.60", f"min_auroc: {min_auroc}"))
     return dg.materialize(
         [build_external_evaluation(load_cohort(COHORT))], instance=instance, resources=built.ws.resources(), partition_key=extract_id,
         run_config={"ops": {f"{COHORT}__external_evaluation": {"config": {"policy_path": str(policy),

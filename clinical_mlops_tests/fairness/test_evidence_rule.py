@@ -12,14 +12,14 @@ import yaml
 
 from clinical_mlops.core import evidence, warehouse
 from clinical_mlops.fairness import audit as fairness, report as fairness_report
-from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, for_cohort, parse_policy
+from clinical_mlops.governance.policy import SHIPPED_POLICY_PATH, for_cohort, parse_policy
 from clinical_mlops_tests.conftest import READMISSION
 from clinical_mlops_tests.governance._policy_text import declare_source_attributes
 
 
 def _policy(edit=None):
     """The shipped policy reduced to race (required: AfricanAmerican) and the recall gap, edited by ``edit``."""
-    raw = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+    raw = yaml.safe_load(SHIPPED_POLICY_PATH.read_text())
     fp = raw["fairness"]
     fp["sensitive_attributes"] = {"race": {"reference": "Caucasian", "required_groups": ["AfricanAmerican"]}}
     fp["intersections"] = []
@@ -262,7 +262,7 @@ def test_shipped_policy_requires_the_groups_the_demo_can_assess():
     from clinical_mlops.features.cohort import load_cohort
 
     # the required groups are the source's (sources/diabetes130.yaml), applied to the policy per cohort
-    fp = for_cohort(parse_policy(DEFAULT_POLICY_PATH.read_bytes()), load_cohort(READMISSION)).fairness
+    fp = for_cohort(parse_policy(SHIPPED_POLICY_PATH.read_bytes()), load_cohort(READMISSION)).fairness
     assert fp.attribute("race").required_groups == ("AfricanAmerican",)
     assert fp.attribute("gender").required_groups == ()  # Male cannot show compliance at the demo's size
     assert fp.not_assessable_acknowledged_by == "governance_board"
@@ -290,7 +290,7 @@ def test_shipped_policy_requires_the_groups_the_demo_can_assess():
 def test_policy_validates_required_groups_and_population_share(edit, message):
     from clinical_mlops.governance.policy import PolicyError
 
-    raw = declare_source_attributes(copy.deepcopy(yaml.safe_load(DEFAULT_POLICY_PATH.read_text())))
+    raw = declare_source_attributes(copy.deepcopy(yaml.safe_load(SHIPPED_POLICY_PATH.read_text())))
     edit(raw["fairness"])
     with pytest.raises(PolicyError) as error:
         parse_policy(yaml.safe_dump(raw), source="p.yaml")
@@ -298,7 +298,7 @@ def test_policy_validates_required_groups_and_population_share(edit, message):
 
 
 def test_required_groups_are_optional_and_numbers_read_as_group_names():
-    raw = declare_source_attributes(yaml.safe_load(DEFAULT_POLICY_PATH.read_text()))
+    raw = declare_source_attributes(yaml.safe_load(SHIPPED_POLICY_PATH.read_text()))
     fp = raw["fairness"]
     fp.pop("required_population_share", None)
     fp["sensitive_attributes"]["gender"].pop("required_groups", None)

@@ -15,7 +15,7 @@ from clinical_mlops.monitoring import incidents
 from clinical_mlops.core import tracking, warehouse
 from clinical_mlops.ingestion import uci
 from clinical_mlops.defs.fairness.sensors import fairness_check_failed_sensor
-from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, load_policy
+from clinical_mlops.governance.policy import SHIPPED_POLICY_PATH, load_policy
 from clinical_mlops_tests.conftest import synthetic_assets
 from clinical_mlops_tests.helpers import asset_checks
 
@@ -56,7 +56,7 @@ def trained(defs, workspace, small_encounters, tmp_path):
 
 def _policy_file(tmp_path, name: str, edit=None) -> str:
     """The shipped policy for the small fixture (~600 held-out encounters), edited by ``edit``."""
-    raw = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+    raw = yaml.safe_load(SHIPPED_POLICY_PATH.read_text())
     raw["fairness"]["min_group_size"] = 20
     raw["fairness"]["n_bootstrap"] = 30
     if edit is not None:

@@ -11,7 +11,7 @@ import yaml
 
 from clinical_mlops.cli.fairness import register as register_fairness_cli
 from clinical_mlops.fairness import report as fairness_report
-from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, PolicyError, for_cohort, load_policy, parse_policy
+from clinical_mlops.governance.policy import SHIPPED_POLICY_PATH, PolicyError, for_cohort, load_policy, parse_policy
 from clinical_mlops_tests.conftest import READMISSION
 from clinical_mlops_tests.governance._policy_text import declare_source_attributes
 from clinical_mlops_tests.helpers import run_cli
@@ -22,7 +22,7 @@ _cli = partial(run_cli, register_fairness_cli)
 @pytest.fixture(scope="module")
 def raw() -> dict:
     """The shipped policy, declaring diabetes130's sensitive attributes itself (the model still accepts them)."""
-    return declare_source_attributes(yaml.safe_load(DEFAULT_POLICY_PATH.read_text()))
+    return declare_source_attributes(yaml.safe_load(SHIPPED_POLICY_PATH.read_text()))
 
 
 def _write(tmp_path: Path, data: dict) -> Path:
@@ -34,7 +34,7 @@ def _write(tmp_path: Path, data: dict) -> Path:
 def test_shipped_policy_loads_with_typed_sections():
     policy = load_policy()
     assert policy.version == "2026.11.1"
-    assert policy.sha256 == hashlib.sha256(DEFAULT_POLICY_PATH.read_bytes()).hexdigest()
+    assert policy.sha256 == hashlib.sha256(SHIPPED_POLICY_PATH.read_bytes()).hexdigest()
     recall = policy.fairness.metric("recall_gap")
     assert (recall.kind, recall.bound, recall.blocking, recall.check_name) == (
         "difference", 0.10, True, "recall_gap_within_policy")
@@ -190,7 +190,7 @@ def test_loader_returns_one_object_per_file_and_rereads_an_edited_file(tmp_path,
     assert edited.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert load_policy(path) is edited
     # With no argument: the shipped file, or CLINICAL_MLOPS_POLICY as set at call time.
-    assert load_policy() is load_policy() is load_policy(DEFAULT_POLICY_PATH)
+    assert load_policy() is load_policy() is load_policy(SHIPPED_POLICY_PATH)
     monkeypatch.setenv("CLINICAL_MLOPS_POLICY", str(path))
     assert load_policy() is edited
 

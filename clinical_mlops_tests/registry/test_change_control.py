@@ -16,7 +16,7 @@ from clinical_mlops.training import modelling, fit as training
 from clinical_mlops.registry import aliases as registry
 from clinical_mlops.core import warehouse
 from clinical_mlops.features.cohort import cohorts_dir, load_cohort
-from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, for_cohort, load_policy, parse_policy
+from clinical_mlops.governance.policy import SHIPPED_POLICY_PATH, for_cohort, load_policy, parse_policy
 from clinical_mlops_tests.conftest import READMISSION, synthetic_source  # noqa: E402
 from clinical_mlops_tests.helpers import land_and_validate
 
@@ -316,7 +316,7 @@ def _waiver(criterion: str, version: str = "2", model: str = "c_candidate"):
 
 
 def test_drift_blocks_only_when_the_policy_says_so():
-    text = DEFAULT_POLICY_PATH.read_text().replace("severity: warn                   # warn | block_promotion",
+    text = SHIPPED_POLICY_PATH.read_text().replace("severity: warn                   # warn | block_promotion",
                                                    "severity: block_promotion")
     blocking = parse_policy(text)
     assert blocking.drift.blocking and blocking.sha256 != POLICY.sha256

@@ -9,7 +9,7 @@ import yaml
 from clinical_mlops.core import warehouse
 from clinical_mlops.definitions import defs as load_defs
 from clinical_mlops.governance import waivers
-from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, load_policy
+from clinical_mlops.governance.policy import SHIPPED_POLICY_PATH, load_policy
 from clinical_mlops_tests.audit import _audit_graph
 from clinical_mlops_tests.audit._audit_graph import COHORT
 
@@ -27,7 +27,7 @@ def test_change_control_and_promotion_follow_the_governance_order_in_the_graph(d
 @pytest.fixture(scope="module")
 def gated(tmp_path_factory, mlflow_template, small_encounters):
     built = _audit_graph.build(tmp_path_factory.mktemp("gate_graph"), mlflow_template, small_encounters)
-    raw = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+    raw = yaml.safe_load(SHIPPED_POLICY_PATH.read_text())
     raw["fairness"]["min_group_size"] = 100_000  # no group of ~600 held-out encounters can be assessed
     raw["fairness"]["n_bootstrap"] = 30
     path = built.workspace.root / "policy.yaml"

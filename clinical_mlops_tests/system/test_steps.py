@@ -20,7 +20,7 @@ from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.training.assets import BaselineModelConfig, CandidateModelConfig
 from clinical_mlops.defs.validation.assets import ValidationConfig
 from clinical_mlops.evaluation.steps import EvaluationSettings
-from clinical_mlops.governance.policy import DEFAULT_POLICY_PATH, load_policy
+from clinical_mlops.governance.policy import POLICY_ENV, SHIPPED_POLICY_PATH, load_policy
 from clinical_mlops.training import modelling
 from clinical_mlops.validation import rules, steps as validation_steps
 
@@ -90,13 +90,15 @@ def test_dagster_configs_take_their_defaults_from_the_domain():
 
 
 def test_one_policy_resource_loads_the_default_or_the_given_file(tmp_path, monkeypatch):
-    default = load_policy(DEFAULT_POLICY_PATH)
+    default = load_policy(SHIPPED_POLICY_PATH)
     assert resources.PolicyResource().load().sha256 == default.sha256
-    raw = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+    raw = yaml.safe_load(SHIPPED_POLICY_PATH.read_text())
     raw["version"] = f"{raw['version']}-test"
     other = tmp_path / "policy.yaml"
     other.write_text(yaml.safe_dump(raw, sort_keys=False))
     assert resources.PolicyResource(path=str(other)).load().sha256 == load_policy(other).sha256 != default.sha256
     assert resources.PolicyResource().load(str(other)).sha256 == load_policy(other).sha256  # a config override
-    monkeypatch.setenv(resources.POLICY_ENV, str(other))
+    monkeypatch.setenv(POLICY_ENV, str(other))
     assert resources.default_resources()["policy"].load().sha256 == load_policy(other).sha256
+    # An unconfigured resource reads the variable when it loads, not when the module was imported.
+    assert resources.PolicyResource().load().sha256 == load_policy(other).sha256

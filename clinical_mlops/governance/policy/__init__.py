@@ -15,7 +15,8 @@ fairness.metrics.recall_gap.max_difference must be a number in (0, 1], got 1.5``
 """
 
 from clinical_mlops.governance.policy._load import (
-    DEFAULT_POLICY_PATH,
+    POLICY_ENV,
+    SHIPPED_POLICY_PATH,
     PolicyError,
     default_policy_path,
     load_policy,
@@ -58,7 +59,8 @@ __all__ = [
     "CORRECTIONS",
     "DEFAULT_NON_INFERIORITY_MARGIN",
     "for_cohort",
-    "DEFAULT_POLICY_PATH",
+    "POLICY_ENV",
+    "SHIPPED_POLICY_PATH",
     "DIFFERENCE_METRICS",
     "KNOWN_METRICS",
     "MITIGATION_CONSTRAINTS",

@@ -17,11 +17,12 @@ from clinical_mlops.governance.policy._fields import drop_none
 from clinical_mlops.governance.policy._models import Policy, PolicyDocument
 from clinical_mlops.governance.policy._vocabulary import SEVERITIES, TOP_LEVEL_SECTIONS
 
-__all__ = ["DEFAULT_POLICY_PATH", "PolicyError", "default_policy_path", "load_policy", "parse_policy"]
+__all__ = ["POLICY_ENV", "SHIPPED_POLICY_PATH", "PolicyError", "default_policy_path", "load_policy", "parse_policy"]
 
-_SHIPPED_POLICY = PROJECT_ROOT / "governance" / "policy.yaml"
-DEFAULT_POLICY_PATH = Path(os.environ.get("CLINICAL_MLOPS_POLICY", _SHIPPED_POLICY))
-"""The policy file in force when this module was imported (``CLINICAL_MLOPS_POLICY`` or the shipped one)."""
+SHIPPED_POLICY_PATH = PROJECT_ROOT / "governance" / "policy.yaml"
+"""The policy shipped with the project (``governance/policy.yaml``)."""
+POLICY_ENV = "CLINICAL_MLOPS_POLICY"
+"""The environment variable naming a deployment's own policy file."""
 
 
 class PolicyError(ValueError):
@@ -29,8 +30,8 @@ class PolicyError(ValueError):
 
 
 def default_policy_path() -> Path:
-    """``CLINICAL_MLOPS_POLICY`` if set now, else ``governance/policy.yaml``."""
-    return Path(os.environ.get("CLINICAL_MLOPS_POLICY") or _SHIPPED_POLICY)
+    """The policy in force: ``$CLINICAL_MLOPS_POLICY`` if set now, else the shipped one."""
+    return Path(os.environ.get(POLICY_ENV) or SHIPPED_POLICY_PATH)
 
 
 # --- pydantic's errors, in the policy's words --------------------------------------------------
