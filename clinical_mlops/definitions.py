@@ -6,6 +6,8 @@ import dagster as dg
 
 from clinical_mlops.core.settings import switch_off_telemetry
 
+__all__ = ["defs"]
+
 switch_off_telemetry()
 
 

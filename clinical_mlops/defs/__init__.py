@@ -6,5 +6,5 @@ MLflow, pseudonymisation key, reports, governance policy) and :mod:`.failures` t
 into the run failure Dagster shows.
 """
 
-__all__ = ["audit", "automation", "checks", "drift", "evaluation", "failures", "fairness", "features", "ingestion", "jobs",
-           "monitoring", "partitions", "progress", "registry", "resources", "scoring", "training", "validation"]
+__all__ = ["audit", "automation", "checks", "dagster_internals", "drift", "evaluation", "failures", "fairness", "features",
+           "ingestion", "jobs", "monitoring", "partitions", "progress", "registry", "resources", "scoring", "training", "validation"]

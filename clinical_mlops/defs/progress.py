@@ -6,6 +6,8 @@ import time
 
 import dagster as dg
 
+__all__ = ["defs", "progress_logger"]
+
 
 class _StepProgressHandler(logging.Handler):
     """Prints step start, success and failure events, and check outcomes; nothing else."""

@@ -111,9 +111,9 @@ def test_the_report_checks_are_decided_in_the_domain_as_plain_data():
     assert missing.evidence.reason.startswith("rule fpr_gap is not in the policy used for this run (sha256 ")
     assert list(missing.metadata) == ["policy_version", "policy_sha256", "severity_in_policy"]
 
-    from clinical_mlops.defs.fairness.assets import _check_result
+    from clinical_mlops.defs.fairness.assets import check_result
 
-    failed, absent = (_check_result(c) for c in checks)
+    failed, absent = (check_result(c) for c in checks)
     assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
     assert isinstance(failed.metadata["failing_groups"], dg.JsonMetadataValue)
     assert failed.metadata["incident_id"].value == "INC-1"

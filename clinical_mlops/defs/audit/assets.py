@@ -11,6 +11,8 @@ from clinical_mlops.defs.failures import step_failures
 from clinical_mlops.defs.resources import WAREHOUSE_POOL, ReportsResource, TrackingResource, WarehouseResource
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 
+__all__ = ["LEDGER_VERIFIES", "audit_ledger", "build_model_card_asset", "defs"]
+
 LEDGER_VERIFIES = dg.AssetCheckSpec(
     "ledger_chain_verifies",
     asset="audit_ledger",

@@ -34,14 +34,16 @@ from clinical_mlops.defs.resources import WarehouseResource
 from clinical_mlops.core.settings import default_paths
 from clinical_mlops.defs.audit.evidence import EvidenceRecording, event_records, plain_metadata, record_evidence
 
-RECORDED_EVENT_TYPES = {
+__all__ = ["RunRecording", "audit_job", "audit_ledger_sensor", "record_run"]
+
+_RECORDED_EVENT_TYPES = {
     dg.DagsterEventType.ASSET_MATERIALIZATION,
     dg.DagsterEventType.ASSET_CHECK_EVALUATION,
     dg.DagsterEventType.STEP_FAILURE,
     dg.DagsterEventType.RUN_FAILURE,
 }
-FINISHED = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED)
-RUNS_PER_TICK = 25
+_FINISHED = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED)
+_RUNS_PER_TICK = 25
 
 
 @dataclass(frozen=True)
@@ -75,14 +77,14 @@ def _step_failure(event) -> dict:
     }
 
 
-def run_events(instance: dg.DagsterInstance, run_id: str) -> list[ledger.Event]:
+def _run_events(instance: dg.DagsterInstance, run_id: str) -> list[ledger.Event]:
     """Ledger events for one run's materializations, check evaluations and failure."""
     run = instance.get_run_by_id(run_id)
     actor = (run.tags.get("clinical_mlops/actor") or run.tags.get("user")) if run is not None else None
     events: list[ledger.Event] = []
     step_failures: list[dict] = []
     stamps = audit_events.source_stamps()
-    for record in event_records(instance, run_id, RECORDED_EVENT_TYPES):
+    for record in event_records(instance, run_id, _RECORDED_EVENT_TYPES):
         entry = record.event_log_entry
         event = entry.dagster_event
         if event is None:
@@ -114,7 +116,7 @@ def run_events(instance: dg.DagsterInstance, run_id: str) -> list[ledger.Event]:
     return [audit_events.safe_event(event) for event in events]
 
 
-def record_governance(warehouse_path: Path | str, ledger_path: Path | str) -> tuple[int, int, str | None]:
+def _record_governance(warehouse_path: Path | str, ledger_path: Path | str) -> tuple[int, int, str | None]:
     """(appended, mirrored, skipped reason) for the warehouse's governance rows; a busy warehouse is skipped."""
     try:
         con = warehouse.connect(Path(warehouse_path), wait_seconds=5)
@@ -140,8 +142,8 @@ def record_run(
     log its evidence to MLflow (``tracking_uri``: by default the store this process's runs used)."""
     warehouse_path = Path(warehouse_path) if warehouse_path else default_paths().warehouse
     ledger_path = Path(ledger_path) if ledger_path else ledger.default_ledger_path(warehouse_path)
-    written = ledger.append_many(ledger_path, run_events(instance, run_id))
-    appended, mirrored, skipped = record_governance(warehouse_path, ledger_path)
+    written = ledger.append_many(ledger_path, _run_events(instance, run_id))
+    appended, mirrored, skipped = _record_governance(warehouse_path, ledger_path)
     evidence = record_evidence(instance, run_id, tracking_uri=tracking_uri)
     return RunRecording(run_id, len(written), appended, mirrored, skipped, evidence)
 
@@ -170,14 +172,14 @@ def audit_ledger_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
     runs = events = 0
     needs_sync = False
     last_storage_id = 0
-    for status in FINISHED:
+    for status in _FINISHED:
         result = context.instance.fetch_run_status_changes(
-            dg.RunStatusChangeRecordsFilter(event_type=status), limit=RUNS_PER_TICK,
+            dg.RunStatusChangeRecordsFilter(event_type=status), limit=_RUNS_PER_TICK,
             cursor=cursors.get(status.value), ascending=True,
         )
         for record in result.records:
             run_id = record.event_log_entry.run_id
-            written = ledger.append_many(ledger_path, run_events(context.instance, run_id))
+            written = ledger.append_many(ledger_path, _run_events(context.instance, run_id))
             for problem in record_evidence(context.instance, run_id).problems:
                 context.log.warning(f"run {run_id}: evidence not logged to MLflow: {problem}")
             runs += 1

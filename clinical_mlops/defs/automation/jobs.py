@@ -9,6 +9,8 @@ from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.features.cohort import load_all_cohorts
 from clinical_mlops.sources.contract import load_all_sources
 
+__all__ = ["defs"]
+
 
 @dg.definitions
 def defs() -> dg.Definitions:

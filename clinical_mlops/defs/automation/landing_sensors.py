@@ -7,6 +7,8 @@ import dagster as dg
 from clinical_mlops.defs.automation.sensors import build_landing_zone_sensor
 from clinical_mlops.sources.contract import load_all_sources
 
+__all__ = ["defs"]
+
 
 @dg.definitions
 def defs() -> dg.Definitions:

@@ -16,9 +16,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 
-DEFAULT_RETRAIN_CRON = "0 2 * * *"
-DEFAULT_MONITORING_CRON = "0 6 * * *"
-DEFAULT_TIMEZONE = "UTC"
+__all__ = ["build_monitoring_schedule", "build_training_schedule", "defs"]
+
+_DEFAULT_RETRAIN_CRON = "0 2 * * *"
+_DEFAULT_MONITORING_CRON = "0 6 * * *"
+_DEFAULT_TIMEZONE = "UTC"
 
 
 def _cron(variable: str, default: str) -> str:
@@ -37,7 +39,7 @@ def _cron(variable: str, default: str) -> str:
 
 
 def _timezone() -> str:
-    value = os.environ.get("CLINICAL_MLOPS_SCHEDULE_TIMEZONE", "").strip() or DEFAULT_TIMEZONE
+    value = os.environ.get("CLINICAL_MLOPS_SCHEDULE_TIMEZONE", "").strip() or _DEFAULT_TIMEZONE
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
@@ -57,7 +59,7 @@ def build_training_schedule() -> dg.ScheduleDefinition:
     return dg.ScheduleDefinition(
         name="training_job_schedule",
         job_name="training_job",
-        cron_schedule=_cron("CLINICAL_MLOPS_RETRAIN_CRON", DEFAULT_RETRAIN_CRON),
+        cron_schedule=_cron("CLINICAL_MLOPS_RETRAIN_CRON", _DEFAULT_RETRAIN_CRON),
         execution_timezone=_timezone(),
         default_status=_default_status(),
         tags={"trigger": "nightly_retrain"},
@@ -69,7 +71,7 @@ def build_monitoring_schedule() -> dg.ScheduleDefinition:
     return dg.ScheduleDefinition(
         name="monitoring_job_schedule",
         job_name="monitoring_job",
-        cron_schedule=_cron("CLINICAL_MLOPS_MONITORING_CRON", DEFAULT_MONITORING_CRON),
+        cron_schedule=_cron("CLINICAL_MLOPS_MONITORING_CRON", _DEFAULT_MONITORING_CRON),
         execution_timezone=_timezone(),
         default_status=_default_status(),
         tags={"trigger": "daily_monitoring"},

@@ -1,1 +1,3 @@
 """Dagster wiring for drift monitoring."""
+
+__all__ = ["assets"]

@@ -22,6 +22,8 @@ from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 if TYPE_CHECKING:
     from clinical_mlops.drift import steps
 
+__all__ = ["DriftConfig", "build_drift_report", "defs"]
+
 
 class DriftConfig(dg.Config):
     policy_path: str = ""

@@ -1,1 +1,3 @@
 """Dagster wiring for the evaluation stage."""
+
+__all__ = ["assets"]

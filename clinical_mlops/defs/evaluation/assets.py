@@ -23,6 +23,14 @@ from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 if TYPE_CHECKING:
     from clinical_mlops.evaluation import steps
 
+__all__ = [
+    "EvaluationConfig",
+    "ExternalEvaluationConfig",
+    "build_external_evaluation",
+    "build_model_evaluation",
+    "defs",
+]
+
 _DEFAULTS = EvaluationSettings()
 
 

@@ -38,7 +38,18 @@ from clinical_mlops.governance.policy import Policy
 if TYPE_CHECKING:
     from clinical_mlops.fairness import rule_checks, steps
 
-GROUP = "fairness"
+__all__ = [
+    "FairnessConfig",
+    "MitigationConfig",
+    "build_fairness_report",
+    "build_mitigated_model",
+    "build_root_cause",
+    "check_result",
+    "defs",
+    "fairness_assets",
+]
+
+_GROUP = "fairness"
 
 
 class FairnessConfig(dg.Config):
@@ -58,7 +69,7 @@ class MitigationConfig(FairnessConfig):
     seed: int = 7
 
 
-def _check_result(check: "rule_checks.RuleCheck") -> dg.AssetCheckResult:
+def check_result(check: "rule_checks.RuleCheck") -> dg.AssetCheckResult:
     """A rule's check, decided in :mod:`clinical_mlops.fairness.rule_checks`, as Dagster's result."""
     metadata = {k: dg.MetadataValue.json(v) if isinstance(v, (list, dict)) else v for k, v in check.metadata.items()}
     return evidence_check(check.check_name, check.evidence, blocking=check.blocking, metadata=metadata,
@@ -83,7 +94,7 @@ def build_fairness_report(spec: CohortSpec, declared: Policy) -> dg.AssetsDefini
     @dg.asset(
         key=key,
         deps=[dg.AssetKey([spec.name, "model_evaluation"])],
-        group_name=GROUP,
+        group_name=_GROUP,
         kinds={"fairlearn", "duckdb"},
         code_version=cohort_code_version(spec, f"1-policy-{declared.short_hash}"),
         pool=WAREHOUSE_POOL,
@@ -122,7 +133,7 @@ def build_fairness_report(spec: CohortSpec, declared: Policy) -> dg.AssetsDefini
                 "report": dg.MetadataValue.path(str(step.report_path)),
                 "incidents": dg.MetadataValue.json(step.incidents_metadata),
             },
-            check_results=[_check_result(c) for c in step.checks],
+            check_results=[check_result(c) for c in step.checks],
         )
 
     return fairness_report_asset
@@ -132,7 +143,7 @@ def build_root_cause(spec: CohortSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=[spec.name, "fairness_root_cause"],
         deps=[dg.AssetKey([spec.name, "fairness_report"])],
-        group_name=GROUP,
+        group_name=_GROUP,
         kinds={"scikit-learn", "duckdb"},
         code_version=cohort_code_version(spec, "1"),
         pool=WAREHOUSE_POOL,
@@ -193,7 +204,7 @@ def build_mitigated_model(spec: CohortSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=[spec.name, "mitigated_model"],
         deps=[dg.AssetKey([spec.name, "fairness_report"])],
-        group_name=GROUP,
+        group_name=_GROUP,
         kinds={"fairlearn", "mlflow"},
         code_version=cohort_code_version(spec, "1"),
         pool=WAREHOUSE_POOL,

@@ -21,27 +21,29 @@ from clinical_mlops.defs.dagster_internals import AssetCheckExecutionRecordStatu
 from clinical_mlops.features.cohort import load_all_cohorts
 from clinical_mlops.governance.policy import load_policy
 
+__all__ = ["defs", "fairness_check_failed_sensor", "remediation_keys"]
+
 
 def remediation_keys(cohort: str) -> list[dg.AssetKey]:
     return [dg.AssetKey([cohort, "fairness_root_cause"]), dg.AssetKey([cohort, "mitigated_model"])]
 
 
-EARLY_WARNING_CHECK = "estimated_fairness_within_policy"
+_EARLY_WARNING_CHECK = "estimated_fairness_within_policy"
 """The production windows' check on the estimated recall gap (before labels)."""
 
 
-def fairness_check_keys() -> dict[str, list[dg.AssetCheckKey]]:
+def _fairness_check_keys() -> dict[str, list[dg.AssetCheckKey]]:
     """Per cohort: every fairness check, offline (audit) and in production (realised, and estimated)."""
     policy = load_policy()
     return {
         spec.name: [dg.AssetCheckKey(dg.AssetKey([spec.name, asset]), rule.check_name)
                     for asset in ("fairness_report", "production_monitoring") for rule in policy.fairness.metrics]
-        + [dg.AssetCheckKey(dg.AssetKey([spec.name, "production_windows"]), EARLY_WARNING_CHECK)]
+        + [dg.AssetCheckKey(dg.AssetKey([spec.name, "production_windows"]), _EARLY_WARNING_CHECK)]
         for spec in load_all_cohorts()
     }
 
 
-def already_remediated(instance: dg.DagsterInstance, cohort: str, failed_at: float) -> bool:
+def _already_remediated(instance: dg.DagsterInstance, cohort: str, failed_at: float) -> bool:
     """Whether root cause and mitigation were both materialized after the failed evaluation (``failed_at``)."""
     for key in remediation_keys(cohort):
         latest = instance.get_latest_materialization_event(key)
@@ -85,7 +87,7 @@ def fairness_check_failed_sensor(context: dg.SensorEvaluationContext) -> dg.Sens
     before = dict(seen)
     storage = context.instance.event_log_storage
     requests = []
-    for cohort, keys in fairness_check_keys().items():
+    for cohort, keys in _fairness_check_keys().items():
         latest = storage.get_latest_asset_check_execution_by_key(keys)
         failed = [r for r in latest.values() if _is_failed(r) and _is_breach(r) and r.id > seen.get(cohort, 0)]
         if not failed:
@@ -93,7 +95,7 @@ def fairness_check_failed_sensor(context: dg.SensorEvaluationContext) -> dg.Sens
         newest = max(r.id for r in failed)
         seen[cohort] = newest
         checks = sorted(r.key.name for r in failed)
-        if already_remediated(context.instance, cohort, max(_evaluated_at(r) for r in failed)):
+        if _already_remediated(context.instance, cohort, max(_evaluated_at(r) for r in failed)):
             context.log.info(f"{cohort}: {', '.join(checks)} failed and was already remediated; nothing requested")
             continue
         requests.append(dg.RunRequest(

@@ -1,1 +1,3 @@
 """Dagster wiring for the features stage."""
+
+__all__ = ["assets"]

@@ -9,6 +9,8 @@ from clinical_mlops.defs.resources import WAREHOUSE_POOL, WarehouseResource
 from clinical_mlops.features.columns import feature_sql_version
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 
+__all__ = ["build_encounter_features", "defs"]
+
 
 def build_encounter_features(spec: CohortSpec) -> dg.AssetsDefinition:
     key = dg.AssetKey([spec.name, "encounter_features"])

@@ -1,1 +1,3 @@
 """Dagster wiring for the ingestion stage."""
+
+__all__ = ["assets", "extract_checks"]

@@ -11,6 +11,8 @@ from clinical_mlops.defs.resources import WAREHOUSE_POOL, LandingZoneResource, W
 from clinical_mlops.ingestion import landing, steps
 from clinical_mlops.sources.contract import LoadedSource, load_all_sources
 
+__all__ = ["build_raw_extract", "defs"]
+
 def _gate(result: landing.LandingResult) -> dg.AssetCheckResult:
     return evidence_check(
         "no_direct_identifiers", result.gate_evidence(), blocking=True,

@@ -1,1 +1,3 @@
 """Dagster wiring for the model registry: change control and the promotion gate."""
+
+__all__ = ["assets"]

@@ -23,6 +23,8 @@ from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 if TYPE_CHECKING:
     from clinical_mlops.registry import steps
 
+__all__ = ["ChangeControlConfig", "PromotionConfig", "build_change_control_report", "build_promotion", "defs"]
+
 
 class ChangeControlConfig(dg.Config):
     policy_path: str = ""

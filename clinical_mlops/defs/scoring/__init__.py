@@ -1,1 +1,3 @@
 """Scoring: batch predictions with the champion."""
+
+__all__ = ["assets"]

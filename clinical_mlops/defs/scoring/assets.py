@@ -10,8 +10,10 @@ from clinical_mlops.defs.resources import WAREHOUSE_POOL, TrackingResource, Ware
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.scoring.names import champion_model_names
 
+__all__ = ["build_batch_predictions", "defs"]
 
-def new_extract_condition(promotion_key: dg.AssetKey) -> dg.AutomationCondition:
+
+def _new_extract_condition(promotion_key: dg.AssetKey) -> dg.AutomationCondition:
     """Score an extract once it is validated (its blocking checks passed) and a promotion has run; never
     re-score old extracts because a promotion moved the champion (the promotion is ignored as a trigger),
     and a blocked challenger does not stop the champion in force from scoring new extracts (the promotion's
@@ -41,7 +43,7 @@ def build_batch_predictions(spec: CohortSpec) -> dg.AssetsDefinition:
         kinds={"scikit-learn", "mlflow", "duckdb"},
         code_version=cohort_code_version(spec, "1"),
         pool=WAREHOUSE_POOL,
-        automation_condition=new_extract_condition(promotion_key),
+        automation_condition=_new_extract_condition(promotion_key),
         description=(
             f"{spec.title}: the extract's in-cohort encounters scored by the champion (alias 'champion' on "
             f"{' or '.join(champion_model_names(spec.name))}; with none, the run fails and names the "

@@ -1,1 +1,3 @@
 """Dagster wiring for the training stage."""
+
+__all__ = ["assets"]

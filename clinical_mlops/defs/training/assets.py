@@ -18,6 +18,15 @@ from clinical_mlops.training.params import (
 if TYPE_CHECKING:
     from clinical_mlops.training import fit as training
 
+__all__ = [
+    "BaselineModelConfig",
+    "CandidateModelConfig",
+    "TrainingSampleConfig",
+    "build_model_assets",
+    "build_training_split",
+    "defs",
+]
+
 _BASELINE = LogisticRegressionParams()
 _CANDIDATE = GradientBoostingParams()
 

@@ -1,1 +1,3 @@
 """Dagster wiring for the validation stage."""
+
+__all__ = ["assets"]

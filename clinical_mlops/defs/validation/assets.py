@@ -18,6 +18,8 @@ from clinical_mlops.validation.settings import DEFAULT_ENGINE, DEFAULT_MAX_QUARA
 if TYPE_CHECKING:
     from clinical_mlops.validation import steps
 
+__all__ = ["ValidationConfig", "build_validated_extract", "defs"]
+
 
 class ValidationConfig(dg.Config):
     max_quarantine_fraction: float = DEFAULT_MAX_QUARANTINE_FRACTION
