@@ -5,6 +5,7 @@ model, check, evidence, status, due_by, policy hash); ``monitoring.incident_upda
 append-only log of every status change, so an update never hides what was recorded before.
 Owner, notification list and deadline come from the policy's escalation rule for the severity.
 Evidence is aggregate (gaps, intervals, links, the policy hash) — never row-level data.
+A failed Dagster run is recorded once (:func:`record_run_failure`, :func:`run_recorded`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import duckdb
 import pandas as pd
 
 from clinical_mlops.governance.policy import Policy
-from clinical_mlops.core.warehouse import transaction
+from clinical_mlops.core.warehouse import scalar, transaction
 
 __all__ = [
     "INCIDENT_DDL",
@@ -29,6 +30,8 @@ __all__ = [
     "ensure_tables",
     "list_incidents",
     "open_incident",
+    "record_run_failure",
+    "run_recorded",
     "update_status",
 ]
 
@@ -190,3 +193,32 @@ def count_open(con: duckdb.DuckDBPyConnection, cohort: str | None = None) -> int
         sql += " AND cohort = ?"
         params.append(cohort)
     return int(con.execute(sql, params).fetchall()[0][0])
+
+
+def run_recorded(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
+    """Whether a run was already recorded: an incident's evidence or an update's note mentions its id."""
+    ensure_tables(con)
+    pattern = f"%{run_id}%"
+    return bool(scalar(con, "SELECT count(*) FROM monitoring.incidents WHERE evidence LIKE ?", [pattern])
+                + scalar(con, "SELECT count(*) FROM monitoring.incident_updates WHERE note LIKE ?", [pattern]))
+
+
+def record_run_failure(con: duckdb.DuckDBPyConnection, cohorts: list[str], evidence: dict, *, policy: Policy,
+                       severity: str) -> list[dict]:
+    """A failed run (``evidence``: its ``run_id``, ``job_name``, ``error``, ``error_class``…) opens one incident per
+    cohort it touched (``(all cohorts)`` when none), or appends to the one already open for that cohort and job;
+    each as metadata with ``created``. Idempotent for a run id: a run already recorded records nothing."""
+    run_id = evidence["run_id"]
+    if run_recorded(con, run_id):
+        return []
+    opened = []
+    for cohort in cohorts or ["(all cohorts)"]:
+        incident = open_incident(
+            con, policy=policy, severity=severity, cohort=cohort, model=evidence["job_name"],
+            check=f"run_failure:{evidence['job_name']}", evidence=evidence,
+        )
+        if not incident.created:
+            update_status(con, incident.incident_id, incident.status,
+                          f"another failed run {run_id}: {evidence['error'] or evidence['error_class']}")
+        opened.append({**incident.as_metadata(), "created": incident.created})
+    return opened

@@ -99,7 +99,7 @@ def plan_landing(
 
 
 def landed_hashes(warehouse: WarehouseResource, source: str, *, wait_seconds: float = 5.0) -> set[str] | None:
-    """sha256 of every extract of ``source`` already in ``raw.extracts`` (landed or refused); None while the
+    """:func:`clinical_mlops.ingestion.landing.extract_hashes` of ``source`` (landed or refused); None while the
     warehouse is busy. Read-only, and never creates the warehouse: no file yet means nothing landed yet.
     """
     from clinical_mlops.core import warehouse as store
@@ -112,9 +112,7 @@ def landed_hashes(warehouse: WarehouseResource, source: str, *, wait_seconds: fl
     except duckdb.IOException:
         return None  # a run holds the single writer lock: decide on the next tick
     try:
-        if not store.table_exists(con, "raw.extracts"):
-            return set()
-        return {row[0] for row in con.execute("SELECT sha256 FROM raw.extracts WHERE source = ?", [source]).fetchall()}
+        return landing.extract_hashes(con, source)
     finally:
         con.close()
 
@@ -252,34 +250,6 @@ def run_failure_evidence(context: dg.RunFailureSensorContext) -> tuple[list[str]
     return _cohorts_of_run(run, steps), evidence
 
 
-def record_run_failure(con: duckdb.DuckDBPyConnection, cohorts: list[str], evidence: dict, *, policy,
-                       severity: str) -> list[dict]:
-    """Open (or update) one incident per cohort; idempotent for a given run id."""
-    from clinical_mlops.monitoring import incidents
-
-    incidents.ensure_tables(con)
-    run_id = evidence["run_id"]
-    seen = con.execute(
-        "SELECT count(*) FROM monitoring.incidents WHERE evidence LIKE ? ",
-        [f"%{run_id}%"],
-    ).fetchall()[0][0] + con.execute(
-        "SELECT count(*) FROM monitoring.incident_updates WHERE note LIKE ?", [f"%{run_id}%"]
-    ).fetchall()[0][0]
-    if seen:
-        return []
-    opened = []
-    for cohort in cohorts or ["(all cohorts)"]:
-        incident = incidents.open_incident(
-            con, policy=policy, severity=severity, cohort=cohort, model=evidence["job_name"],
-            check=f"run_failure:{evidence['job_name']}", evidence=evidence,
-        )
-        if not incident.created:
-            incidents.update_status(con, incident.incident_id, incident.status,
-                                    f"another failed run {run_id}: {evidence['error'] or evidence['error_class']}")
-        opened.append({**incident.as_metadata(), "created": incident.created})
-    return opened
-
-
 @dg.run_failure_sensor(
     name="run_failure_incident_sensor",
     default_status=RUNNING,
@@ -288,12 +258,13 @@ def record_run_failure(con: duckdb.DuckDBPyConnection, cohorts: list[str], evide
 )
 def run_failure_incident_sensor(context: dg.RunFailureSensorContext, warehouse: WarehouseResource) -> None:
     from clinical_mlops.governance.policy import load_policy
+    from clinical_mlops.monitoring import incidents
 
     policy = load_policy()
     severity = os.environ.get("CLINICAL_MLOPS_RUN_FAILURE_SEVERITY", "warn")
     cohorts, evidence = run_failure_evidence(context)
-    opened = with_warehouse(warehouse, lambda con: record_run_failure(con, cohorts, evidence, policy=policy,
-                                                                      severity=severity))
+    opened = with_warehouse(warehouse, lambda con: incidents.record_run_failure(con, cohorts, evidence, policy=policy,
+                                                                                severity=severity))
     for item in opened:
         context.log.info(f"run {evidence['run_id']} failed: incident {item['incident_id']} "
                          f"({'opened' if item['created'] else 'updated'}, owner {item['owner']})")
