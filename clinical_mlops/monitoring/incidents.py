@@ -5,7 +5,8 @@ model, check, evidence, status, due_by, policy hash); ``monitoring.incident_upda
 append-only log of every status change, so an update never hides what was recorded before.
 Owner, notification list and deadline come from the policy's escalation rule for the severity.
 Evidence is aggregate (gaps, intervals, links, the policy hash) — never row-level data.
-A failed Dagster run is recorded once (:func:`record_run_failure`, :func:`run_recorded`).
+A failed Dagster run is recorded once (:func:`record_run_failure`, :func:`run_recorded`); a failed drift check
+without an incident of its own is escalated (:func:`escalate_drift`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 
 from clinical_mlops.governance.policy import Policy
 from clinical_mlops.core.warehouse import scalar, transaction
+from clinical_mlops.training.params import registered_model_name
 
 __all__ = [
     "INCIDENT_DDL",
@@ -28,6 +30,7 @@ __all__ = [
     "Incident",
     "count_open",
     "ensure_tables",
+    "escalate_drift",
     "list_incidents",
     "open_incident",
     "record_run_failure",
@@ -221,4 +224,23 @@ def record_run_failure(con: duckdb.DuckDBPyConnection, cohorts: list[str], evide
             update_status(con, incident.incident_id, incident.status,
                           f"another failed run {run_id}: {evidence['error'] or evidence['error_class']}")
         opened.append({**incident.as_metadata(), "created": incident.created})
+    return opened
+
+
+def escalate_drift(con: duckdb.DuckDBPyConnection, escalations: dict[str, dict], *, policy: Policy) -> list[str]:
+    """Failed drift checks per cohort (``{cohort: {"checks", "extracts", "check_runs", "incidents"}}``): the
+    incidents the drift step opened (one per cohort and extract), else one opened here at the policy's drift
+    severity on the cohort's candidate model, its evidence noting the retrain requested. The incident ids."""
+    opened = []
+    for cohort, evidence in escalations.items():
+        if evidence["incidents"]:  # the drift step opened them, one per cohort and extract
+            opened.extend(evidence["incidents"])
+            continue
+        incident = open_incident(
+            con, policy=policy, severity=policy.drift.severity, cohort=cohort,
+            model=registered_model_name(cohort, "candidate"),
+            check=f"{cohort}/drift_report:{','.join(evidence['checks'])}",
+            evidence={**evidence, "action": "retrain requested (training_job)"},
+        )
+        opened.append(incident.incident_id)
     return opened

@@ -78,3 +78,29 @@ def test_a_resolved_incident_does_not_absorb_a_later_failure(db):
     incidents.update_status(db, first[0]["incident_id"], "resolved", "fixed")
     again = incidents.record_run_failure(db, ["cohort_a"], _evidence("run-3"), policy=policy, severity="warn")
     assert again[0]["created"] is True and again[0]["incident_id"] != first[0]["incident_id"]
+
+
+def _drift(checks: list[str], opened: list[str]) -> dict:
+    return {"checks": checks, "extracts": ["extract_002.csv"], "check_runs": ["run-9"], "incidents": opened}
+
+
+def test_a_failed_drift_check_without_an_incident_is_escalated_at_the_policy_drift_severity(db):
+    policy = load_policy()
+    ids = incidents.escalate_drift(db, {"cohort_a": _drift(["no_feature_drift"], [])}, policy=policy)
+    assert len(ids) == 1
+    row = db.execute('SELECT incident_id, cohort, model, "check", severity, owner, evidence FROM monitoring.incidents'
+                     ).fetchone()
+    assert row[:6] == (ids[0], "cohort_a", "cohort_a_candidate", "cohort_a/drift_report:no_feature_drift",
+                       policy.drift.severity, policy.owner_for(policy.drift.severity))
+    evidence = json.loads(row[6])
+    assert evidence["action"] == "retrain requested (training_job)" and evidence["check_runs"] == ["run-9"]
+    again = incidents.escalate_drift(db, {"cohort_a": _drift(["no_feature_drift"], [])}, policy=policy)
+    assert again == ids, "the incident still open for the same check is returned, not a second one"
+
+
+def test_drift_incidents_the_drift_step_opened_are_returned_without_a_new_one(db):
+    ids = incidents.escalate_drift(db, {"cohort_a": _drift(["no_feature_drift"], ["INC-1", "INC-2"]),
+                                        "cohort_b": _drift(["a", "b"], [])}, policy=load_policy())
+    assert ids[:2] == ["INC-1", "INC-2"] and len(ids) == 3
+    assert db.execute('SELECT cohort, "check" FROM monitoring.incidents').fetchall() == [
+        ("cohort_b", "cohort_b/drift_report:a,b")]

@@ -365,25 +365,9 @@ def drift_check_failed_sensor(
         escalations[cohort] = {"checks": checks, "extracts": partitions, "check_runs": sorted({r.run_id for _, r in items}),
                                "incidents": sorted({i for _, r in items if (i := _metadata(r).get("incident_id"))})}
 
-    def escalate(con: duckdb.DuckDBPyConnection) -> list[str]:
-        from clinical_mlops.monitoring import incidents
-        from clinical_mlops.training.modelling import registered_model_name
+    from clinical_mlops.monitoring import incidents
 
-        opened = []
-        for cohort, evidence in escalations.items():
-            if evidence["incidents"]:  # the drift step opened them, one per cohort and extract
-                opened.extend(evidence["incidents"])
-                continue
-            incident = incidents.open_incident(
-                con, policy=policy, severity=policy.drift.severity, cohort=cohort,
-                model=registered_model_name(cohort, "candidate"),
-                check=f"{cohort}/drift_report:{','.join(evidence['checks'])}",
-                evidence={**evidence, "action": "retrain requested (training_job)"},
-            )
-            opened.append(incident.incident_id)
-        return opened
-
-    incident_ids = with_warehouse(warehouse, escalate)
+    incident_ids = with_warehouse(warehouse, lambda con: incidents.escalate_drift(con, escalations, policy=policy))
     context.log.info(f"drift checks failed for {sorted(failures)}: retrain requested, incidents {incident_ids}")
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
 
