@@ -38,6 +38,13 @@ from clinical_mlops.defs.jobs import job_name
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import LandingZoneResource, WarehouseResource
 
+__all__ = [
+    "DAGSTER_UI", "RUNNING", "SETTLE_SECONDS", "TRAINING_GROUPS", "automation_condition_sensor",
+    "build_landing_zone_sensor", "drift_check_failed_sensor", "drift_check_keys", "drift_found", "landed_hashes",
+    "landing_zone_sensor_name", "parse_landing_cursor", "plan_landing", "retrain_selection", "run_failure_evidence",
+    "run_failure_incident_sensor", "why_not_retrained", "with_warehouse",
+]
+
 T = TypeVar("T")
 
 RUNNING = dg.DefaultSensorStatus.RUNNING
