@@ -20,13 +20,13 @@ from pathlib import Path
 import duckdb
 
 from clinical_mlops.core.evidence import FAIL, PASS, Evidence
-from clinical_mlops.core.warehouse import scalar, transaction
+from clinical_mlops.core.warehouse import scalar, table_exists, transaction
 from clinical_mlops.ingestion import deid
 from clinical_mlops.sources import tables
 from clinical_mlops.sources.contract import LoadedSource, SourceContract
 
 __all__ = ["EXTRACT_SUFFIXES", "ID_SHAPED_KINDS", "ExtractFormatError", "LandingResult", "check_header",
-    "count_file_records", "describe_findings", "extract_id_for", "file_sha256",
+    "count_file_records", "describe_findings", "extract_hashes", "extract_id_for", "file_sha256",
     "land_extract", "list_extracts", "read_header"]
 
 EXTRACT_SUFFIXES = (".csv",)
@@ -74,6 +74,13 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def extract_hashes(con: duckdb.DuckDBPyConnection, source: str) -> set[str]:
+    """sha256 of every extract of ``source`` in ``raw.extracts``, landed or refused (none before the table exists)."""
+    if not table_exists(con, "raw.extracts"):
+        return set()
+    return {row[0] for row in con.execute("SELECT sha256 FROM raw.extracts WHERE source = ?", [source]).fetchall()}
 
 
 def extract_id_for(path: Path) -> str:

@@ -5,6 +5,8 @@ model, check, evidence, status, due_by, policy hash); ``monitoring.incident_upda
 append-only log of every status change, so an update never hides what was recorded before.
 Owner, notification list and deadline come from the policy's escalation rule for the severity.
 Evidence is aggregate (gaps, intervals, links, the policy hash) — never row-level data.
+A failed Dagster run is recorded once (:func:`record_run_failure`, :func:`run_recorded`); a failed drift check
+without an incident of its own is escalated (:func:`escalate_drift`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import duckdb
 import pandas as pd
 
 from clinical_mlops.governance.policy import Policy
-from clinical_mlops.core.warehouse import transaction
+from clinical_mlops.core.warehouse import scalar, transaction
+from clinical_mlops.training.params import registered_model_name
 
 __all__ = [
     "INCIDENT_DDL",
@@ -27,8 +30,11 @@ __all__ = [
     "Incident",
     "count_open",
     "ensure_tables",
+    "escalate_drift",
     "list_incidents",
     "open_incident",
+    "record_run_failure",
+    "run_recorded",
     "update_status",
 ]
 
@@ -190,3 +196,51 @@ def count_open(con: duckdb.DuckDBPyConnection, cohort: str | None = None) -> int
         sql += " AND cohort = ?"
         params.append(cohort)
     return int(con.execute(sql, params).fetchall()[0][0])
+
+
+def run_recorded(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
+    """Whether a run was already recorded: an incident's evidence or an update's note mentions its id."""
+    ensure_tables(con)
+    pattern = f"%{run_id}%"
+    return bool(scalar(con, "SELECT count(*) FROM monitoring.incidents WHERE evidence LIKE ?", [pattern])
+                + scalar(con, "SELECT count(*) FROM monitoring.incident_updates WHERE note LIKE ?", [pattern]))
+
+
+def record_run_failure(con: duckdb.DuckDBPyConnection, cohorts: list[str], evidence: dict, *, policy: Policy,
+                       severity: str) -> list[dict]:
+    """A failed run (``evidence``: its ``run_id``, ``job_name``, ``error``, ``error_class``…) opens one incident per
+    cohort it touched (``(all cohorts)`` when none), or appends to the one already open for that cohort and job;
+    each as metadata with ``created``. Idempotent for a run id: a run already recorded records nothing."""
+    run_id = evidence["run_id"]
+    if run_recorded(con, run_id):
+        return []
+    opened = []
+    for cohort in cohorts or ["(all cohorts)"]:
+        incident = open_incident(
+            con, policy=policy, severity=severity, cohort=cohort, model=evidence["job_name"],
+            check=f"run_failure:{evidence['job_name']}", evidence=evidence,
+        )
+        if not incident.created:
+            update_status(con, incident.incident_id, incident.status,
+                          f"another failed run {run_id}: {evidence['error'] or evidence['error_class']}")
+        opened.append({**incident.as_metadata(), "created": incident.created})
+    return opened
+
+
+def escalate_drift(con: duckdb.DuckDBPyConnection, escalations: dict[str, dict], *, policy: Policy) -> list[str]:
+    """Failed drift checks per cohort (``{cohort: {"checks", "extracts", "check_runs", "incidents"}}``): the
+    incidents the drift step opened (one per cohort and extract), else one opened here at the policy's drift
+    severity on the cohort's candidate model, its evidence noting the retrain requested. The incident ids."""
+    opened = []
+    for cohort, evidence in escalations.items():
+        if evidence["incidents"]:  # the drift step opened them, one per cohort and extract
+            opened.extend(evidence["incidents"])
+            continue
+        incident = open_incident(
+            con, policy=policy, severity=policy.drift.severity, cohort=cohort,
+            model=registered_model_name(cohort, "candidate"),
+            check=f"{cohort}/drift_report:{','.join(evidence['checks'])}",
+            evidence={**evidence, "action": "retrain requested (training_job)"},
+        )
+        opened.append(incident.incident_id)
+    return opened

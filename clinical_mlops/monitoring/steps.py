@@ -20,7 +20,7 @@ from clinical_mlops.core.steps import StepError
 from clinical_mlops.drift.statistics import DriftSettings
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.governance.policy import Policy, for_cohort
-from clinical_mlops.monitoring import estimation, incidents, production
+from clinical_mlops.monitoring import estimation, incidents, production, settings
 from clinical_mlops.scoring import prediction_log
 
 if TYPE_CHECKING:  # the dashboard (Evidently) loads only when windows are published
@@ -224,9 +224,10 @@ def _has_gap_estimate(result) -> bool:
 
 
 def estimate_windows(
-    con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, policy: Policy, n_simulations: int = 400,
-    seed: int = 20261115, period: str | None = None, label_delay_days: float | None = None,
-    reports_dir: Path | None = None, dashboard_dir: Path | None = None,
+    con: duckdb.DuckDBPyConnection, spec: CohortSpec, *, policy: Policy,
+    n_simulations: int = settings.ESTIMATION_N_SIMULATIONS, seed: int = settings.ESTIMATION_SEED,
+    period: str | None = None, label_delay_days: float | None = None, reports_dir: Path | None = None,
+    dashboard_dir: Path | None = None,
 ) -> WindowsStep:
     """``[cohort, production_windows]``: every production window of the cohort estimated from its scores before
     labels (per subgroup, after the held-out calibration gate), realised once labelled, side by side in

@@ -177,3 +177,27 @@ def test_a_writer_gives_up_with_a_clear_error_after_its_wait(workspace):
         warehouse.connect(workspace.warehouse, wait_seconds=0.5)
     holder.kill()
     holder.wait()
+
+
+def test_extract_hashes_are_those_of_the_source_landed_or_refused(con, extract_file, workspace, small_encounters):
+    assert landing.extract_hashes(con, SYNTHETIC_SOURCE.name) == set()
+    landed = landing.land_extract(con, extract_file, SYNTHETIC_SOURCE)
+    frame = small_encounters.head(30).copy()
+    frame.loc[5, "payer_code"] = "jane.doe@example.org"
+    refused = landing.land_extract(con, _write(workspace.landing / "leaky.csv", frame), SYNTHETIC_SOURCE)
+    assert refused.status == "rejected"
+    unreadable = _write(workspace.landing / "extract_002.csv", _drop_column(small_encounters.head(50)))
+    with pytest.raises(landing.ExtractFormatError):  # refused before anything is recorded
+        landing.land_extract(con, unreadable, SYNTHETIC_SOURCE)
+    assert landing.extract_hashes(con, SYNTHETIC_SOURCE.name) == {landed.sha256, refused.sha256}
+    assert landing.extract_hashes(con, "another_source") == set()
+
+
+def test_extract_hashes_before_raw_extracts_exists(tmp_path):
+    import duckdb
+
+    fresh = duckdb.connect(str(tmp_path / "empty.duckdb"))
+    try:
+        assert landing.extract_hashes(fresh, SYNTHETIC_SOURCE.name) == set()
+    finally:
+        fresh.close()

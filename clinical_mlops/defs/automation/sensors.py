@@ -38,6 +38,13 @@ from clinical_mlops.defs.jobs import job_name
 from clinical_mlops.defs.partitions import extract_partitions
 from clinical_mlops.defs.resources import LandingZoneResource, WarehouseResource
 
+__all__ = [
+    "DAGSTER_UI", "RUNNING", "SETTLE_SECONDS", "TRAINING_GROUPS", "automation_condition_sensor",
+    "build_landing_zone_sensor", "drift_check_failed_sensor", "drift_check_keys", "drift_found", "landed_hashes",
+    "landing_zone_sensor_name", "parse_landing_cursor", "plan_landing", "retrain_selection", "run_failure_evidence",
+    "run_failure_incident_sensor", "why_not_retrained", "with_warehouse",
+]
+
 T = TypeVar("T")
 
 RUNNING = dg.DefaultSensorStatus.RUNNING
@@ -99,7 +106,7 @@ def plan_landing(
 
 
 def landed_hashes(warehouse: WarehouseResource, source: str, *, wait_seconds: float = 5.0) -> set[str] | None:
-    """sha256 of every extract of ``source`` already in ``raw.extracts`` (landed or refused); None while the
+    """:func:`clinical_mlops.ingestion.landing.extract_hashes` of ``source`` (landed or refused); None while the
     warehouse is busy. Read-only, and never creates the warehouse: no file yet means nothing landed yet.
     """
     from clinical_mlops.core import warehouse as store
@@ -112,9 +119,7 @@ def landed_hashes(warehouse: WarehouseResource, source: str, *, wait_seconds: fl
     except duckdb.IOException:
         return None  # a run holds the single writer lock: decide on the next tick
     try:
-        if not store.table_exists(con, "raw.extracts"):
-            return set()
-        return {row[0] for row in con.execute("SELECT sha256 FROM raw.extracts WHERE source = ?", [source]).fetchall()}
+        return landing.extract_hashes(con, source)
     finally:
         con.close()
 
@@ -252,34 +257,6 @@ def run_failure_evidence(context: dg.RunFailureSensorContext) -> tuple[list[str]
     return _cohorts_of_run(run, steps), evidence
 
 
-def record_run_failure(con: duckdb.DuckDBPyConnection, cohorts: list[str], evidence: dict, *, policy,
-                       severity: str) -> list[dict]:
-    """Open (or update) one incident per cohort; idempotent for a given run id."""
-    from clinical_mlops.monitoring import incidents
-
-    incidents.ensure_tables(con)
-    run_id = evidence["run_id"]
-    seen = con.execute(
-        "SELECT count(*) FROM monitoring.incidents WHERE evidence LIKE ? ",
-        [f"%{run_id}%"],
-    ).fetchall()[0][0] + con.execute(
-        "SELECT count(*) FROM monitoring.incident_updates WHERE note LIKE ?", [f"%{run_id}%"]
-    ).fetchall()[0][0]
-    if seen:
-        return []
-    opened = []
-    for cohort in cohorts or ["(all cohorts)"]:
-        incident = incidents.open_incident(
-            con, policy=policy, severity=severity, cohort=cohort, model=evidence["job_name"],
-            check=f"run_failure:{evidence['job_name']}", evidence=evidence,
-        )
-        if not incident.created:
-            incidents.update_status(con, incident.incident_id, incident.status,
-                                    f"another failed run {run_id}: {evidence['error'] or evidence['error_class']}")
-        opened.append({**incident.as_metadata(), "created": incident.created})
-    return opened
-
-
 @dg.run_failure_sensor(
     name="run_failure_incident_sensor",
     default_status=RUNNING,
@@ -288,12 +265,13 @@ def record_run_failure(con: duckdb.DuckDBPyConnection, cohorts: list[str], evide
 )
 def run_failure_incident_sensor(context: dg.RunFailureSensorContext, warehouse: WarehouseResource) -> None:
     from clinical_mlops.governance.policy import load_policy
+    from clinical_mlops.monitoring import incidents
 
     policy = load_policy()
     severity = os.environ.get("CLINICAL_MLOPS_RUN_FAILURE_SEVERITY", "warn")
     cohorts, evidence = run_failure_evidence(context)
-    opened = with_warehouse(warehouse, lambda con: record_run_failure(con, cohorts, evidence, policy=policy,
-                                                                      severity=severity))
+    opened = with_warehouse(warehouse, lambda con: incidents.record_run_failure(con, cohorts, evidence, policy=policy,
+                                                                                severity=severity))
     for item in opened:
         context.log.info(f"run {evidence['run_id']} failed: incident {item['incident_id']} "
                          f"({'opened' if item['created'] else 'updated'}, owner {item['owner']})")
@@ -394,25 +372,9 @@ def drift_check_failed_sensor(
         escalations[cohort] = {"checks": checks, "extracts": partitions, "check_runs": sorted({r.run_id for _, r in items}),
                                "incidents": sorted({i for _, r in items if (i := _metadata(r).get("incident_id"))})}
 
-    def escalate(con: duckdb.DuckDBPyConnection) -> list[str]:
-        from clinical_mlops.monitoring import incidents
-        from clinical_mlops.training.modelling import registered_model_name
+    from clinical_mlops.monitoring import incidents
 
-        opened = []
-        for cohort, evidence in escalations.items():
-            if evidence["incidents"]:  # the drift step opened them, one per cohort and extract
-                opened.extend(evidence["incidents"])
-                continue
-            incident = incidents.open_incident(
-                con, policy=policy, severity=policy.drift.severity, cohort=cohort,
-                model=registered_model_name(cohort, "candidate"),
-                check=f"{cohort}/drift_report:{','.join(evidence['checks'])}",
-                evidence={**evidence, "action": "retrain requested (training_job)"},
-            )
-            opened.append(incident.incident_id)
-        return opened
-
-    incident_ids = with_warehouse(warehouse, escalate)
+    incident_ids = with_warehouse(warehouse, lambda con: incidents.escalate_drift(con, escalations, policy=policy))
     context.log.info(f"drift checks failed for {sorted(failures)}: retrain requested, incidents {incident_ids}")
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
 

@@ -29,9 +29,13 @@ from clinical_mlops.defs.resources import (
 )
 from clinical_mlops.features.cohort import CohortSpec, load_all_cohorts
 from clinical_mlops.governance.policy import Policy
+from clinical_mlops.monitoring import settings
 
 if TYPE_CHECKING:
     from clinical_mlops.monitoring import steps
+
+__all__ = ["GROUP", "LabelJoinConfig", "PredictionLogConfig", "ProductionMonitoringConfig", "SkewConfig",
+           "WindowsConfig", "build_monitoring_assets", "defs"]
 
 GROUP = "monitoring"
 
@@ -64,18 +68,22 @@ class WindowsConfig(dg.Config):
 
 
 class ProductionMonitoringConfig(dg.Config):
-    window_days: float = 90.0
-    period: str = "week"
-    min_labelled: int = 200
-    auroc_tolerance: float = 0.05
+    """Defaults: :mod:`clinical_mlops.monitoring.settings`."""
+
+    window_days: float = settings.PRODUCTION_WINDOW_DAYS
+    period: str = settings.PERFORMANCE_PERIOD
+    min_labelled: int = settings.MIN_LABELLED
+    auroc_tolerance: float = settings.AUROC_TOLERANCE
     """Fail when the production AUROC interval lies wholly below held-out AUROC minus this."""
-    n_bootstrap: int = 200
+    n_bootstrap: int = settings.PERFORMANCE_N_BOOTSTRAP
 
 
 class SkewConfig(dg.Config):
-    window_days: float = 30.0
-    min_served: int = 100
-    max_mismatch_rate: float = 0.01
+    """Defaults: :mod:`clinical_mlops.monitoring.settings`."""
+
+    window_days: float = settings.SKEW_WINDOW_DAYS
+    min_served: int = settings.MIN_SERVED
+    max_mismatch_rate: float = settings.MAX_MISMATCH_RATE
     """Largest share of encounters (seen served and in the warehouse) allowed a different served value."""
 
 

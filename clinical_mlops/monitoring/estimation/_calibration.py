@@ -23,9 +23,8 @@ gap must be shown to fail):
 
 A refused group gets no estimate, only the reason.
 
-``max_calibration_error`` is :data:`MAX_CALIBRATION_ERROR` (0.05): the governance policy has no
-``monitoring`` section (its document is closed to new top-level sections, and adding one changes
-every recorded policy hash), so the bound is a module constant until the policy grows one.
+``max_calibration_error`` is the policy's ``monitoring.max_calibration_error``; without a policy,
+:data:`MAX_CALIBRATION_ERROR` (0.05), that section's default (:mod:`clinical_mlops.monitoring.settings`).
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ import pandas as pd
 
 from clinical_mlops.core.warehouse import table_exists
 from clinical_mlops.features.cohort import CohortSpec
+from clinical_mlops.monitoring import settings
 from clinical_mlops.monitoring.estimation._slices import group_slices
 
 __all__ = [
@@ -50,8 +50,9 @@ __all__ = [
     "heldout_rows",
 ]
 
-MAX_CALIBRATION_ERROR = 0.05
-"""Bound on |CITL| and ECE of a group on the held-out split beyond which its estimate is refused."""
+MAX_CALIBRATION_ERROR = settings.MAX_CALIBRATION_ERROR
+"""Bound on |CITL| and ECE of a group on the held-out split beyond which its estimate is refused
+(:data:`clinical_mlops.monitoring.settings.MAX_CALIBRATION_ERROR`, the policy's default)."""
 CALIBRATION_BINS = 10
 
 

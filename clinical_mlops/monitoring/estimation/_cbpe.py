@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from clinical_mlops.monitoring import settings
 from clinical_mlops.monitoring.estimation._calibration import CalibrationGate
 from clinical_mlops.monitoring.estimation._slices import group_slices
 
@@ -94,7 +95,7 @@ def estimate_window(
     *,
     threshold: float,
     gate: CalibrationGate | None = None,
-    n_simulations: int = 400,
+    n_simulations: int = settings.ESTIMATION_N_SIMULATIONS,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Estimated metrics of a window's rows (``score``, ``flagged``, attributes), one row per

@@ -23,6 +23,7 @@ import pandas as pd
 
 from clinical_mlops.core.warehouse import transaction
 from clinical_mlops.features.cohort import CohortSpec
+from clinical_mlops.monitoring import settings
 from clinical_mlops.monitoring.estimation._calibration import (
     MAX_CALIBRATION_ERROR, CalibrationGate, calibration_gate, heldout_rows)
 from clinical_mlops.monitoring.estimation._cbpe import estimate_window
@@ -160,8 +161,8 @@ def monitor_windows(
     *,
     period: str | None = None,
     label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS,
-    n_simulations: int = 400,
-    seed: int = 20261115,
+    n_simulations: int = settings.ESTIMATION_N_SIMULATIONS,
+    seed: int = settings.ESTIMATION_SEED,
     max_calibration_error: float = MAX_CALIBRATION_ERROR,
     store: bool = True,
 ) -> WindowsOutcome:

@@ -17,6 +17,7 @@ import duckdb
 from clinical_mlops.core import evidence
 from clinical_mlops.fairness import audit as fairness
 from clinical_mlops.features.cohort import CohortSpec
+from clinical_mlops.monitoring import settings
 from clinical_mlops.monitoring.production._outcomes import labelled_predictions, no_labels_reason
 from clinical_mlops.monitoring.production._performance import latest_threshold
 from clinical_mlops.monitoring.production._tables import utc_now
@@ -71,7 +72,7 @@ def production_fairness(
     spec: CohortSpec,
     *,
     policy,
-    window_days: float = 90.0,
+    window_days: float = settings.PRODUCTION_WINDOW_DAYS,
     n_bootstrap: int | None = None,
     now: datetime | None = None,
     store: bool = True,

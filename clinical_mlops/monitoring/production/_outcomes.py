@@ -18,6 +18,7 @@ import pandas as pd
 from clinical_mlops.core.warehouse import table_exists, transaction
 from clinical_mlops.features import build as features
 from clinical_mlops.features.cohort import CohortSpec
+from clinical_mlops.monitoring import settings
 from clinical_mlops.monitoring.production._tables import ensure_tables, utc_now
 
 __all__ = [
@@ -32,8 +33,9 @@ __all__ = [
 ]
 
 
-DEFAULT_LABEL_DELAY_DAYS = 30.0
-"""Days after a prediction before its outcome counts as known (a 30-day readmission is not known before)."""
+DEFAULT_LABEL_DELAY_DAYS = settings.LABEL_DELAY_DAYS
+"""Days after a prediction before its outcome counts as known (a 30-day readmission is not known before);
+:data:`clinical_mlops.monitoring.settings.LABEL_DELAY_DAYS`, the policy's default."""
 
 
 def no_labels_reason(window_days: float, label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS) -> str:

@@ -15,6 +15,7 @@ from clinical_mlops.core import evidence
 from clinical_mlops.core.warehouse import insert_frame, table_exists
 from clinical_mlops.evaluation import metrics as evaluation
 from clinical_mlops.features.cohort import CohortSpec
+from clinical_mlops.monitoring import settings
 from clinical_mlops.monitoring.production._outcomes import labelled_predictions, no_labels_reason
 from clinical_mlops.monitoring.production._tables import ensure_tables, utc_now
 
@@ -82,11 +83,11 @@ def performance_over_time(
     con: duckdb.DuckDBPyConnection,
     spec: CohortSpec,
     *,
-    period: str = "week",
-    window_days: float = 90.0,
-    min_labelled: int = 200,
-    auroc_tolerance: float = 0.05,
-    n_boot: int = 200,
+    period: str = settings.PERFORMANCE_PERIOD,
+    window_days: float = settings.PRODUCTION_WINDOW_DAYS,
+    min_labelled: int = settings.MIN_LABELLED,
+    auroc_tolerance: float = settings.AUROC_TOLERANCE,
+    n_boot: int = settings.PERFORMANCE_N_BOOTSTRAP,
     seed: int = 13,
     now: datetime | None = None,
     store: bool = True,

@@ -17,6 +17,7 @@ from clinical_mlops.core import evidence
 from clinical_mlops.core.warehouse import insert_frame, table_exists
 from clinical_mlops.drift import statistics as drift
 from clinical_mlops.features.cohort import CohortSpec
+from clinical_mlops.monitoring import settings
 from clinical_mlops.monitoring.production._tables import ensure_tables, utc_now
 
 __all__ = ["SkewResult", "training_serving_skew"]
@@ -54,9 +55,9 @@ def training_serving_skew(
     spec: CohortSpec,
     *,
     drift_settings=None,
-    window_days: float = 30.0,
-    min_served: int = 100,
-    max_mismatch_rate: float = 0.01,
+    window_days: float = settings.SKEW_WINDOW_DAYS,
+    min_served: int = settings.MIN_SERVED,
+    max_mismatch_rate: float = settings.MAX_MISMATCH_RATE,
     policy_sha256: str | None = None,
     now: datetime | None = None,
     store: bool = True,
