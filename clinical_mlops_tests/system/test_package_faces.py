@@ -49,15 +49,6 @@ def test_each_package_lists_exactly_its_public_modules_and_each_declares_all(dom
         assert not missing, f"{domain}.{name}: {missing}"
 
 
-# TODO: added by the monitoring change
-ALL_EXEMPT = ("defs/automation/sensors.py", "defs/monitoring/")
-
-
-def _exempt(path: Path) -> bool:
-    relative = path.relative_to(ROOT).as_posix()
-    return any(relative == e or relative.startswith(e) for e in ALL_EXEMPT)
-
-
 def _literal_all(path: Path) -> list[str] | None:
     """The module's top-level ``__all__`` as written (a list or tuple of strings), or None if it has none."""
     for node in ast.parse(path.read_text()).body:
@@ -70,8 +61,6 @@ def _literal_all(path: Path) -> list[str] | None:
 def test_every_module_declares_an_all_whose_names_exist():
     checked, undeclared, missing = [], [], []
     for path in sorted(ROOT.rglob("*.py")):
-        if _exempt(path):
-            continue
         checked.append(path)
         names = _literal_all(path)
         if names is None:
@@ -100,7 +89,7 @@ def test_every_module_declares_an_all_whose_names_exist():
 
 
 def test_every_defs_package_lists_exactly_its_public_modules():
-    packages = [p.parent for p in sorted((ROOT / "defs").rglob("__init__.py")) if not _exempt(p)]
+    packages = [p.parent for p in sorted((ROOT / "defs").rglob("__init__.py"))]
     assert len(packages) > 10
     for package in packages:
         module = importlib.import_module(_module_name(package / "__init__.py"))

@@ -1,1 +1,3 @@
 """Production monitoring: prediction log ingestion, label join, performance, fairness and skew."""
+
+__all__ = ["assets"]
