@@ -7,8 +7,9 @@ file for the process, re-read when the file's bytes change — and every decisio
 records :attr:`Policy.sha256`, so a verdict can always be traced to the exact rules that
 produced it.
 
-The sections are frozen pydantic dataclasses (:mod:`._models`); their field types are in
-:mod:`._fields`, the words a policy may use in :mod:`._vocabulary`, reading and caching in
+The sections are frozen pydantic dataclasses (:mod:`._models`: the whole policy; :mod:`._owner_models`,
+:mod:`._fairness_models`, :mod:`._control_models`: its sections); their field types are in :mod:`._fields`
+and :mod:`._value_types`, the words a policy may use in :mod:`._vocabulary`, reading and caching in
 :mod:`._load`. Validation happens on load: a malformed file raises :class:`PolicyError`, whose
 one-line message names the file and the field at fault (``governance/policy.yaml:
 fairness.metrics.recall_gap.max_difference must be a number in (0, 1], got 1.5``).
@@ -23,24 +24,23 @@ from clinical_mlops.governance.policy._load import (
     parse_policy,
 )
 from clinical_mlops.governance.policy._sources import for_cohort
-from clinical_mlops.governance.policy._models import (
+from clinical_mlops.governance.policy._control_models import (
     DEFAULT_NON_INFERIORITY_MARGIN,
     AbsoluteAcceptance,
     Acceptance,
     ChangeControl,
     DriftPolicy,
-    Escalation,
-    EscalationRule,
+    MonitoringPolicy,
+)
+from clinical_mlops.governance.policy._fairness_models import (
     FairnessPolicy,
     MetricRule,
     MitigationPolicy,
-    MonitoringPolicy,
-    Owners,
-    Policy,
-    PolicyDocument,
     SensitiveAttribute,
     Significance,
 )
+from clinical_mlops.governance.policy._models import Policy, PolicyDocument
+from clinical_mlops.governance.policy._owner_models import Escalation, EscalationRule, Owners
 from clinical_mlops.governance.policy._vocabulary import (
     BLOCKING_SEVERITIES,
     CORRECTIONS,

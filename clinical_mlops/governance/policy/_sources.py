@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from clinical_mlops.governance.policy._models import Policy, SensitiveAttribute
+from clinical_mlops.governance.policy._fairness_models import SensitiveAttribute
+from clinical_mlops.governance.policy._models import Policy
 
 __all__ = ["for_cohort"]
 
