@@ -9,6 +9,7 @@ import skops.io as sio
 
 from clinical_mlops.evaluation import metrics as evaluation
 from clinical_mlops.fairness import mitigation, reduction_oracle
+from clinical_mlops.fairness.mitigation._fit import _model_frame
 from clinical_mlops.training import modelling
 from clinical_mlops.features.cohort import CohortSpec
 from clinical_mlops.governance.policy import for_cohort, load_policy
@@ -58,7 +59,7 @@ def test_group_thresholds_fold_into_one_operating_threshold(fitted):
     # a deployable model: serialises with skops (as MLflow logs it) and predicts the same
     blob = sio.dumps(result.model)
     loaded = sio.loads(blob, trusted=sio.get_untrusted_types(data=blob))
-    x = mitigation._model_frame(test, SPEC, ("race",))
+    x = _model_frame(test, SPEC, ("race",))
     np.testing.assert_allclose(loaded.predict_proba(x)[:, 1], result.test_scores)
 
 
@@ -115,7 +116,7 @@ def test_exponentiated_gradient_registers_plain_logistic_regressions(fitted):
                                            for p in result.model.predictors)
     blob = sio.dumps(result.model)
     loaded = sio.loads(blob, trusted=sio.get_untrusted_types(data=blob))
-    x = mitigation._model_frame(test, SPEC, ("race",))
+    x = _model_frame(test, SPEC, ("race",))
     np.testing.assert_allclose(loaded.predict_proba(x)[:, 1], result.test_scores)
 
 
